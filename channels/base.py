@@ -1,0 +1,121 @@
+"""The one small interface every channel adapter implements.
+
+An adapter does two things: `condense` (pure: canonical message -> this channel's variant) and
+`send` (I/O: one variant to a batch of recipients through the provider's SDK, one outcome per
+recipient). Everything the fan-out engine needs to know about a provider is in `Outcome`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from dispatcher.message import EventKind, OutageMessage
+
+
+class ChannelName(StrEnum):
+    EMAIL = "email"
+    CHAT = "chat"
+    SMS = "sms"
+    SOCIAL = "social"
+    WEBHOOK = "webhook"
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """What a condenser needs besides the message: which notice, for whom, within which limits."""
+
+    event: EventKind
+    locale: str = "en"
+    timezone: str = "UTC"  # the reader's zone for displayed times; the offset is always shown
+    sms_segment_budget: int = 1
+    unsubscribe_url: str | None = None  # email footer and List-Unsubscribe; per-recipient token appended
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One destination of one delivery. `address` is an email, E.164 number, Slack channel id,
+    webhook URL, or "public" for the social post."""
+
+    delivery_id: int
+    address: str
+    name: str | None = None
+    unsubscribe_token: str | None = None
+
+
+class Failure(StrEnum):
+    RETRYABLE = "retryable"  # 5xx, timeouts, connection errors: back off and try again
+    RATE_LIMITED = "rate_limited"  # 429: try again after `retry_after`
+    PERMANENT = "permanent"  # invalid/opted-out number, hard bounce, rejected content: final
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A provider's answer for one recipient: accepted with its message id, or a classified error."""
+
+    delivery_id: int
+    accepted: bool
+    provider_message_id: str | None = None
+    failure: Failure | None = None
+    code: str | None = None  # the provider's own error code or HTTP status
+    error: str | None = None
+    retry_after: float | None = None  # seconds, when the provider said so
+
+    @classmethod
+    def ok(cls, delivery_id: int, provider_message_id: str | None) -> Outcome:
+        return cls(delivery_id, True, provider_message_id=provider_message_id)
+
+    @classmethod
+    def failed(
+        cls,
+        delivery_id: int,
+        failure: Failure,
+        *,
+        code: str | None = None,
+        error: str | None = None,
+        retry_after: float | None = None,
+    ) -> Outcome:
+        return cls(delivery_id, False, failure=failure, code=code, error=error,
+                   retry_after=retry_after)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    """A channel's rendering of one message. `text` is what a person reads as plain text (the SMS,
+    the post, the chat fallback, the email's text part). Each channel subclasses this with its own
+    typed fields (email subject and html, chat blocks, sms encoding and segments...)."""
+
+    channel: ChannelName
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Stored once per broadcast, channel and locale; tasks load it back by id."""
+        return asdict(self)
+
+
+Throttle = Callable[[Recipient], None]
+"""Called by an adapter right before each provider request, with the request's first recipient.
+The fan-out engine passes one that blocks until the global rate limit (Redis) admits the call."""
+
+
+@runtime_checkable
+class Channel(Protocol):
+    name: ClassVar[ChannelName]
+    max_batch: ClassVar[int]  # recipients per `send` call the provider accepts in one go
+
+    def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant: ...
+
+    def load_variant(self, data: dict[str, Any]) -> Variant:
+        """The inverse of `Variant.to_json`."""
+        ...
+
+    def send(
+        self,
+        variant: Variant,
+        recipients: Sequence[Recipient],
+        throttle: Throttle | None = None,
+    ) -> list[Outcome]:
+        """One outcome per recipient, in order. Never raises for a provider error: it classifies it."""
+        ...

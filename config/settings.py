@@ -1,0 +1,149 @@
+"""The one settings object. Read from the environment and an optional env file.
+
+Secrets (provider credentials, webhook keys) come only from the environment: they are `SecretStr`,
+never printed, and `describe()` masks them. Every setting is listed in the README with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from channels.base import ChannelName
+
+SECRET_FIELDS = frozenset(
+    {
+        "sendgrid_api_key",
+        "sendgrid_webhook_public_key",
+        "twilio_account_sid",
+        "twilio_auth_token",
+        "slack_bot_token",
+        "x_consumer_key",
+        "x_consumer_secret",
+        "x_access_token",
+        "x_access_token_secret",
+        "webhook_signing_secret",
+        "api_keys",
+    }
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DISPATCHER_",
+        env_file=os.environ.get("DISPATCHER_ENV_FILE"),
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # where state lives
+    data_dir: Path = Path(".dispatcher")
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    redis_prefix: str = ""  # prefixes every Redis key (Celery's too): isolates tenants and test runs
+
+    # HTTP
+    public_url: str = "http://127.0.0.1:8000"  # how providers reach our webhooks
+    max_body_bytes: int = 1_000_000
+    api_keys: SecretStr | None = None  # DISPATCHER_API_KEYS="commander:key1,viewer:key2"
+
+    # audience
+    tiers: dict[str, int] = {"admins": 0, "stakeholders": 1, "customers": 2}
+    default_tier: int = 2  # for a list not named in `tiers`
+    tier_gate_timeout_s: float = 60.0
+    tier_delay_s: dict[int, float] = {}
+    failover_tiers: list[int] = [0]
+
+    # channels
+    channels_enabled: list[ChannelName] = [
+        ChannelName.EMAIL,
+        ChannelName.CHAT,
+        ChannelName.SMS,
+        ChannelName.SOCIAL,
+        ChannelName.WEBHOOK,
+    ]
+    templates_override_dir: Path | None = None
+    sms_segment_budget: int = Field(default=1, ge=1, le=10)
+    provider_timeout_s: float = 10.0
+    send_concurrency: int = 16  # provider calls in flight per batch task
+
+    # provider sandbox (used for every provider without credentials)
+    sandbox_url: str = "http://127.0.0.1:8001"
+
+    # SendGrid
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_host: str | None = None  # defaults to the real API when a key is set, else the sandbox
+    sendgrid_webhook_public_key: SecretStr | None = None
+    email_from: str = "status@example.com"
+    email_from_name: str = "Status"
+    unsubscribe_url: str = "http://127.0.0.1:8000/unsubscribe"
+
+    # Twilio
+    twilio_account_sid: SecretStr | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str = "+15005550006"
+    twilio_base_url: str | None = None
+
+    # Slack
+    slack_bot_token: SecretStr | None = None
+    slack_base_url: str | None = None
+
+    # X
+    x_consumer_key: SecretStr | None = None
+    x_consumer_secret: SecretStr | None = None
+    x_access_token: SecretStr | None = None
+    x_access_token_secret: SecretStr | None = None
+    x_base_url: str | None = None
+
+    # outgoing webhook channel
+    webhook_signing_secret: SecretStr = SecretStr("change-me-webhook-secret")
+
+    # rate limits per provider account (requests or messages per second)
+    rate_sendgrid_per_s: float = 10.0
+    rate_twilio_per_s: float = 1.0  # one long-code sender; raise for short codes / messaging services
+    rate_slack_per_channel_per_s: float = 1.0
+    rate_x_per_window: int = 100
+    rate_x_window_s: float = 900.0
+    rate_webhook_per_s: float = 50.0
+
+    # retries
+    retry_max_attempts: int = 8
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 300.0
+    breaker_failures: int = 5
+    breaker_open_s: float = 30.0
+    lease_s: float = 120.0  # a row in `sending` longer than this is swept back to pending
+
+    # scheduler
+    scheduler_poll_s: float = 5.0
+
+    log_level: str = "INFO"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'dispatcher.db'}"
+
+    def describe(self) -> dict[str, Any]:
+        """Settings as they may be shown: secrets reduced to set / unset."""
+        shown: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if name in SECRET_FIELDS:
+                shown[name] = "(set)" if value else "(unset)"
+            else:
+                shown[name] = str(value) if isinstance(value, Path) else value
+        return shown
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,50 @@
+"""One error type per failure class, each with a stable `code` the API returns as is."""
+
+from __future__ import annotations
+
+
+class DispatcherError(Exception):
+    code: str = "error"
+    http_status: int = 500
+
+    def __init__(self, message: str, *, fields: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or []
+
+
+class ValidationFailed(DispatcherError):
+    code = "validation_error"
+    http_status = 422
+
+
+class TransitionError(DispatcherError):
+    code = "invalid_transition"
+    http_status = 409
+
+    def __init__(self, *, current: str, new: str, hint: str = "") -> None:
+        super().__init__(f"status cannot go from '{current}' to '{new}'{hint}", fields=["status"])
+        self.current = current
+        self.new = new
+
+
+class NotFound(DispatcherError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(DispatcherError):
+    code = "conflict"
+    http_status = 409
+
+
+class ConfigurationError(DispatcherError):
+    """Bad or missing settings, reported at start, naming the setting."""
+
+    code = "configuration_error"
+
+
+class TemplateError(DispatcherError):
+    """A template that does not render; reported at start or preview, never first at send time."""
+
+    code = "template_error"

@@ -1,0 +1,197 @@
+"""The canonical outage message: the one thing a commander writes, every channel renders from it.
+
+Pure: no I/O. Every channel variant is condensed from these fields, so no channel can say something
+another contradicts.
+
+Time zones: every timestamp must carry an offset. A naive timestamp ("14:00") is rejected rather
+than guessed at, because a wrong guess would tell customers the wrong time during an outage.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    model_validator,
+)
+
+from dispatcher.errors import TransitionError
+
+
+class Kind(StrEnum):
+    INCIDENT = "incident"
+    MAINTENANCE = "maintenance"
+
+
+class Status(StrEnum):
+    # incident lifecycle
+    INVESTIGATING = "investigating"
+    IDENTIFIED = "identified"
+    MONITORING = "monitoring"
+    RESOLVED = "resolved"
+    # maintenance lifecycle
+    SCHEDULED = "scheduled"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class Impact(StrEnum):
+    NONE = "none"
+    MINOR = "minor"
+    MAJOR = "major"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(Impact).index(self)
+
+
+INCIDENT_STATUSES = (Status.INVESTIGATING, Status.IDENTIFIED, Status.MONITORING, Status.RESOLVED)
+MAINTENANCE_STATUSES = (
+    Status.SCHEDULED,
+    Status.IN_PROGRESS,
+    Status.COMPLETED,
+    Status.CANCELLED,
+)
+FINAL_STATUSES = frozenset({Status.RESOLVED, Status.COMPLETED, Status.CANCELLED})
+
+# Incidents regress in real life (the fix did not hold), so the open states move freely among
+# themselves; only leaving "resolved" needs an explicit reopen. Maintenance only moves forward.
+_ALLOWED: dict[Status, frozenset[Status]] = {
+    Status.INVESTIGATING: frozenset(INCIDENT_STATUSES),
+    Status.IDENTIFIED: frozenset(INCIDENT_STATUSES),
+    Status.MONITORING: frozenset(INCIDENT_STATUSES),
+    Status.RESOLVED: frozenset({Status.RESOLVED}),
+    Status.SCHEDULED: frozenset({Status.SCHEDULED, Status.IN_PROGRESS, Status.CANCELLED}),
+    Status.IN_PROGRESS: frozenset({Status.IN_PROGRESS, Status.COMPLETED, Status.CANCELLED}),
+    Status.COMPLETED: frozenset({Status.COMPLETED}),
+    Status.CANCELLED: frozenset({Status.CANCELLED}),
+}
+
+
+def check_transition(current: Status, new: Status, *, reopen: bool = False) -> None:
+    """Raise TransitionError unless `current -> new` is allowed.
+
+    A resolved incident may go back to an open state only with `reopen=True`: customers who were
+    told "resolved" must be told explicitly that it is broken again.
+    """
+    if new in _ALLOWED[current]:
+        return
+    if reopen and current is Status.RESOLVED and new in INCIDENT_STATUSES:
+        return
+    hint = " (pass reopen=true to reopen a resolved incident)" if current is Status.RESOLVED else ""
+    raise TransitionError(current=current.value, new=new.value, hint=hint)
+
+
+def _no_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_blank)]
+ShortText = Annotated[Text, Field(max_length=500)]
+Name = Annotated[Text, Field(max_length=100)]
+
+
+class SupportContact(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+    label: Name
+    email: EmailStr | None = None
+    phone: Annotated[str, Field(max_length=32)] | None = None
+    url: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Self:
+        if not (self.email or self.phone or self.url):
+            raise ValueError("a support contact needs an email, phone or url")
+        return self
+
+
+class OutageMessage(BaseModel):
+    """What customers ask during an outage, answered once; see DESIGN.md for each field's why."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+    title: Annotated[Text, Field(max_length=200)]
+    kind: Kind = Kind.INCIDENT
+    status: Status | None = None  # defaults to the first state of the kind's lifecycle
+    impact: Impact = Impact.MINOR
+    components: Annotated[list[Name], Field(max_length=50)] = []
+    regions: Annotated[list[Name], Field(max_length=50)] = []
+    summary: ShortText | None = None
+    details: Annotated[Text, Field(max_length=20_000)] | None = None
+    cause: ShortText | None = None
+    workarounds: Annotated[list[ShortText], Field(max_length=10)] = []
+    eta: AwareDatetime | None = None
+    eta_confirmed: bool = False
+    next_update_at: AwareDatetime | None = None
+    data_safety: ShortText | None = None
+    compensation: ShortText | None = None
+    prevention: ShortText | None = None
+    status_page_url: HttpUrl | None = None
+    support_contacts: Annotated[list[SupportContact], Field(max_length=10)] = []
+    starts_at: AwareDatetime | None = None  # maintenance window
+    ends_at: AwareDatetime | None = None
+    posted_at: AwareDatetime | None = None  # set by the service, never by the caller
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        lifecycle = INCIDENT_STATUSES if self.kind is Kind.INCIDENT else MAINTENANCE_STATUSES
+        if self.status is None:
+            object.__setattr__(self, "status", lifecycle[0])
+        elif self.status not in lifecycle:
+            allowed = ", ".join(s.value for s in lifecycle)
+            raise ValueError(f"status '{self.status.value}' is not a {self.kind.value} status; "
+                             f"use one of: {allowed}")
+        if self.eta_confirmed and self.eta is None:
+            raise ValueError("eta_confirmed is true but no eta is given")
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        if self.kind is Kind.MAINTENANCE and self.starts_at is None:
+            raise ValueError("a maintenance message needs starts_at")
+        return self
+
+    @property
+    def lifecycle_status(self) -> Status:
+        assert self.status is not None  # set by the validator
+        return self.status
+
+    @property
+    def is_final(self) -> bool:
+        return self.lifecycle_status in FINAL_STATUSES
+
+    def stamped(self, when: datetime | None = None) -> OutageMessage:
+        """The message as posted: `posted_at` set by the service, in UTC."""
+        return self.model_copy(update={"posted_at": (when or datetime.now(UTC)).astimezone(UTC)})
+
+    def merged(self, changes: dict[str, object]) -> OutageMessage:
+        """A follow-up message: the previous one with the commander's changes applied, re-validated."""
+        data = self.model_dump(mode="json", exclude={"posted_at"})
+        data.update(changes)
+        return OutageMessage.model_validate(data)
+
+
+class EventKind(StrEnum):
+    """Which notice a broadcast is; chooses the template wording and the channel policy."""
+
+    INCIDENT_OPENED = "incident_opened"
+    INCIDENT_UPDATED = "incident_updated"
+    INCIDENT_RESOLVED = "incident_resolved"
+    MAINTENANCE_SCHEDULED = "maintenance_scheduled"
+    MAINTENANCE_REMINDER = "maintenance_reminder"
+    MAINTENANCE_STARTED = "maintenance_started"
+    MAINTENANCE_COMPLETED = "maintenance_completed"
+    MAINTENANCE_CANCELLED = "maintenance_cancelled"
+    MAINTENANCE_RESCHEDULED = "maintenance_rescheduled"
