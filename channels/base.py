@@ -77,8 +77,7 @@ class Outcome:
         error: str | None = None,
         retry_after: float | None = None,
     ) -> Outcome:
-        return cls(delivery_id, False, failure=failure, code=code, error=error,
-                   retry_after=retry_after)
+        return cls(delivery_id, False, failure=failure, code=code, error=error, retry_after=retry_after)
 
 
 @dataclass(frozen=True, kw_only=True)

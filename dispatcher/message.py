@@ -153,8 +153,9 @@ class OutageMessage(BaseModel):
             object.__setattr__(self, "status", lifecycle[0])
         elif self.status not in lifecycle:
             allowed = ", ".join(s.value for s in lifecycle)
-            raise ValueError(f"status '{self.status.value}' is not a {self.kind.value} status; "
-                             f"use one of: {allowed}")
+            raise ValueError(
+                f"status '{self.status.value}' is not a {self.kind.value} status; use one of: {allowed}"
+            )
         if self.eta_confirmed and self.eta is None:
             raise ValueError("eta_confirmed is true but no eta is given")
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
