@@ -1,0 +1,37 @@
+"""Liveness and readiness: a load balancer's two questions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from dispatcher.redis_client import get_redis
+from dispatcher.store.db import get_database
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is alive and serving."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request) -> JSONResponse:
+    """Ready when the broker and the database both answer."""
+    settings = request.app.state.settings
+    checks: dict[str, str] = {}
+    for name, probe in (
+        ("database", lambda: get_database(settings).ping()),
+        ("broker", lambda: get_redis(settings).ping()),
+    ):
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as exc:  # readiness reports any failure rather than raising it
+            checks[name] = f"unavailable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
+    )

@@ -1,0 +1,80 @@
+"""The Celery app, configured for the Redis transport's real behaviour.
+
+- acks_late + reject_on_worker_lost: a worker killed mid-task leaves the task for another worker.
+- prefetch 1: a worker does not hoard tasks that an idle worker could run.
+- visibility timeout longer than any task: otherwise Redis hands an unacknowledged task out again.
+- no far-future ETA or countdown tasks: past the visibility timeout Redis would redeliver them over
+  and over, so the scheduler polls the database instead (countdowns here stay under retry_cap_s).
+- a queue per channel, so a slow provider never holds up another channel's sends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from channels.base import ChannelName
+from config import Settings, get_settings
+from dispatcher.redis_client import require_redis_url
+
+CONTROL_QUEUE = "control"
+QUEUES = (CONTROL_QUEUE, *(c.value for c in ChannelName))
+VISIBILITY_TIMEOUT_S = 3600
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    url = require_redis_url(settings)
+    transport: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+    results: dict[str, Any] = {}
+    if settings.redis_prefix:
+        transport["global_keyprefix"] = settings.redis_prefix
+        results["global_keyprefix"] = settings.redis_prefix
+    assert settings.retry_cap_s < VISIBILITY_TIMEOUT_S, (
+        "a retry countdown must stay under the visibility timeout"
+    )
+    return {
+        "broker_url": url,
+        "result_backend": url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": results,
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_expires": 3600,
+        "task_default_queue": CONTROL_QUEUE,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "beat_schedule": {
+            "sweep-stale-deliveries": {"task": "dispatcher.sweep", "schedule": 15.0},
+            "poll-scheduled-notices": {
+                "task": "dispatcher.poll_schedule",
+                "schedule": settings.scheduler_poll_s,
+            },
+        },
+    }
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    app = Celery("outage_dispatcher", include=["dispatcher.tasks"])
+    settings = settings or get_settings()
+    if settings.redis_url:
+        app.conf.update(celery_config(settings))
+    return app
+
+
+app = make_celery()
+
+
+@worker_process_init.connect
+def _after_fork(**_kwargs: Any) -> None:
+    """Clients are cached per pid, so a forked child builds its own; drop the parent's pool too."""
+    from dispatcher.store.db import _databases
+
+    for database in _databases.values():
+        database.engine.dispose(close=False)

@@ -1,0 +1,140 @@
+"""`outage-dispatcher`: run the service (up, web, worker, beat, sandbox) and manage it (db, keys)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from config import get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; shown once).")
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    sandbox_port: Annotated[int, typer.Option(help="provider sandbox port")] = 8001,
+    data_dir: Annotated[Path, typer.Option(help="where state lives")] = Path(".dispatcher"),
+    workers: Annotated[int, typer.Option(help="Celery worker processes")] = 2,
+) -> None:
+    """Everything in one command on embedded defaults: Redis, SQLite, sandbox, API, worker, scheduler."""
+    from dispatcher.up import Supervisor
+
+    supervisor = Supervisor(port=port, sandbox_port=sandbox_port, data_dir=data_dir.resolve(),
+                            worker_concurrency=workers)  # fmt: skip
+    raise typer.Exit(supervisor.run())
+
+
+@app.command()
+def web(
+    host: Annotated[str, typer.Option()] = "0.0.0.0",
+    port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
+) -> None:
+    """The API alone (Procfile `web`); applies migrations first."""
+    import uvicorn
+
+    from dispatcher.api import create_app
+
+    _migrate_and_bootstrap()
+    uvicorn.run(create_app(), host=host, port=port, access_log=False)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option("-c", "--concurrency")] = 2,
+    queues: Annotated[str | None, typer.Option("-Q", "--queues", help="default: every queue")] = None,
+) -> None:
+    """A Celery worker (Procfile `worker`)."""
+    from dispatcher.celery_app import QUEUES
+    from dispatcher.celery_app import app as celery
+
+    celery.worker_main(
+        ["worker", "-Q", queues or ",".join(QUEUES), "-c", str(concurrency), "--loglevel", "INFO"]
+    )
+
+
+@app.command()
+def beat() -> None:
+    """The scheduler's clock (Procfile `beat`): polls for due notices and sweeps stale deliveries."""
+    from dispatcher.celery_app import app as celery
+
+    schedule = get_settings().data_dir / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    celery.start(["beat", "-s", str(schedule), "--loglevel", "INFO"])
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from dispatcher.store.db import get_database
+    from dispatcher.store.migrate import current_revision, upgrade
+
+    database = get_database()
+    upgrade(database, revision)
+    typer.echo(f"database at revision {current_revision(database)}")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="commander, viewer or admin")],
+    label: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    from dispatcher.auth import Role, create_key
+    from dispatcher.store.db import get_database
+
+    try:
+        parsed = Role(role)
+    except ValueError:
+        raise typer.BadParameter("role must be commander, viewer or admin", param_hint="--role") from None
+    with get_database().session() as session:
+        key = create_key(session, parsed, label)
+    typer.echo(key)
+
+
+@keys_app.command("revoke")
+def keys_revoke(ident: Annotated[str, typer.Argument(help="key id or its 8-character prefix")]) -> None:
+    """Revoke a key; requests with it are refused from now on."""
+    from dispatcher.auth import revoke_key
+    from dispatcher.store.db import get_database
+
+    with get_database().session() as session:
+        count = revoke_key(session, ident)
+    if not count:
+        typer.echo(f"no active key matches {ident!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {count} key(s)")
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print the effective settings, secrets masked."""
+    typer.echo(json.dumps(get_settings().describe(), indent=2, default=str))
+
+
+def _migrate_and_bootstrap() -> None:
+    from dispatcher.auth import bootstrap_keys
+    from dispatcher.store.db import get_database
+    from dispatcher.store.migrate import upgrade
+
+    settings = get_settings()
+    database = get_database(settings)
+    upgrade(database)
+    if settings.api_keys:
+        with database.session() as session:
+            bootstrap_keys(session, settings.api_keys.get_secret_value())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""Database tables. Runs on PostgreSQL and SQLite alike; Alembic migrations mirror this file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC, returns aware UTC: SQLite would otherwise hand back naive datetimes."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime reached the database; every timestamp must be aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real BIGINT.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: Json,
+        list[Any]: Json,
+    }
+
+
+class SubscriberList(Base):
+    __tablename__ = "subscriber_lists"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    tier: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    list_id: Mapped[int] = mapped_column(
+        ForeignKey("subscriber_lists.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    org: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(20))  # E.164
+    slack_channel: Mapped[str | None] = mapped_column(String(100))
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    channels: Mapped[list[Any]] = mapped_column(default=list)  # preference order
+    components: Mapped[list[Any]] = mapped_column(default=list)  # empty = everything
+    regions: Mapped[list[Any]] = mapped_column(default=list)
+    opt_outs: Mapped[list[Any]] = mapped_column(default=list)
+    locale: Mapped[str] = mapped_column(String(20), default="en")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    quiet_hours: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    unsubscribe_token: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    lists: Mapped[list[SubscriberList]] = relationship(secondary="memberships", lazy="selectin")
+
+
+class Incident(Base):
+    """An incident or a maintenance: the thing updates and broadcasts hang off."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    title: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))
+    impact: Mapped[str] = mapped_column(String(20))
+    message: Mapped[dict[str, Any]]  # the current canonical message
+    starts_at: Mapped[datetime | None]
+    ends_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_update_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+
+    updates: Mapped[list[IncidentUpdate]] = relationship(
+        back_populates="incident", order_by="IncidentUpdate.seq", lazy="selectin"
+    )
+
+
+class IncidentUpdate(Base):
+    __tablename__ = "incident_updates"
+    __table_args__ = (UniqueConstraint("incident_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    event: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20))
+    message: Mapped[dict[str, Any]]
+    posted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    incident: Mapped[Incident] = relationship(back_populates="updates")
+
+
+class Broadcast(Base):
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    update_id: Mapped[int | None] = mapped_column(ForeignKey("incident_updates.id", ondelete="SET NULL"))
+    event: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(20), default="queued")  # queued/sending/completed
+    policy: Mapped[dict[str, Any]] = mapped_column(default=dict)  # channels per this update
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    planned_at: Mapped[datetime | None]
+    first_accepted_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+
+class BroadcastTier(Base):
+    """One tier of a broadcast: the gate that releases the next tier lives here."""
+
+    __tablename__ = "broadcast_tiers"
+
+    broadcast_id: Mapped[int] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    tier: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), default="waiting")  # waiting/planning/sending/done
+    planned: Mapped[int] = mapped_column(Integer, default=0)
+    outstanding: Mapped[int] = mapped_column(Integer, default=0)  # not yet accepted nor final
+    gate: Mapped[str | None] = mapped_column(String(20))  # how the next tier was released
+    started_at: Mapped[datetime | None]
+    first_accepted_at: Mapped[datetime | None]
+    all_accepted_at: Mapped[datetime | None]
+
+
+class BroadcastVariant(Base):
+    """A channel's rendering for one broadcast and locale: rendered once, read by every batch."""
+
+    __tablename__ = "broadcast_variants"
+
+    broadcast_id: Mapped[int] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    locale: Mapped[str] = mapped_column(String(20), primary_key=True)
+    variant: Mapped[dict[str, Any]]
+
+
+class BroadcastCount(Base):
+    """Progress kept current as deliveries move, so reading it is never a COUNT over every row."""
+
+    __tablename__ = "broadcast_counts"
+
+    broadcast_id: Mapped[int] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    tier: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Delivery(Base):
+    """One message to one address on one channel in one broadcast: a row with a state machine."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint(
+            "broadcast_id", "channel", "address", name="uq_deliveries_broadcast_channel_address"
+        ),
+        Index("ix_deliveries_broadcast_tier_state", "broadcast_id", "tier", "state"),
+        Index("ix_deliveries_state_lease", "state", "lease_until"),
+        Index("ix_deliveries_provider_message_id", "provider_message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcasts.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"))
+    tier: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(String(2000))
+    locale: Mapped[str] = mapped_column(String(20), default="en")
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    last_error_code: Mapped[str | None] = mapped_column(String(100))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    failover_of: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"))
+    possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_until: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sending_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    final_at: Mapped[datetime | None]  # failed / bounced / undelivered / suppressed
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScheduledNotice(Base):
+    """A maintenance notice due at a time; the scheduler polls and claims these (no long ETAs)."""
+
+    __tablename__ = "scheduled_notices"
+    __table_args__ = (Index("ix_scheduled_notices_state_due", "state", "due_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(40))
+    due_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(
+        String(20), default="pending"
+    )  # pending/claimed/sent/withdrawn/skipped
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("broadcasts.id", ondelete="SET NULL"))
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; the key is never stored
+    prefix: Mapped[str] = mapped_column(String(12))  # shown in listings so a key can be recognised
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotency_scope_key"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(200))  # method + path + api key
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
