@@ -1,27 +1,63 @@
-"""Celery tasks. They carry ids, never message bodies, and act only on rows they claim."""
+"""Celery tasks: thin wrappers that carry ids (never message bodies) into the engine."""
 
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
+from channels.base import ChannelName
+from config import get_settings
 from dispatcher.celery_app import app
+from dispatcher.fanout import Outbox, gate_timed_out
+from dispatcher.fanout import run_broadcast as _run_broadcast
+from dispatcher.sending import Services, build_services
+from dispatcher.sending import send_batch as _send_batch
 from dispatcher.store.db import get_database
+
+
+@lru_cache
+def _services(pid: int) -> Services:
+    del pid  # per process: clients must not cross a fork
+    return build_services(get_settings(), get_database())
+
+
+def services() -> Services:
+    return _services(os.getpid())
 
 
 @app.task(name="dispatcher.ping")
 def ping(value: str) -> dict[str, object]:
-    """A round trip through the broker, a worker and the database: what readiness checks lean on."""
+    """A round trip through the broker, a worker and the database."""
     get_database().ping()
     return {"pong": value, "pid": os.getpid()}
 
 
+@app.task(name="dispatcher.run_broadcast")
+def run_broadcast(broadcast_id: int) -> None:
+    _run_broadcast(get_database(), get_settings(), broadcast_id)
+
+
+@app.task(name="dispatcher.send_batch")
+def send_batch(broadcast_id: int, channel: str, ids: list[int]) -> int:
+    return _send_batch(services(), broadcast_id, ChannelName(channel), ids)
+
+
+@app.task(name="dispatcher.check_gate")
+def check_gate(broadcast_id: int, tier: int) -> None:
+    outbox = Outbox()
+    with get_database().session() as session:
+        gate_timed_out(session, get_settings(), broadcast_id, tier, outbox)
+    outbox.flush()
+
+
 @app.task(name="dispatcher.sweep")
-def sweep() -> int:
-    """Returns deliveries stuck in `sending` past their lease to `pending` (the fan-out engine)."""
-    return 0
+def sweep() -> dict[str, int]:
+    from dispatcher.sweeper import sweep as _sweep
+
+    return _sweep(get_database(), get_settings())
 
 
 @app.task(name="dispatcher.poll_schedule")
 def poll_schedule() -> int:
-    """Claims and sends due maintenance notices (the scheduler)."""
+    """Claims and sends due maintenance notices (the scheduler); nothing is scheduled yet."""
     return 0

@@ -1,0 +1,159 @@
+"""Opening incidents, posting updates, and turning each into a broadcast.
+
+Everything here happens inside the caller's transaction and sends nothing: the HTTP request (or
+CLI call) returns as soon as the broadcast is recorded; `enqueue` is called after commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from channels.base import ChannelName
+from config import Settings
+from dispatcher.errors import NotFound
+from dispatcher.fanout import render_variants
+from dispatcher.message import EventKind, Impact, Kind, OutageMessage, Status, check_transition
+from dispatcher.policy import channels_for, impact_rose
+from dispatcher.store.models import Broadcast, BroadcastTier, Incident, IncidentUpdate, SubscriberList
+
+
+def open_incident(
+    session: Session,
+    settings: Settings,
+    message: OutageMessage,
+    *,
+    channels: Iterable[ChannelName] | None = None,
+) -> tuple[Incident, Broadcast]:
+    posted = message.stamped()
+    incident = Incident(
+        kind=posted.kind.value,
+        title=posted.title,
+        status=posted.lifecycle_status.value,
+        impact=posted.impact.value,
+        message=posted.model_dump(mode="json"),
+        starts_at=posted.starts_at,
+        ends_at=posted.ends_at,
+        last_update_at=posted.posted_at,
+    )
+    session.add(incident)
+    session.flush()
+    event = EventKind.INCIDENT_OPENED if posted.kind is Kind.INCIDENT else EventKind.MAINTENANCE_SCHEDULED
+    update = _record_update(session, incident, posted, event)
+    broadcast = create_broadcast(session, settings, incident, update, posted, event, channels=channels)
+    return incident, broadcast
+
+
+def post_update(
+    session: Session,
+    settings: Settings,
+    incident_id: int,
+    changes: dict[str, object],
+    *,
+    reopen: bool = False,
+    channels: Iterable[ChannelName] | None = None,
+) -> tuple[Incident, Broadcast]:
+    """Applies a commander's changes to the current message; an invalid status move raises
+    TransitionError (409) before anything is written."""
+    incident = session.get(Incident, incident_id, with_for_update=True)
+    if incident is None:
+        raise NotFound(f"incident {incident_id} not found", fields=["id"])
+    current = OutageMessage.model_validate(incident.message)
+    updated = current.merged(changes).stamped()
+    check_transition(current.lifecycle_status, updated.lifecycle_status, reopen=reopen)
+    event = _update_event(current, updated)
+    incident.message = updated.model_dump(mode="json")
+    incident.status = updated.lifecycle_status.value
+    incident.impact = updated.impact.value
+    incident.title = updated.title
+    incident.updated_at = incident.last_update_at = updated.posted_at or datetime.now(UTC)
+    if updated.lifecycle_status is Status.RESOLVED:
+        incident.resolved_at = updated.posted_at
+    update = _record_update(session, incident, updated, event)
+    rose = impact_rose(Impact(current.impact), Impact(updated.impact))
+    broadcast = create_broadcast(
+        session, settings, incident, update, updated, event, channels=channels, impact_rose=rose
+    )
+    return incident, broadcast
+
+
+def _update_event(before: OutageMessage, after: OutageMessage) -> EventKind:
+    if after.kind is Kind.INCIDENT:
+        return (
+            EventKind.INCIDENT_RESOLVED
+            if after.lifecycle_status is Status.RESOLVED
+            else EventKind.INCIDENT_UPDATED
+        )
+    return {
+        Status.IN_PROGRESS: EventKind.MAINTENANCE_STARTED,
+        Status.COMPLETED: EventKind.MAINTENANCE_COMPLETED,
+        Status.CANCELLED: EventKind.MAINTENANCE_CANCELLED,
+    }.get(after.lifecycle_status, EventKind.MAINTENANCE_RESCHEDULED)
+
+
+def _record_update(
+    session: Session, incident: Incident, message: OutageMessage, event: EventKind
+) -> IncidentUpdate:
+    seq = (
+        session.scalar(select(func.max(IncidentUpdate.seq)).where(IncidentUpdate.incident_id == incident.id))
+        or 0
+    ) + 1
+    update = IncidentUpdate(
+        incident_id=incident.id,
+        seq=seq,
+        event=event.value,
+        status=message.lifecycle_status.value,
+        message=message.model_dump(mode="json"),
+        posted_at=message.posted_at,
+    )
+    session.add(update)
+    session.flush()
+    return update
+
+
+def create_broadcast(
+    session: Session,
+    settings: Settings,
+    incident: Incident,
+    update: IncidentUpdate | None,
+    message: OutageMessage,
+    event: EventKind,
+    *,
+    channels: Iterable[ChannelName] | None = None,
+    impact_rose: bool = False,
+) -> Broadcast:
+    """Records the broadcast, its tiers and its rendered variants; planning happens in a task."""
+    from channels.registry import build_channels
+
+    sending_on = channels_for(
+        event, enabled=settings.channels_enabled, impact_rose=impact_rose, override=channels
+    )
+    broadcast = Broadcast(
+        incident_id=incident.id,
+        update_id=update.id if update else None,
+        event=event.value,
+        state="queued",
+        policy={
+            "channels": [c.value for c in sending_on],
+            "scope": {"components": list(message.components), "regions": list(message.regions)},
+        },
+    )
+    session.add(broadcast)
+    session.flush()
+    list_tiers = set(session.scalars(select(SubscriberList.tier).distinct())) | set(settings.tiers.values())
+    public_tier = max(list_tiers, default=0) + 1
+    for tier in sorted(list_tiers | {public_tier}):
+        session.add(BroadcastTier(broadcast_id=broadcast.id, tier=tier, state="planning"))
+    render_variants(session, broadcast, message, build_channels(settings), settings)
+    session.flush()
+    return broadcast
+
+
+def enqueue(broadcast_id: int) -> None:
+    """Hands the broadcast to the workers; call after the creating transaction committed."""
+    from dispatcher.celery_app import app
+
+    app.send_task("dispatcher.run_broadcast", args=[broadcast_id], queue="control")

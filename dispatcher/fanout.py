@@ -1,0 +1,410 @@
+"""Planning a broadcast into delivery rows, and releasing it tier by tier, admins first.
+
+- Tiers are planned in ascending order and each is dispatched as soon as it is planned and the
+  tier before it has passed its gate, so the admins' messages leave before a 100,000-person
+  customer list has even been read.
+- De-duplication is the unique (broadcast, channel, address) key with ON CONFLICT DO NOTHING:
+  planning the earlier tier first means a person in two lists is reached once, at the earlier tier,
+  and a Slack channel shared by many subscribers gets one post.
+- A tier's gate opens when its `outstanding` count (kept by `receipts`) reaches zero, or when its
+  gate timeout passes; the tier records which. No chords: plain conditional updates decide, so
+  exactly one caller wins each step whichever worker gets there first.
+- Tasks are enqueued only after the transaction that made their rows visible has committed
+  (`Outbox`), so a worker never looks for rows it cannot see yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, noload
+
+from channels.base import ChannelName, RenderContext
+from config import Settings
+from dispatcher import planning
+from dispatcher.message import EventKind, OutageMessage
+from dispatcher.receipts import State, bump_counts
+from dispatcher.store.db import Database
+from dispatcher.store.models import (
+    Broadcast,
+    BroadcastTier,
+    BroadcastVariant,
+    Delivery,
+    Membership,
+    Subscriber,
+    SubscriberList,
+)
+
+PAGE = 5000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Outbox:
+    """Tasks to enqueue once the current transaction has committed."""
+
+    items: list[tuple[str, list[Any], str, float]] = field(default_factory=list)
+
+    def add(self, task: str, args: list[Any], queue: str, countdown: float = 0.0) -> None:
+        self.items.append((task, args, queue, countdown))
+
+    def flush(self) -> None:
+        from dispatcher.celery_app import app
+
+        for task, args, queue, countdown in self.items:
+            app.send_task(task, args=args, queue=queue, countdown=countdown or None)
+        self.items.clear()
+
+
+def insert_ignore(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Bulk insert deliveries, skipping any (broadcast, channel, address) that already has one."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(Delivery).on_conflict_do_nothing(index_elements=["broadcast_id", "channel", "address"])
+    session.execute(stmt, rows)
+
+
+def insert_one(session: Session, row: dict[str, Any]) -> int | None:
+    """Inserts one delivery unless its key exists; returns its id when inserted."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = (
+        insert(Delivery)
+        .values(**row)
+        .on_conflict_do_nothing(index_elements=["broadcast_id", "channel", "address"])
+        .returning(Delivery.id)
+    )
+    return session.scalar(stmt)
+
+
+# ---- variants ------------------------------------------------------------------------------
+
+
+def render_variants(
+    session: Session,
+    broadcast: Broadcast,
+    message: OutageMessage,
+    adapters: dict[ChannelName, Any],
+    settings: Settings,
+    locale: str = "en",
+) -> None:
+    """Renders each channel's variant once per broadcast and locale (never once per recipient)."""
+    ctx = RenderContext(
+        event=EventKind(broadcast.event),
+        locale=locale,
+        sms_segment_budget=settings.sms_segment_budget,
+        unsubscribe_url=settings.unsubscribe_url,
+    )
+    for name, adapter in adapters.items():
+        if session.get(BroadcastVariant, (broadcast.id, name.value, locale)) is None:
+            variant = adapter.condense(message, ctx)
+            session.add(
+                BroadcastVariant(
+                    broadcast_id=broadcast.id, channel=name.value, locale=locale, variant=variant.to_json()
+                )
+            )
+
+
+# ---- planning ------------------------------------------------------------------------------
+
+
+def _subscribers_in_tier(session: Session, tier: int, after_id: int) -> list[Subscriber]:
+    in_tier = exists().where(
+        and_(
+            Membership.subscriber_id == Subscriber.id,
+            Membership.list_id == SubscriberList.id,
+            SubscriberList.tier == tier,
+        )
+    )
+    return list(
+        session.scalars(
+            select(Subscriber)
+            .options(noload(Subscriber.lists))  # planning needs addresses, not list names
+            .where(in_tier, Subscriber.id > after_id)
+            .order_by(Subscriber.id)
+            .limit(PAGE)
+        )
+    )
+
+
+def _addresses(sub: Subscriber) -> dict[ChannelName, str | None]:
+    return {
+        ChannelName.EMAIL: sub.email,
+        ChannelName.SMS: sub.phone,
+        ChannelName.CHAT: sub.slack_channel,
+        ChannelName.WEBHOOK: sub.webhook_url,
+    }
+
+
+def plan_tier(database: Database, broadcast_id: int, tier: int, public_tier: int) -> None:
+    """Writes the tier's delivery rows, a page of subscribers at a time (never the whole audience
+    in memory), then marks the tier planned with its counts. Safe to run again after a crash."""
+    with database.session() as session:
+        broadcast = session.get(Broadcast, broadcast_id)
+        assert broadcast is not None
+        sending_on = [ChannelName(c) for c in broadcast.policy.get("channels", [])]
+        message = broadcast.policy.get("scope", {})
+    components, regions = message.get("components", []), message.get("regions", [])
+    now = utcnow()
+    if tier == public_tier:
+        if ChannelName.SOCIAL in sending_on:
+            with database.session() as session:
+                insert_ignore(
+                    session,
+                    [_row(broadcast_id, tier, ChannelName.SOCIAL, planning.PUBLIC_ADDRESS, None, "en", now)],
+                )
+    else:
+        after = 0
+        while True:
+            with database.session() as session:
+                page = _subscribers_in_tier(session, tier, after)
+                if not page:
+                    break
+                rows = []
+                for sub in page:
+                    if not planning.in_scope(sub.components, sub.regions, components, regions):
+                        continue
+                    for target in planning.targets(sub.channels, sub.opt_outs, _addresses(sub), sending_on):
+                        rows.append(
+                            _row(broadcast_id, tier, target.channel, target.address, sub.id, sub.locale, now)
+                        )
+                after = page[-1].id
+                insert_ignore(session, rows)
+    with database.session() as session:
+        counts = session.execute(
+            select(Delivery.channel, func.count())
+            .where(Delivery.broadcast_id == broadcast_id, Delivery.tier == tier)
+            .group_by(Delivery.channel)
+        ).all()
+        total = sum(n for _, n in counts)
+        moved = session.execute(
+            update(BroadcastTier)
+            .where(
+                BroadcastTier.broadcast_id == broadcast_id,
+                BroadcastTier.tier == tier,
+                BroadcastTier.state == "planning",
+            )
+            .values(state="planned", planned=total, outstanding=total)
+        ).rowcount
+        if moved:
+            _set_pending_counts(session, broadcast_id, tier, dict(counts))
+
+
+def _set_pending_counts(session: Session, broadcast_id: int, tier: int, counts: dict[str, int]) -> None:
+    from collections import Counter
+
+    deltas: Counter[tuple[int, int, str, str]] = Counter(
+        {(broadcast_id, tier, channel, State.PENDING.value): n for channel, n in counts.items()}
+    )
+    bump_counts(session, deltas)
+
+
+def _row(
+    broadcast_id: int,
+    tier: int,
+    channel: ChannelName,
+    address: str,
+    subscriber_id: int | None,
+    locale: str,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "broadcast_id": broadcast_id,
+        "tier": tier,
+        "channel": channel.value,
+        "address": address,
+        "subscriber_id": subscriber_id,
+        "locale": locale,
+        "state": State.PENDING.value,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def tiers_of(session: Session, broadcast_id: int) -> list[BroadcastTier]:
+    return list(
+        session.scalars(
+            select(BroadcastTier)
+            .where(BroadcastTier.broadcast_id == broadcast_id)
+            .order_by(BroadcastTier.tier)
+            .execution_options(populate_existing=True)  # gates are moved by UPDATEs: re-read them
+        )
+    )
+
+
+def run_broadcast(database: Database, settings: Settings, broadcast_id: int) -> None:
+    """The broadcast's planning task: each tier planned, then dispatched if its turn has come."""
+    with database.session() as session:
+        claimed = session.execute(
+            update(Broadcast)
+            .where(Broadcast.id == broadcast_id, Broadcast.state.in_(["queued", "planning"]))
+            .values(state="planning")
+        ).rowcount
+        tiers = [t.tier for t in tiers_of(session, broadcast_id)]
+    if not claimed:
+        return
+    public_tier = max(tiers)
+    for tier in tiers:
+        plan_tier(database, broadcast_id, tier, public_tier)
+        outbox = Outbox()
+        with database.session() as session:
+            try_dispatch(session, settings, broadcast_id, tier, outbox)
+        outbox.flush()
+    with database.session() as session:
+        session.execute(
+            update(Broadcast)
+            .where(Broadcast.id == broadcast_id, Broadcast.state == "planning")
+            .values(state="sending", planned_at=utcnow())
+        )
+        outbox = Outbox()
+        check_gates(session, settings, broadcast_id, outbox)
+    outbox.flush()
+
+
+# ---- dispatch and gates --------------------------------------------------------------------
+
+
+def try_dispatch(session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox) -> bool:
+    """Starts sending `tier` if it is planned and the tier before it has passed its gate."""
+    previous = session.scalar(
+        select(BroadcastTier.state)
+        .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier < tier)
+        .order_by(BroadcastTier.tier.desc())
+        .limit(1)
+    )
+    if previous is not None and previous != "done":
+        return False
+    now = utcnow()
+    started = session.execute(
+        update(BroadcastTier)
+        .where(
+            BroadcastTier.broadcast_id == broadcast_id,
+            BroadcastTier.tier == tier,
+            BroadcastTier.state == "planned",
+        )
+        .values(state="sending", started_at=now)
+    ).rowcount
+    if not started:
+        return False
+    delay = settings.tier_delay_s.get(tier, 0.0)
+    for channel, ids in pending_batches(session, settings, broadcast_id, tier):
+        outbox.add("dispatcher.send_batch", [broadcast_id, channel.value, ids], channel.value, delay)
+    outbox.add("dispatcher.check_gate", [broadcast_id, tier], "control", delay + settings.tier_gate_timeout_s)
+    session.flush()
+    check_gates(session, settings, broadcast_id, outbox)  # an empty tier passes its gate at once
+    return True
+
+
+def pending_batches(
+    session: Session,
+    settings: Settings,
+    broadcast_id: int,
+    tier: int,
+    *,
+    stale_before: datetime | None = None,
+    due_by: datetime | None = None,
+) -> Iterator[tuple[ChannelName, list[int]]]:
+    """Pending delivery ids of a tier, cut into batches sized for each channel's provider."""
+    from channels.registry import CHANNEL_CLASSES
+    from dispatcher.ratelimit import batch_size
+
+    query = select(Delivery.channel, Delivery.id).where(
+        Delivery.broadcast_id == broadcast_id, Delivery.tier == tier, Delivery.state == State.PENDING.value
+    )
+    if stale_before is not None:
+        query = query.where(Delivery.updated_at < stale_before)
+    if due_by is not None:
+        query = query.where(Delivery.next_attempt_at.is_(None) | (Delivery.next_attempt_at <= due_by))
+    by_channel: dict[str, list[int]] = {}
+    for channel, delivery_id in session.execute(query.order_by(Delivery.channel, Delivery.id)):
+        by_channel.setdefault(channel, []).append(delivery_id)
+    for channel_value, ids in by_channel.items():
+        channel = ChannelName(channel_value)
+        size = batch_size(channel, CHANNEL_CLASSES[channel].max_batch, settings)
+        for start in range(0, len(ids), size):
+            yield channel, ids[start : start + size]
+
+
+def check_gates(
+    session: Session,
+    settings: Settings,
+    broadcast_id: int,
+    outbox: Outbox,
+    *,
+    timeout_tier: int | None = None,
+) -> None:
+    """Opens every gate whose tier is fully accepted (or timed out), releases the next tier, and
+    completes the broadcast once every tier is released and nothing is outstanding."""
+    now = utcnow()
+    for tier in tiers_of(session, broadcast_id):
+        if tier.outstanding <= 0 and tier.all_accepted_at is None and tier.state in ("sending", "done"):
+            session.execute(
+                update(BroadcastTier)
+                .where(
+                    BroadcastTier.broadcast_id == broadcast_id,
+                    BroadcastTier.tier == tier.tier,
+                    BroadcastTier.all_accepted_at.is_(None),
+                )
+                .values(all_accepted_at=now)
+            )
+        if tier.state != "sending":
+            continue
+        reason = "accepted" if tier.outstanding <= 0 else ("timeout" if timeout_tier == tier.tier else None)
+        if reason is None:
+            continue
+        opened = session.execute(
+            update(BroadcastTier)
+            .where(
+                BroadcastTier.broadcast_id == broadcast_id,
+                BroadcastTier.tier == tier.tier,
+                BroadcastTier.state == "sending",
+            )
+            .values(state="done", gate=reason)
+        ).rowcount
+        if opened:
+            following = session.scalar(
+                select(BroadcastTier.tier)
+                .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier > tier.tier)
+                .order_by(BroadcastTier.tier)
+                .limit(1)
+            )
+            if following is not None:
+                try_dispatch(session, settings, broadcast_id, following, outbox)
+                return  # try_dispatch re-checks the gates that follow
+    unfinished = session.scalar(
+        select(func.count())
+        .select_from(BroadcastTier)
+        .where(
+            BroadcastTier.broadcast_id == broadcast_id,
+            (BroadcastTier.state != "done") | (BroadcastTier.outstanding > 0),
+        )
+    )
+    if unfinished == 0:
+        session.execute(
+            update(Broadcast)
+            .where(Broadcast.id == broadcast_id, Broadcast.state == "sending")
+            .values(state="completed", completed_at=now)
+        )
+
+
+def gate_timed_out(
+    session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox
+) -> None:
+    started = session.scalar(
+        select(BroadcastTier.started_at).where(
+            BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier
+        )
+    )
+    if started is not None and utcnow() - started >= timedelta(seconds=settings.tier_gate_timeout_s * 0.99):
+        check_gates(session, settings, broadcast_id, outbox, timeout_tier=tier)

@@ -1,0 +1,46 @@
+"""Which kinds of notice go to which channel. Pure.
+
+The default follows established status pages: texts are precious, so SMS only when an incident
+opens, when it resolves and when its impact rises; email, chat and webhooks for every update; the
+public post when an incident opens and resolves; maintenance SMS at its start only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from channels.base import ChannelName
+from dispatcher.message import EventKind, Impact
+
+EVERY_EVENT = frozenset(EventKind)
+_INCIDENT_EDGES = frozenset({EventKind.INCIDENT_OPENED, EventKind.INCIDENT_RESOLVED})
+
+DEFAULT_POLICY: dict[ChannelName, frozenset[EventKind]] = {
+    ChannelName.EMAIL: EVERY_EVENT,
+    ChannelName.CHAT: EVERY_EVENT,
+    ChannelName.WEBHOOK: EVERY_EVENT,
+    ChannelName.SMS: _INCIDENT_EDGES | {EventKind.MAINTENANCE_STARTED},
+    ChannelName.SOCIAL: _INCIDENT_EDGES,
+}
+
+
+def channels_for(
+    event: EventKind,
+    *,
+    enabled: Iterable[ChannelName],
+    impact_rose: bool = False,
+    override: Iterable[ChannelName] | None = None,
+) -> list[ChannelName]:
+    """The channels this notice goes to. A commander's explicit override wins over the policy."""
+    enabled = list(enabled)
+    if override is not None:
+        chosen = set(override)
+        return [c for c in enabled if c in chosen]
+    picked = [c for c in enabled if event in DEFAULT_POLICY[c]]
+    if impact_rose and event is EventKind.INCIDENT_UPDATED and ChannelName.SMS in enabled:
+        picked.append(ChannelName.SMS)
+    return picked
+
+
+def impact_rose(before: Impact, after: Impact) -> bool:
+    return after.rank > before.rank

@@ -1,0 +1,205 @@
+"""The delivery state machine, and the progress counters that move with it.
+
+pending -> sending -> sent -> delivered, or failed / bounced / undelivered / suppressed.
+
+Every change is a conditional UPDATE on the state the caller expects, with RETURNING, so a task
+delivered twice, a webhook arriving twice or out of order, or a sweeper racing a slow worker can
+never move a row twice or count it twice. Counters and each tier's `outstanding` (rows not yet
+accepted nor final) change in the same transaction as the rows, so progress reads are O(tiers).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from dispatcher.store.models import BroadcastCount, BroadcastTier, Delivery
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    UNDELIVERED = "undelivered"
+    SUPPRESSED = "suppressed"
+
+
+UNACCEPTED = frozenset({State.PENDING, State.SENDING})
+FINAL = frozenset({State.DELIVERED, State.FAILED, State.BOUNCED, State.UNDELIVERED, State.SUPPRESSED})
+# Provider events only move a row forward. A bounce can follow "delivered" (mail servers bounce late).
+RANK = {
+    State.PENDING: 0,
+    State.SENDING: 1,
+    State.SENT: 2,
+    State.DELIVERED: 3,
+    State.UNDELIVERED: 3,
+    State.FAILED: 3,
+    State.SUPPRESSED: 3,
+    State.BOUNCED: 4,
+}
+_TIMESTAMP = {
+    State.SENDING: "sending_at",
+    State.SENT: "sent_at",
+    State.DELIVERED: "delivered_at",
+    **{s: "final_at" for s in (State.FAILED, State.BOUNCED, State.UNDELIVERED, State.SUPPRESSED)},
+}
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A row a transition actually moved."""
+
+    id: int
+    broadcast_id: int
+    tier: int
+    channel: str
+    address: str
+    locale: str
+    subscriber_id: int | None
+    attempts: int
+
+
+_RETURNING = (
+    Delivery.id,
+    Delivery.broadcast_id,
+    Delivery.tier,
+    Delivery.channel,
+    Delivery.address,
+    Delivery.locale,
+    Delivery.subscriber_id,
+    Delivery.attempts,
+)
+
+
+def _moved(rows: Iterable[Row[Any]]) -> list[Moved]:
+    return [Moved(*row) for row in rows]
+
+
+def transition(
+    session: Session,
+    ids: Sequence[int],
+    *,
+    expect: State,
+    to: State,
+    now: datetime,
+    values: dict[str, Any] | None = None,
+) -> list[Moved]:
+    """Moves the rows among `ids` that are in `expect` to `to`; returns exactly those it moved."""
+    if not ids:
+        return []
+    changes: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
+    if to in _TIMESTAMP:
+        changes[_TIMESTAMP[to]] = now
+    moved: list[Moved] = []
+    for start in range(0, len(ids), 2000):  # keep the IN list within every driver's limits
+        chunk = list(ids[start : start + 2000])
+        result = session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(chunk), Delivery.state == expect.value)
+            .values(**changes)
+            .returning(*_RETURNING)
+        )
+        moved.extend(_moved(result))
+    count_moves(session, [(m.broadcast_id, m.tier, m.channel) for m in moved], expect, to)
+    return moved
+
+
+def count_moves(
+    session: Session, keys: Sequence[tuple[int, int, str]], old: State | None, new: State
+) -> None:
+    """Applies counter deltas (and tier `outstanding`) for rows moved from `old` to `new`."""
+    if not keys:
+        return
+    deltas: Counter[tuple[int, int, str, str]] = Counter()
+    left_unaccepted: Counter[tuple[int, int]] = Counter()
+    for broadcast_id, tier, channel in keys:
+        if old is not None:
+            deltas[(broadcast_id, tier, channel, old.value)] -= 1
+        deltas[(broadcast_id, tier, channel, new.value)] += 1
+        if old in UNACCEPTED and new not in UNACCEPTED:
+            left_unaccepted[(broadcast_id, tier)] += 1
+    bump_counts(session, deltas)
+    for (broadcast_id, tier), n in sorted(left_unaccepted.items()):
+        session.execute(
+            update(BroadcastTier)
+            .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
+            .values(outstanding=BroadcastTier.outstanding - n)
+        )
+
+
+def bump_counts(session: Session, deltas: Counter[tuple[int, int, str, str]]) -> None:
+    """Upserts counter deltas in a fixed order, so concurrent transactions never deadlock."""
+    rows = [
+        {"broadcast_id": b, "tier": t, "channel": c, "state": s, "n": n}
+        for (b, t, c, s), n in sorted(deltas.items())
+        if n
+    ]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    for row in rows:
+        stmt = insert(BroadcastCount).values(**row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["broadcast_id", "tier", "channel", "state"],
+            set_={"n": BroadcastCount.n + stmt.excluded.n},
+        )
+        session.execute(stmt)
+
+
+def set_details(session: Session, details: Sequence[dict[str, Any]]) -> None:
+    """Per-row fields (provider message id, error, next attempt) after a grouped transition.
+    Each dict has `b_id` plus the columns to set."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for item in details:
+        by_columns.setdefault(tuple(sorted(k for k in item if k != "b_id")), []).append(item)
+    for columns, items in by_columns.items():
+        if columns:
+            stmt = (
+                update(Delivery)
+                .where(Delivery.id == bindparam("b_id"))
+                .values({c: bindparam(c) for c in columns})
+            )
+            session.connection().execute(stmt, items)
+
+
+def apply_provider_status(
+    session: Session,
+    delivery_id: int,
+    to: State,
+    now: datetime,
+    *,
+    provider_message_id: str | None = None,
+    error_code: str | None = None,
+    error: str | None = None,
+) -> bool:
+    """A provider's status event (Twilio callback, SendGrid event) applied to its delivery.
+
+    Idempotent and order-proof: it only ever moves a row to a higher rank, and compares-and-sets
+    on the state it read, so a duplicate or a late, older event changes nothing. Returns whether
+    the row moved.
+    """
+    for _ in range(5):  # compare-and-set; a concurrent move makes us re-read
+        current = session.scalar(select(Delivery.state).where(Delivery.id == delivery_id))
+        if current is None or RANK[State(current)] >= RANK[to]:
+            return False
+        values: dict[str, Any] = {}
+        if provider_message_id:
+            values["provider_message_id"] = provider_message_id
+        if error_code or error:
+            values["last_error_code"] = error_code
+            values["last_error"] = error
+        if transition(session, [delivery_id], expect=State(current), to=to, now=now, values=values):
+            return True
+    return False

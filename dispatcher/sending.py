@@ -1,0 +1,293 @@
+"""Sending one batch: claim the rows, call the provider through its adapter, record what happened.
+
+A task only acts on rows it claims (pending -> sending, atomically), so a task delivered twice sends
+nothing twice. The claim carries a lease: a worker killed mid-batch leaves rows in `sending` that
+the sweeper returns to `pending` after the lease, marked as possible duplicates (the provider may
+have accepted them before the kill). That window, between the provider's answer and our commit, is
+the only place a duplicate can come from.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import lru_cache
+from math import ceil
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from channels.base import Channel, ChannelName, Failure, Outcome, Recipient, Variant
+from config import Settings
+from dispatcher import planning
+from dispatcher.breaker import Breaker
+from dispatcher.fanout import Outbox, check_gates, insert_one, utcnow
+from dispatcher.ratelimit import RateLimiter, throttle_for
+from dispatcher.receipts import Moved, State, count_moves, set_details, transition
+from dispatcher.redis_client import get_redis
+from dispatcher.retry import RetryPolicy
+from dispatcher.store.db import Database
+from dispatcher.store.models import BroadcastTier, BroadcastVariant, Delivery, Subscriber
+
+log = logging.getLogger(__name__)
+
+# Provider codes that mean "this person asked not to get these": recorded as suppressed, not failed.
+SUPPRESSION_CODES = frozenset({"21610", "unsubscribed"})
+
+
+@dataclass
+class Services:
+    """What a send needs, built once per worker process."""
+
+    settings: Settings
+    database: Database
+    adapters: dict[ChannelName, Channel]
+    limiter: RateLimiter
+    breaker: Breaker
+    retry: RetryPolicy
+
+
+def build_services(settings: Settings, database: Database) -> Services:
+    from channels.registry import build_channels
+
+    client = get_redis(settings)
+    return Services(
+        settings=settings,
+        database=database,
+        adapters=build_channels(settings),
+        limiter=RateLimiter(client),
+        breaker=Breaker(client, settings),
+        retry=RetryPolicy(settings.retry_max_attempts, settings.retry_base_s, settings.retry_cap_s),
+    )
+
+
+@lru_cache(maxsize=256)
+def _variant_json(database: Database, broadcast_id: int, channel: str, locale: str) -> dict[str, Any] | None:
+    """Variants never change once rendered, so each process reads each one once."""
+    with database.session() as session:
+        row = session.get(BroadcastVariant, (broadcast_id, channel, locale))
+        if row is None:
+            row = session.get(BroadcastVariant, (broadcast_id, channel, "en"))
+        return dict(row.variant) if row else None
+
+
+def load_variant(services: Services, broadcast_id: int, channel: ChannelName, locale: str) -> Variant:
+    data = _variant_json(services.database, broadcast_id, channel.value, locale)
+    if data is None:
+        raise LookupError(f"broadcast {broadcast_id} has no {channel.value} variant")
+    return services.adapters[channel].load_variant(data)
+
+
+def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids: list[int]) -> int:
+    """Sends the claimable rows among `ids`; returns how many were claimed."""
+    settings = services.settings
+    now = utcnow()
+    with services.database.session() as session:
+        rows = transition(
+            session,
+            ids,
+            expect=State.PENDING,
+            to=State.SENDING,
+            now=now,
+            values={
+                "attempts": Delivery.attempts + 1,
+                "lease_until": now + timedelta(seconds=settings.lease_s),
+                "next_attempt_at": None,
+            },
+        )
+        people = _people(session, rows)
+    if not rows:
+        return 0
+    provider = _provider(channel)
+    if services.breaker.is_open(provider):
+        wait = max(1.0, services.breaker.open_for(provider))
+        outcomes = [
+            Outcome.failed(
+                r.id,
+                Failure.RETRYABLE,
+                code="breaker_open",
+                error=f"{provider} breaker open",
+                retry_after=wait,
+            )
+            for r in rows
+        ]
+    else:
+        outcomes = _call_provider(services, broadcast_id, channel, rows, people)
+    retryable = sum(1 for o in outcomes if o.failure is Failure.RETRYABLE and o.code != "breaker_open")
+    services.breaker.record(provider, successes=sum(o.accepted for o in outcomes), failures=retryable)
+    record_outcomes(services, broadcast_id, channel, rows, outcomes)
+    return len(rows)
+
+
+def _provider(channel: ChannelName) -> str:
+    from channels.registry import provider_for
+
+    return provider_for(channel)
+
+
+def _people(session: Session, rows: list[Moved]) -> dict[int, tuple[str | None, str | None]]:
+    ids = {r.subscriber_id for r in rows if r.subscriber_id is not None}
+    if not ids:
+        return {}
+    found = session.execute(
+        select(Subscriber.id, Subscriber.name, Subscriber.unsubscribe_token).where(Subscriber.id.in_(ids))
+    )
+    return {sid: (name, token) for sid, name, token in found}
+
+
+def _call_provider(
+    services: Services,
+    broadcast_id: int,
+    channel: ChannelName,
+    rows: list[Moved],
+    people: dict[int, tuple[str | None, str | None]],
+) -> list[Outcome]:
+    adapter = services.adapters[channel]
+    throttle = throttle_for(channel, services.limiter, services.settings)
+    by_locale: dict[str, list[Moved]] = defaultdict(list)
+    for row in rows:
+        by_locale[row.locale].append(row)
+    outcomes: list[Outcome] = []
+    for locale, group in by_locale.items():
+        variant = load_variant(services, broadcast_id, channel, locale)
+        recipients = [
+            Recipient(r.id, r.address, *people.get(r.subscriber_id or -1, (None, None))) for r in group
+        ]
+        try:
+            outcomes.extend(adapter.send(variant, recipients, throttle))
+        except Exception as exc:  # an adapter bug must not strand rows in `sending`
+            log.exception("adapter %s raised", channel.value)
+            outcomes.extend(
+                Outcome.failed(r.id, Failure.RETRYABLE, code="adapter_error", error=repr(exc)[:500])
+                for r in group
+            )
+    return outcomes
+
+
+def record_outcomes(
+    services: Services, broadcast_id: int, channel: ChannelName, rows: list[Moved], outcomes: list[Outcome]
+) -> None:
+    """One transaction: states, counters, tier gates, retries and failovers; tasks after commit."""
+    settings = services.settings
+    by_id = {r.id: r for r in rows}
+    now = utcnow()
+    accepted = [o for o in outcomes if o.accepted]
+    retry_at: dict[int, list[int]] = defaultdict(list)  # delay (whole seconds) -> ids
+    final: dict[State, list[Outcome]] = defaultdict(list)
+    details: list[dict[str, Any]] = []
+    breaker_failover: list[Moved] = []  # still retried on their channel, and reached elsewhere now
+    for outcome in outcomes:
+        if outcome.accepted:
+            details.append({"b_id": outcome.delivery_id, "provider_message_id": outcome.provider_message_id})
+            continue
+        details.append(
+            {
+                "b_id": outcome.delivery_id,
+                "last_error_code": outcome.code,
+                "last_error": (outcome.error or "")[:2000],
+            }
+        )
+        if outcome.code == "breaker_open" and by_id[outcome.delivery_id].tier in settings.failover_tiers:
+            breaker_failover.append(by_id[outcome.delivery_id])
+        delay = services.retry.decide(outcome, by_id[outcome.delivery_id].attempts)
+        if delay is None:
+            state = State.SUPPRESSED if outcome.code in SUPPRESSION_CODES else State.FAILED
+            final[state].append(outcome)
+        else:
+            retry_at[max(1, ceil(delay))].append(outcome.delivery_id)
+    outbox = Outbox()
+    with services.database.session() as session:
+        moved_ok = transition(
+            session, [o.delivery_id for o in accepted], expect=State.SENDING, to=State.SENT, now=now
+        )
+        if moved_ok:
+            tiers = sorted({m.tier for m in moved_ok})
+            session.execute(
+                update(BroadcastTier)
+                .where(
+                    BroadcastTier.broadcast_id == broadcast_id,
+                    BroadcastTier.tier.in_(tiers),
+                    BroadcastTier.first_accepted_at.is_(None),
+                )
+                .values(first_accepted_at=now)
+            )
+        for delay, ids in sorted(retry_at.items()):
+            back = transition(
+                session,
+                ids,
+                expect=State.SENDING,
+                to=State.PENDING,
+                now=now,
+                values={"next_attempt_at": now + timedelta(seconds=delay)},
+            )
+            if back:
+                outbox.add(
+                    "dispatcher.send_batch",
+                    [broadcast_id, channel.value, [m.id for m in back]],
+                    channel.value,
+                    delay,
+                )
+        for state, failed in final.items():
+            gone = transition(
+                session, [o.delivery_id for o in failed], expect=State.SENDING, to=state, now=now
+            )
+            for moved in gone:
+                if moved.tier in settings.failover_tiers:
+                    fail_over(session, services, moved, channel, outbox)
+        for moved in breaker_failover:
+            fail_over(session, services, moved, channel, outbox)
+        set_details(session, details)
+        session.flush()
+        check_gates(session, settings, broadcast_id, outbox)
+    outbox.flush()
+
+
+def fail_over(
+    session: Session, services: Services, moved: Moved, failed: ChannelName, outbox: Outbox
+) -> None:
+    """Reaches the person on their next channel; the new row points back at the failed one."""
+    if moved.subscriber_id is None:
+        return
+    sub = session.get(Subscriber, moved.subscriber_id)
+    if sub is None:
+        return
+    addresses = {
+        ChannelName.EMAIL: sub.email,
+        ChannelName.SMS: sub.phone,
+        ChannelName.CHAT: sub.slack_channel,
+        ChannelName.WEBHOOK: sub.webhook_url,
+    }
+    target = planning.next_channel(failed, sub.channels, sub.opt_outs, addresses, services.adapters)
+    if target is None:
+        return
+    now = utcnow()
+    new_id = insert_one(
+        session,
+        {
+            "broadcast_id": moved.broadcast_id,
+            "subscriber_id": sub.id,
+            "tier": moved.tier,
+            "channel": target.channel.value,
+            "address": target.address,
+            "locale": moved.locale,
+            "state": State.PENDING.value,
+            "attempts": 0,
+            "failover_of": moved.id,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    if new_id is None:
+        return  # already reached on that channel in this broadcast
+    session.execute(
+        update(BroadcastTier)
+        .where(BroadcastTier.broadcast_id == moved.broadcast_id, BroadcastTier.tier == moved.tier)
+        .values(outstanding=BroadcastTier.outstanding + 1)
+    )
+    count_moves(session, [(moved.broadcast_id, moved.tier, target.channel.value)], None, State.PENDING)
+    outbox.add(
+        "dispatcher.send_batch", [moved.broadcast_id, target.channel.value, [new_id]], target.channel.value
+    )

@@ -1,0 +1,86 @@
+"""Picks up whatever a crash or a broker restart left behind, so nothing is ever lost.
+
+- rows in `sending` past their lease (a worker died mid-batch) go back to `pending`, marked as
+  possible duplicates, and are sent again;
+- `pending` rows of a released tier that no queued task covers any more (Redis restarted and lost
+  its queue, a retry's countdown task vanished) are enqueued again; a claim makes a doubled task
+  harmless;
+- tier gates past their timeout are opened, and broadcasts whose planning task was lost re-planned.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from config import Settings
+from dispatcher.fanout import Outbox, check_gates, gate_timed_out, pending_batches, utcnow
+from dispatcher.receipts import State, transition
+from dispatcher.store.db import Database
+from dispatcher.store.models import Broadcast, BroadcastTier, Delivery
+
+ORPHAN_AFTER_S = 30.0
+
+
+def sweep(database: Database, settings: Settings) -> dict[str, int]:
+    now = utcnow()
+    report = {"expired_leases": 0, "requeued_batches": 0, "gates_timed_out": 0, "replanned": 0}
+    outbox = Outbox()
+    with database.session() as session:
+        stale = list(
+            session.scalars(
+                select(Delivery.id).where(Delivery.state == State.SENDING.value, Delivery.lease_until < now)
+            )
+        )
+        moved = transition(
+            session,
+            stale,
+            expect=State.SENDING,
+            to=State.PENDING,
+            now=now,
+            values={"possible_duplicate": True},
+        )
+        report["expired_leases"] = len(moved)
+        groups: dict[tuple[int, str], list[int]] = {}
+        for row in moved:
+            groups.setdefault((row.broadcast_id, row.channel), []).append(row.id)
+        for (broadcast_id, channel), ids in groups.items():
+            outbox.add("dispatcher.send_batch", [broadcast_id, channel, ids], channel)
+    # Orphans: pending rows of released tiers that nothing has touched for a while.
+    orphan_before = now - timedelta(seconds=ORPHAN_AFTER_S)
+    with database.session() as session:
+        released = session.execute(
+            select(BroadcastTier.broadcast_id, BroadcastTier.tier).where(
+                BroadcastTier.state.in_(["sending", "done"]), BroadcastTier.outstanding > 0
+            )
+        ).all()
+        for broadcast_id, tier in released:
+            for channel, ids in pending_batches(
+                session, settings, broadcast_id, tier, stale_before=orphan_before, due_by=now
+            ):
+                outbox.add("dispatcher.send_batch", [broadcast_id, channel.value, ids], channel.value)
+                report["requeued_batches"] += 1
+        gate_deadline = now - timedelta(seconds=settings.tier_gate_timeout_s)
+        for broadcast_id, tier in session.execute(
+            select(BroadcastTier.broadcast_id, BroadcastTier.tier).where(
+                BroadcastTier.state == "sending", BroadcastTier.started_at < gate_deadline
+            )
+        ).all():
+            gate_timed_out(session, settings, broadcast_id, tier, outbox)
+            report["gates_timed_out"] += 1
+        lost = session.scalars(
+            select(Broadcast.id).where(
+                Broadcast.state.in_(["queued", "planning"]),
+                Broadcast.created_at < now - timedelta(seconds=ORPHAN_AFTER_S * 4),
+            )
+        ).all()
+        for broadcast_id in lost:
+            outbox.add("dispatcher.run_broadcast", [broadcast_id], "control")
+            report["replanned"] += 1
+        for (broadcast_id,) in session.execute(
+            select(Broadcast.id).where(Broadcast.state == "sending")
+        ).all():
+            check_gates(session, settings, broadcast_id, outbox)
+    outbox.flush()
+    return report
