@@ -4,7 +4,9 @@ Pure: no I/O. Every channel variant is condensed from these fields, so no channe
 another contradicts.
 
 Time zones: every timestamp must carry an offset. A naive timestamp ("14:00") is rejected rather
-than guessed at, because a wrong guess would tell customers the wrong time during an outage.
+than guessed at, because a wrong guess would tell customers the wrong time during an outage. Accepted
+timestamps are kept as UTC instants: Python compares two datetimes of the same zone by wall clock,
+which gets windows across a DST change wrong; channels render them in the reader's zone.
 """
 
 from __future__ import annotations
@@ -93,6 +95,13 @@ def check_transition(current: Status, new: Status, *, reopen: bool = False) -> N
     raise TransitionError(current=current.value, new=new.value, hint=hint)
 
 
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
 def _no_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
@@ -134,17 +143,17 @@ class OutageMessage(BaseModel):
     details: Annotated[Text, Field(max_length=20_000)] | None = None
     cause: ShortText | None = None
     workarounds: Annotated[list[ShortText], Field(max_length=10)] = []
-    eta: AwareDatetime | None = None
+    eta: Instant | None = None
     eta_confirmed: bool = False
-    next_update_at: AwareDatetime | None = None
+    next_update_at: Instant | None = None
     data_safety: ShortText | None = None
     compensation: ShortText | None = None
     prevention: ShortText | None = None
     status_page_url: HttpUrl | None = None
     support_contacts: Annotated[list[SupportContact], Field(max_length=10)] = []
-    starts_at: AwareDatetime | None = None  # maintenance window
-    ends_at: AwareDatetime | None = None
-    posted_at: AwareDatetime | None = None  # set by the service, never by the caller
+    starts_at: Instant | None = None  # maintenance window
+    ends_at: Instant | None = None
+    posted_at: Instant | None = None  # set by the service, never by the caller
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

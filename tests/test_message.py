@@ -49,7 +49,7 @@ def test_full_message_is_accepted() -> None:
         }
     )
     assert message.status is Status.IDENTIFIED
-    assert message.eta is not None and message.eta.utcoffset() == timedelta(hours=1)
+    assert message.eta == datetime(2026, 11, 22, 15, 0, tzinfo=UTC)  # the instant, kept in UTC
 
 
 def test_status_defaults_to_the_start_of_the_kinds_lifecycle() -> None:
@@ -160,6 +160,20 @@ def test_any_well_formed_maintenance_is_accepted(status, start, hours) -> None:
         ends_at=start + timedelta(hours=hours),
     )
     assert message.ends_at > message.starts_at
+    assert message.starts_at.utcoffset() == timedelta(0)
+
+
+def test_a_window_across_a_dst_gap_is_compared_as_instants() -> None:
+    from zoneinfo import ZoneInfo
+
+    paris = ZoneInfo("Europe/Paris")  # 2030-03-31 02:00-03:00 does not exist there
+    with pytest.raises(ValidationError, match="ends_at must be after"):
+        OutageMessage(
+            title="x",
+            kind=Kind.MAINTENANCE,
+            starts_at=datetime(2030, 3, 31, 2, 59, tzinfo=paris),
+            ends_at=datetime(2030, 3, 31, 3, 0, tzinfo=paris),
+        )
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=10), st.integers(), min_size=1, max_size=3))
