@@ -1,0 +1,526 @@
+"""Templates and the pure helpers every condenser shares.
+
+The wording lives in `templates/` (Jinja2); the rules that must hold whatever the wording says live
+here: every time carries its zone, an unconfirmed ETA is never worded as a promise, and templates get
+the message as pre-escaped *facts* so an operator's override template cannot forget to escape.
+
+Template lookup for one channel, notice and part (e.g. email, incident_resolved, html):
+`<channel>/<event>.<part>.j2` first, then `<channel>/default.<part>.j2`; the override directory is
+searched before the packaged templates for each name. So an operator replaces one kind's wording by
+dropping `sms/incident_resolved.txt.j2` into the override directory, or a whole channel's wording
+with `sms/default.txt.j2`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup, escape
+
+import templates as _templates_package
+from channels.base import ChannelName, RenderContext
+from dispatcher.errors import TemplateError
+from dispatcher.message import EventKind, Impact, Kind, OutageMessage, Status
+
+PACKAGED_DIR = Path(_templates_package.__file__).parent
+
+# The parts each channel renders; a part is the middle of the file name: `<event>.<part>.j2`.
+PARTS: dict[ChannelName, tuple[str, ...]] = {
+    ChannelName.EMAIL: ("subject.txt", "html", "txt"),
+    ChannelName.CHAT: ("mrkdwn",),
+    ChannelName.SMS: ("txt",),
+    ChannelName.SOCIAL: ("txt",),
+    ChannelName.WEBHOOK: ("txt",),
+}
+
+Escape = Callable[[str], str]
+Facts = dict[str, Any]
+
+
+def _identity(value: str) -> str:
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# labels and times
+
+
+STATUS_LABELS: dict[Status, str] = {
+    Status.INVESTIGATING: "Investigating",
+    Status.IDENTIFIED: "Identified",
+    Status.MONITORING: "Monitoring",
+    Status.RESOLVED: "Resolved",
+    Status.SCHEDULED: "Scheduled",
+    Status.IN_PROGRESS: "In progress",
+    Status.COMPLETED: "Completed",
+    Status.CANCELLED: "Cancelled",
+}
+
+IMPACT_LABELS: dict[Impact, str] = {
+    Impact.NONE: "None",
+    Impact.MINOR: "Minor",
+    Impact.MAJOR: "Major",
+    Impact.CRITICAL: "Critical",
+}
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def status_label(status: Status) -> str:
+    return STATUS_LABELS[status]
+
+
+def impact_label(impact: Impact) -> str:
+    return IMPACT_LABELS[impact]
+
+
+def reader_zone(name: str) -> ZoneInfo:
+    """The reader's zone; an unknown name falls back to UTC, which stays truthful because the zone
+    is always printed next to the time."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def zone_label(local: datetime) -> str:
+    """'UTC', 'CET', or 'UTC+05:30' when the zone has no letter abbreviation (tzdata's '+04')."""
+    name = local.tzname() or ""
+    if name[:1].isalpha():
+        return name
+    offset = local.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    hours, mins = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours:02d}" + (f":{mins:02d}" if mins else "")
+
+
+def format_time(when: datetime, timezone: str = "UTC", *, long: bool = False) -> str:
+    """'22 Nov 14:05 UTC', or with `long` 'Sat 22 Nov 2025 14:05 UTC'. The zone is always shown.
+
+    Month and day names are fixed English, not the process locale, so rendering stays pure."""
+    local = when.astimezone(reader_zone(timezone))
+    clock = f"{local.hour:02d}:{local.minute:02d} {zone_label(local)}"
+    if long:
+        return f"{_WEEKDAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year} {clock}"
+    return f"{local.day} {_MONTHS[local.month - 1]} {clock}"
+
+
+def format_window(
+    starts: datetime | None, ends: datetime | None, timezone: str = "UTC", *, long: bool = False
+) -> str | None:
+    """A maintenance window; the same local day and zone is written once ('23 Nov 02:00–04:00 UTC')."""
+    if starts is None:
+        return None
+    if ends is None:
+        return f"from {format_time(starts, timezone, long=long)}"
+    zone = reader_zone(timezone)
+    a, b = starts.astimezone(zone), ends.astimezone(zone)
+    if a.date() == b.date() and zone_label(a) == zone_label(b):
+        start_text = format_time(starts, timezone, long=long)
+        day_part, _, _ = start_text.rpartition(f"{a.hour:02d}:{a.minute:02d}")
+        return f"{day_part}{a.hour:02d}:{a.minute:02d}–{b.hour:02d}:{b.minute:02d} {zone_label(b)}"
+    return f"{format_time(starts, timezone, long=long)} – {format_time(ends, timezone, long=long)}"
+
+
+def eta_text(
+    message: OutageMessage, timezone: str = "UTC", *, short: bool = False, long: bool = False
+) -> str | None:
+    """The ETA as customers should read it. Only a confirmed ETA is worded as a promise; an
+    unconfirmed one always says 'estimate, not confirmed'. None once the message is final."""
+    if message.eta is None or message.is_final:
+        return None
+    when = format_time(message.eta, timezone, long=long)
+    if message.eta_confirmed:
+        return f"Back by {when} (confirmed)" if short else f"Service will be restored by {when}."
+    if short:
+        return f"Est. back {when} (estimate, not confirmed)"
+    return f"We expect service to be restored by {when} (estimate, not confirmed)."
+
+
+def shows_prevention(message: OutageMessage) -> bool:
+    """The short channels carry `prevention` on a resolved incident only: that is the notice where
+    customers ask "will it happen again?"; the email always carries every field."""
+    return message.lifecycle_status is Status.RESOLVED and message.prevention is not None
+
+
+def scope_text(components: list[str], regions: list[str]) -> str | None:
+    """Who is affected, in one phrase: 'API, Dashboard in eu-west'."""
+    if components and regions:
+        return f"{', '.join(components)} in {', '.join(regions)}"
+    if components:
+        return ", ".join(components)
+    if regions:
+        return f"services in {', '.join(regions)}"
+    return None
+
+
+def collapse_whitespace(value: str) -> str:
+    """One line: for subjects, SMS, posts and chat, where a stray newline would break the layout."""
+    return " ".join(value.split())
+
+
+# --------------------------------------------------------------------------------------------------
+# details: a tiny, safe markdown subset for the email
+
+
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+
+
+def details_html(markdown: str) -> Markup:
+    """Paragraphs, line breaks and bullet/numbered lists; everything is escaped first, so no markup
+    the commander typed (or pasted) ever reaches the HTML as markup."""
+    blocks = re.split(r"\n\s*\n", markdown.strip())
+    out: list[str] = []
+    for block in blocks:
+        lines = [line for line in block.splitlines() if line.strip()]
+        if not lines:
+            continue
+        if all(_LIST_ITEM.match(line) for line in lines):
+            ordered = lines[0].lstrip()[:1].isdigit()
+            tag = "ol" if ordered else "ul"
+            items = "".join(f"<li>{escape(_LIST_ITEM.sub('', line, count=1).strip())}</li>" for line in lines)
+            out.append(f"<{tag}>{items}</{tag}>")
+        else:
+            out.append("<p>" + "<br>\n".join(str(escape(line.strip())) for line in lines) + "</p>")
+    return Markup("\n".join(out))
+
+
+# --------------------------------------------------------------------------------------------------
+# truncation
+
+
+_TRAILING_PUNCT = " \t\n,;:-–—"
+
+
+def truncate_to_fit(text: str, fits: Callable[[str], bool], ellipsis: str = "…") -> str | None:
+    """The longest prefix of `text` for which `fits` holds, ending in `ellipsis` whenever anything was
+    cut. Cuts at a word boundary; only a first word longer than the room is cut inside, and then
+    with the ellipsis too. None when not even the ellipsis alone fits.
+
+    `fits` is checked on every returned candidate, so the result always fits even if `fits` is not
+    perfectly monotonic (a shortened URL can weigh less than the full one)."""
+    if fits(text):
+        return text
+    if not fits(ellipsis):
+        return None
+
+    def candidate(end: int) -> str:
+        return text[:end].rstrip(_TRAILING_PUNCT) + ellipsis
+
+    word_ends = [m.start() for m in re.finditer(r"\s+", text) if text[: m.start()].strip()]
+    best = _largest_fitting(word_ends, lambda end: fits(candidate(end)))
+    if best is not None:
+        return candidate(best)
+    first_word_end = word_ends[0] if word_ends else len(text)
+    best = _largest_fitting(list(range(1, first_word_end)), lambda end: fits(candidate(end)))
+    return candidate(best) if best is not None else ellipsis
+
+
+def _largest_fitting(ends: list[int], fits: Callable[[int], bool]) -> int | None:
+    """Binary search over ascending cut points for the last one that fits."""
+    lo, hi, found = 0, len(ends) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if fits(ends[mid]):
+            found, lo = ends[mid], mid + 1
+        else:
+            hi = mid - 1
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# facts: what templates see
+
+
+def build_facts(
+    message: OutageMessage,
+    ctx: RenderContext,
+    *,
+    escape_text: Escape = _identity,
+    escape_url: Escape = _identity,
+    long_times: bool = False,
+) -> Facts:
+    """Everything a template may print, with every piece of user text already passed through the
+    channel's escaper and every time already formatted in the reader's zone. Every key is always
+    present (None or [] when absent) so StrictUndefined catches typos, not missing fields."""
+    tz = ctx.timezone
+    status = message.lifecycle_status
+
+    def text(value: str | None) -> str | None:
+        return escape_text(value) if value is not None else None
+
+    def time(value: datetime | None) -> str | None:
+        return text(format_time(value, tz, long=long_times)) if value is not None else None
+
+    # Every string goes through `escape_text`, our own wording included: a macro defined in a
+    # non-HTML template prints its arguments unescaped even when an HTML template calls it, so the
+    # facts themselves must already be safe for the channel.
+    return {
+        "event": ctx.event.value,
+        "kind": message.kind.value,
+        "status": status.value,
+        "status_label": text(status_label(status)),
+        "is_final": message.is_final,
+        "impact": message.impact.value,
+        "impact_label": text(impact_label(message.impact)),
+        "title": escape_text(message.title),
+        "summary": text(message.summary),
+        "details": text(message.details),
+        "details_html": details_html(message.details) if message.details else None,
+        "cause": text(message.cause),
+        "workarounds": [escape_text(w) for w in message.workarounds],
+        "components": [escape_text(c) for c in message.components],
+        "regions": [escape_text(r) for r in message.regions],
+        "scope": text(scope_text(message.components, message.regions)),
+        "eta": text(eta_text(message, tz, long=long_times)),
+        "eta_short": text(eta_text(message, tz, short=True, long=long_times)),
+        "eta_confirmed": message.eta_confirmed,
+        "next_update": time(message.next_update_at),
+        "posted": time(message.posted_at),
+        "starts": time(message.starts_at),
+        "ends": time(message.ends_at),
+        "window": text(format_window(message.starts_at, message.ends_at, tz, long=long_times)),
+        "data_safety": text(message.data_safety),
+        "compensation": text(message.compensation),
+        "prevention": text(message.prevention),
+        "link": escape_url(str(message.status_page_url)) if message.status_page_url else None,
+        "contacts": [
+            {
+                "label": escape_text(c.label),
+                "email": text(c.email),
+                "phone": text(c.phone),
+                "url": escape_url(str(c.url)) if c.url else None,
+            }
+            for c in message.support_contacts
+        ],
+        "timezone": tz,
+    }
+
+
+def html_facts(message: OutageMessage, ctx: RenderContext, *, long_times: bool = True) -> Facts:
+    """Facts for `.html.j2` templates: every string is already escaped `Markup`, so autoescape
+    leaves it alone and a macro from a plain-text template cannot print it raw."""
+    return build_facts(message, ctx, escape_text=escape, escape_url=escape, long_times=long_times)
+
+
+# Keys a channel may blank out (to fit, or to stay public); `check()` renders with all of them empty.
+OPTIONAL_FACTS = (
+    "summary",
+    "details",
+    "details_html",
+    "cause",
+    "scope",
+    "eta",
+    "eta_short",
+    "next_update",
+    "posted",
+    "starts",
+    "ends",
+    "window",
+    "data_safety",
+    "compensation",
+    "prevention",
+    "link",
+    "impact_label",
+)
+
+
+def stripped_facts(facts: Mapping[str, Any]) -> Facts:
+    out = dict(facts)
+    for key in OPTIONAL_FACTS:
+        out[key] = None
+    for key in ("workarounds", "components", "regions", "contacts"):
+        out[key] = []
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# sample messages: for `check()`, previews and golden tests
+
+
+SAMPLE_POSTED = datetime(2025, 11, 22, 14, 5, tzinfo=UTC)
+
+_SAMPLE_STATUS: dict[EventKind, Status] = {
+    EventKind.INCIDENT_OPENED: Status.INVESTIGATING,
+    EventKind.INCIDENT_UPDATED: Status.IDENTIFIED,
+    EventKind.INCIDENT_RESOLVED: Status.RESOLVED,
+    EventKind.MAINTENANCE_SCHEDULED: Status.SCHEDULED,
+    EventKind.MAINTENANCE_REMINDER: Status.SCHEDULED,
+    EventKind.MAINTENANCE_STARTED: Status.IN_PROGRESS,
+    EventKind.MAINTENANCE_COMPLETED: Status.COMPLETED,
+    EventKind.MAINTENANCE_CANCELLED: Status.CANCELLED,
+    EventKind.MAINTENANCE_RESCHEDULED: Status.SCHEDULED,
+}
+
+
+def sample_message(event: EventKind, *, full: bool = True) -> OutageMessage:
+    """A realistic message for `event`; `full` fills every optional field."""
+    status = _SAMPLE_STATUS[event]
+    maintenance = event.value.startswith("maintenance")
+    base: dict[str, Any] = {
+        "title": "Database upgrade" if maintenance else "Elevated API error rates",
+        "kind": Kind.MAINTENANCE if maintenance else Kind.INCIDENT,
+        "status": status,
+        "posted_at": SAMPLE_POSTED,
+    }
+    if maintenance:
+        base["starts_at"] = datetime(2025, 11, 23, 2, 0, tzinfo=UTC)
+    if not full:
+        return OutageMessage.model_validate(base)
+    base.update(
+        impact=Impact.MAJOR,
+        components=["API", "Dashboard"],
+        regions=["eu-west"],
+        summary="Some API requests fail with 503 errors.",
+        details="We are seeing failures on the write path.\n\n- retries mostly succeed\n- reads are fine",
+        cause="A faulty configuration change to the load balancers.",
+        workarounds=["Retry failed requests after a few seconds."],
+        eta=datetime(2025, 11, 22, 16, 0, tzinfo=UTC),
+        eta_confirmed=False,
+        next_update_at=datetime(2025, 11, 22, 15, 0, tzinfo=UTC),
+        data_safety="No data was lost; writes that failed were not applied.",
+        compensation="Affected enterprise customers will be credited per the SLA.",
+        prevention="We are adding a canary stage to configuration rollouts.",
+        status_page_url="https://status.example.com/incidents/42",
+        support_contacts=[{"label": "Support", "email": "support@example.com", "phone": "+1 555 0100"}],
+    )
+    if maintenance:
+        base.update(
+            ends_at=datetime(2025, 11, 23, 4, 0, tzinfo=UTC),
+            summary="The primary database moves to a new major version.",
+            details="Writes pause for up to 10 minutes.\n\n- reads stay available\n- queued jobs resume",
+            cause="Planned upgrade for security fixes.",
+            workarounds=["Schedule bulk imports outside the window."],
+            data_safety="Backups are taken before the upgrade starts.",
+            compensation="Planned maintenance does not count against the SLA.",
+            prevention="Future upgrades will use online schema migration.",
+            status_page_url="https://status.example.com/maintenance/7",
+        )
+        del base["eta"], base["eta_confirmed"]
+    if status in (Status.RESOLVED, Status.COMPLETED, Status.CANCELLED):
+        base.pop("eta", None)
+        base.pop("eta_confirmed", None)
+        del base["next_update_at"]
+    return OutageMessage.model_validate(base)
+
+
+# --------------------------------------------------------------------------------------------------
+# the template environment
+
+
+class Templates:
+    """The packaged templates, with an operator's override directory searched first."""
+
+    def __init__(self, override_dir: Path | str | None = None) -> None:
+        loaders: list[jinja2.BaseLoader] = []
+        self.override_dir = Path(override_dir) if override_dir is not None else None
+        if self.override_dir is not None:
+            loaders.append(jinja2.FileSystemLoader(self.override_dir))
+        loaders.append(jinja2.FileSystemLoader(PACKAGED_DIR))
+        # Sandboxed: override templates are configuration, and configuration should not run code.
+        self.env = SandboxedEnvironment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+        )
+
+    @staticmethod
+    def names(channel: ChannelName, event: EventKind, part: str) -> list[str]:
+        """The names tried, in order, for one channel, notice and part."""
+        return [f"{channel.value}/{event.value}.{part}.j2", f"{channel.value}/default.{part}.j2"]
+
+    def template(self, channel: ChannelName, event: EventKind, part: str) -> jinja2.Template:
+        names = self.names(channel, event, part)
+        try:
+            return self.env.select_template(names)
+        except jinja2.TemplateError as exc:
+            raise _template_error(names[0], exc) from exc
+
+    def render(self, channel: ChannelName, event: EventKind, part: str, facts: Mapping[str, Any]) -> str:
+        """Render one part; any failure is a TemplateError naming the template file."""
+        tmpl = self.template(channel, event, part)
+        try:
+            return tmpl.render(f=facts)
+        except Exception as exc:
+            raise _template_error(f"{tmpl.name} ({tmpl.filename})", exc) from exc
+
+    def check(self) -> None:
+        """Render every template for every channel and notice, with a full and an empty message, so
+        a broken template is found at start or preview, never first at send time."""
+        for event in EventKind:
+            full = sample_message(event, full=True)
+            ctx = RenderContext(event=event)
+            minimal = sample_message(event, full=False)
+            for channel, parts in PARTS.items():
+                for part in parts:
+                    make = html_facts if part == "html" else build_facts
+                    for facts in (make(full, ctx), make(minimal, ctx), stripped_facts(make(full, ctx))):
+                        self.render(channel, event, part, facts)
+
+
+def _template_error(name: str, exc: Exception) -> TemplateError:
+    """Name the template at fault; for a syntax error that is the file with the error, which may be
+    an included or extended one rather than the template asked for."""
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        name = f"{exc.name} ({exc.filename}, line {exc.lineno})" if exc.name else name
+    return TemplateError(f"template {name} failed: {type(exc).__name__}: {exc}", fields=[name])
+
+
+@lru_cache(maxsize=1)
+def default_templates() -> Templates:
+    """The packaged templates only; the service builds `Templates(settings.templates_override_dir)`."""
+    return Templates()
+
+
+# --------------------------------------------------------------------------------------------------
+# fitting a short channel's text into its limit
+
+
+def condense_to_fit(
+    facts: Mapping[str, Any],
+    render: Callable[[Facts], str],
+    fits: Callable[[str], bool],
+    drop_order: Sequence[str],
+    ellipsis: str = "…",
+) -> str:
+    """Render, and while the text does not fit: drop facts in `drop_order`, then shorten the title
+    (at a word, with an ellipsis), then drop the link. Status and link are the last to go.
+
+    A template that cannot fit even then (an override with long fixed wording) is cut as a whole, so
+    nothing is ever returned over the limit."""
+    current: Facts = dict(facts)
+    text = render(current)
+    if fits(text):
+        return text
+    for key in drop_order:
+        if current.get(key) is None:
+            continue
+        current[key] = None
+        text = render(current)
+        if fits(text):
+            return text
+    title = current["title"]
+    for keep_link in (True, False):
+        if not keep_link:
+            if current.get("link") is None:
+                break
+            current["link"] = None
+        cut = truncate_to_fit(title, lambda t: fits(render({**current, "title": t})), ellipsis)
+        # A link next to a title shortened to nothing tells the reader less than the title does.
+        if cut is not None and (cut != ellipsis or current.get("link") is None):
+            return render({**current, "title": cut})
+    text = render({**current, "title": ellipsis})
+    return truncate_to_fit(text, fits, ellipsis) or ""

@@ -1,0 +1,1 @@
+"""Channel adapters and the provider sandbox, end to end through the real SDKs."""

@@ -1,0 +1,204 @@
+"""Templates: the packaged set renders for every channel and notice, overrides work and are checked,
+and every rendering matches its reviewed golden file (UPDATE_GOLDEN=1 rewrites them)."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from channels.base import ChannelName, RenderContext
+from channels.chat.condense import condense_chat
+from channels.email.condense import condense_email
+from channels.rendering import (
+    Templates,
+    details_html,
+    eta_text,
+    format_time,
+    format_window,
+    sample_message,
+    truncate_to_fit,
+)
+from channels.sms.condense import condense_sms
+from channels.social.condense import condense_social
+from channels.webhook.condense import condense_webhook
+from dispatcher.errors import TemplateError
+from dispatcher.message import EventKind, OutageMessage
+
+GOLDEN = Path(__file__).parent / "golden"
+POSTED = datetime(2025, 11, 22, 14, 5, tzinfo=UTC)
+
+
+def test_packaged_templates_pass_check() -> None:
+    Templates().check()
+
+
+def test_check_names_a_broken_override(tmp_path: Path) -> None:
+    (tmp_path / "sms").mkdir()
+    (tmp_path / "sms" / "incident_resolved.txt.j2").write_text("{% if f.title %}unclosed")
+    with pytest.raises(TemplateError) as caught:
+        Templates(tmp_path).check()
+    assert "sms/incident_resolved.txt.j2" in caught.value.message
+    assert caught.value.code == "template_error"
+
+
+def test_check_catches_an_unknown_fact_in_an_override(tmp_path: Path) -> None:
+    (tmp_path / "email").mkdir()
+    (tmp_path / "email" / "maintenance_cancelled.subject.txt.j2").write_text("Cancelled: {{ f.titel }}")
+    with pytest.raises(TemplateError) as caught:
+        Templates(tmp_path).check()
+    assert "email/maintenance_cancelled.subject.txt.j2" in caught.value.message
+    assert "titel" in caught.value.message
+
+
+def test_check_catches_a_template_that_fails_only_without_optional_facts(tmp_path: Path) -> None:
+    (tmp_path / "chat").mkdir()
+    (tmp_path / "chat" / "default.mrkdwn.j2").write_text("{{ f.title }} {{ f.components[0] }}")
+    with pytest.raises(TemplateError, match=r"chat/default\.mrkdwn\.j2"):
+        Templates(tmp_path).check()
+
+
+def test_an_override_replaces_one_kind_only(tmp_path: Path) -> None:
+    (tmp_path / "sms").mkdir()
+    (tmp_path / "sms" / "incident_resolved.txt.j2").write_text("All good again: {{ f.title }} {{ f.posted }}")
+    templates = Templates(tmp_path)
+    templates.check()
+    resolved = sample_message(EventKind.INCIDENT_RESOLVED)
+    ctx = RenderContext(event=EventKind.INCIDENT_RESOLVED)
+    assert (
+        condense_sms(resolved, ctx, templates).text
+        == "All good again: Elevated API error rates 22 Nov 14:05 UTC"
+    )
+    opened = sample_message(EventKind.INCIDENT_OPENED)
+    ctx = RenderContext(event=EventKind.INCIDENT_OPENED)
+    assert condense_sms(opened, ctx, templates).text == condense_sms(opened, ctx).text
+
+
+def test_an_override_that_renders_too_long_is_still_condensed(tmp_path: Path) -> None:
+    (tmp_path / "sms").mkdir()
+    (tmp_path / "sms" / "default.txt.j2").write_text("{{ 'Very important notice. ' * 20 }}{{ f.title }}")
+    sms = condense_sms(
+        sample_message(EventKind.INCIDENT_OPENED),
+        RenderContext(event=EventKind.INCIDENT_OPENED),
+        Templates(tmp_path),
+    )
+    assert sms.segments == 1 and len(sms.text) <= 160
+    assert sms.text.endswith("...")
+
+
+def test_html_templates_autoescape_and_text_templates_do_not(tmp_path: Path) -> None:
+    (tmp_path / "email").mkdir()
+    (tmp_path / "email" / "default.html.j2").write_text("<p>{{ f.title }}</p>")
+    (tmp_path / "email" / "default.txt.j2").write_text("{{ f.title }}")
+    message = OutageMessage(title="<b>x</b> & y", posted_at=POSTED)
+    email = condense_email(message, RenderContext(event=EventKind.INCIDENT_OPENED), Templates(tmp_path))
+    assert email.html == "<p>&lt;b&gt;x&lt;/b&gt; &amp; y</p>\n"
+    assert email.text == "<b>x</b> & y\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+
+
+@pytest.mark.parametrize(
+    ("zone", "short", "long"),
+    [
+        ("UTC", "22 Nov 14:05 UTC", "Sat 22 Nov 2025 14:05 UTC"),
+        ("Europe/Paris", "22 Nov 15:05 CET", "Sat 22 Nov 2025 15:05 CET"),
+        ("America/New_York", "22 Nov 09:05 EST", "Sat 22 Nov 2025 09:05 EST"),
+        ("Asia/Dubai", "22 Nov 18:05 UTC+04", "Sat 22 Nov 2025 18:05 UTC+04"),
+        ("Asia/Kolkata", "22 Nov 19:35 IST", "Sat 22 Nov 2025 19:35 IST"),
+        ("America/St_Johns", "22 Nov 10:35 NST", "Sat 22 Nov 2025 10:35 NST"),
+        ("Etc/GMT+3", "22 Nov 11:05 UTC-03", "Sat 22 Nov 2025 11:05 UTC-03"),
+        ("Not/AZone", "22 Nov 14:05 UTC", "Sat 22 Nov 2025 14:05 UTC"),  # falls back, zone still shown
+    ],
+)
+def test_format_time_always_shows_the_zone(zone: str, short: str, long: str) -> None:
+    assert format_time(POSTED, zone) == short
+    assert format_time(POSTED, zone, long=True) == long
+
+
+def test_format_window() -> None:
+    start, same_day, next_day = (
+        POSTED,
+        datetime(2025, 11, 22, 16, 0, tzinfo=UTC),
+        datetime(2025, 11, 23, 1, tzinfo=UTC),
+    )
+    assert format_window(start, same_day) == "22 Nov 14:05–16:00 UTC"
+    assert format_window(start, next_day) == "22 Nov 14:05 UTC – 23 Nov 01:00 UTC"
+    assert format_window(start, None) == "from 22 Nov 14:05 UTC"
+    assert format_window(None, None) is None
+
+
+def test_eta_wording() -> None:
+    eta = datetime(2025, 11, 22, 16, 0, tzinfo=UTC)
+    unconfirmed = OutageMessage(title="x", eta=eta)
+    confirmed = OutageMessage(title="x", eta=eta, eta_confirmed=True)
+    assert (
+        eta_text(unconfirmed)
+        == "We expect service to be restored by 22 Nov 16:00 UTC (estimate, not confirmed)."
+    )
+    assert eta_text(unconfirmed, short=True) == "Est. back 22 Nov 16:00 UTC (estimate, not confirmed)"
+    assert eta_text(confirmed) == "Service will be restored by 22 Nov 16:00 UTC."
+    assert eta_text(confirmed, short=True) == "Back by 22 Nov 16:00 UTC (confirmed)"
+    assert eta_text(OutageMessage(title="x", eta=eta, status="resolved")) is None
+    assert eta_text(OutageMessage(title="x")) is None
+
+
+def test_details_markdown_subset_is_escaped() -> None:
+    html = details_html("First <b>para</b>\nline two\n\n- one & two\n- <i>three</i>\n\n1. a\n2. b")
+    assert html == (
+        "<p>First &lt;b&gt;para&lt;/b&gt;<br>\nline two</p>\n"
+        "<ul><li>one &amp; two</li><li>&lt;i&gt;three&lt;/i&gt;</li></ul>\n"
+        "<ol><li>a</li><li>b</li></ol>"
+    )
+
+
+@given(st.text(max_size=300), st.integers(min_value=0, max_value=300))
+def test_truncate_to_fit_respects_the_predicate(text: str, room: int) -> None:
+    out = truncate_to_fit(text, lambda t: len(t) <= room)
+    if room == 0:
+        assert out is None or out == text == ""
+        return
+    assert out is not None and len(out) <= room
+    assert out == text or (out.endswith("…") and text.startswith(out[:-1]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# golden files: one per channel and notice, reviewed by eye when written
+
+
+def golden_render(channel: ChannelName, event: EventKind) -> str:
+    message = sample_message(event)
+    ctx = RenderContext(event=event, timezone="Europe/Paris", sms_segment_budget=2)
+    if channel is ChannelName.EMAIL:
+        email = condense_email(message, ctx)
+        return f"Subject: {email.subject}\n\n===== text =====\n{email.text}\n===== html =====\n{email.html}"
+    if channel is ChannelName.CHAT:
+        chat = condense_chat(message, ctx)
+        return json.dumps({"text": chat.text, "blocks": chat.blocks}, indent=2, ensure_ascii=False) + "\n"
+    if channel is ChannelName.SMS:
+        sms = condense_sms(message, ctx)
+        return f"{sms.text}\n===== {sms.encoding}, {sms.segments} segment(s) =====\n"
+    if channel is ChannelName.SOCIAL:
+        post = condense_social(message, ctx)
+        return f"{post.text}\n===== weight {post.weight} =====\n"
+    hook = condense_webhook(message, ctx)
+    return json.dumps(hook.payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+@pytest.mark.parametrize("event", list(EventKind), ids=lambda e: e.value)
+@pytest.mark.parametrize("channel", list(ChannelName), ids=lambda c: c.value)
+def test_golden(channel: ChannelName, event: EventKind) -> None:
+    path = GOLDEN / channel.value / f"{event.value}.txt"
+    rendered = golden_render(channel, event)
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rendered, encoding="utf-8")
+    assert path.exists(), f"missing golden file {path}; write it with UPDATE_GOLDEN=1 and review it"
+    assert rendered == path.read_text(encoding="utf-8")
