@@ -6,6 +6,7 @@ Each provider answers faults in its own error shape, so the SDKs raise what they
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -83,10 +84,8 @@ async def gate(
         await asyncio.sleep(config.latency_ms / 1000)
     if config.timeout_rate > 0 and state.draw(provider) < config.timeout_rate:
         # Hang past the client's timeout; the client gives up and closes. Cut short on shutdown.
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout=config.hang_s)
-        except TimeoutError:
-            pass
         state.count_result(provider, accepted=False, fault=True)
         return json_response(504, ERROR_SHAPES[provider](504, "gateway timeout"))
     if config.rate_limit_per_s is not None:

@@ -50,7 +50,9 @@ def validate_mail(body: Any) -> list[dict[str, Any]]:
     every_has_subject = bool(personalizations)
     for i, p in enumerate(personalizations):
         if not isinstance(p, dict):
-            errors.append(_error("Invalid type. Expected: object.", f"personalizations.{i}", "personalizations"))
+            errors.append(
+                _error("Invalid type. Expected: object.", f"personalizations.{i}", "personalizations")
+            )
             every_has_subject = False
             continue
         if not (isinstance(p.get("subject"), str) and p["subject"]):

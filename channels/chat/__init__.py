@@ -1,0 +1,1 @@
+"""The chat channel: condenser (pure) and adapter (I/O)."""

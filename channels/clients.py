@@ -1,0 +1,114 @@
+"""What every adapter shares: per-process SDK clients, bounded concurrency, Retry-After parsing.
+
+Clients are built lazily and keyed by process id: the Celery worker forks, and a client (its
+sockets, its pool, its threads) created before the fork must never be used in the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
+from typing import Any, Generic, TypeVar
+
+from channels.base import Outcome, Recipient, Throttle
+
+log = logging.getLogger("channels")
+
+T = TypeVar("T")
+
+# Credentials the adapters present to the provider sandbox. Not secrets: the sandbox signs Twilio
+# callbacks with the token the client authenticated with, so webhook verification in sandbox mode
+# uses SANDBOX_TWILIO_AUTH_TOKEN (and the SendGrid key from GET /sandbox/keys).
+SANDBOX_SENDGRID_API_KEY = "SG.sandbox"
+SANDBOX_TWILIO_ACCOUNT_SID = "AC" + "0" * 32
+SANDBOX_TWILIO_AUTH_TOKEN = "sandbox-twilio-auth-token"
+SANDBOX_SLACK_TOKEN = "xoxb-sandbox"
+SANDBOX_X_CREDENTIAL = "sandbox"
+
+
+class PerProcess(Generic[T]):
+    """One lazily built object per process (the factory runs at first use in each process)."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._items: dict[int, T] = {}
+
+    def get(self) -> T:
+        pid = os.getpid()
+        item = self._items.get(pid)
+        if item is None:
+            with self._lock:
+                item = self._items.get(pid)
+                if item is None:
+                    item = self._factory()
+                    self._items = {pid: item}  # drop the parent's: never used in this process
+        return item
+
+
+_announced: set[tuple[int, str]] = set()
+
+
+def announce_mode(channel: str, provider: str, live: bool, url: str) -> None:
+    """Log once per process and channel which endpoint is used (the URL only, never credentials)."""
+    key = (os.getpid(), channel)
+    if key in _announced:
+        return
+    _announced.add(key)
+    if live:
+        log.info("%s: sending through %s at %s", channel, provider, url)
+    else:
+        log.info("%s: no %s credentials, using the provider sandbox at %s", channel, provider, url)
+
+
+def executor(workers: int) -> PerProcess[ThreadPoolExecutor]:
+    return PerProcess(lambda: ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="send"))
+
+
+def send_each(
+    pool: ThreadPoolExecutor,
+    recipients: Sequence[Recipient],
+    send_one: Callable[[Recipient], Outcome],
+    throttle: Throttle | None,
+) -> list[Outcome]:
+    """One provider call per recipient, many in flight, outcomes in the recipients' order."""
+
+    def call(recipient: Recipient) -> Outcome:
+        if throttle is not None:
+            throttle(recipient)
+        return send_one(recipient)
+
+    if len(recipients) == 1:
+        return [call(recipients[0])]
+    futures = [pool.submit(call, r) for r in recipients]
+    return [f.result() for f in futures]
+
+
+def retry_after(headers: Mapping[str, Any] | Any, now: float | None = None) -> float | None:
+    """Seconds to wait from Retry-After (seconds or HTTP date), else from a rate-limit reset epoch
+    (SendGrid X-RateLimit-Reset, X x-rate-limit-reset). None when the provider did not say."""
+    if headers is None:
+        return None
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    now = time.time() if now is None else now
+    value = lowered.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+            except (TypeError, ValueError):
+                pass
+    reset = lowered.get("x-ratelimit-reset") or lowered.get("x-rate-limit-reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - now)
+        except ValueError:
+            return None
+    return None

@@ -1,0 +1,1 @@
+"""The email channel: condenser (pure) and adapter (I/O)."""

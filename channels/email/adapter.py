@@ -1,0 +1,167 @@
+"""Email through SendGrid v3 `/mail/send`: up to 1,000 personalizations per request.
+
+Each recipient is one personalization carrying its delivery id (custom_args, echoed back in every
+Event Webhook event), its one-click List-Unsubscribe headers, and `%unsubscribe_url%` substituted
+with its own link. A request is all-or-nothing: its recipients share one outcome and one
+X-Message-Id.
+
+SendGrid rejects a whole request (400) when an address appears twice in it. A batch holding the
+same address twice (two deliveries for one person, e.g. a retry next to a first attempt) is split:
+the second occurrence goes out in a further request, so every delivery still gets sent.
+"""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
+from urllib.parse import quote
+
+import python_http_client.exceptions as sg_errors
+from sendgrid import SendGridAPIClient
+
+from channels.base import ChannelName, Failure, Outcome, Recipient, RenderContext, Throttle, Variant
+from channels.clients import SANDBOX_SENDGRID_API_KEY, PerProcess, announce_mode, retry_after
+from channels.email.condense import EmailVariant, condense_email
+from channels.rendering import Templates
+from config.settings import Settings, get_settings
+from dispatcher.message import OutageMessage
+
+SENDGRID_API = "https://api.sendgrid.com"
+UNSUBSCRIBE_PLACEHOLDER = "%unsubscribe_url%"
+
+
+def unsubscribe_link(base: str, token: str | None) -> str:
+    return f"{base}?token={quote(token, safe='')}" if token else base
+
+
+def split_requests(recipients: Sequence[Recipient], size: int) -> list[list[Recipient]]:
+    """Requests of at most `size` recipients with every address once per request (case-insensitive):
+    the n-th occurrence of an address goes in the n-th round; order is kept within a round."""
+    rounds: list[list[Recipient]] = []
+    seen: dict[str, int] = {}
+    for recipient in recipients:
+        key = recipient.address.strip().lower()
+        index = seen.get(key, 0)
+        seen[key] = index + 1
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(recipient)
+    return [r[i : i + size] for r in rounds for i in range(0, len(r), size)]
+
+
+class EmailChannel:
+    name: ClassVar[ChannelName] = ChannelName.EMAIL
+    max_batch: ClassVar[int] = 1000
+
+    def __init__(self, settings: Settings | None = None, templates: Templates | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.templates = templates
+        self._client: PerProcess[SendGridAPIClient] = PerProcess(self._make_client)
+
+    @property
+    def live(self) -> bool:
+        return self.settings.sendgrid_api_key is not None
+
+    @property
+    def host(self) -> str:
+        if self.settings.sendgrid_host:
+            return self.settings.sendgrid_host.rstrip("/")
+        return SENDGRID_API if self.live else self.settings.sandbox_url.rstrip("/")
+
+    def _make_client(self) -> SendGridAPIClient:
+        key = self.settings.sendgrid_api_key
+        announce_mode(self.name, "SendGrid", self.live, self.host)
+        api_key = key.get_secret_value() if key is not None else SANDBOX_SENDGRID_API_KEY
+        return SendGridAPIClient(api_key=api_key, host=self.host)
+
+    def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
+        return condense_email(message, ctx, templates=self.templates)
+
+    def load_variant(self, data: dict[str, Any]) -> Variant:
+        return EmailVariant(**{**data, "channel": ChannelName(data["channel"])})
+
+    def send(
+        self, variant: Variant, recipients: Sequence[Recipient], throttle: Throttle | None = None
+    ) -> list[Outcome]:
+        email = cast(EmailVariant, variant)
+        outcomes: dict[int, Outcome] = {}
+        for request in split_requests(recipients, self.max_batch):
+            if throttle is not None:
+                throttle(request[0])
+            for recipient, outcome in zip(request, self._send_request(email, request), strict=True):
+                outcomes[id(recipient)] = outcome
+        return [outcomes[id(r)] for r in recipients]
+
+    def body(self, variant: EmailVariant, recipients: Sequence[Recipient]) -> dict[str, Any]:
+        """The `/mail/send` request body for one request's recipients."""
+        settings = self.settings
+        content = [{"type": "text/plain", "value": variant.text}]
+        if variant.html:
+            content.append({"type": "text/html", "value": variant.html})
+        personalizations = []
+        for r in recipients:
+            link = unsubscribe_link(settings.unsubscribe_url, r.unsubscribe_token)
+            to: dict[str, str] = {"email": r.address}
+            if r.name:
+                to["name"] = r.name
+            personalizations.append(
+                {
+                    "to": [to],
+                    "custom_args": {"delivery_id": str(r.delivery_id)},
+                    "headers": {
+                        "List-Unsubscribe": f"<{link}>",
+                        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                    },
+                    "substitutions": {UNSUBSCRIBE_PLACEHOLDER: link},
+                }
+            )
+        return {
+            "personalizations": personalizations,
+            "from": {"email": settings.email_from, "name": settings.email_from_name},
+            "subject": variant.subject,
+            "content": content,
+        }
+
+    def _send_request(self, variant: EmailVariant, recipients: Sequence[Recipient]) -> list[Outcome]:
+        client = self._client.get()
+        try:
+            response = client.client.mail.send.post(
+                request_body=self.body(variant, recipients), timeout=self.settings.provider_timeout_s
+            )
+        except sg_errors.HTTPError as exc:
+            return [_classify_http_error(r.delivery_id, exc) for r in recipients]
+        except (OSError, http.client.HTTPException) as exc:
+            # URLError, socket timeouts, refused / reset connections: transient by nature
+            timeout = isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
+            code = "timeout" if timeout else "connection"
+            return [
+                Outcome.failed(r.delivery_id, Failure.RETRYABLE, code=code, error=str(exc))
+                for r in recipients
+            ]
+        message_id = response.headers.get("X-Message-Id")
+        return [Outcome.ok(r.delivery_id, message_id) for r in recipients]
+
+
+def _error_text(exc: sg_errors.HTTPError) -> str:
+    try:
+        errors = exc.to_dict.get("errors") or []
+        return "; ".join(str(e.get("message")) for e in errors) or str(exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+def _classify_http_error(delivery_id: int, exc: sg_errors.HTTPError) -> Outcome:
+    status = int(exc.status_code)
+    error = _error_text(exc)
+    if status == 429:
+        return Outcome.failed(
+            delivery_id,
+            Failure.RATE_LIMITED,
+            code="429",
+            error=error,
+            retry_after=retry_after(exc.headers),
+        )
+    if status >= 500 or status == 408:
+        return Outcome.failed(delivery_id, Failure.RETRYABLE, code=str(status), error=error)
+    return Outcome.failed(delivery_id, Failure.PERMANENT, code=str(status), error=error)

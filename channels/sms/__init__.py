@@ -1,0 +1,1 @@
+"""The sms channel: condenser (pure) and adapter (I/O)."""

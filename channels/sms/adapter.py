@@ -1,0 +1,152 @@
+"""SMS through Twilio's Messages API: one `messages.create` per recipient, many in flight.
+
+Twilio has no batch send, so a batch is a bounded thread pool over one pooled client: the Twilio
+client is stateless per call and its `requests.Session` is shared by the threads (urllib3's pool
+is thread-safe; we size it to the pool so no connection is thrown away). Each message carries a
+StatusCallback with its delivery id, so delivery reports find their row without a lookup by SID.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+import requests
+from requests.adapters import HTTPAdapter
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from channels.base import ChannelName, Failure, Outcome, Recipient, RenderContext, Throttle, Variant
+from channels.clients import (
+    SANDBOX_TWILIO_ACCOUNT_SID,
+    SANDBOX_TWILIO_AUTH_TOKEN,
+    PerProcess,
+    announce_mode,
+    executor,
+    retry_after,
+    send_each,
+)
+from channels.rendering import Templates
+from channels.sms.condense import SmsVariant, condense_sms
+from config.settings import Settings, get_settings
+from dispatcher.message import OutageMessage
+
+TWILIO_API = "https://api.twilio.com"
+# Twilio's client logs five INFO lines per request; at 30k messages that drowns the worker's log.
+_twilio_log = logging.getLogger("channels.sms.twilio_http")
+_twilio_log.setLevel(logging.WARNING)
+
+
+class RoutedHttpClient(TwilioHttpClient):
+    """Twilio's HTTP client, sending `https://api.twilio.com/...` to `base_url` instead (the sandbox
+    or a configured proxy), with a connection pool as large as our concurrency, and remembering each
+    thread's last response headers: TwilioRestException drops them, and 429's Retry-After is there."""
+
+    def __init__(self, base_url: str | None, timeout: float, pool_size: int) -> None:
+        super().__init__(timeout=timeout, logger=_twilio_log)
+        assert self.session is not None
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 4))
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self._local = threading.local()
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        if self.base_url and url.startswith(TWILIO_API):
+            url = self.base_url + url[len(TWILIO_API) :]
+        self._local.headers = None
+        response = super().request(method, url, *args, **kwargs)
+        self._local.headers = response.headers
+        return response
+
+    def last_headers(self) -> Mapping[str, Any] | None:
+        return getattr(self._local, "headers", None)
+
+
+class SmsChannel:
+    name: ClassVar[ChannelName] = ChannelName.SMS
+    max_batch: ClassVar[int] = 100
+
+    def __init__(self, settings: Settings | None = None, templates: Templates | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.templates = templates
+        self._client: PerProcess[tuple[Client, RoutedHttpClient]] = PerProcess(self._make_client)
+        self._pool = executor(self.settings.send_concurrency)
+
+    @property
+    def live(self) -> bool:
+        s = self.settings
+        return s.twilio_account_sid is not None and s.twilio_auth_token is not None
+
+    @property
+    def base_url(self) -> str | None:
+        """Where requests go instead of api.twilio.com; None for the real API."""
+        if self.settings.twilio_base_url:
+            return self.settings.twilio_base_url
+        return None if self.live else self.settings.sandbox_url
+
+    def _make_client(self) -> tuple[Client, RoutedHttpClient]:
+        s = self.settings
+        announce_mode(self.name, "Twilio", self.live, self.base_url or TWILIO_API)
+        http = RoutedHttpClient(self.base_url, s.provider_timeout_s, s.send_concurrency)
+        if self.live:
+            assert s.twilio_account_sid is not None and s.twilio_auth_token is not None
+            sid, token = s.twilio_account_sid.get_secret_value(), s.twilio_auth_token.get_secret_value()
+        else:
+            sid, token = SANDBOX_TWILIO_ACCOUNT_SID, SANDBOX_TWILIO_AUTH_TOKEN
+        return Client(sid, token, http_client=http), http
+
+    def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
+        return condense_sms(message, ctx, templates=self.templates)
+
+    def load_variant(self, data: dict[str, Any]) -> Variant:
+        return SmsVariant(**{**data, "channel": ChannelName(data["channel"])})
+
+    def status_callback(self, recipient: Recipient) -> str:
+        base = self.settings.public_url.rstrip("/")
+        return f"{base}/v1/webhooks/twilio?{urlencode({'delivery_id': recipient.delivery_id})}"
+
+    def send(
+        self, variant: Variant, recipients: Sequence[Recipient], throttle: Throttle | None = None
+    ) -> list[Outcome]:
+        return send_each(self._pool.get(), recipients, lambda r: self._send_one(variant.text, r), throttle)
+
+    def _send_one(self, body: str, recipient: Recipient) -> Outcome:
+        client, http = self._client.get()
+        try:
+            message = client.messages.create(
+                to=recipient.address,
+                from_=self.settings.twilio_from,
+                body=body,
+                status_callback=self.status_callback(recipient),
+            )
+        except TwilioRestException as exc:
+            return _classify(recipient.delivery_id, exc.status, exc.code, str(exc.msg), http.last_headers())
+        except TwilioServiceException as exc:
+            detail = str(exc.detail or exc.title)
+            return _classify(recipient.delivery_id, exc.status, exc.code, detail, http.last_headers())
+        except requests.Timeout as exc:
+            return Outcome.failed(recipient.delivery_id, Failure.RETRYABLE, code="timeout", error=str(exc))
+        except (requests.RequestException, TwilioException, OSError) as exc:
+            return Outcome.failed(recipient.delivery_id, Failure.RETRYABLE, code="connection", error=str(exc))
+        return Outcome.ok(recipient.delivery_id, message.sid)
+
+
+def _classify(
+    delivery_id: int, status: int, code: int | None, error: str, headers: Mapping[str, Any] | None
+) -> Outcome:
+    """Twilio's own code when it gave one (21211 invalid number, 21610 opted out, 21614 not a mobile):
+    any 4xx is final for this message; 429 waits; 5xx is Twilio's trouble, not the number's."""
+    shown = str(code) if code else str(status)
+    if status == 429:
+        return Outcome.failed(
+            delivery_id, Failure.RATE_LIMITED, code=shown, error=error, retry_after=retry_after(headers)
+        )
+    if status >= 500 or status == 408:
+        return Outcome.failed(delivery_id, Failure.RETRYABLE, code=shown, error=error)
+    return Outcome.failed(delivery_id, Failure.PERMANENT, code=shown, error=error)

@@ -1,0 +1,1 @@
+"""The social channel: condenser (pure) and adapter (I/O)."""

@@ -1,0 +1,1 @@
+"""The webhook channel: condenser (pure) and adapter (I/O)."""

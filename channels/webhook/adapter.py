@@ -1,0 +1,91 @@
+"""The outgoing webhook channel: the variant's JSON payload POSTed, signed, to each subscriber URL.
+
+One pooled `httpx.Client` per process (keep-alive across deliveries to the same receivers), calls
+in flight bounded by `send_concurrency`. Redirects are not followed: a receiver that moved must be
+re-registered, rather than have signed payloads forwarded to wherever a redirect points.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
+
+import httpx
+
+from channels.base import ChannelName, Failure, Outcome, Recipient, RenderContext, Throttle, Variant
+from channels.clients import PerProcess, announce_mode, executor, retry_after, send_each
+from channels.rendering import Templates
+from channels.webhook.condense import WebhookVariant, condense_webhook
+from channels.webhook.signing import sign_webhook
+from config.settings import Settings, get_settings
+from dispatcher.message import OutageMessage
+
+
+def encode_payload(payload: dict[str, Any]) -> bytes:
+    """Compact, key-sorted JSON: the exact bytes that are signed and sent."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
+class WebhookChannel:
+    name: ClassVar[ChannelName] = ChannelName.WEBHOOK
+    max_batch: ClassVar[int] = 50
+
+    def __init__(self, settings: Settings | None = None, templates: Templates | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.templates = templates
+        self._client: PerProcess[httpx.Client] = PerProcess(self._make_client)
+        self._pool = executor(self.settings.send_concurrency)
+
+    def _make_client(self) -> httpx.Client:
+        size = max(1, self.settings.send_concurrency)
+        announce_mode(self.name, "webhook", True, "subscriber URLs")
+        return httpx.Client(
+            timeout=self.settings.provider_timeout_s,
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            follow_redirects=False,
+            headers={"User-Agent": "outage-dispatcher-webhook/1"},
+        )
+
+    def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
+        return condense_webhook(message, ctx, templates=self.templates)
+
+    def load_variant(self, data: dict[str, Any]) -> Variant:
+        return WebhookVariant(**{**data, "channel": ChannelName(data["channel"])})
+
+    def send(
+        self, variant: Variant, recipients: Sequence[Recipient], throttle: Throttle | None = None
+    ) -> list[Outcome]:
+        body = encode_payload(cast(WebhookVariant, variant).payload)
+        return send_each(self._pool.get(), recipients, lambda r: self._post(body, r), throttle)
+
+    def _post(self, body: bytes, recipient: Recipient) -> Outcome:
+        timestamp = int(time.time())
+        secret = self.settings.webhook_signing_secret.get_secret_value()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Dispatcher-Timestamp": str(timestamp),
+            "X-Dispatcher-Signature": sign_webhook(secret, timestamp, body),
+            "X-Dispatcher-Delivery": str(recipient.delivery_id),
+        }
+        try:
+            response = self._client.get().post(recipient.address, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            return Outcome.failed(recipient.delivery_id, Failure.RETRYABLE, code="timeout", error=str(exc))
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            return Outcome.failed(recipient.delivery_id, Failure.PERMANENT, code="bad_url", error=str(exc))
+        except httpx.HTTPError as exc:
+            return Outcome.failed(recipient.delivery_id, Failure.RETRYABLE, code="connection", error=str(exc))
+        status = response.status_code
+        if 200 <= status < 300:
+            return Outcome.ok(recipient.delivery_id, response.headers.get("X-Request-Id"))
+        error = response.text[:200]
+        if status == 429:
+            wait = retry_after(response.headers)
+            return Outcome.failed(
+                recipient.delivery_id, Failure.RATE_LIMITED, code="429", error=error, retry_after=wait
+            )
+        if status >= 500 or status == 408:
+            return Outcome.failed(recipient.delivery_id, Failure.RETRYABLE, code=str(status), error=error)
+        return Outcome.failed(recipient.delivery_id, Failure.PERMANENT, code=str(status), error=error)

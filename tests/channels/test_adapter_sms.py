@@ -1,0 +1,88 @@
+"""SmsChannel through the real Twilio SDK against the sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
+
+from twilio.request_validator import RequestValidator
+
+from channels.base import Failure, Recipient
+from channels.clients import SANDBOX_TWILIO_AUTH_TOKEN
+from channels.sandbox import SandboxServer
+from channels.sms.adapter import SmsChannel
+from config.settings import Settings
+
+from .helpers import recipients, sms_variant
+
+
+def test_each_recipient_gets_a_message_with_its_status_callback(
+    sandbox: SandboxServer, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    channel = SmsChannel(settings)
+    batch = recipients([f"+1415555{i:04d}" for i in range(30)], start=100)
+    throttled: list[Recipient] = []
+    outcomes = channel.send(sms_variant(), batch, throttle=throttled.append)
+
+    assert [o.delivery_id for o in outcomes] == [r.delivery_id for r in batch]
+    assert all(o.accepted and o.provider_message_id.startswith("SM") for o in outcomes)  # type: ignore[union-attr]
+    assert sorted(throttled, key=lambda r: r.delivery_id) == batch
+    records = {r["recipient"]: r for r in sandbox.messages("sms")}
+    for recipient, outcome in zip(batch, outcomes, strict=True):
+        record = records[recipient.address]
+        assert record["text"] == sms_variant().text
+        assert record["provider_message_id"] == outcome.provider_message_id
+        assert record["delivery_id"] == str(recipient.delivery_id)
+        assert record["from"] == settings.twilio_from
+
+    sandbox.drain_callbacks()
+    callbacks = sandbox.messages("webhook")
+    assert len(callbacks) == 60  # sent + delivered for each
+    validator = RequestValidator(SANDBOX_TWILIO_AUTH_TOKEN)
+    for hook in callbacks:
+        assert hook["url"].startswith(f"{settings.public_url}/v1/webhooks/twilio?delivery_id=")
+        assert validator.validate(hook["url"], hook["form"], hook["headers"]["x-twilio-signature"])
+        delivery_id = parse_qs(urlsplit(hook["url"]).query)["delivery_id"][0]
+        assert records[hook["form"]["To"]]["delivery_id"] == delivery_id
+
+
+def test_invalid_and_opted_out_numbers_are_permanent(
+    sandbox: SandboxServer, make_settings: Callable[..., Settings]
+) -> None:
+    sandbox.set_faults("twilio", opted_out=["+14155550002"])
+    channel = SmsChannel(make_settings())
+    outcomes = channel.send(sms_variant(), recipients(["+14155550001", "+1 not a number", "+14155550002"]))
+    assert outcomes[0].accepted
+    assert (outcomes[1].failure, outcomes[1].code) == (Failure.PERMANENT, "21211")
+    assert (outcomes[2].failure, outcomes[2].code) == (Failure.PERMANENT, "21610")
+    assert [r["recipient"] for r in sandbox.messages("sms")] == ["+14155550001"]
+
+
+def test_faults_are_classified(sandbox: SandboxServer, make_settings: Callable[..., Settings]) -> None:
+    channel = SmsChannel(make_settings(provider_timeout_s=0.5))
+    one = recipients(["+14155550001"])
+
+    sandbox.set_faults("twilio", error_rate=1.0, error_status=500)
+    [outcome] = channel.send(sms_variant(), one)
+    assert (outcome.failure, outcome.code) == (Failure.RETRYABLE, "20500")
+
+    sandbox.set_faults("twilio", rate_429=1.0, retry_after_s=3)
+    [outcome] = channel.send(sms_variant(), one)
+    assert (outcome.failure, outcome.retry_after) == (Failure.RATE_LIMITED, 3.0)
+
+    sandbox.set_faults("twilio", timeout_rate=1.0, hang_s=2)
+    [outcome] = channel.send(sms_variant(), one)
+    assert (outcome.failure, outcome.code) == (Failure.RETRYABLE, "timeout")
+    assert sandbox.messages("sms") == []
+
+
+def test_outcomes_keep_the_order_under_concurrency_and_partial_failure(
+    sandbox: SandboxServer, make_settings: Callable[..., Settings]
+) -> None:
+    sandbox.set_faults("twilio", latency_ms=20, invalid_numbers=[f"+1415555{i:04d}" for i in range(0, 40, 3)])
+    channel = SmsChannel(make_settings(send_concurrency=8))
+    batch = recipients([f"+1415555{i:04d}" for i in range(40)])
+    outcomes = channel.send(sms_variant(), batch)
+    assert [o.delivery_id for o in outcomes] == [r.delivery_id for r in batch]
+    assert [o.accepted for o in outcomes] == [i % 3 != 0 for i in range(40)]

@@ -1,0 +1,35 @@
+"""Per-process clients survive a fork correctly; Retry-After is read the ways providers send it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+from channels.clients import PerProcess, retry_after
+
+
+def _built_in(pool: PerProcess[int], queue: multiprocessing.Queue[int]) -> None:
+    queue.put(pool.get())
+
+
+def test_a_forked_child_builds_its_own_client() -> None:
+    pool: PerProcess[int] = PerProcess(os.getpid)
+    parent = pool.get()
+    assert pool.get() == parent  # built once per process
+    ctx = multiprocessing.get_context("fork")
+    queue: multiprocessing.Queue[int] = ctx.Queue()
+    child = ctx.Process(target=_built_in, args=(pool, queue))
+    child.start()
+    built = queue.get(timeout=10)
+    child.join(timeout=10)
+    assert built == child.pid and built != parent
+
+
+def test_retry_after_forms() -> None:
+    now = 1_700_000_000.0
+    assert retry_after({"Retry-After": "7"}, now=now) == 7.0
+    assert retry_after({"retry-after": "Tue, 14 Nov 2023 22:13:30 GMT"}, now=now) == 10.0
+    assert retry_after({"X-RateLimit-Reset": str(int(now) + 30)}, now=now) == 30.0
+    assert retry_after({"x-rate-limit-reset": str(int(now) - 5)}, now=now) == 0.0
+    assert retry_after({"Content-Type": "application/json"}, now=now) is None
+    assert retry_after(None) is None

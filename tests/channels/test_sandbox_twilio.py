@@ -1,0 +1,64 @@
+"""The sandbox's Twilio: Messages.json answers and errors as Twilio does; status callbacks are
+signed as Twilio signs them (checked with Twilio's own RequestValidator)."""
+
+from __future__ import annotations
+
+import httpx
+from twilio.request_validator import RequestValidator
+
+from channels.sandbox import SandboxServer
+
+SID = "AC" + "1" * 32
+TOKEN = "the-auth-token"
+
+
+def create(sandbox: SandboxServer, to: str, callback: str | None = None, auth: tuple[str, str] | None = None):
+    data = {"To": to, "From": "+15005550006", "Body": "API down"}
+    if callback:
+        data["StatusCallback"] = callback
+    return httpx.post(
+        f"{sandbox.url}/2010-04-01/Accounts/{SID}/Messages.json", data=data, auth=auth or (SID, TOKEN)
+    )
+
+
+def test_created_message_has_twilios_shape(sandbox: SandboxServer) -> None:
+    response = create(sandbox, "+14155550100")
+    assert response.status_code == 201
+    body = response.json()
+    assert body["status"] == "queued"
+    assert body["sid"].startswith("SM") and len(body["sid"]) == 34
+    assert body["to"] == "+14155550100" and body["account_sid"] == SID
+    [record] = sandbox.messages("sms")
+    assert record["text"] == "API down" and record["provider_message_id"] == body["sid"]
+
+
+def test_errors_in_twilios_shape(sandbox: SandboxServer) -> None:
+    sandbox.set_faults("twilio", opted_out=["+14155550199"], invalid_numbers=["+14155550198"])
+    for to, code in (("12345", 21211), ("+14155550198", 21211), ("+14155550199", 21610)):
+        response = create(sandbox, to)
+        assert response.status_code == 400
+        body = response.json()
+        assert body["code"] == code and body["status"] == 400
+        assert body["more_info"].endswith(str(code))
+    assert create(sandbox, "+14155550100", auth=(SID, "")).status_code == 401
+    assert sandbox.messages("sms") == []
+
+
+def test_status_callbacks_are_signed_and_ordered(sandbox: SandboxServer) -> None:
+    sandbox.set_faults("twilio", undelivered=["+14155550111"])
+    callback = f"{sandbox.url}/hooks/twilio?delivery_id=42"
+    sid_ok = create(sandbox, "+14155550100", callback).json()["sid"]
+    sid_bad = create(sandbox, "+14155550111", callback).json()["sid"]
+    sandbox.drain_callbacks()
+    hooks = sandbox.messages("webhook")
+    validator = RequestValidator(TOKEN)
+    statuses: dict[str, list[str]] = {}
+    for hook in hooks:
+        assert hook["url"] == callback
+        signature = hook["headers"]["x-twilio-signature"]
+        assert validator.validate(hook["url"], hook["form"], signature)
+        assert not RequestValidator("another-token").validate(hook["url"], hook["form"], signature)
+        statuses.setdefault(hook["form"]["MessageSid"], []).append(hook["form"]["MessageStatus"])
+        if hook["form"]["MessageStatus"] == "undelivered":
+            assert hook["form"]["ErrorCode"] == "30003"
+    assert statuses == {sid_ok: ["sent", "delivered"], sid_bad: ["sent", "undelivered"]}
