@@ -51,7 +51,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "beat_schedule": {
-            "sweep-stale-deliveries": {"task": "dispatcher.sweep", "schedule": 15.0},
+            "sweep-stale-deliveries": {"task": "dispatcher.sweep", "schedule": settings.sweep_interval_s},
             "poll-scheduled-notices": {
                 "task": "dispatcher.poll_schedule",
                 "schedule": settings.scheduler_poll_s,

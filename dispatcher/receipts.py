@@ -70,7 +70,7 @@ class Moved:
     attempts: int
 
 
-_RETURNING = (
+RETURNING = (
     Delivery.id,
     Delivery.broadcast_id,
     Delivery.tier,
@@ -108,7 +108,7 @@ def transition(
             update(Delivery)
             .where(Delivery.id.in_(chunk), Delivery.state == expect.value)
             .values(**changes)
-            .returning(*_RETURNING)
+            .returning(*RETURNING)
         )
         moved.extend(_moved(result))
     count_moves(session, [(m.broadcast_id, m.tier, m.channel) for m in moved], expect, to)

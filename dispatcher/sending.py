@@ -17,6 +17,7 @@ from functools import lru_cache
 from math import ceil
 from typing import Any
 
+import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -26,7 +27,7 @@ from dispatcher import planning
 from dispatcher.breaker import Breaker
 from dispatcher.fanout import Outbox, check_gates, insert_one, utcnow
 from dispatcher.ratelimit import RateLimiter, throttle_for
-from dispatcher.receipts import Moved, State, count_moves, set_details, transition
+from dispatcher.receipts import RETURNING, Moved, State, count_moves, set_details, transition
 from dispatcher.redis_client import get_redis
 from dispatcher.retry import RetryPolicy
 from dispatcher.store.db import Database
@@ -58,7 +59,7 @@ def build_services(settings: Settings, database: Database) -> Services:
         settings=settings,
         database=database,
         adapters=build_channels(settings),
-        limiter=RateLimiter(client),
+        limiter=RateLimiter(client, settings.rate_headroom),
         breaker=Breaker(client, settings),
         retry=RetryPolicy(settings.retry_max_attempts, settings.retry_base_s, settings.retry_cap_s),
     )
@@ -81,9 +82,18 @@ def load_variant(services: Services, broadcast_id: int, channel: ChannelName, lo
     return services.adapters[channel].load_variant(data)
 
 
+# Our own failure (Redis or the database unreachable mid-send): retried, never held against the
+# provider's breaker, never counted toward the attempt cap.
+INTERNAL_ERROR = "internal_error"
+
+
 def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids: list[int]) -> int:
     """Sends the claimable rows among `ids`; returns how many were claimed."""
     settings = services.settings
+    provider = _provider(channel)
+    if services.breaker.is_open(provider):
+        defer_while_open(services, broadcast_id, channel, ids, provider)
+        return 0
     now = utcnow()
     with services.database.session() as session:
         rows = transition(
@@ -101,25 +111,48 @@ def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids:
         people = _people(session, rows)
     if not rows:
         return 0
-    provider = _provider(channel)
-    if services.breaker.is_open(provider):
-        wait = max(1.0, services.breaker.open_for(provider))
-        outcomes = [
-            Outcome.failed(
-                r.id,
-                Failure.RETRYABLE,
-                code="breaker_open",
-                error=f"{provider} breaker open",
-                retry_after=wait,
-            )
-            for r in rows
-        ]
-    else:
-        outcomes = _call_provider(services, broadcast_id, channel, rows, people)
-    retryable = sum(1 for o in outcomes if o.failure is Failure.RETRYABLE and o.code != "breaker_open")
-    services.breaker.record(provider, successes=sum(o.accepted for o in outcomes), failures=retryable)
+    outcomes = _call_provider(services, broadcast_id, channel, rows, people)
+    retryable = sum(1 for o in outcomes if o.failure is Failure.RETRYABLE and o.code != INTERNAL_ERROR)
+    try:  # advisory: losing one sample must never keep the outcomes from being recorded
+        services.breaker.record(provider, successes=sum(o.accepted for o in outcomes), failures=retryable)
+    except redis.RedisError:
+        log.warning("could not update the %s breaker", provider, exc_info=True)
     record_outcomes(services, broadcast_id, channel, rows, outcomes)
     return len(rows)
+
+
+def defer_while_open(
+    services: Services, broadcast_id: int, channel: ChannelName, ids: list[int], provider: str
+) -> None:
+    """The provider's breaker is open: nothing is attempted (so no attempt is counted); the batch
+    comes back when it closes, and recipients in failover tiers are reached on their next channel now."""
+    wait = max(1.0, services.breaker.open_for(provider))
+    now = utcnow()
+    outbox = Outbox()
+    with services.database.session() as session:
+        pending = session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.state == State.PENDING.value)
+            .values(
+                next_attempt_at=now + timedelta(seconds=wait),
+                updated_at=now,
+                last_error_code="breaker_open",
+                last_error=f"{provider} circuit breaker open",
+            )
+            .returning(*RETURNING)
+        ).all()
+        for row in pending:
+            moved = Moved(*row)
+            if moved.tier in services.settings.failover_tiers:
+                fail_over(session, services, moved, channel, outbox)
+        if pending:
+            outbox.add(
+                "dispatcher.send_batch",
+                [broadcast_id, channel.value, [r[0] for r in pending]],
+                channel.value,
+                wait,
+            )
+    outbox.flush()
 
 
 def _provider(channel: ChannelName) -> str:
@@ -158,10 +191,10 @@ def _call_provider(
         ]
         try:
             outcomes.extend(adapter.send(variant, recipients, throttle))
-        except Exception as exc:  # an adapter bug must not strand rows in `sending`
-            log.exception("adapter %s raised", channel.value)
+        except Exception as exc:  # Redis/DB down in the throttle, or an adapter bug: never strand rows
+            log.exception("sending %s failed before the provider answered", channel.value)
             outcomes.extend(
-                Outcome.failed(r.id, Failure.RETRYABLE, code="adapter_error", error=repr(exc)[:500])
+                Outcome.failed(r.id, Failure.RETRYABLE, code=INTERNAL_ERROR, error=repr(exc)[:500])
                 for r in group
             )
     return outcomes
@@ -178,7 +211,6 @@ def record_outcomes(
     retry_at: dict[int, list[int]] = defaultdict(list)  # delay (whole seconds) -> ids
     final: dict[State, list[Outcome]] = defaultdict(list)
     details: list[dict[str, Any]] = []
-    breaker_failover: list[Moved] = []  # still retried on their channel, and reached elsewhere now
     for outcome in outcomes:
         if outcome.accepted:
             details.append({"b_id": outcome.delivery_id, "provider_message_id": outcome.provider_message_id})
@@ -190,9 +222,11 @@ def record_outcomes(
                 "last_error": (outcome.error or "")[:2000],
             }
         )
-        if outcome.code == "breaker_open" and by_id[outcome.delivery_id].tier in settings.failover_tiers:
-            breaker_failover.append(by_id[outcome.delivery_id])
-        delay = services.retry.decide(outcome, by_id[outcome.delivery_id].attempts)
+        attempts = by_id[outcome.delivery_id].attempts
+        if outcome.code == INTERNAL_ERROR:
+            delay: float | None = services.retry.backoff(attempts)
+        else:
+            delay = services.retry.decide(outcome, attempts)
         if delay is None:
             state = State.SUPPRESSED if outcome.code in SUPPRESSION_CODES else State.FAILED
             final[state].append(outcome)
@@ -237,8 +271,6 @@ def record_outcomes(
             for moved in gone:
                 if moved.tier in settings.failover_tiers:
                     fail_over(session, services, moved, channel, outbox)
-        for moved in breaker_failover:
-            fail_over(session, services, moved, channel, outbox)
         set_details(session, details)
         session.flush()
         check_gates(session, settings, broadcast_id, outbox)

@@ -11,8 +11,9 @@ import phonenumbers
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, HttpUrl, model_validator
 
 from channels.base import ChannelName
+from dispatcher import planning
+from dispatcher.planning import PERSONAL_CHANNELS
 
-PERSONAL_CHANNELS = (ChannelName.EMAIL, ChannelName.CHAT, ChannelName.SMS, ChannelName.WEBHOOK)
 _ADDRESS_FIELD = {
     ChannelName.EMAIL: "email",
     ChannelName.CHAT: "slack_channel",
@@ -98,12 +99,12 @@ class SubscriberIn(BaseModel):
         value = getattr(self, field) if field else None
         return str(value) if value is not None else None
 
+    def addresses(self) -> dict[ChannelName, str | None]:
+        return {c: self.address(c) for c in PERSONAL_CHANNELS}
+
     def preference(self) -> list[ChannelName]:
-        """Channels to receive on, best first: the stated order, else every channel with an address."""
-        chosen = list(self.channels) or [c for c in PERSONAL_CHANNELS if self.address(c)]
-        return [c for c in chosen if c not in self.opt_outs]
+        """Channels to receive on, best first (the rule lives in `planning`)."""
+        return planning.preference(self.channels, self.opt_outs, self.addresses())
 
     def failover_order(self) -> list[ChannelName]:
-        """Where to try next when a channel fails: preferences first, then any other reachable channel."""
-        rest = [c for c in PERSONAL_CHANNELS if self.address(c) and c not in self.channels]
-        return [c for c in (*self.preference(), *rest) if c not in self.opt_outs]
+        return planning.failover_order(self.channels, self.opt_outs, self.addresses())

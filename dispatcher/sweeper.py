@@ -3,8 +3,9 @@
 - rows in `sending` past their lease (a worker died mid-batch) go back to `pending`, marked as
   possible duplicates, and are sent again;
 - `pending` rows of a released tier that no queued task covers any more (Redis restarted and lost
-  its queue, a retry's countdown task vanished) are enqueued again; a claim makes a doubled task
-  harmless;
+  its queue, a killed worker took its reserved task with it) are enqueued again. A row counts as
+  orphaned only when its channel's queue is empty and the row has been untouched for a lease, so
+  a long but healthy backlog is never enqueued twice; a claim makes any doubled task harmless;
 - tier gates past their timeout are opened, and broadcasts whose planning task was lost re-planned.
 """
 
@@ -20,7 +21,24 @@ from dispatcher.receipts import State, transition
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastTier, Delivery
 
-ORPHAN_AFTER_S = 30.0
+
+def idle_queues(settings: Settings) -> set[str]:
+    """Channel queues with nothing waiting in Redis (kombu keeps one list per priority step)."""
+    from dispatcher.celery_app import QUEUES
+    from dispatcher.redis_client import get_redis
+
+    client = get_redis(settings)
+    idle = set()
+    for queue in QUEUES:
+        names = [
+            settings.redis_prefix + queue + suffix for suffix in ("", "\x06\x163", "\x06\x166", "\x06\x169")
+        ]
+        pipe = client.pipeline()
+        for name in names:
+            pipe.llen(name)
+        if sum(pipe.execute()) == 0:
+            idle.add(queue)
+    return idle
 
 
 def sweep(database: Database, settings: Settings) -> dict[str, int]:
@@ -48,7 +66,8 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
         for (broadcast_id, channel), ids in groups.items():
             outbox.add("dispatcher.send_batch", [broadcast_id, channel, ids], channel)
     # Orphans: pending rows of released tiers that nothing has touched for a while.
-    orphan_before = now - timedelta(seconds=ORPHAN_AFTER_S)
+    orphan_before = now - timedelta(seconds=settings.lease_s)
+    idle = idle_queues(settings)
     with database.session() as session:
         released = session.execute(
             select(BroadcastTier.broadcast_id, BroadcastTier.tier).where(
@@ -59,8 +78,9 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
             for channel, ids in pending_batches(
                 session, settings, broadcast_id, tier, stale_before=orphan_before, due_by=now
             ):
-                outbox.add("dispatcher.send_batch", [broadcast_id, channel.value, ids], channel.value)
-                report["requeued_batches"] += 1
+                if channel.value in idle:
+                    outbox.add("dispatcher.send_batch", [broadcast_id, channel.value, ids], channel.value)
+                    report["requeued_batches"] += 1
         gate_deadline = now - timedelta(seconds=settings.tier_gate_timeout_s)
         for broadcast_id, tier in session.execute(
             select(BroadcastTier.broadcast_id, BroadcastTier.tier).where(
@@ -72,10 +92,10 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
         lost = session.scalars(
             select(Broadcast.id).where(
                 Broadcast.state.in_(["queued", "planning"]),
-                Broadcast.created_at < now - timedelta(seconds=ORPHAN_AFTER_S * 4),
+                Broadcast.created_at < orphan_before,
             )
         ).all()
-        for broadcast_id in lost:
+        for broadcast_id in lost if "control" in idle else []:
             outbox.add("dispatcher.run_broadcast", [broadcast_id], "control")
             report["replanned"] += 1
         for (broadcast_id,) in session.execute(

