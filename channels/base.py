@@ -106,6 +106,10 @@ class Channel(Protocol):
 
     def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant: ...
 
+    def warm(self) -> None:
+        """Builds the per-process SDK client ahead of the first send."""
+        ...
+
     def load_variant(self, data: dict[str, Any]) -> Variant:
         """The inverse of `Variant.to_json`."""
         ...

@@ -78,3 +78,8 @@ def _after_fork(**_kwargs: Any) -> None:
 
     for database in _databases.values():
         database.engine.dispose(close=False)
+    if get_settings().redis_url:
+        from dispatcher.tasks import services
+
+        for adapter in services().adapters.values():  # the first admin message must not wait on set-up
+            adapter.warm()

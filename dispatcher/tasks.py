@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
+import channels.registry  # noqa: F401  (imported before the pool forks: SDK imports are slow)
 from channels.base import ChannelName
 from config import get_settings
 from dispatcher.celery_app import app

@@ -55,6 +55,10 @@ class ChatChannel:
             retry_handlers=[],
         )
 
+    def warm(self) -> None:
+        """Builds this process's client now, so the first message of an outage pays no set-up."""
+        self._client.get()
+
     def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
         return condense_chat(message, ctx, templates=self.templates)
 

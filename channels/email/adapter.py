@@ -75,6 +75,10 @@ class EmailChannel:
         api_key = key.get_secret_value() if key is not None else SANDBOX_SENDGRID_API_KEY
         return SendGridAPIClient(api_key=api_key, host=self.host)
 
+    def warm(self) -> None:
+        """Builds this process's client now, so the first message of an outage pays no set-up."""
+        self._client.get()
+
     def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
         return condense_email(message, ctx, templates=self.templates)
 

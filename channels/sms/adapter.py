@@ -101,6 +101,11 @@ class SmsChannel:
             sid, token = SANDBOX_TWILIO_ACCOUNT_SID, SANDBOX_TWILIO_AUTH_TOKEN
         return Client(sid, token, http_client=http), http
 
+    def warm(self) -> None:
+        """Builds this process's client now, so the first message of an outage pays no set-up."""
+        client, _ = self._client.get()
+        _ = client.messages  # twilio imports its API domains on first use
+
     def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
         return condense_sms(message, ctx, templates=self.templates)
 

@@ -77,6 +77,10 @@ class SocialChannel:
         client.session.mount(X_API, RoutedAdapter(self.base_url, s.provider_timeout_s))
         return client
 
+    def warm(self) -> None:
+        """Builds this process's client now, so the first message of an outage pays no set-up."""
+        self._client.get()
+
     def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
         return condense_social(message, ctx, templates=self.templates)
 

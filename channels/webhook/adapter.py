@@ -48,6 +48,10 @@ class WebhookChannel:
             headers={"User-Agent": "outage-dispatcher-webhook/1"},
         )
 
+    def warm(self) -> None:
+        """Builds this process's client now, so the first message of an outage pays no set-up."""
+        self._client.get()
+
     def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
         return condense_webhook(message, ctx, templates=self.templates)
 
