@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 
 from channels.base import ChannelName
 from config import Settings, get_settings
@@ -83,3 +83,11 @@ def _after_fork(**_kwargs: Any) -> None:
 
         for adapter in services().adapters.values():  # the first admin message must not wait on set-up
             adapter.warm()
+
+
+@setup_logging.connect
+def _logging(**_kwargs: Any) -> None:
+    """Workers log the same masked JSON lines as the API (connecting this stops Celery's own setup)."""
+    from dispatcher.logs import configure
+
+    configure(get_settings().log_level)

@@ -13,8 +13,18 @@ from config import get_settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; shown once).")
+incident_app = typer.Typer(no_args_is_help=True, help="Open incidents and post updates (through the API).")
+broadcast_app = typer.Typer(no_args_is_help=True, help="Follow broadcasts (through the API).")
+subscribers_app = typer.Typer(no_args_is_help=True, help="Manage subscribers (through the API).")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(incident_app, name="incident")
+app.add_typer(broadcast_app, name="broadcast")
+app.add_typer(subscribers_app, name="subscribers")
+
+Url = Annotated[str, typer.Option("--url", envvar="DISPATCHER_URL", help="the API")]
+ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="DISPATCHER_API_KEY", show_default=False)]
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 @app.command()
@@ -112,6 +122,94 @@ def keys_revoke(ident: Annotated[str, typer.Argument(help="key id or its 8-chara
         typer.echo(f"no active key matches {ident!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {count} key(s)")
+
+
+@incident_app.command("open")
+def incident_open(
+    file: Annotated[Path | None, typer.Argument(help="message as YAML or JSON")] = None,
+    title: Annotated[str | None, typer.Option()] = None,
+    impact: Annotated[str | None, typer.Option()] = None,
+    summary: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[str | None, typer.Option()] = None,
+    channel: Annotated[list[str] | None, typer.Option("--channel", help="override; repeat")] = None,
+    idempotency_key: Annotated[str | None, typer.Option()] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Open an incident from FILE and/or options, and broadcast it."""
+    from dispatcher import client
+
+    body = client.message_body(
+        file, title=title, impact=impact, summary=summary, status=status, channels=channel
+    )
+    if "title" not in body:
+        raise typer.BadParameter("give a message FILE or --title", param_hint="FILE / --title")
+    client.emit(client.call(url, api_key, "POST", "/v1/incidents", body, idempotency_key=idempotency_key))
+
+
+@incident_app.command("update")
+def incident_update(
+    incident_id: Annotated[int, typer.Argument(metavar="ID")],
+    file: Annotated[Path | None, typer.Argument(help="changes as YAML or JSON")] = None,
+    status: Annotated[str | None, typer.Option()] = None,
+    impact: Annotated[str | None, typer.Option()] = None,
+    summary: Annotated[str | None, typer.Option()] = None,
+    title: Annotated[str | None, typer.Option()] = None,
+    eta: Annotated[str | None, typer.Option(help="with a zone: 2026-01-01T10:00:00Z")] = None,
+    reopen: Annotated[bool, typer.Option(help="reopen a resolved incident")] = False,
+    channel: Annotated[list[str] | None, typer.Option("--channel", help="override; repeat")] = None,
+    idempotency_key: Annotated[str | None, typer.Option()] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Post an update to incident ID and broadcast it."""
+    from dispatcher import client
+
+    body = client.message_body(
+        file, title=title, impact=impact, summary=summary, status=status, channels=channel, eta=eta
+    )
+    if reopen:
+        body["reopen"] = True
+    path = f"/v1/incidents/{incident_id}/updates"
+    client.emit(client.call(url, api_key, "POST", path, body, idempotency_key=idempotency_key))
+
+
+@app.command("preview")
+def preview_cmd(
+    file: Annotated[Path, typer.Argument(help="message as YAML or JSON")],
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Show every channel's variant and the audience per tier; sends nothing."""
+    from dispatcher import client
+
+    client.emit(client.call(url, api_key, "POST", "/v1/preview", client.message_body(file)))
+
+
+@broadcast_app.command("watch")
+def broadcast_watch(
+    broadcast_id: Annotated[int, typer.Argument(metavar="ID")],
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Live progress per tier and channel until the broadcast completes."""
+    from dispatcher import client
+
+    client.watch(url, api_key, broadcast_id)
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    file: Annotated[Path, typer.Argument(help="CSV with a header row")],
+    atomic: Annotated[bool, typer.Option(help="import nothing if any row is bad")] = False,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Import subscribers from a CSV file; bad rows are reported by row number."""
+    from dispatcher import client
+
+    path = "/v1/subscribers/import" + ("?atomic=true" if atomic else "")
+    client.emit(client.call(url, api_key, "POST", path, csv_file=file))
 
 
 @app.command("settings")

@@ -48,3 +48,41 @@ class TemplateError(DispatcherError):
     """A template that does not render; reported at start or preview, never first at send time."""
 
     code = "template_error"
+
+
+class MalformedJson(DispatcherError):
+    code = "malformed_json"
+    http_status = 400
+
+
+class Unauthorized(DispatcherError):
+    """Missing, unknown or revoked API key."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(DispatcherError):
+    """A valid key whose role may not do this."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class SignatureInvalid(DispatcherError):
+    """A provider webhook whose signature is missing, wrong or stale."""
+
+    code = "signature_invalid"
+    http_status = 403
+
+
+class BodyTooLarge(DispatcherError):
+    code = "body_too_large"
+    http_status = 413
+
+
+class IdempotencyMismatch(DispatcherError):
+    """The same Idempotency-Key was sent earlier with a different body."""
+
+    code = "idempotency_mismatch"
+    http_status = 422

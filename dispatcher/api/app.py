@@ -5,16 +5,25 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from config import Settings, get_settings
-from dispatcher.api import health
+from dispatcher import logs
+from dispatcher.api import broadcasts, errors, health, incidents, metrics, preview, subscribers, webhooks
+from dispatcher.api.middleware import AccessLog, BodyLimit
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    logs.configure(settings.log_level)
     app = FastAPI(
         title="outage-dispatcher",
         version="0.1.0",
         description="One canonical outage message, condensed per channel, fanned out in tiers, admins first.",
     )
     app.state.settings = settings
-    app.include_router(health.router)
+    app.state.metrics = metrics.app_registry(settings)
+    errors.install(app)
+    for module in (health, metrics, incidents, preview, broadcasts, subscribers, webhooks):
+        app.include_router(module.router)
+    # Outermost last: the access log sees every response, 413s included.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog)
     return app

@@ -1,0 +1,85 @@
+"""Every failure as `{"error": {"code", "message", "fields"}}`, with field paths like
+`support_contacts.0.email`, so clients can point at the input at fault."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dispatcher.errors import DispatcherError
+
+log = logging.getLogger(__name__)
+_SKIP = {"body", "query", "path", "header"}
+
+
+def error_body(code: str, message: str, fields: Sequence[str] = (), **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "fields": list(fields), **extra}}
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """('body', 'support_contacts', 0, 'email') -> 'support_contacts.0.email'. Skips pydantic's
+    union/validator tags (e.g. 'function-after[...]') that are not part of the input's shape."""
+    parts = [str(p) for i, p in enumerate(loc) if not (i == 0 and p in _SKIP)]
+    return ".".join(p for p in parts if not (p.endswith("]") and "[" in p and not p[0].isdigit()))
+
+
+def describe(errors: Sequence[Any]) -> tuple[str, list[str]]:
+    """A readable message naming each field, and the field paths."""
+    fields: list[str] = []
+    messages: list[str] = []
+    for err in errors:
+        path = field_path(err.get("loc", ()))
+        msg = str(err.get("msg", "invalid"))
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        fields.append(path)
+        messages.append(f"{path}: {msg}" if path else msg)
+    return "; ".join(messages) or "invalid request", [f for f in dict.fromkeys(fields) if f]
+
+
+def validation_response(errors: Sequence[Any]) -> JSONResponse:
+    message, fields = describe(errors)
+    return JSONResponse(error_body("validation_error", message, fields), status_code=422)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DispatcherError)
+    async def _dispatcher(request: Request, exc: DispatcherError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.fields), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        bad_json = [e for e in errors if e.get("type") in ("json_invalid", "json_type")]
+        if bad_json:
+            detail = bad_json[0].get("ctx", {}).get("error") or bad_json[0].get("msg")
+            return JSONResponse(
+                error_body("malformed_json", f"the body is not valid JSON: {detail}"), status_code=400
+            )
+        return validation_response(errors)
+
+    @app.exception_handler(ValidationError)
+    async def _model(request: Request, exc: ValidationError) -> JSONResponse:
+        return validation_response(exc.errors())
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(
+            error_body("internal_error", "internal error; it has been logged"), status_code=500
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+        code = codes.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )

@@ -1,0 +1,116 @@
+"""Incidents: open one, post updates, read its timeline. Each open/update is recorded and queued as
+a broadcast and the request returns at once; workers do the sending."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from config import Settings
+from dispatcher.api.deps import BROADCAST, READ, Caller, get_db, get_settings
+from dispatcher.api.idempotency import Outcome, run_once
+from dispatcher.api.metrics import BROADCASTS_CREATED
+from dispatcher.api.schemas import ERRORS, IncidentIn, RowId, UpdateIn
+from dispatcher.broadcasts import enqueue, open_incident, post_update
+from dispatcher.errors import NotFound
+from dispatcher.progress import progress
+from dispatcher.store.db import Database
+from dispatcher.store.models import Broadcast, Incident
+
+router = APIRouter(prefix="/v1/incidents", tags=["incidents"], responses=ERRORS)
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def incident_json(incident: Incident) -> dict[str, Any]:
+    return {
+        "id": incident.id,
+        "kind": incident.kind,
+        "title": incident.title,
+        "status": incident.status,
+        "impact": incident.impact,
+        "message": incident.message,
+        "starts_at": _iso(incident.starts_at),
+        "ends_at": _iso(incident.ends_at),
+        "created_at": _iso(incident.created_at),
+        "updated_at": _iso(incident.updated_at),
+        "resolved_at": _iso(incident.resolved_at),
+    }
+
+
+def _created(session: Session, incident: Incident, broadcast: Broadcast) -> Outcome:
+    body = {"incident": incident_json(incident), "broadcast": progress(session, broadcast.id)}
+    broadcast_id = broadcast.id
+
+    def after() -> None:
+        enqueue(broadcast_id)
+        BROADCASTS_CREATED.inc()
+
+    return 201, body, after
+
+
+@router.post("", status_code=201, summary="Open an incident and broadcast it")
+def create_incident(
+    body: IncidentIn,
+    request: Request,
+    caller: Caller = Depends(BROADCAST),
+    settings: Settings = Depends(get_settings),
+    database: Database = Depends(get_db),
+) -> JSONResponse:
+    def create(session: Session) -> Outcome:
+        incident, broadcast = open_incident(session, settings, body.message(), channels=body.channels)
+        return _created(session, incident, broadcast)
+
+    return run_once(request, database, caller, body.model_dump(mode="json", exclude_unset=True), create)
+
+
+@router.post("/{incident_id}/updates", status_code=201, summary="Post an update and broadcast it")
+def create_update(
+    incident_id: RowId,
+    body: UpdateIn,
+    request: Request,
+    caller: Caller = Depends(BROADCAST),
+    settings: Settings = Depends(get_settings),
+    database: Database = Depends(get_db),
+) -> JSONResponse:
+    def create(session: Session) -> Outcome:
+        incident, broadcast = post_update(
+            session, settings, incident_id, body.changes(), reopen=body.reopen, channels=body.channels
+        )
+        return _created(session, incident, broadcast)
+
+    return run_once(request, database, caller, body.model_dump(mode="json", exclude_unset=True), create)
+
+
+@router.get("/{incident_id}", summary="The incident with its timeline of updates")
+def get_incident(
+    incident_id: RowId, _: Caller = Depends(READ), database: Database = Depends(get_db)
+) -> dict[str, Any]:
+    with database.session() as session:
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            raise NotFound(f"incident {incident_id} not found", fields=["incident_id"])
+        broadcasts = {
+            update_id: broadcast_id
+            for broadcast_id, update_id in session.execute(
+                select(Broadcast.id, Broadcast.update_id).where(Broadcast.incident_id == incident_id)
+            )
+        }
+        timeline = [
+            {
+                "seq": u.seq,
+                "event": u.event,
+                "status": u.status,
+                "posted_at": _iso(u.posted_at),
+                "message": u.message,
+                "broadcast_id": broadcasts.get(u.id),
+            }
+            for u in incident.updates
+        ]
+        return {**incident_json(incident), "updates": timeline}

@@ -1,0 +1,96 @@
+"""Prometheus metrics: this API process's own, plus gauges read cheaply from the database (the
+progress counters, never a scan of deliveries) and queue depths from Redis (LLEN per Celery queue).
+
+Provider call latency and rate-limit waits happen in the workers and are not visible here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from config import Settings
+from dispatcher.redis_client import get_redis
+from dispatcher.store.db import get_database
+from dispatcher.store.models import Broadcast, BroadcastCount
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+# Process-wide (one API process serves one app); the DB collector is per app, on its own registry.
+PROCESS = CollectorRegistry(auto_describe=True)
+BROADCASTS_CREATED = Counter(
+    "dispatcher_broadcasts_created", "Broadcasts created through this API process", registry=PROCESS
+)
+REQUESTS = Counter(
+    "dispatcher_http_requests", "HTTP requests served", ["method", "route", "status"], registry=PROCESS
+)
+LATENCY = Histogram(
+    "dispatcher_http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=PROCESS
+)
+
+
+def observe_request(scope: dict[str, Any], status: int, seconds: float) -> None:
+    route = scope.get("route")
+    path = getattr(route, "path", None) or "unmatched"
+    REQUESTS.labels(scope["method"], path, str(status)).inc()
+    LATENCY.labels(scope["method"], path).observe(seconds)
+
+
+class StoreCollector(Collector):
+    """Read at scrape time: broadcasts by state, deliveries by channel and state, queue depths."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from dispatcher.celery_app import QUEUES
+
+        broadcasts = GaugeMetricFamily("dispatcher_broadcasts", "Broadcasts by state", labels=["state"])
+        deliveries = GaugeMetricFamily(
+            "dispatcher_deliveries", "Deliveries by channel and state", labels=["channel", "state"]
+        )
+        queues = GaugeMetricFamily(
+            "dispatcher_queue_depth", "Tasks waiting per Celery queue", labels=["queue"]
+        )
+        try:
+            with get_database(self.settings).session() as session:
+                for state, n in session.execute(
+                    select(Broadcast.state, func.count()).group_by(Broadcast.state)
+                ):
+                    broadcasts.add_metric([state], n)
+                for channel, state, n in session.execute(
+                    select(BroadcastCount.channel, BroadcastCount.state, func.sum(BroadcastCount.n)).group_by(
+                        BroadcastCount.channel, BroadcastCount.state
+                    )
+                ):
+                    deliveries.add_metric([channel, state], int(n or 0))
+        except Exception:  # a scrape reports what it can
+            log.warning("metrics: database unavailable", exc_info=True)
+        try:
+            client = get_redis(self.settings)
+            for queue in QUEUES:
+                queues.add_metric([queue], client.llen(self.settings.redis_prefix + queue))
+        except Exception:
+            log.warning("metrics: broker unavailable", exc_info=True)
+        yield from (broadcasts, deliveries, queues)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.metrics
+    body = generate_latest(PROCESS) + generate_latest(registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def app_registry(settings: Settings) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(settings))
+    return registry

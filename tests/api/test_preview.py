@@ -1,0 +1,82 @@
+"""Preview renders every channel and counts the audience as planning would, writing nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from config import Settings
+from dispatcher.api import create_app
+from dispatcher.store.db import Database
+from dispatcher.store.models import Base
+from tests.api.conftest import MESSAGE, auth
+
+
+def row_counts(db: Database) -> dict[str, int]:
+    with db.session() as session:
+        return {
+            t.name: int(session.scalar(select(func.count()).select_from(t)) or 0)
+            for t in Base.metadata.sorted_tables
+        }
+
+
+def test_variants_and_audience(client: TestClient, keys: dict[str, str], db: Database) -> None:
+    admin = auth(keys["admin"])
+    people = [
+        ("a1", {"lists": ["admins"], "email": "a1@example.com", "phone": "+14155550101"}),
+        ("both", {"lists": ["admins", "customers"], "email": "both@example.com"}),
+        (
+            "alias",
+            {"lists": ["customers"], "email": "BOTH@example.com"},
+        ),  # same address: counted once, tier 0
+        (
+            "c1",
+            {
+                "lists": ["customers"],
+                "email": "c1@example.com",
+                "opt_outs": ["email"],
+                "phone": "+14155550102",
+            },
+        ),
+        (
+            "scoped",
+            {"lists": ["customers"], "email": "s@example.com", "components": ["Search"]},
+        ),  # out of scope
+        ("org", {"lists": ["stakeholders"], "slack_channel": "C0ORG"}),
+    ]
+    for ext, body in people:
+        assert client.put(f"/v1/subscribers/{ext}", json=body, headers=admin).status_code == 201
+    before = row_counts(db)
+
+    response = client.post("/v1/preview", json=MESSAGE, headers=auth(keys["commander"]))
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert row_counts(db) == before
+    variants = data["variants"]
+    assert variants["email"]["subject"] and "<" in variants["email"]["html"] and variants["email"]["text"]
+    assert variants["chat"]["blocks"] and variants["chat"]["text"]
+    assert variants["sms"]["encoding"] in ("GSM-7", "UCS-2") and variants["sms"]["segments"] >= 1
+    assert 0 < variants["social"]["weight"] <= 280
+    by_tier = {t["tier"]: t["channels"] for t in data["audience"]["tiers"]}
+    sending = set(data["channels"])
+    expected = {
+        0: {"email": 2, "sms": 1},
+        1: {"chat": 1},
+        2: {"sms": 1},
+        3: {"social": 1},
+    }
+    for tier, channels in expected.items():
+        assert by_tier[tier] == {c: n for c, n in channels.items() if c in sending}, (tier, data["audience"])
+
+
+def test_a_broken_override_template_is_reported(db: Database, keys: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "sms").mkdir()
+    (tmp_path / "sms" / "default.txt.j2").write_text("{{ f.title }} {% if %}")
+    settings = Settings(database_url=db.url, templates_override_dir=tmp_path)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/v1/preview", json=MESSAGE, headers=auth(keys["commander"]))
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "template_error" and "sms/default.txt.j2" in error["message"]
