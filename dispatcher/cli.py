@@ -53,6 +53,7 @@ def web(
 
     from dispatcher.api import create_app
 
+    _start_checks()
     _migrate_and_bootstrap()
     uvicorn.run(create_app(), host=host, port=port, access_log=False)
 
@@ -66,6 +67,7 @@ def worker(
     from dispatcher.celery_app import QUEUES
     from dispatcher.celery_app import app as celery
 
+    _start_checks()
     celery.worker_main(
         ["worker", "-Q", queues or ",".join(QUEUES), "-c", str(concurrency), "--loglevel", "INFO"]
     )
@@ -216,6 +218,19 @@ def subscribers_import(
 def show_settings() -> None:
     """Print the effective settings, secrets masked."""
     typer.echo(json.dumps(get_settings().describe(), indent=2, default=str))
+
+
+def _start_checks() -> None:
+    """Fails fast, naming the setting, on broken templates or unusable provider settings."""
+    from dispatcher.errors import DispatcherError
+    from dispatcher.startup import check
+
+    try:
+        for line in check(get_settings()):
+            typer.echo(f"channel {line}", err=True)
+    except DispatcherError as exc:
+        typer.echo(f"cannot start: {exc.message}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _migrate_and_bootstrap() -> None:

@@ -23,6 +23,7 @@ import httpx
 
 from config import Settings, get_settings
 from dispatcher.celery_app import QUEUES
+from dispatcher.errors import DispatcherError
 
 _PR_SET_PDEATHSIG = 1
 
@@ -59,6 +60,7 @@ class Supervisor:
     host: str = "127.0.0.1"
     worker_concurrency: int = 2
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    channel_report: list[str] = field(default_factory=list)
     _stopping: bool = False
 
     @property
@@ -127,9 +129,11 @@ class Supervisor:
         get_settings.cache_clear()
         settings = get_settings()
         from dispatcher.auth import bootstrap_keys
+        from dispatcher.startup import check
         from dispatcher.store.db import get_database
         from dispatcher.store.migrate import upgrade
 
+        self.channel_report = check(settings, sandbox=False)  # the sandbox is not started yet
         database = get_database(settings)
         upgrade(database)
         if settings.api_keys:
@@ -208,9 +212,15 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, _handle)
         try:
-            self.start()
+            try:
+                self.start()
+            except DispatcherError as exc:
+                print(f"cannot start: {exc.message}", file=sys.stderr, flush=True)
+                return 2
             url = f"http://{self.host}:{self.port}"
             print(f"outage-dispatcher API: {url}  (logs: {self.logs})", flush=True)
+            for line in self.channel_report:
+                print(f"  {line}", flush=True)
             if not wait_http(f"{url}/healthz", 60, list(self.children.values())):
                 dead = [n for n, p in self.children.items() if p.poll() is not None]
                 print(

@@ -94,3 +94,34 @@ def test_up_starts_everything_answers_and_stops_clean(tmp_path: Path) -> None:
     time.sleep(0.5)
     survivors = [pid for pid in family if _alive(pid)]
     assert survivors == [], f"left behind: {survivors}"
+
+
+@pytest.mark.slow
+def test_up_refuses_to_start_on_a_broken_template_and_names_it(tmp_path: Path) -> None:
+    overrides = tmp_path / "overrides" / "sms"
+    overrides.mkdir(parents=True)
+    (overrides / "incident_opened.txt.j2").write_text("{% if %}")
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL", "DISPATCHER_DATA_DIR"}
+    }
+    env["DISPATCHER_TEMPLATES_OVERRIDE_DIR"] = str(tmp_path / "overrides")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dispatcher.cli",
+            "up",
+            "--port",
+            str(_free_port()),
+            "--sandbox-port",
+            str(_free_port()),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "cannot start" in proc.stderr and "incident_opened" in proc.stderr
+    assert "ready" not in proc.stdout.splitlines()
