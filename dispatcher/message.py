@@ -11,6 +11,7 @@ which gets windows across a DST change wrong; channels render them in the reader
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Self
@@ -102,13 +103,27 @@ def _utc(value: datetime) -> datetime:
 Instant = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def printable(value: str) -> str:
+    """No control characters (tabs and line breaks aside): a NUL cannot even be stored in
+    PostgreSQL, and the others would garble an SMS or a chat message."""
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Plain = Annotated[str, AfterValidator(printable)]
+
+
 def _no_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_blank)]
+Text = Annotated[Plain, AfterValidator(_no_blank)]
 ShortText = Annotated[Text, Field(max_length=500)]
 Name = Annotated[Text, Field(max_length=100)]
 
@@ -118,7 +133,7 @@ class SupportContact(BaseModel):
 
     label: Name
     email: EmailStr | None = None
-    phone: Annotated[str, Field(max_length=32)] | None = None
+    phone: Annotated[Plain, Field(max_length=32)] | None = None
     url: HttpUrl | None = None
 
     @model_validator(mode="after")

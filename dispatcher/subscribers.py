@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, Htt
 
 from channels.base import ChannelName
 from dispatcher import planning
+from dispatcher.message import Plain
 from dispatcher.planning import PERSONAL_CHANNELS
 
 _ADDRESS_FIELD = {
@@ -43,7 +44,7 @@ def time_zone(value: str) -> str:
 
 Phone = Annotated[str, AfterValidator(e164)]
 TimeZone = Annotated[str, AfterValidator(time_zone)]
-Label = Annotated[str, Field(min_length=1, max_length=100)]
+Label = Annotated[Plain, Field(min_length=1, max_length=100)]
 _SLACK_CHANNEL = re.compile(r"^#?[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
@@ -66,8 +67,8 @@ class SubscriberIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
     external_id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@+-]+$")]
-    name: Annotated[str, Field(max_length=200)] | None = None
-    org: Annotated[str, Field(max_length=200)] | None = None
+    name: Annotated[Plain, Field(max_length=200)] | None = None
+    org: Annotated[Plain, Field(max_length=200)] | None = None
     lists: Annotated[list[Label], Field(min_length=1, max_length=50)] = ["customers"]
     email: EmailStr | None = None
     phone: Phone | None = None

@@ -29,6 +29,8 @@ def test_phone_is_normalised_to_e164() -> None:
         ({"external_id": "bad id/", "email": "a@b.co"}, "external_id"),
         ({"external_id": "u1", "email": "a@b.co", "lists": []}, "lists"),
         ({"external_id": "u1", "email": "a@b.co", "channels": ["pager"]}, "channels.0"),
+        ({"external_id": "u1", "email": "a@b.co", "name": "nul\u0000"}, "name"),
+        ({"external_id": "u1", "email": "a@b.co", "lists": ["ops\u0007"]}, "lists.0"),
     ],
 )
 def test_bad_subscribers_name_the_field(payload: dict[str, object], field: str) -> None:
