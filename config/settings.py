@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from channels.base import ChannelName
+from dispatcher.message import EventKind, Impact
 
 SECRET_FIELDS = frozenset(
     {
@@ -123,8 +124,25 @@ class Settings(BaseSettings):
     lease_s: float = 120.0  # a row in `sending` longer than this is swept back to pending
     sweep_interval_s: float = 15.0
 
-    # scheduler
+    # per-channel update policy: channel -> event kinds it carries; a channel not named keeps its default
+    channel_policy: dict[ChannelName, list[EventKind]] = {}
+
+    # scheduler (maintenance notices and update-cadence reminders, polled from the database)
     scheduler_poll_s: float = 5.0
+    # A reminder that fell due more than this long ago (the service was down) is skipped, not sent
+    # stale; start and end notices are always sent, marked late.
+    scheduler_grace_s: float = 120.0
+    maintenance_reminder_offsets_s: list[float] = [72 * 3600.0, 24 * 3600.0, 3600.0]
+    maintenance_auto_transition: bool = True  # start/end notices move the status at the window's times
+
+    # incident update cadence: commanders are reminded when an open incident goes this long unupdated
+    update_cadence_s: dict[Impact, float] = {impact: 1800.0 for impact in Impact}
+    commander_contacts: list[str] = []  # emails and Slack channels (#name or C0123ABC) for reminders
+
+    # compensation on long outages
+    compensation_after_s: float = 4 * 3600.0
+    compensation_tiers: list[int] = [1, 2]
+    compensation_text: str = "Affected customers will be credited as set out in their service agreement."
 
     log_level: str = "INFO"
 

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 from channels.base import ChannelName
 from config import Settings
 from dispatcher.errors import NotFound
-from dispatcher.fanout import render_variants
+from dispatcher.fanout import COMPENSATION_LOCALE, render_variants
 from dispatcher.message import EventKind, Impact, Kind, OutageMessage, Status, check_transition
 from dispatcher.policy import channels_for, impact_rose
+from dispatcher.quiet_hours import QUIET_IMPACTS
 from dispatcher.store.models import Broadcast, BroadcastTier, Incident, IncidentUpdate, SubscriberList
 
 
@@ -55,17 +56,21 @@ def post_update(
     *,
     reopen: bool = False,
     channels: Iterable[ChannelName] | None = None,
+    event: EventKind | None = None,
+    now: datetime | None = None,
 ) -> tuple[Incident, Broadcast]:
     """Applies a commander's changes to the current message; an invalid status move raises
-    TransitionError (409) before anything is written."""
+    TransitionError (409) before anything is written. `event` overrides the notice kind derived from
+    the status (a maintenance window moved while in progress is a reschedule, not a second start)."""
     incident = session.get(Incident, incident_id, with_for_update=True)
     if incident is None:
         raise NotFound(f"incident {incident_id} not found", fields=["id"])
     current = OutageMessage.model_validate(incident.message)
-    updated = current.merged(changes).stamped()
+    updated = current.merged(changes).stamped(now)
     check_transition(current.lifecycle_status, updated.lifecycle_status, reopen=reopen)
-    event = _update_event(current, updated)
+    event = event or _update_event(current, updated)
     incident.message = updated.model_dump(mode="json")
+    incident.starts_at, incident.ends_at = updated.starts_at, updated.ends_at
     incident.status = updated.lifecycle_status.value
     incident.impact = updated.impact.value
     incident.title = updated.title
@@ -129,17 +134,26 @@ def create_broadcast(
     from channels.registry import build_channels
 
     sending_on = channels_for(
-        event, enabled=settings.channels_enabled, impact_rose=impact_rose, override=channels
+        event,
+        enabled=settings.channels_enabled,
+        impact_rose=impact_rose,
+        override=channels,
+        policy=settings.channel_policy,
     )
+    policy: dict[str, object] = {
+        "channels": [c.value for c in sending_on],
+        "scope": {"components": list(message.components), "regions": list(message.regions)},
+        "quiet_hours": event is EventKind.MAINTENANCE_REMINDER and message.impact in QUIET_IMPACTS,
+    }
+    compensation = compensation_text(settings, incident, message, event)
+    if compensation:
+        policy["compensation_tiers"] = sorted(settings.compensation_tiers)
     broadcast = Broadcast(
         incident_id=incident.id,
         update_id=update.id if update else None,
         event=event.value,
         state="queued",
-        policy={
-            "channels": [c.value for c in sending_on],
-            "scope": {"components": list(message.components), "regions": list(message.regions)},
-        },
+        policy=policy,
     )
     session.add(broadcast)
     session.flush()
@@ -147,9 +161,34 @@ def create_broadcast(
     public_tier = max(list_tiers, default=0) + 1
     for tier in sorted(list_tiers | {public_tier}):
         session.add(BroadcastTier(broadcast_id=broadcast.id, tier=tier, state="planning"))
-    render_variants(session, broadcast, message, build_channels(settings), settings)
+    adapters = build_channels(settings)
+    if compensation:
+        without = message.model_copy(update={"compensation": None})
+        render_variants(session, broadcast, without, adapters, settings)
+        with_credit = message.model_copy(update={"compensation": compensation})
+        render_variants(session, broadcast, with_credit, adapters, settings, locale=COMPENSATION_LOCALE)
+    else:
+        render_variants(session, broadcast, message, adapters, settings)
     session.flush()
     return broadcast
+
+
+def compensation_text(
+    settings: Settings, incident: Incident, message: OutageMessage, event: EventKind
+) -> str | None:
+    """The credit a resolved notice carries to the compensation tiers, or None.
+
+    The message's own text when the commander wrote one; else the configured default once the
+    outage lasted `compensation_after_s`. Either way only those tiers see it (their own variant,
+    under COMPENSATION_LOCALE): customers outside them are not promised a credit.
+    """
+    if event is not EventKind.INCIDENT_RESOLVED or not settings.compensation_tiers:
+        return None
+    if message.compensation:
+        return message.compensation
+    ended = message.posted_at or datetime.now(UTC)
+    lasted = (ended - incident.created_at).total_seconds() if incident.created_at else 0.0
+    return settings.compensation_text if lasted >= settings.compensation_after_s else None
 
 
 def enqueue(broadcast_id: int) -> None:

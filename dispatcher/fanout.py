@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, noload
+from sqlalchemy.orm import Session
 
 from channels.base import ChannelName, RenderContext
 from config import Settings
 from dispatcher import planning
 from dispatcher.message import EventKind, OutageMessage
+from dispatcher.quiet_hours import quiet_until
 from dispatcher.receipts import State, bump_counts
 from dispatcher.store.db import Database
 from dispatcher.store.models import (
@@ -41,6 +42,10 @@ from dispatcher.store.models import (
 )
 
 PAGE = 5000
+# The variant key for tiers whose resolved notice carries compensation (see broadcasts.compensation_text).
+COMPENSATION_LOCALE = "en+compensation"
+# Marks a pending row that waits out its recipient's quiet hours until `next_attempt_at`.
+QUIET_HOURS_CODE = "quiet_hours"
 
 
 def utcnow() -> datetime:
@@ -118,26 +123,48 @@ def render_variants(
 # ---- planning ------------------------------------------------------------------------------
 
 
-def _subscribers_in_tier(session: Session, tier: int, after_id: int) -> list[Subscriber]:
-    in_tier = exists().where(
-        and_(
-            Membership.subscriber_id == Subscriber.id,
-            Membership.list_id == SubscriberList.id,
-            SubscriberList.tier == tier,
+_PLANNING_COLUMNS = (
+    Subscriber.id,
+    Subscriber.email,
+    Subscriber.phone,
+    Subscriber.slack_channel,
+    Subscriber.webhook_url,
+    Subscriber.channels,
+    Subscriber.components,
+    Subscriber.regions,
+    Subscriber.opt_outs,
+    Subscriber.locale,
+    Subscriber.timezone,  # quiet hours are local
+    Subscriber.quiet_hours,
+)
+
+
+def _subscribers_in_tier(session: Session, tier: int, after_id: int) -> list[Any]:
+    """One page of a tier's subscribers, in id order, as plain rows.
+
+    Each of the tier's lists is read on its own through the (list_id, subscriber_id) index: asked
+    for all lists at once, PostgreSQL walks every membership in subscriber order instead, so 50
+    admins cost a scan of the whole audience."""
+    list_ids = session.scalars(select(SubscriberList.id).where(SubscriberList.tier == tier)).all()
+    ids: set[int] = set()
+    for list_id in list_ids:
+        ids.update(
+            session.scalars(
+                select(Membership.subscriber_id)
+                .where(Membership.list_id == list_id, Membership.subscriber_id > after_id)
+                .order_by(Membership.subscriber_id)
+                .limit(PAGE)
+            )
         )
-    )
+    page = sorted(ids)[:PAGE]  # the smallest ids of the union lie within each list's smallest
+    if not page:
+        return []
     return list(
-        session.scalars(
-            select(Subscriber)
-            .options(noload(Subscriber.lists))  # planning needs addresses, not list names
-            .where(in_tier, Subscriber.id > after_id)
-            .order_by(Subscriber.id)
-            .limit(PAGE)
-        )
+        session.execute(select(*_PLANNING_COLUMNS).where(Subscriber.id.in_(page)).order_by(Subscriber.id))
     )
 
 
-def _addresses(sub: Subscriber) -> dict[ChannelName, str | None]:
+def _addresses(sub: Any) -> dict[ChannelName, str | None]:
     return {
         ChannelName.EMAIL: sub.email,
         ChannelName.SMS: sub.phone,
@@ -154,6 +181,8 @@ def plan_tier(database: Database, broadcast_id: int, tier: int, public_tier: int
         assert broadcast is not None
         sending_on = [ChannelName(c) for c in broadcast.policy.get("channels", [])]
         message = broadcast.policy.get("scope", {})
+        respect_quiet = bool(broadcast.policy.get("quiet_hours"))
+        compensated = tier in broadcast.policy.get("compensation_tiers", [])
     components, regions = message.get("components", []), message.get("regions", [])
     now = utcnow()
     if tier == public_tier:
@@ -174,10 +203,17 @@ def plan_tier(database: Database, broadcast_id: int, tier: int, public_tier: int
                 for sub in page:
                     if not planning.in_scope(sub.components, sub.regions, components, regions):
                         continue
+                    locale = COMPENSATION_LOCALE if compensated else sub.locale
+                    wait = quiet_until(now, sub.timezone, sub.quiet_hours) if respect_quiet else None
                     for target in planning.targets(sub.channels, sub.opt_outs, _addresses(sub), sending_on):
-                        rows.append(
-                            _row(broadcast_id, tier, target.channel, target.address, sub.id, sub.locale, now)
-                        )
+                        row = _row(broadcast_id, tier, target.channel, target.address, sub.id, locale, now)
+                        if wait is not None:
+                            row |= {
+                                "next_attempt_at": wait,
+                                "last_error_code": QUIET_HOURS_CODE,
+                                "last_error": f"waiting out quiet hours until {wait.isoformat()}",
+                            }
+                        rows.append(row)
                 after = page[-1].id
                 insert_ignore(session, rows)
     with database.session() as session:
@@ -298,7 +334,8 @@ def try_dispatch(session: Session, settings: Settings, broadcast_id: int, tier: 
     if not started:
         return False
     delay = settings.tier_delay_s.get(tier, 0.0)
-    for channel, ids in pending_batches(session, settings, broadcast_id, tier):
+    # Rows waiting out quiet hours are not enqueued now; the sweeper releases them when they fall due.
+    for channel, ids in pending_batches(session, settings, broadcast_id, tier, due_by=now):
         outbox.add("dispatcher.send_batch", [broadcast_id, channel.value, ids], channel.value, delay)
     outbox.add("dispatcher.check_gate", [broadcast_id, tier], "control", delay + settings.tier_gate_timeout_s)
     session.flush()
@@ -347,6 +384,7 @@ def check_gates(
     """Opens every gate whose tier is fully accepted (or timed out), releases the next tier, and
     completes the broadcast once every tier is released and nothing is outstanding."""
     now = utcnow()
+    policy = session.scalar(select(Broadcast.policy).where(Broadcast.id == broadcast_id)) or {}
     for tier in tiers_of(session, broadcast_id):
         if tier.outstanding <= 0 and tier.all_accepted_at is None and tier.state in ("sending", "done"):
             session.execute(
@@ -360,7 +398,13 @@ def check_gates(
             )
         if tier.state != "sending":
             continue
-        reason = "accepted" if tier.outstanding <= 0 else ("timeout" if timeout_tier == tier.tier else None)
+        # Rows waiting out quiet hours do not hold the gate: the next tier (and an incident's urgency)
+        # must not wait for someone's night. They stay outstanding, so the broadcast completes later.
+        waiting = 0
+        if tier.outstanding > 0 and policy.get("quiet_hours"):
+            waiting = quiet_waiting(session, broadcast_id, tier.tier, now)
+        accepted = tier.outstanding - waiting <= 0
+        reason = "accepted" if accepted else ("timeout" if timeout_tier == tier.tier else None)
         if reason is None:
             continue
         opened = session.execute(
@@ -396,6 +440,24 @@ def check_gates(
             .where(Broadcast.id == broadcast_id, Broadcast.state == "sending")
             .values(state="completed", completed_at=now)
         )
+
+
+def quiet_waiting(session: Session, broadcast_id: int, tier: int, now: datetime) -> int:
+    """Pending rows of a tier still inside their recipient's quiet hours."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(
+                Delivery.broadcast_id == broadcast_id,
+                Delivery.tier == tier,
+                Delivery.state == State.PENDING.value,
+                Delivery.last_error_code == QUIET_HOURS_CODE,
+                Delivery.next_attempt_at > now,
+            )
+        )
+        or 0
+    )
 
 
 def gate_timed_out(

@@ -7,7 +7,7 @@ public post when an incident opens and resolves; maintenance SMS at its start on
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from channels.base import ChannelName
 from dispatcher.message import EventKind, Impact
@@ -30,13 +30,16 @@ def channels_for(
     enabled: Iterable[ChannelName],
     impact_rose: bool = False,
     override: Iterable[ChannelName] | None = None,
+    policy: Mapping[ChannelName, Iterable[EventKind]] | None = None,
 ) -> list[ChannelName]:
-    """The channels this notice goes to. A commander's explicit override wins over the policy."""
+    """The channels this notice goes to. A commander's explicit override wins over the policy;
+    `policy` (the `channel_policy` setting) replaces the default for the channels it names."""
     enabled = list(enabled)
     if override is not None:
         chosen = set(override)
         return [c for c in enabled if c in chosen]
-    picked = [c for c in enabled if event in DEFAULT_POLICY[c]]
+    effective = {**DEFAULT_POLICY, **{c: frozenset(kinds) for c, kinds in (policy or {}).items()}}
+    picked = [c for c in enabled if event in effective[c]]
     if impact_rose and event is EventKind.INCIDENT_UPDATED and ChannelName.SMS in enabled:
         picked.append(ChannelName.SMS)
     return picked

@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import ColumnElement, Row, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -94,8 +94,10 @@ def transition(
     to: State,
     now: datetime,
     values: dict[str, Any] | None = None,
+    where: ColumnElement[bool] | None = None,
 ) -> list[Moved]:
-    """Moves the rows among `ids` that are in `expect` to `to`; returns exactly those it moved."""
+    """Moves the rows among `ids` that are in `expect` (and match `where`) to `to`; returns exactly
+    those it moved."""
     if not ids:
         return []
     changes: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
@@ -104,12 +106,10 @@ def transition(
     moved: list[Moved] = []
     for start in range(0, len(ids), 2000):  # keep the IN list within every driver's limits
         chunk = list(ids[start : start + 2000])
-        result = session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(chunk), Delivery.state == expect.value)
-            .values(**changes)
-            .returning(*RETURNING)
-        )
+        query = update(Delivery).where(Delivery.id.in_(chunk), Delivery.state == expect.value)
+        if where is not None:
+            query = query.where(where)
+        result = session.execute(query.values(**changes).returning(*RETURNING))
         moved.extend(_moved(result))
     count_moves(session, [(m.broadcast_id, m.tier, m.channel) for m in moved], expect, to)
     return moved

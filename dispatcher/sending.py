@@ -85,6 +85,7 @@ def load_variant(services: Services, broadcast_id: int, channel: ChannelName, lo
 # Our own failure (Redis or the database unreachable mid-send): retried, never held against the
 # provider's breaker, never counted toward the attempt cap.
 INTERNAL_ERROR = "internal_error"
+EARLY_SLACK = timedelta(seconds=1)
 
 
 def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids: list[int]) -> int:
@@ -107,6 +108,9 @@ def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids:
                 "lease_until": now + timedelta(seconds=settings.lease_s),
                 "next_attempt_at": None,
             },
+            # A row due later (quiet hours) is left for the task that is due then. The second of slack
+            # keeps a retry or breaker task whose timer fires a hair early from finding nothing to send.
+            where=Delivery.next_attempt_at.is_(None) | (Delivery.next_attempt_at <= now + EARLY_SLACK),
         )
         people = _people(session, rows)
     if not rows:

@@ -6,17 +6,18 @@
   its queue, a killed worker took its reserved task with it) are enqueued again. A row counts as
   orphaned only when its channel's queue is empty and the row has been untouched for a lease, so
   a long but healthy backlog is never enqueued twice; a claim makes any doubled task harmless;
-- tier gates past their timeout are opened, and broadcasts whose planning task was lost re-planned.
+- tier gates past their timeout are opened, and broadcasts whose planning task was lost re-planned;
+- rows that waited out their recipient's quiet hours are enqueued once those hours end.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import exists, select, update
 
 from config import Settings
-from dispatcher.fanout import Outbox, check_gates, gate_timed_out, pending_batches, utcnow
+from dispatcher.fanout import QUIET_HOURS_CODE, Outbox, check_gates, gate_timed_out, pending_batches, utcnow
 from dispatcher.receipts import State, transition
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastTier, Delivery
@@ -39,6 +40,41 @@ def idle_queues(settings: Settings) -> set[str]:
         if sum(pipe.execute()) == 0:
             idle.add(queue)
     return idle
+
+
+QUIET_BATCH = 500
+
+
+def release_quiet_rows(database: Database, now: datetime, outbox: Outbox) -> int:
+    """Enqueues rows whose quiet hours have ended (only of tiers already released: a tier not yet
+    started sends them with the rest). Clearing the marker in the same conditional UPDATE makes each
+    row released once; from then on it is an ordinary pending row, covered by the orphan rule."""
+    with database.session() as session:
+        released = session.execute(
+            update(Delivery)
+            .where(
+                Delivery.state == State.PENDING.value,
+                Delivery.last_error_code == QUIET_HOURS_CODE,
+                Delivery.next_attempt_at <= now,
+                exists().where(
+                    BroadcastTier.broadcast_id == Delivery.broadcast_id,
+                    BroadcastTier.tier == Delivery.tier,
+                    BroadcastTier.state.in_(["sending", "done"]),
+                ),
+            )
+            .values(last_error_code=None, last_error=None, updated_at=now)
+            .returning(Delivery.broadcast_id, Delivery.channel, Delivery.id)
+        ).all()
+    groups: dict[tuple[int, str], list[int]] = {}
+    for broadcast_id, channel, delivery_id in released:
+        groups.setdefault((broadcast_id, channel), []).append(delivery_id)
+    for (broadcast_id, channel), ids in groups.items():
+        ids.sort()
+        for start in range(0, len(ids), QUIET_BATCH):
+            outbox.add(
+                "dispatcher.send_batch", [broadcast_id, channel, ids[start : start + QUIET_BATCH]], channel
+            )
+    return len(released)
 
 
 def sweep(database: Database, settings: Settings) -> dict[str, int]:
@@ -65,6 +101,7 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
             groups.setdefault((row.broadcast_id, row.channel), []).append(row.id)
         for (broadcast_id, channel), ids in groups.items():
             outbox.add("dispatcher.send_batch", [broadcast_id, channel, ids], channel)
+    report["quiet_released"] = release_quiet_rows(database, now, outbox)
     # Orphans: pending rows of released tiers that nothing has touched for a while.
     orphan_before = now - timedelta(seconds=settings.lease_s)
     idle = idle_queues(settings)

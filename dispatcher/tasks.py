@@ -59,6 +59,11 @@ def sweep() -> dict[str, int]:
 
 
 @app.task(name="dispatcher.poll_schedule")
-def poll_schedule() -> int:
-    """Claims and sends due maintenance notices (the scheduler); nothing is scheduled yet."""
-    return 0
+def poll_schedule() -> dict[str, int]:
+    """The scheduler pass beat runs every `scheduler_poll_s`: due maintenance notices (each claimed
+    atomically, enqueued after commit) and update-cadence reminders to commanders."""
+    from dispatcher.broadcasts import enqueue
+    from dispatcher.scheduler import poll
+
+    report = poll(get_database(), get_settings(), enqueue=enqueue)
+    return {"sent": len(report.sent), "skipped": len(report.skipped), "reminded": len(report.reminded)}

@@ -6,7 +6,17 @@ from fastapi import FastAPI
 
 from config import Settings, get_settings
 from dispatcher import logs
-from dispatcher.api import broadcasts, errors, health, incidents, metrics, preview, subscribers, webhooks
+from dispatcher.api import (
+    broadcasts,
+    errors,
+    health,
+    incidents,
+    maintenances,
+    metrics,
+    preview,
+    subscribers,
+    webhooks,
+)
 from dispatcher.api.middleware import AccessLog, BodyLimit
 
 
@@ -21,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics.app_registry(settings)
     errors.install(app)
-    for module in (health, metrics, incidents, preview, broadcasts, subscribers, webhooks):
+    for module in (health, metrics, incidents, maintenances, preview, broadcasts, subscribers, webhooks):
         app.include_router(module.router)
     # Outermost last: the access log sees every response, 413s included.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -79,12 +79,14 @@ class SubscriberList(Base):
 
 class Membership(Base):
     __tablename__ = "memberships"
+    # the planner reads a tier's members in subscriber order, list by list
+    __table_args__ = (Index("ix_memberships_list_subscriber", "list_id", "subscriber_id"),)
 
     subscriber_id: Mapped[int] = mapped_column(
         ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
     )
     list_id: Mapped[int] = mapped_column(
-        ForeignKey("subscriber_lists.id", ondelete="CASCADE"), primary_key=True, index=True
+        ForeignKey("subscriber_lists.id", ondelete="CASCADE"), primary_key=True
     )
 
 
@@ -130,6 +132,8 @@ class Incident(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_update_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None]
+    # when commanders were last reminded that an update is due (compare-and-set by the scheduler)
+    last_reminded_at: Mapped[datetime | None]
 
     updates: Mapped[list[IncidentUpdate]] = relationship(
         back_populates="incident", order_by="IncidentUpdate.seq", lazy="selectin"

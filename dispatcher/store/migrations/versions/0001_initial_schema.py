@@ -164,7 +164,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("subscriber_id", "list_id", name=op.f("pk_memberships")),
     )
     with op.batch_alter_table("memberships", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_memberships_list_id"), ["list_id"], unique=False)
+        batch_op.create_index("ix_memberships_list_subscriber", ["list_id", "subscriber_id"], unique=False)
 
     op.create_table(
         "broadcasts",
@@ -358,7 +358,7 @@ def downgrade() -> None:
 
     op.drop_table("broadcasts")
     with op.batch_alter_table("memberships", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_memberships_list_id"))
+        batch_op.drop_index("ix_memberships_list_subscriber")
 
     op.drop_table("memberships")
     op.drop_table("incident_updates")

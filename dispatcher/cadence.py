@@ -1,0 +1,135 @@
+"""Update cadence: an open incident that goes quiet reminds its commanders to post an update.
+
+Customers who were told "next update in 30 minutes" and hear nothing assume the worst. So an open
+incident with no update for its cadence (per impact level, `update_cadence_s`), or whose promised
+`next_update_at` passes without an update, reminds the `commander_contacts` (emails and Slack
+channels), and again every cadence until an update is posted; resolving ends it.
+
+Driven by the scheduler's beat poll, never by long countdowns. Idempotent across pollers: each
+reminder is a compare-and-set of `incidents.last_reminded_at` (and of `last_update_at`, so an update
+posted meanwhile cancels it); only the poller whose UPDATE matched sends. The message goes straight
+through the channel adapters after that commit: at most once per cadence period, and a failed send
+is logged and simply comes round again at the next cadence.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+
+from channels.base import ChannelName, Recipient, Variant
+from config import Settings
+from dispatcher.message import FINAL_STATUSES, Impact, Kind, OutageMessage
+from dispatcher.store.db import Database
+from dispatcher.store.models import Incident
+
+log = logging.getLogger(__name__)
+DEFAULT_CADENCE_S = 1800.0
+_SLACK = re.compile(r"^(#[\w.-]+|[CGD][A-Z0-9]{6,})$")
+
+
+def cadence_for(settings: Settings, impact: str) -> timedelta:
+    return timedelta(seconds=settings.update_cadence_s.get(Impact(impact), DEFAULT_CADENCE_S))
+
+
+def reminder_due(
+    now: datetime,
+    last_update_at: datetime,
+    last_reminded_at: datetime | None,
+    cadence: timedelta,
+    next_update_at: datetime | None = None,
+) -> bool:
+    """Pure: whether commanders should be reminded now.
+
+    Due when a cadence has passed since the later of the last update and the last reminder, or
+    when the promised next update time has passed since either of them.
+    """
+    since = max(last_update_at, last_reminded_at) if last_reminded_at else last_update_at
+    if now - since >= cadence:
+        return True
+    return next_update_at is not None and since < next_update_at <= now
+
+
+def remind_due(database: Database, settings: Settings, *, now: datetime | None = None) -> list[int]:
+    """Reminds commanders of every open incident that is due; returns those incidents' ids."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    if not settings.commander_contacts:
+        return []
+    final = [s.value for s in FINAL_STATUSES]
+    with database.session() as session:
+        candidates = session.execute(
+            select(
+                Incident.id,
+                Incident.impact,
+                Incident.last_update_at,
+                Incident.last_reminded_at,
+                Incident.message,
+            ).where(Incident.kind == Kind.INCIDENT.value, Incident.status.not_in(final))
+        ).all()
+    reminded: list[int] = []
+    for incident_id, impact, last_update_at, last_reminded_at, message in candidates:
+        next_update = OutageMessage.model_validate(message).next_update_at if message else None
+        if not reminder_due(
+            now, last_update_at, last_reminded_at, cadence_for(settings, impact), next_update
+        ):
+            continue
+        with database.session() as session:
+            won = session.execute(
+                update(Incident)
+                .where(
+                    Incident.id == incident_id,
+                    Incident.last_update_at == last_update_at,
+                    Incident.last_reminded_at.is_(None)
+                    if last_reminded_at is None
+                    else Incident.last_reminded_at == last_reminded_at,
+                    Incident.status.not_in(final),
+                )
+                .values(last_reminded_at=now)
+                .returning(Incident.title, Incident.status)
+            ).first()
+        if won is None:
+            continue  # another poller reminded, or an update arrived meanwhile
+        reminded.append(incident_id)
+        send_reminder(settings, incident_id, won.title, won.status, now - last_update_at)
+    return reminded
+
+
+def send_reminder(settings: Settings, incident_id: int, title: str, status: str, quiet_for: timedelta) -> int:
+    """Emails / posts the reminder to each commander contact; returns how many providers accepted."""
+    from channels.chat.condense import ChatVariant
+    from channels.email.condense import EmailVariant
+    from channels.registry import build_channels
+
+    minutes = int(quiet_for.total_seconds() // 60)
+    text = (
+        f'Incident {incident_id} "{title}" ({status}) has had no update for {minutes} minutes. '
+        "Customers are waiting: post an update, even if nothing has changed."
+    )
+    adapters = build_channels(settings)
+    accepted = 0
+    for contact in settings.commander_contacts:
+        channel = ChannelName.CHAT if _SLACK.match(contact) else ChannelName.EMAIL
+        if channel not in adapters:
+            log.warning("cannot remind %s: channel %s is not enabled", contact, channel.value)
+            continue
+        variant: Variant
+        if channel is ChannelName.CHAT:
+            blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+            variant = ChatVariant(text=text, blocks=blocks)
+        else:
+            subject = f"Update due: {title}"[:200]
+            variant = EmailVariant(text=text + "\n", subject=subject, html=f"<p>{html.escape(text)}</p>")
+        try:
+            outcome = adapters[channel].send(variant, [Recipient(0, contact)])[0]
+        except Exception:  # a reminder never takes the scheduler down
+            log.exception("reminder to %s failed", contact)
+            continue
+        if outcome.accepted:
+            accepted += 1
+        else:
+            log.warning("reminder to %s not accepted: %s %s", contact, outcome.code, outcome.error)
+    return accepted
