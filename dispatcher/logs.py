@@ -16,7 +16,20 @@ _EMAIL = re.compile(r"(?<![\w.+-])([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-
 # E.164, tolerating the separators people type ("+1 415 555 0123").
 _PHONE = re.compile(r"(?<![\w+])\+(\d(?:[ .\-]?\d){7,14})(?!\d)")
 # Extra fields a record may carry into the JSON line (set with `extra=`).
-FIELDS = ("method", "path", "status", "duration_ms", "api_key", "provider", "channel", "broadcast_id")
+FIELDS = (
+    "method",
+    "path",
+    "status",
+    "duration_ms",
+    "api_key",
+    "provider",
+    "channel",
+    "broadcast_id",
+    "delivery_id",
+    "outcome",
+    "code",
+    "provider_message_id",
+)
 
 
 def _phone(match: re.Match[str]) -> str:

@@ -10,6 +10,7 @@ the only place a duplicate can come from.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
@@ -193,8 +194,11 @@ def _call_provider(
         recipients = [
             Recipient(r.id, r.address, *people.get(r.subscriber_id or -1, (None, None))) for r in group
         ]
+        started = time.perf_counter()
         try:
-            outcomes.extend(adapter.send(variant, recipients, throttle))
+            got = adapter.send(variant, recipients, throttle)
+            _log_calls(channel, broadcast_id, recipients, got, (time.perf_counter() - started) * 1000)
+            outcomes.extend(got)
         except Exception as exc:  # Redis/DB down in the throttle, or an adapter bug: never strand rows
             log.exception("sending %s failed before the provider answered", channel.value)
             outcomes.extend(
@@ -202,6 +206,32 @@ def _call_provider(
                 for r in group
             )
     return outcomes
+
+
+def _log_calls(
+    channel: ChannelName, broadcast_id: int, recipients: list[Recipient], outcomes: list[Outcome], ms: float
+) -> None:
+    """One JSON line per recipient's provider answer; addresses are masked by the log formatter."""
+    provider = _provider(channel)
+    for recipient, outcome in zip(recipients, outcomes, strict=False):
+        result = "accepted" if outcome.accepted else str(outcome.failure)
+        log.info(
+            "%s %s to %s: %s",
+            provider,
+            channel.value,
+            recipient.address,
+            result,
+            extra={
+                "provider": provider,
+                "channel": channel.value,
+                "broadcast_id": broadcast_id,
+                "delivery_id": recipient.delivery_id,
+                "outcome": result,
+                "code": outcome.code,
+                "provider_message_id": outcome.provider_message_id,
+                "duration_ms": round(ms, 1),
+            },
+        )
 
 
 def record_outcomes(

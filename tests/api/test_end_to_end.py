@@ -208,3 +208,10 @@ def test_a_broadcast_through_the_api_and_cli(
     assert any(line.get("api_key") == keys[Role.COMMANDER][:8] for line in access)
     assert all(len(line.get("api_key", "") or "12345678") == 8 for line in access)
     assert not any(key in logs for key in keys.values())
+    # ...and the worker one line per provider answer, the address masked.
+    calls = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+    calls = [line for line in calls if line.get("delivery_id") is not None]
+    assert {line["provider"] for line in calls} >= {"sendgrid", "twilio"}
+    assert all(line["outcome"] and line["duration_ms"] >= 0 for line in calls)
+    assert any("***@" in line["message"] for line in calls if line["channel"] == "email")
+    assert any("******" in line["message"] for line in calls if line["channel"] == "sms")
