@@ -1,13 +1,19 @@
-"""Big broadcast: how fast the first admin hears, and how long everyone takes.
+"""Big broadcast, against the usual way, and scaling: how fast the first admin hears, how long everyone
+takes, what it costs.
 
-Real path: the database (SQLite file or the machine's PostgreSQL), Celery workers on Redis, the
-real provider SDKs and the provider sandbox in its own process. The broadcast is created the way
-the API creates it (open_incident + enqueue after commit); times are measured from that moment to
-the sandbox's own receipt timestamps (same machine, same clock).
+Real path: POST /v1/incidents to the API (uvicorn, its own process), Celery workers on Redis, the
+database (a private PostgreSQL schema or SQLite), the real provider SDKs and the provider sandbox in
+its own process. Times run from the moment the API answered to the sandbox's own receipt timestamps
+and the service's tier timings (same machine, same clock).
 
-    .venv/bin/python -m benchmarks.fanout --subscribers 100000 --runs 3 --db postgresql
+    # 1. big broadcast: 100,000 subscribers, 5 runs
+    .venv/bin/python -m benchmarks.fanout --subscribers 100000 --runs 5
+    # 2. against the naive dispatcher (benchmarks/naive.py), same audience, same stack, same run
+    .venv/bin/python -m benchmarks.fanout --subscribers 10000 --runs 3 --naive
+    # 4. scaling: 1,000 / 10,000 / 100,000 subscribers with one and two worker processes
+    .venv/bin/python -m benchmarks.fanout --scaling 1000,10000,100000 --worker-counts 1,2 --runs 1
 
-Writes benchmarks/results/fanout-<db>-<n>.json and prints a summary.
+Writes benchmarks/results/{fanout,compare,scaling}-<db>-....json and prints a summary.
 """
 
 from __future__ import annotations
@@ -15,220 +21,308 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
+from collections import defaultdict
 from typing import Any
 
-import httpx
+import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
-PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+from benchmarks.stack import MESSAGE as MESSAGE_BODY
+from benchmarks.stack import RESULTS, Stack, admin_addresses, audience, machine, summarize, ts
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+CHANNELS = ("email", "sms", "chat", "social")
+PROVIDER_OF = {"email": "sendgrid", "sms": "twilio", "chat": "slack", "social": "x"}
+FAST_LIMITS = {
+    # a Twilio messaging service / short code and a SendGrid plan sized for 100k, as in production
+    "DISPATCHER_RATE_TWILIO_PER_S": "500",
+    "DISPATCHER_RATE_SENDGRID_PER_S": "20",
+}
 
 
-def audience(n: int) -> list[Any]:
-    """50 admins, 5,000 stakeholders, the rest customers; all email, 30% SMS, 2,000 org channels."""
-    from dispatcher.subscribers import SubscriberIn
-
-    subs = []
-    for i in range(n):
-        lists = ["admins"] if i < 50 else ["stakeholders"] if i < 5050 else ["customers"]
-        subs.append(
-            SubscriberIn(
-                external_id=f"u{i}",
-                lists=lists,
-                email=f"user{i}@bench.example",
-                phone=f"+1415{2000000 + i:07d}" if i % 10 < 3 else None,
-                slack_channel=f"C{i % 2000:06d}" if i >= 50 else None,
-            )
-        )
-    return subs
-
-
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM of a process and its children (the worker pool) in MB."""
-    total = 0
-    pids = [pid]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[1]) == pid:
-                    pids.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total = max(total, int(line.split()[1]))
-        except OSError:
+def arrivals(stack: Stack, full: bool) -> tuple[list[float], dict[str, dict[str, float]]]:
+    """Admin arrival times, and per channel the first and last arrival (all records when `full`;
+    otherwise the first 5,000, which hold tier 0)."""
+    admins = admin_addresses()
+    records = stack.sandbox.iter_messages() if full else iter(stack.sandbox.messages(limit=5000))
+    admin_times: list[float] = []
+    channels: dict[str, dict[str, float]] = {}
+    for m in records:
+        if m["channel"] == "webhook":  # the service's status callbacks, not deliveries
             continue
-    return round(total / 1024, 1)
+        t = m["received_at"]
+        if m["recipient"] in admins:
+            admin_times.append(t)
+        c = channels.setdefault(m["channel"], {"first": t, "last": t, "count": 0})
+        c["first"], c["last"], c["count"] = min(c["first"], t), max(c["last"], t), c["count"] + 1
+    return admin_times, channels
 
 
-class Stack:
-    """Sandbox, workers and beat as separate processes, as in production."""
-
-    def __init__(self, database_url: str, workers: int, env: dict[str, str]) -> None:
-        self.database_url = database_url
-        self.port = free_port()
-        self.sandbox_url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            **env,
-            "DATABASE_URL": database_url,
-            "DISPATCHER_SANDBOX_URL": self.sandbox_url,
-            "DISPATCHER_PUBLIC_URL": f"{self.sandbox_url}/hooks/service",
-        }
-        self.workers = workers
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.logdir = Path(tempfile.mkdtemp(prefix="od-bench-"))
-
-    def spawn(self, name: str, argv: list[str]) -> None:
-        log = (self.logdir / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def start(self) -> None:
-        py = sys.executable
-        self.spawn(
-            "sandbox", [py, "-m", "channels.sandbox", "--port", str(self.port), "--log-level", "warning"]
-        )
-        celery = [py, "-m", "celery", "-A", "dispatcher.celery_app"]
-        for i in range(self.workers):
-            self.spawn(
-                f"worker{i}",
-                [
-                    *celery,
-                    "worker",
-                    "-Q",
-                    "control,email,chat,sms,social,webhook",
-                    "-c",
-                    "1",
-                    "-n",
-                    f"bench{i}-{uuid.uuid4().hex[:4]}@%h",
-                    "--loglevel",
-                    "WARNING",
-                ],
-            )
-        self.spawn("beat", [*celery, "beat", "-s", str(self.logdir / "schedule"), "--loglevel", "WARNING"])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(self.sandbox_url + "/sandbox/health", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        time.sleep(3)  # workers connect to the broker
-
-    def cpu_seconds(self, name: str) -> float:
-        """CPU of the process and its live children (a Celery worker's pool does the work)."""
-        root = self.procs[name].pid
-        ticks = 0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(entry.name) == root or int(fields[1]) == root:
-                ticks += int(fields[11]) + int(fields[12])  # utime + stime
-        return ticks / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-
-def warm_up(settings: Any) -> None:
-    """What an API process does once at start: import the channel stack, compile the templates."""
-    from channels.base import RenderContext
-    from channels.registry import build_channels
-    from dispatcher.message import EventKind, OutageMessage
-
-    for adapter in build_channels(settings).values():
-        adapter.condense(
-            OutageMessage(title="warm-up").stamped(), RenderContext(event=EventKind.INCIDENT_OPENED)
-        )
-
-
-def run_once(stack: Stack, database: Any, settings: Any, n: int) -> dict[str, Any]:
-    from dispatcher.broadcasts import enqueue, open_incident
-    from dispatcher.message import OutageMessage
-    from dispatcher.progress import progress
-
-    httpx.delete(stack.sandbox_url + "/sandbox/messages")
-    admin_emails = {f"user{i}@bench.example" for i in range(50)}
-    admin_phones = {f"+1415{2000000 + i:07d}" for i in range(50) if i % 10 < 3}
-    cpu_before = {name: stack.cpu_seconds(name) for name in stack.procs}
-    message = OutageMessage(
-        title="Checkout API errors",
-        impact="major",
-        summary="Card payments fail for some.",
-        status_page_url="https://status.example.com",
+def measure(stack: Stack, run: Any) -> dict[str, Any]:
+    """CPU and machine-wide CPU around `run()`."""
+    cpu_before, machine_before = stack.cpu(), psutil.cpu_times()
+    result = run()
+    cpu_after, machine_after = stack.cpu(), psutil.cpu_times()
+    cpu = {n: round(cpu_after[n] - cpu_before.get(n, 0.0), 1) for n in cpu_after}
+    busy = sum(
+        getattr(machine_after, f) - getattr(machine_before, f) for f in ("user", "system", "nice", "irq")
     )
-    created = time.time()
-    with database.session() as session:
-        _, broadcast = open_incident(session, settings, message)
-        broadcast_id = broadcast.id
-    enqueue(broadcast_id)
-    created_done = time.time()
-    while True:
-        with database.session() as session:
-            state = progress(session, broadcast_id)
-        if state["state"] == "completed":
-            break
-        time.sleep(0.25)
-    finished = time.time()
-    first = httpx.get(stack.sandbox_url + "/sandbox/messages", params={"limit": 2000}, timeout=60).json()
-    records = first if isinstance(first, list) else first.get("messages", [])
-    admin_times = [
-        m["received_at"] for m in records if m["recipient"] in admin_emails or m["recipient"] in admin_phones
-    ]
-    stats = httpx.get(stack.sandbox_url + "/sandbox/stats", timeout=30).json()
-    cpu = {name: round(stack.cpu_seconds(name) - cpu_before[name], 1) for name in stack.procs}
-    elapsed = finished - created
-    tiers = {t["tier"]: t for t in state["tiers"]}
-    return {
-        "create_ms": round((created_done - created) * 1000, 1),
-        "first_admin_ms": round((min(admin_times) - created) * 1000, 1),
-        "all_admins_ms": round((max(admin_times) - created) * 1000, 1),
-        "admins_received": len(admin_times),
-        "complete_s": round(elapsed, 2),
-        "deliveries": state["totals"]["sent"],
-        "failed": state["totals"]["failed"],
-        "deliveries_per_s": round(state["totals"]["sent"] / elapsed, 1),
-        "provider_calls": {p: stats[p]["calls"] for p in ("sendgrid", "twilio", "slack", "x")},
-        "tier_gates": {t: tiers[t]["gate"] for t in sorted(tiers)},
-        "cpu_s": cpu,
-        "sandbox_cpu_share": round(cpu["sandbox"] / max(0.001, sum(cpu.values())), 3),
-        "peak_rss_mb": {name: peak_rss_mb(proc.pid) for name, proc in stack.procs.items()},
+    ours = sum(cpu.values())
+    result["cpu_s"] = cpu
+    result["sandbox_cpu_share"] = round(cpu.get("sandbox", 0) / max(0.001, ours), 3)
+    result["machine_busy_cpu_s"] = round(busy, 1)
+    result["other_processes_cpu_s"] = round(max(0.0, busy - ours), 1)
+    result["peak_rss_mb"] = stack.peak_rss()
+    return result
+
+
+def dispatcher_run(stack: Stack, n: int) -> dict[str, Any]:
+    stack.sandbox.clear()
+
+    def run() -> dict[str, Any]:
+        latency, body, answered = stack.open_incident()
+        broadcast_id = body["broadcast"]["id"]
+        state = stack.wait_completed(broadcast_id)
+        admin_times, channels = arrivals(stack, full=n <= 20_000)
+        stats = stack.sandbox.stats()
+        tiers = state["tiers"]
+        all_accepted = max(ts(t["all_accepted_at"]) or 0 for t in tiers)
+        completed = ts(state["completed_at"]) or time.time()
+        elapsed = completed - answered
+        sent = state["totals"]["sent"]
+        return {
+            "api_ms": round(latency, 1),
+            "first_admin_ms": round((min(admin_times) - answered) * 1000, 1),
+            "all_admins_ms": round((max(admin_times) - answered) * 1000, 1),
+            "admins_received": len(admin_times),
+            "all_tiers_accepted_s": round(all_accepted - answered, 2),
+            "complete_s": round(elapsed, 2),
+            "deliveries": sent,
+            "failed": state["totals"]["failed"],
+            "deliveries_per_s": round(sent / max(0.001, all_accepted - answered), 1),
+            "provider_calls": {c: stats[PROVIDER_OF[c]]["calls"] for c in CHANNELS},
+            "per_channel_s": {
+                c: {"first": round(v["first"] - answered, 3), "last": round(v["last"] - answered, 3)}
+                for c, v in channels.items()
+            }
+            if n <= 20_000
+            else None,
+            "tier_gates": {str(t["tier"]): t["gate"] for t in tiers},
+            "tier_all_accepted_s": {
+                str(t["tier"]): round(ts(t["all_accepted_at"]) - answered, 2) for t in tiers
+            },
+        }
+
+    return measure(stack, run)
+
+
+def naive_run(stack: Stack, subs: list[Any]) -> dict[str, Any]:
+    from benchmarks import naive
+
+    tasks = naive.plan(subs)
+    expected = len(tasks)
+    stack.sandbox.clear()
+
+    def run() -> dict[str, Any]:
+        started = time.time()
+        naive.broadcast(tasks)
+        enqueued = time.time()
+        last_count, last_change = -1, time.monotonic()
+        while True:
+            stats = stack.sandbox.stats()
+            count = sum(stats[p]["accepted"] for p in PROVIDER_OF.values())
+            if count >= expected:
+                break
+            if count != last_count:
+                last_count, last_change = count, time.monotonic()
+            elif time.monotonic() - last_change > 120:
+                raise TimeoutError(f"naive dispatcher stalled at {count}/{expected}")
+            time.sleep(0.25)
+        admin_times, channels = arrivals(stack, full=True)
+        stats = stack.sandbox.stats()
+        last = max(v["last"] for v in channels.values())
+        return {
+            "enqueue_ms": round((enqueued - started) * 1000, 1),
+            "first_admin_ms": round((min(admin_times) - started) * 1000, 1),
+            "all_admins_ms": round((max(admin_times) - started) * 1000, 1),
+            "complete_s": round(last - started, 2),
+            "deliveries": sum(v["count"] for v in channels.values()),
+            "deliveries_per_s": round(expected / max(0.001, last - started), 1),
+            "provider_calls": {c: stats[PROVIDER_OF[c]]["calls"] for c in CHANNELS},
+            "per_channel_s": {
+                c: {"first": round(v["first"] - started, 3), "last": round(v["last"] - started, 3)}
+                for c, v in channels.items()
+            },
+        }
+
+    return measure(stack, run)
+
+
+def warm_up(stack: Stack) -> None:
+    """What an API process does once after it starts: import the channel stack, compile templates."""
+    stack.api.post("/v1/preview", json=MESSAGE_BODY, headers=stack.auth()).raise_for_status()
+
+
+def start_naive_workers(stack: Stack, count: int) -> None:
+    prefix = f"naive-{stack.run_id}:"
+    env = {"NAIVE_REDIS_URL": stack.redis_url, "NAIVE_PREFIX": prefix, "NAIVE_SANDBOX_URL": stack.sandbox_url}
+    os.environ.update(env)
+    for i in range(count):
+        stack.spawn(
+            f"naive{i}",
+            [
+                *(sys.executable, "-m", "celery", "-A", "benchmarks.naive", "worker", "-Q", "naive"),
+                *("-P", "threads", "-c", "16", "-n", f"naive{i}-{stack.run_id}@%h", "--loglevel", "WARNING"),
+                *("--without-gossip", "--without-mingle"),
+            ],
+            env,
+        )
+    time.sleep(4)
+
+
+def remove_naive_keys(stack: Stack) -> None:
+    import redis
+
+    client = redis.Redis.from_url(stack.redis_url)
+    keys = list(client.scan_iter(match=f"naive-{stack.run_id}:*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+    client.close()
+
+
+def build_stack(db: str, workers: int, n: int) -> tuple[Stack, list[Any]]:
+    stack = Stack(db=db, workers=workers, env=FAST_LIMITS, name="bench").prepare()
+    subs = audience(n)
+    took = stack.import_subscribers(subs)
+    print(f"imported {n} subscribers in {took:.1f}s", flush=True)
+    return stack, subs
+
+
+SUMMARY_FIELDS = ("api_ms", "first_admin_ms", "all_admins_ms", "all_tiers_accepted_s", "complete_s")
+
+
+def peak_memory(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Highest VmHWM of any one process per component (a worker = its main process and pool child)."""
+    peaks: dict[str, float] = defaultdict(float)
+    for r in runs:
+        for name, v in r["peak_rss_mb"].items():
+            peaks[name] = max(peaks[name], v["max"])
+    return dict(peaks)
+
+
+def report(kind: str, args: argparse.Namespace, extra: dict[str, Any], name: str) -> None:
+    out = {
+        "benchmark": kind,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "db": args.db,
+        "command": " ".join([".venv/bin/python -m benchmarks.fanout", *sys.argv[1:]]),
+        **extra,
     }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(out, indent=2))
+    print(json.dumps({k: v for k, v in out.items() if k not in ("runs",)}, indent=2))
+    print(f"written to {path}")
+
+
+def big(args: argparse.Namespace) -> None:
+    stack, subs = build_stack(args.db, args.workers, args.subscribers)
+    runs: list[dict[str, Any]] = []
+    naive_runs: list[dict[str, Any]] = []
+    try:
+        stack.start()
+        warm_up(stack)
+        if args.naive:
+            start_naive_workers(stack, args.workers)
+        for i in range(args.runs):
+            result = dispatcher_run(stack, args.subscribers)
+            runs.append(result)
+            print(f"run {i + 1}: {json.dumps(result)}", flush=True)
+            if args.naive:
+                result = naive_run(stack, subs)
+                naive_runs.append(result)
+                print(f"naive {i + 1}: {json.dumps(result)}", flush=True)
+    finally:
+        if args.naive:
+            remove_naive_keys(stack)
+        stack.close()
+    summary = {f: summarize([r[f] for r in runs]) for f in (*SUMMARY_FIELDS, "deliveries_per_s")}
+    summary["deliveries_per_s"]["worst"] = min(r["deliveries_per_s"] for r in runs)
+    extra: dict[str, Any] = {
+        "subscribers": args.subscribers,
+        "workers": args.workers,
+        "summary": summary,
+        "peak_rss_mb": peak_memory(runs),
+        "sandbox_cpu_share": summarize([r["sandbox_cpu_share"] for r in runs]),
+        "runs": runs,
+    }
+    if not args.naive:
+        report("fanout", args, extra, f"fanout-{args.db}-{args.subscribers}.json")
+        return
+    naive_summary = {
+        f: summarize([r[f] for r in naive_runs]) for f in ("first_admin_ms", "all_admins_ms", "complete_s")
+    }
+    per_channel: dict[str, Any] = {}
+    for c in CHANNELS:
+        ours = summarize([r["per_channel_s"][c]["last"] for r in runs])["median"]
+        theirs = summarize([r["per_channel_s"][c]["last"] for r in naive_runs])["median"]
+        ours_first = summarize([r["per_channel_s"][c]["first"] for r in runs])["median"]
+        theirs_first = summarize([r["per_channel_s"][c]["first"] for r in naive_runs])["median"]
+        per_channel[c] = {
+            "dispatcher_last_s": ours,
+            "naive_last_s": theirs,
+            "ratio_total": round(theirs / max(0.001, ours), 2),
+            "dispatcher_first_s": ours_first,
+            "naive_first_s": theirs_first,
+        }
+    extra["naive"] = {"summary": naive_summary, "peak_rss_mb": peak_memory(naive_runs), "runs": naive_runs}
+    extra["ratio_naive_over_dispatcher"] = {
+        "complete": round(naive_summary["complete_s"]["median"] / summary["complete_s"]["median"], 2),
+        "first_admin": round(
+            naive_summary["first_admin_ms"]["median"] / summary["first_admin_ms"]["median"], 2
+        ),
+        "all_admins": round(naive_summary["all_admins_ms"]["median"] / summary["all_admins_ms"]["median"], 2),
+        "per_channel": per_channel,
+    }
+    report("compare", args, extra, f"compare-{args.db}-{args.subscribers}.json")
+
+
+def row_of(n: int, workers: int, runs: list[dict[str, Any]], source: str) -> dict[str, Any]:
+    return {
+        "subscribers": n,
+        "workers": workers,
+        "source": source,
+        "complete_s": summarize([r["complete_s"] for r in runs]),
+        "first_admin_ms": summarize([r["first_admin_ms"] for r in runs]),
+        "deliveries_per_s": summarize([r["deliveries_per_s"] for r in runs]),
+        "peak_rss_mb": peak_memory(runs),
+        "sandbox_cpu_share": summarize([r["sandbox_cpu_share"] for r in runs]),
+        "runs": runs,
+    }
+
+
+def scaling(args: argparse.Namespace) -> None:
+    rows = []
+    for n in [int(x) for x in args.scaling.split(",")]:
+        for workers in [int(x) for x in args.worker_counts.split(",")]:
+            previous = RESULTS / f"fanout-{args.db}-{n}.json"
+            if args.reuse and previous.exists() and json.loads(previous.read_text())["workers"] == workers:
+                done = json.loads(previous.read_text())  # the big-broadcast benchmark's own runs
+                rows.append(row_of(n, workers, done["runs"], source=previous.name))
+                print(f"{n} x {workers}: reused {previous.name}", flush=True)
+                continue
+            stack, _ = build_stack(args.db, workers, n)
+            try:
+                stack.start()
+                warm_up(stack)
+                runs = [dispatcher_run(stack, n) for _ in range(args.runs)]
+            finally:
+                stack.close()
+            row = row_of(n, workers, runs, source="this run")
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
+    report("scaling", args, {"rows": rows}, f"scaling-{args.db}.json")
 
 
 def main() -> None:
@@ -236,98 +330,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--subscribers", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (each one pool child)")
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
-    args = parser.parse_args()
-
-    run_id = uuid.uuid4().hex[:8]
-    tmp = Path(tempfile.mkdtemp(prefix="od-bench-db-"))
-    schema = f"bench_{run_id}"
-    database_url = (
-        f"sqlite:///{tmp / 'bench.db'}"
-        if args.db == "sqlite"
-        else f"{PG_URL}?options=-csearch_path%3D{schema}"
+    parser.add_argument("--naive", action="store_true", help="run the naive dispatcher after each run")
+    parser.add_argument("--scaling", help="comma-separated subscriber counts: the scaling benchmark")
+    parser.add_argument("--worker-counts", default="1,2")
+    parser.add_argument(
+        "--reuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scaling: reuse fanout-<db>-<n>.json (the big broadcast's runs) where it has the same workers",
     )
-    env = {
-        "REDIS_URL": REDIS_URL,
-        "DISPATCHER_REDIS_PREFIX": f"bench-{run_id}:",
-        "DATABASE_URL": database_url,
-        "DISPATCHER_RATE_TWILIO_PER_S": "500",  # a messaging service / short code, not one long code
-        "DISPATCHER_RATE_SENDGRID_PER_S": "20",
-    }
-    os.environ.update(env)
-    import sqlalchemy
-
-    if args.db == "postgresql":
-        admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
-    from config import get_settings
-    from dispatcher.store.db import get_database
-    from dispatcher.store.migrate import upgrade
-    from dispatcher.store.subscribers import import_many
-
-    settings = get_settings()
-    database = get_database(settings)
-    upgrade(database)
-    started = time.time()
-    subs = audience(args.subscribers)
-    for start in range(0, len(subs), 5000):
-        with database.session() as session:
-            import_many(session, settings, subs[start : start + 5000])
-    print(f"imported {len(subs)} subscribers in {time.time() - started:.1f}s", flush=True)
-
-    stack = Stack(database_url, args.workers, env)
-    runs = []
-    try:
-        stack.start()
-        os.environ["DISPATCHER_SANDBOX_URL"] = stack.sandbox_url
-        get_settings.cache_clear()
-        settings = get_settings()
-        warm_up(settings)
-        for i in range(args.runs):
-            result = run_once(stack, database, settings, args.subscribers)
-            runs.append(result)
-            print(f"run {i + 1}: {json.dumps(result)}", flush=True)
-    finally:
-        stack.stop()
-        if args.db == "postgresql":
-            with admin.connect() as conn:
-                conn.execute(sqlalchemy.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        import redis
-
-        client = redis.Redis.from_url(REDIS_URL)
-        for key in client.scan_iter(match=f"bench-{run_id}:*", count=1000):
-            client.delete(key)
-
-    def summary(field: str) -> dict[str, float]:
-        values = [r[field] for r in runs]
-        return {"median": statistics.median(values), "worst": max(values)}
-
-    report = {
-        "benchmark": "fanout",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-        "db": args.db,
-        "subscribers": args.subscribers,
-        "workers": args.workers,
-        "runs": runs,
-        "summary": {
-            f: summary(f)
-            for f in ("create_ms", "first_admin_ms", "all_admins_ms", "complete_s", "deliveries_per_s")
-        },
-        "command": " ".join(["python -m benchmarks.fanout", *sys.argv[1:]]),
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"fanout-{args.db}-{args.subscribers}.json"
-    out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report["summary"], indent=2))
-    print(f"written to {out}")
+    args = parser.parse_args()
+    if args.scaling:
+        scaling(args)
+    else:
+        big(args)
 
 
 if __name__ == "__main__":

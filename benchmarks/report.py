@@ -1,0 +1,167 @@
+"""Renders the tables of BENCHMARKS.md from benchmarks/results/*.json (figures are never typed by hand).
+
+.venv/bin/python -m benchmarks.report > /tmp/tables.md
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from benchmarks.stack import RESULTS
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def mw(s: dict[str, Any]) -> str:
+    return f"{s['median']} / {s['worst']}"
+
+
+def header(d: dict[str, Any]) -> str:
+    m = d["machine"]
+    return (
+        f"_{d['date']}; {m['cpus']} × {m['cpu_model']}, {m['memory_gb']} GB, Python {m['python']}; "
+        f"load average at the end {m['load_average']}; `{d['command']}`_\n"
+    )
+
+
+def fanout(d: dict[str, Any]) -> str:
+    s = d["summary"]
+    rows = [
+        ("API call (POST /v1/incidents), ms", mw(s["api_ms"])),
+        ("API answer → first admin accepted, ms", mw(s["first_admin_ms"])),
+        ("API answer → all admins accepted, ms", mw(s["all_admins_ms"])),
+        ("API answer → all tiers accepted, s", mw(s["all_tiers_accepted_s"])),
+        ("API answer → broadcast completed, s", mw(s["complete_s"])),
+        ("deliveries/s (median / lowest)", mw(s["deliveries_per_s"])),
+        ("sandbox share of our CPU", mw(d["sandbox_cpu_share"])),
+    ]
+    out = [
+        f"### Big broadcast: {d['subscribers']:,} subscribers, {d['workers']} workers, "
+        f"{len(d['runs'])} runs\n"
+    ]
+    out.append(header(d))
+    out.append("| measure | median / worst |\n| --- | --- |")
+    out += [f"| {a} | {b} |" for a, b in rows]
+    r = d["runs"][0]
+    out.append(
+        f"\nProvider calls per run: {r['provider_calls']}; deliveries {r['deliveries']}, "
+        f"failed {r['failed']}."
+    )
+    out.append(f"Peak memory (VmHWM of the largest process of each component, MB): {d['peak_rss_mb']}.")
+    return "\n".join(out) + "\n"
+
+
+def compare(d: dict[str, Any]) -> str:
+    s, n, ratio = d["summary"], d["naive"]["summary"], d["ratio_naive_over_dispatcher"]
+    out = [f"### Against the usual way: {d['subscribers']:,} subscribers, {len(d['runs'])} runs each\n"]
+    out.append(header(d))
+    out.append("| measure (median) | dispatcher | naive | naive ÷ dispatcher |\n| --- | --- | --- | --- |")
+    out.append(
+        f"| first admin, ms | {s['first_admin_ms']['median']} | {n['first_admin_ms']['median']} "
+        f"| {ratio['first_admin']} |"
+    )
+    out.append(
+        f"| all admins, ms | {s['all_admins_ms']['median']} | {n['all_admins_ms']['median']} "
+        f"| {ratio['all_admins']} |"
+    )
+    out.append(
+        f"| everything, s | {s['complete_s']['median']} | {n['complete_s']['median']} | {ratio['complete']} |"
+    )
+    for c, v in ratio["per_channel"].items():
+        out.append(
+            f"| {c}: last accepted, s (first) | {v['dispatcher_last_s']} ({v['dispatcher_first_s']}) "
+            f"| {v['naive_last_s']} ({v['naive_first_s']}) | {v['ratio_total']} |"
+        )
+    calls_d = d["runs"][0]["provider_calls"]
+    calls_n = d["naive"]["runs"][0]["provider_calls"]
+    out.append(f"\nProvider calls: dispatcher {calls_d}, naive {calls_n}.")
+    return "\n".join(out) + "\n"
+
+
+def limits(d: dict[str, Any]) -> str:
+    out = ["### At the providers' limits\n", header(d)]
+    out.append(
+        "| headroom | SMS: 3,000 done, s | bound, s | over bound | max/1 s seen (limit 100) | 429s "
+        "| chat: 300 posts, s | first→last post, s | bound, s | max/1 s any channel (limit 1) | 429s |"
+    )
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in d["rows"]:
+        s, c = r["sms"], r["chat"]
+        out.append(
+            f"| {r['headroom']} | {s['complete_s']} | {s['bound_s']} | {s['over_bound_pct']}% "
+            f"| {s['max_per_1s']} "
+            f"| {s['sandbox_429s']} | {c['complete_s']} | {c['first_to_last_post_s']} | {c['bound_s']} "
+            f"| {c['max_per_1s_any_channel']} | {c['sandbox_429s']} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def scaling(d: dict[str, Any]) -> str:
+    out = ["### Scaling\n", header(d)]
+    out.append(
+        "| subscribers | workers | complete, s | first admin, ms | deliveries/s "
+        "| peak MB per worker process |"
+    )
+    out.append("| --- | --- | --- | --- | --- | --- |")
+    for r in d["rows"]:
+        workers = {k: v for k, v in r["peak_rss_mb"].items() if k.startswith("worker")}
+        out.append(
+            f"| {r['subscribers']:,} | {r['workers']} | {mw(r['complete_s'])} | {mw(r['first_admin_ms'])} "
+            f"| {r['deliveries_per_s']['median']} | {workers} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def drills(d: dict[str, Any]) -> str:
+    out = [f"### Fault drills ({d['size']} size)\n", header(d)]
+    out.append(
+        "| drill | recipients | lost | duplicates | flagged possible_duplicate | failed | complete, s |"
+    )
+    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in d["results"]:
+        if r["drill"] == "hostile":
+            continue
+        out.append(
+            f"| {r['drill']} | {r['recipients']} | {r['lost']} | {r['duplicates']} "
+            f"| {r['possible_duplicate_flagged']} | {r['failed']} | {r['complete_s']} |"
+        )
+    for r in d["results"]:
+        if r["drill"] == "hostile":
+            out.append(
+                f"\nHostile requests: {r['requests']} sent in {r['elapsed_s']} s; statuses {r['statuses']}; "
+                f"5xx {r['server_errors_5xx']}; 2xx {r['accepted_2xx']}; "
+                f"rows changed {r['rows_changed'] or 'none'}; "
+                f"healthz after {r['healthz_after']}, readyz after {r['readyz_after']}."
+            )
+        if r["drill"] == "sms_down":
+            out.append(
+                f"\nSMS down {r['outage_s']} s: all {r['admins']} admins reached by email after "
+                f"{r['admins_reached_by_email_s']} s; customer SMS sent {r['customer_sms_sent']}, failed "
+                f"{r['customer_sms_failed']}; completed {r['completed_after_return_s']} s after Twilio "
+                "returned."
+            )
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parts = []
+    for name, render in (
+        ("fanout-postgresql-100000.json", fanout),
+        ("compare-postgresql-10000.json", compare),
+        ("limits-postgresql.json", limits),
+        ("scaling-postgresql.json", scaling),
+        ("drills.json", drills),
+        ("drills-small.json", drills),
+    ):
+        data = load(name)
+        if data is not None:
+            parts.append(render(data))
+    print("\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()

