@@ -51,6 +51,11 @@ class Failure(StrEnum):
     PERMANENT = "permanent"  # invalid/opted-out number, hard bounce, rejected content: final
 
 
+# The code of an outcome that failed on our side before the provider answered (the rate limiter's
+# Redis unreachable, say): retried, but never held against the provider or the attempt cap.
+INTERNAL_ERROR = "internal_error"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A provider's answer for one recipient: accepted with its message id, or a classified error."""

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 
-from channels.base import Outcome, Recipient, Throttle
+from channels.base import INTERNAL_ERROR, Failure, Outcome, Recipient, Throttle
 
 log = logging.getLogger("channels")
 
@@ -79,9 +79,17 @@ def send_each(
     """One provider call per recipient, many in flight, outcomes in the recipients' order."""
 
     def call(recipient: Recipient) -> Outcome:
-        if throttle is not None:
-            throttle(recipient)
-        return send_one(recipient)
+        # A failure on our side fails this recipient alone: raised, it would discard the outcomes of
+        # the batch's other calls, including ones the provider accepted (and so resend them).
+        try:
+            if throttle is not None:
+                throttle(recipient)
+            return send_one(recipient)
+        except Exception as exc:
+            log.warning("sending to delivery %s failed on our side", recipient.delivery_id, exc_info=True)
+            return Outcome.failed(
+                recipient.delivery_id, Failure.RETRYABLE, code=INTERNAL_ERROR, error=repr(exc)[:500]
+            )
 
     if len(recipients) == 1:
         return [call(recipients[0])]

@@ -22,7 +22,7 @@ import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from channels.base import Channel, ChannelName, Failure, Outcome, Recipient, Variant
+from channels.base import INTERNAL_ERROR, Channel, ChannelName, Failure, Outcome, Recipient, Variant
 from config import Settings
 from dispatcher import planning
 from dispatcher.breaker import Breaker
@@ -83,9 +83,6 @@ def load_variant(services: Services, broadcast_id: int, channel: ChannelName, lo
     return services.adapters[channel].load_variant(data)
 
 
-# Our own failure (Redis or the database unreachable mid-send): retried, never held against the
-# provider's breaker, never counted toward the attempt cap.
-INTERNAL_ERROR = "internal_error"
 EARLY_SLACK = timedelta(seconds=1)
 
 
