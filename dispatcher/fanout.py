@@ -280,7 +280,7 @@ def tiers_of(session: Session, broadcast_id: int) -> list[BroadcastTier]:
 
 
 def run_broadcast(database: Database, settings: Settings, broadcast_id: int) -> None:
-    """The broadcast's planning task: each tier planned, then dispatched if its turn has come."""
+    """The broadcast's first task: claims it and plans its first tier (the admins)."""
     with database.session() as session:
         claimed = session.execute(
             update(Broadcast)
@@ -288,23 +288,30 @@ def run_broadcast(database: Database, settings: Settings, broadcast_id: int) -> 
             .values(state="planning")
         ).rowcount
         tiers = [t.tier for t in tiers_of(session, broadcast_id)]
-    if not claimed:
-        return
-    public_tier = max(tiers)
-    for tier in tiers:
-        plan_tier(database, broadcast_id, tier, public_tier)
-        outbox = Outbox()
-        with database.session() as session:
-            try_dispatch(session, settings, broadcast_id, tier, outbox)
-        outbox.flush()
+    if claimed and tiers:
+        plan_next_tier(database, settings, broadcast_id, tiers[0])
+
+
+def plan_next_tier(database: Database, settings: Settings, broadcast_id: int, tier: int) -> None:
+    """Plans one tier, dispatches it if its turn has come, and hands the next tier to a task of its
+    own: planning 95,000 customers in one long task would keep even the admins' sends waiting for
+    the worker process it holds (measured: 19.6 s to the first admin with one worker, 100k audience)."""
     with database.session() as session:
-        session.execute(
-            update(Broadcast)
-            .where(Broadcast.id == broadcast_id, Broadcast.state == "planning")
-            .values(state="sending", planned_at=utcnow())
-        )
-        outbox = Outbox()
-        check_gates(session, settings, broadcast_id, outbox)
+        tiers = [t.tier for t in tiers_of(session, broadcast_id)]
+    plan_tier(database, broadcast_id, tier, max(tiers))
+    following = next((t for t in tiers if t > tier), None)
+    outbox = Outbox()
+    with database.session() as session:
+        try_dispatch(session, settings, broadcast_id, tier, outbox)
+        if following is not None:
+            outbox.add("dispatcher.plan_tier", [broadcast_id, following], "control")
+        else:
+            session.execute(
+                update(Broadcast)
+                .where(Broadcast.id == broadcast_id, Broadcast.state == "planning")
+                .values(state="sending", planned_at=utcnow())
+            )
+            check_gates(session, settings, broadcast_id, outbox)
     outbox.flush()
 
 

@@ -9,7 +9,7 @@ import channels.registry  # noqa: F401  (imported before the pool forks: SDK imp
 from channels.base import ChannelName
 from config import get_settings
 from dispatcher.celery_app import app
-from dispatcher.fanout import Outbox, gate_timed_out
+from dispatcher.fanout import Outbox, gate_timed_out, plan_next_tier
 from dispatcher.fanout import run_broadcast as _run_broadcast
 from dispatcher.sending import Services, build_services
 from dispatcher.sending import send_batch as _send_batch
@@ -36,6 +36,11 @@ def ping(value: str) -> dict[str, object]:
 @app.task(name="dispatcher.run_broadcast")
 def run_broadcast(broadcast_id: int) -> None:
     _run_broadcast(get_database(), get_settings(), broadcast_id)
+
+
+@app.task(name="dispatcher.plan_tier")
+def plan_tier(broadcast_id: int, tier: int) -> None:
+    plan_next_tier(get_database(), get_settings(), broadcast_id, tier)
 
 
 @app.task(name="dispatcher.send_batch")
