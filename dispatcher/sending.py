@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from channels.base import INTERNAL_ERROR, Channel, ChannelName, Failure, Outcome, Recipient, Variant
@@ -119,8 +120,29 @@ def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids:
         services.breaker.record(provider, successes=sum(o.accepted for o in outcomes), failures=retryable)
     except redis.RedisError:
         log.warning("could not update the %s breaker", provider, exc_info=True)
-    record_outcomes(services, broadcast_id, channel, rows, outcomes)
+    record_with_retry(services, broadcast_id, channel, rows, outcomes)
     return len(rows)
+
+
+def record_with_retry(
+    services: Services, broadcast_id: int, channel: ChannelName, rows: list[Moved], outcomes: list[Outcome]
+) -> None:
+    """The provider has answered: losing that answer to a database blip would send the whole batch
+    again after its lease. Retry the (idempotent) recording for up to half a lease first."""
+    deadline = time.monotonic() + services.settings.lease_s / 2
+    delay = 0.2
+    while True:
+        try:
+            record_outcomes(services, broadcast_id, channel, rows, outcomes)
+            return
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning(
+                "recording %d outcomes failed; retrying in %.1fs", len(outcomes), delay, exc_info=True
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def defer_while_open(
