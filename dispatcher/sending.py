@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from channels.base import INTERNAL_ERROR, Channel, ChannelName, Failure, Outcome, Recipient, Variant
 from config import Settings
-from dispatcher import planning
+from dispatcher import planning, provider_stats
 from dispatcher.breaker import Breaker
 from dispatcher.fanout import Outbox, check_gates, insert_one, utcnow
 from dispatcher.ratelimit import RateLimiter, throttle_for
@@ -203,7 +203,15 @@ def _call_provider(
     people: dict[int, tuple[str | None, str | None]],
 ) -> list[Outcome]:
     adapter = services.adapters[channel]
-    throttle = throttle_for(channel, services.limiter, services.settings)
+    limited = throttle_for(channel, services.limiter, services.settings)
+    waited: list[float] = []
+
+    def throttle(recipient: Recipient) -> None:
+        started = time.perf_counter()
+        limited(recipient)
+        waited.append(time.perf_counter() - started)
+
+    batch_started = time.perf_counter()
     by_locale: dict[str, list[Moved]] = defaultdict(list)
     for row in rows:
         by_locale[row.locale].append(row)
@@ -224,7 +232,28 @@ def _call_provider(
                 Outcome.failed(r.id, Failure.RETRYABLE, code=INTERNAL_ERROR, error=repr(exc)[:500])
                 for r in group
             )
+    _count(services, channel, len(rows), time.perf_counter() - batch_started, waited)
     return outcomes
+
+
+def _count(
+    services: Services, channel: ChannelName, recipients: int, seconds: float, waited: list[float]
+) -> None:
+    """Adds the batch to the provider's totals for /metrics; advisory, so a Redis error is only logged.
+    Call time excludes rate-limit waits (they overlap across threads, so this is an approximation)."""
+    wait_seconds = sum(waited)
+    try:
+        provider_stats.record(
+            get_redis(services.settings),
+            services.settings,
+            _provider(channel),
+            recipients=recipients,
+            call_seconds=max(0.0, seconds - wait_seconds / max(1, services.settings.send_concurrency)),
+            waits=sum(1 for w in waited if w > 0.001),
+            wait_seconds=wait_seconds,
+        )
+    except redis.RedisError:
+        log.warning("could not record %s stats", channel.value, exc_info=True)
 
 
 def _log_calls(

@@ -12,11 +12,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from channels.registry import PROVIDERS
 from config import Settings
+from dispatcher import provider_stats
 from dispatcher.redis_client import get_redis
 from dispatcher.store.db import get_database
 from dispatcher.store.models import Broadcast, BroadcastCount
@@ -74,13 +76,28 @@ class StoreCollector(Collector):
                     deliveries.add_metric([channel, state], int(n or 0))
         except Exception:  # a scrape reports what it can
             log.warning("metrics: database unavailable", exc_info=True)
+        names = {
+            "batches": "Send batches handed to each provider's adapter, by all workers",
+            "recipients": "Recipients in those batches (one provider call each, but email: 1,000 per call)",
+            "call_seconds": "Seconds spent in provider calls, rate-limit waits excluded",
+            "waits": "Provider calls that waited for the global rate limit",
+            "wait_seconds": "Seconds spent waiting for the global rate limit",
+        }
+        providers = {
+            field: CounterMetricFamily(f"dispatcher_provider_{field}", help_text, labels=["provider"])
+            for field, help_text in names.items()
+        }
         try:
             client = get_redis(self.settings)
             for queue in QUEUES:
                 queues.add_metric([queue], client.llen(self.settings.redis_prefix + queue))
+            totals = provider_stats.read(client, self.settings, tuple(sorted(set(PROVIDERS.values()))))
+            for provider, fields in totals.items():
+                for field, family in providers.items():
+                    family.add_metric([provider], fields[field])
         except Exception:
             log.warning("metrics: broker unavailable", exc_info=True)
-        yield from (broadcasts, deliveries, queues)
+        yield from (broadcasts, deliveries, queues, *providers.values())
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

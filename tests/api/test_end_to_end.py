@@ -193,6 +193,13 @@ def test_a_broadcast_through_the_api_and_cli(
     metrics = httpx.get(f"{api.url}/metrics").text
     assert re.search(r'dispatcher_deliveries\{channel="sms",state="delivered"\} \d+', metrics)
     assert "dispatcher_broadcasts_created_total 2.0" in metrics
+    # the workers' provider totals, read back from Redis by the API
+    sms_recipients = re.search(
+        r'dispatcher_provider_recipients_total\{provider="twilio"\} ([0-9.]+)', metrics
+    )
+    assert sms_recipients and float(sms_recipients.group(1)) >= len(ADMINS)
+    assert re.search(r'dispatcher_provider_call_seconds_total\{provider="sendgrid"\} [0-9.e+-]+', metrics)
+    assert 'dispatcher_provider_wait_seconds_total{provider="twilio"}' in metrics
 
     # Nobody's address leaks into the logs, and the API wrote one JSON line per request.
     worker.stop()
