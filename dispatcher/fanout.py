@@ -164,15 +164,6 @@ def _subscribers_in_tier(session: Session, tier: int, after_id: int) -> list[Any
     )
 
 
-def _addresses(sub: Any) -> dict[ChannelName, str | None]:
-    return {
-        ChannelName.EMAIL: sub.email,
-        ChannelName.SMS: sub.phone,
-        ChannelName.CHAT: sub.slack_channel,
-        ChannelName.WEBHOOK: sub.webhook_url,
-    }
-
-
 def plan_tier(database: Database, broadcast_id: int, tier: int, public_tier: int) -> None:
     """Writes the tier's delivery rows, a page of subscribers at a time (never the whole audience
     in memory), then marks the tier planned with its counts. Safe to run again after a crash."""
@@ -205,7 +196,9 @@ def plan_tier(database: Database, broadcast_id: int, tier: int, public_tier: int
                         continue
                     locale = COMPENSATION_LOCALE if compensated else sub.locale
                     wait = quiet_until(now, sub.timezone, sub.quiet_hours) if respect_quiet else None
-                    for target in planning.targets(sub.channels, sub.opt_outs, _addresses(sub), sending_on):
+                    for target in planning.targets(
+                        sub.channels, sub.opt_outs, planning.addresses_of(sub), sending_on
+                    ):
                         row = _row(broadcast_id, tier, target.channel, target.address, sub.id, locale, now)
                         if wait is not None:
                             row |= {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from channels.base import ChannelName
 
@@ -19,6 +20,17 @@ PUBLIC_ADDRESS = "public"  # the social post's one "recipient"
 class Target:
     channel: ChannelName
     address: str
+
+
+def addresses_of(subscriber: Any) -> dict[ChannelName, str | None]:
+    """A subscriber's address per personal channel, from anything with the stored attribute names
+    (an ORM row or a plain result row)."""
+    return {
+        ChannelName.EMAIL: subscriber.email,
+        ChannelName.SMS: subscriber.phone,
+        ChannelName.CHAT: subscriber.slack_channel,
+        ChannelName.WEBHOOK: subscriber.webhook_url,
+    }
 
 
 def normalise_address(channel: ChannelName, address: str) -> str:

@@ -368,13 +368,9 @@ def fail_over(
     sub = session.get(Subscriber, moved.subscriber_id)
     if sub is None:
         return
-    addresses = {
-        ChannelName.EMAIL: sub.email,
-        ChannelName.SMS: sub.phone,
-        ChannelName.CHAT: sub.slack_channel,
-        ChannelName.WEBHOOK: sub.webhook_url,
-    }
-    target = planning.next_channel(failed, sub.channels, sub.opt_outs, addresses, services.adapters)
+    target = planning.next_channel(
+        failed, sub.channels, sub.opt_outs, planning.addresses_of(sub), services.adapters
+    )
     if target is None:
         return
     now = utcnow()

@@ -86,7 +86,7 @@ def count_audience(
                 Subscriber.opt_outs,
                 Subscriber.components,
                 Subscriber.regions,
-                func.min(SubscriberList.tier),
+                func.min(SubscriberList.tier).label("tier"),
             )
             .join(Membership, Membership.subscriber_id == Subscriber.id)
             .join(SubscriberList, SubscriberList.id == Membership.list_id)
@@ -97,17 +97,13 @@ def count_audience(
         ).all()
         if not page:
             break
-        for sid, email, phone, slack, hook, channels, opt_outs, comps, regs, tier in page:
-            after = sid
-            if not planning.in_scope(comps, regs, components, regions):
+        for row in page:
+            after, tier = row.id, row.tier
+            if not planning.in_scope(row.components, row.regions, components, regions):
                 continue
-            addresses = {
-                ChannelName.EMAIL: email,
-                ChannelName.SMS: phone,
-                ChannelName.CHAT: slack,
-                ChannelName.WEBHOOK: hook,
-            }
-            for target in planning.targets(channels, opt_outs, addresses, sending_on):
+            for target in planning.targets(
+                row.channels, row.opt_outs, planning.addresses_of(row), sending_on
+            ):
                 key = (target.channel, target.address)
                 first_tier[key] = min(tier, first_tier.get(key, tier))
     counts: Counter[tuple[int, str]] = Counter((tier, ch.value) for (ch, _), tier in first_tier.items())
