@@ -119,6 +119,14 @@ def _record_update(
     return update
 
 
+def tier_layout(session: Session, settings: Settings) -> tuple[list[int], int]:
+    """A broadcast's tiers, in order, and which of them is the public one: every configured or
+    list tier, then one more for the public post. Broadcasts and previews must agree on this."""
+    list_tiers = set(session.scalars(select(SubscriberList.tier).distinct())) | set(settings.tiers.values())
+    public_tier = max(list_tiers, default=0) + 1
+    return sorted(list_tiers | {public_tier}), public_tier
+
+
 def create_broadcast(
     session: Session,
     settings: Settings,
@@ -157,9 +165,8 @@ def create_broadcast(
     )
     session.add(broadcast)
     session.flush()
-    list_tiers = set(session.scalars(select(SubscriberList.tier).distinct())) | set(settings.tiers.values())
-    public_tier = max(list_tiers, default=0) + 1
-    for tier in sorted(list_tiers | {public_tier}):
+    tiers, _ = tier_layout(session, settings)
+    for tier in tiers:
         session.add(BroadcastTier(broadcast_id=broadcast.id, tier=tier, state="planning"))
     adapters = build_channels(settings)
     if compensation:

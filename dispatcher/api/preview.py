@@ -16,6 +16,7 @@ from config import Settings
 from dispatcher import planning
 from dispatcher.api.deps import BROADCAST, Caller, get_db, get_settings
 from dispatcher.api.schemas import ERRORS, PreviewIn
+from dispatcher.broadcasts import tier_layout
 from dispatcher.message import EventKind, Kind
 from dispatcher.policy import channels_for
 from dispatcher.store.db import Database
@@ -107,8 +108,7 @@ def count_audience(
                 key = (target.channel, target.address)
                 first_tier[key] = min(tier, first_tier.get(key, tier))
     counts: Counter[tuple[int, str]] = Counter((tier, ch.value) for (ch, _), tier in first_tier.items())
-    list_tiers = set(session.scalars(select(SubscriberList.tier).distinct())) | set(settings.tiers.values())
-    public_tier = max(list_tiers, default=0) + 1
+    tiers, public_tier = tier_layout(session, settings)
     if ChannelName.SOCIAL in sending_on:
         counts[(public_tier, ChannelName.SOCIAL.value)] += 1
     tiers = [
@@ -118,6 +118,6 @@ def count_audience(
             "channels": {ch: n for (t, ch), n in sorted(counts.items()) if t == tier},
             "total": sum(n for (t, _), n in counts.items() if t == tier),
         }
-        for tier in sorted(list_tiers | {public_tier})
+        for tier in tiers
     ]
     return {"total": sum(counts.values()), "tiers": tiers}
