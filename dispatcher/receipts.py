@@ -17,10 +17,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, bindparam, select, update
+from sqlalchemy import ColumnElement, Row, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from dispatcher.store.bulk import id_in, update_rows
 from dispatcher.store.models import BroadcastCount, BroadcastTier, Delivery
 
 
@@ -106,7 +107,7 @@ def transition(
     moved: list[Moved] = []
     for start in range(0, len(ids), 2000):  # keep the IN list within every driver's limits
         chunk = list(ids[start : start + 2000])
-        query = update(Delivery).where(Delivery.id.in_(chunk), Delivery.state == expect.value)
+        query = update(Delivery).where(id_in(session, Delivery.id, chunk), Delivery.state == expect.value)
         if where is not None:
             query = query.where(where)
         result = session.execute(query.values(**changes).returning(*RETURNING))
@@ -160,18 +161,8 @@ def bump_counts(session: Session, deltas: Counter[tuple[int, int, str, str]]) ->
 
 def set_details(session: Session, details: Sequence[dict[str, Any]]) -> None:
     """Per-row fields (provider message id, error, next attempt) after a grouped transition.
-    Each dict has `b_id` plus the columns to set."""
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for item in details:
-        by_columns.setdefault(tuple(sorted(k for k in item if k != "b_id")), []).append(item)
-    for columns, items in by_columns.items():
-        if columns:
-            stmt = (
-                update(Delivery)
-                .where(Delivery.id == bindparam("b_id"))
-                .values({c: bindparam(c) for c in columns})
-            )
-            session.connection().execute(stmt, items)
+    Each dict has the row's `id` plus the columns to set."""
+    update_rows(session, Delivery.__table__, details)
 
 
 def apply_provider_status(

@@ -1,0 +1,80 @@
+"""Set-based SQL that stays fast at 100k rows: one array parameter instead of thousands of values.
+
+On PostgreSQL a statement with thousands of placeholders costs more to prepare than to run: psycopg
+re-parses every query over 4 kB, which took 1.7 s of a 10k tier's planning and a fifth of each
+batch's claim and record. So PostgreSQL gets `= ANY(:ids)` and `INSERT ... SELECT unnest(...)`, one
+array per column. SQLite, in-process, runs IN lists and executemany at C speed and keeps them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, Table, any_, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+
+def on_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def id_in(session: Session, column: ColumnElement[Any], ids: Collection[int]) -> ColumnElement[bool]:
+    """`column IN ids`, as one array parameter on PostgreSQL."""
+    if on_postgres(session):
+        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(BigInteger)))
+    return column.in_(list(ids))
+
+
+def insert_ignoring(
+    session: Session, table: Table, rows: Sequence[dict[str, Any]], unique: list[str]
+) -> None:
+    """Inserts `rows`, skipping any that would repeat the `unique` key."""
+    if not rows:
+        return
+    columns = sorted({column for row in rows for column in row})
+    if on_postgres(session):
+        stmt = postgresql.insert(table).from_select(
+            columns, select(*(_column_values(table, c, rows) for c in columns))
+        )
+        session.execute(stmt.on_conflict_do_nothing(index_elements=unique))
+        return
+    uniform = [{c: row.get(c) for c in columns} for row in rows]  # executemany wants one shape
+    session.execute(sqlite.insert(table).on_conflict_do_nothing(index_elements=unique), uniform)
+
+
+def _column_values(table: Table, column: str, rows: Sequence[dict[str, Any]]) -> ColumnElement[Any]:
+    """One column of `rows` for INSERT ... SELECT: an unnested array, or a single value when every
+    row has the same one (timestamps, broadcast, tier: no need to send and parse it 5,000 times)."""
+    values = [row.get(column) for row in rows]
+    if all(v == values[0] for v in values):
+        return bindparam(f"u_{column}", values[0], type_=table.c[column].type)
+    return func.unnest(bindparam(f"u_{column}", values, type_=postgresql.ARRAY(table.c[column].type)))
+
+
+def update_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Sets per-row values: each dict has the row's `id` and the columns to set. One statement per
+    set of columns (UPDATE ... FROM unnest on PostgreSQL) instead of one per row."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_columns.setdefault(tuple(sorted(c for c in row if c != "id")), []).append(row)
+    for columns, group in by_columns.items():
+        if not columns:
+            continue
+        if on_postgres(session):
+            ids = bindparam("u_ids", [r["id"] for r in group], type_=postgresql.ARRAY(BigInteger))
+            values = select(
+                func.unnest(ids).label("id"), *(_column_values(table, c, group).label(c) for c in columns)
+            ).subquery("v")
+            stmt = update(table).where(table.c.id == values.c.id).values({c: values.c[c] for c in columns})
+            session.execute(stmt)
+        else:
+            stmt = (
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .values({c: bindparam(c) for c in columns})
+            )
+            session.connection().execute(
+                stmt, [{"b_id": r["id"], **{c: r[c] for c in columns}} for r in group]
+            )
