@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -70,9 +71,14 @@ class Outbox:
         self.items.clear()
 
 
-def insert_ignore(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Bulk insert deliveries, skipping any (broadcast, channel, address) that already has one."""
-    insert_ignoring(session, Delivery.__table__, rows, ["broadcast_id", "channel", "address"])
+def insert_ignore(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """Bulk insert deliveries, skipping any (broadcast, channel, address) that already has one;
+    returns the (id, channel) of the rows it inserted."""
+    table = Delivery.__table__
+    inserted = insert_ignoring(
+        session, table, rows, ["broadcast_id", "channel", "address"], (table.c.id, table.c.channel)
+    )
+    return [(row_id, channel) for row_id, channel in inserted]
 
 
 def insert_one(session: Session, row: dict[str, Any]) -> int | None:
@@ -162,9 +168,11 @@ def _subscribers_in_tier(
     )
 
 
-def plan_tier(database: Database, broadcast_id: int, tier: int, public_tier: int) -> None:
+def plan_tier(database: Database, settings: Settings, broadcast_id: int, tier: int, public_tier: int) -> None:
     """Writes the tier's delivery rows, a page of subscribers at a time (never the whole audience
-    in memory), then marks the tier planned with its counts. Safe to run again after a crash."""
+    in memory), counting each page in the transaction that writes it, then marks the tier planned.
+    Once the tier's turn has come, each page is sent as soon as it is written: 95,000 customers
+    need not wait for the last page to be planned. Safe to run again after a crash."""
     with database.session() as session:
         broadcast = session.get(Broadcast, broadcast_id)
         assert broadcast is not None
@@ -176,11 +184,8 @@ def plan_tier(database: Database, broadcast_id: int, tier: int, public_tier: int
     now = utcnow()
     if tier == public_tier:
         if ChannelName.SOCIAL in sending_on:
-            with database.session() as session:
-                insert_ignore(
-                    session,
-                    [_row(broadcast_id, tier, ChannelName.SOCIAL, planning.PUBLIC_ADDRESS, None, "en", now)],
-                )
+            row = _row(broadcast_id, tier, ChannelName.SOCIAL, planning.PUBLIC_ADDRESS, None, "en", now)
+            _write_page(database, settings, broadcast_id, tier, [row])
     else:
         scoped = bool(components or regions)
         columns = (
@@ -192,54 +197,65 @@ def plan_tier(database: Database, broadcast_id: int, tier: int, public_tier: int
         while True:
             with database.session() as session:
                 page = _subscribers_in_tier(session, tier, after, columns)
-                if not page:
-                    break
-                rows = []
-                for sub in page:
-                    if scoped and not planning.in_scope(sub.components, sub.regions, components, regions):
-                        continue
-                    locale = COMPENSATION_LOCALE if compensated else sub.locale
-                    wait = quiet_until(now, sub.timezone, sub.quiet_hours) if respect_quiet else None
-                    for target in planning.targets(
-                        sub.channels, sub.opt_outs, planning.addresses_of(sub), sending_on
-                    ):
-                        row = _row(broadcast_id, tier, target.channel, target.address, sub.id, locale, now)
-                        if wait is not None:
-                            row |= {
-                                "next_attempt_at": wait,
-                                "last_error_code": QUIET_HOURS_CODE,
-                                "last_error": f"waiting out quiet hours until {wait.isoformat()}",
-                            }
-                        rows.append(row)
-                after = page[-1].id
-                insert_ignore(session, rows)
+            if not page:
+                break
+            rows = []
+            for sub in page:
+                if scoped and not planning.in_scope(sub.components, sub.regions, components, regions):
+                    continue
+                locale = COMPENSATION_LOCALE if compensated else sub.locale
+                wait = quiet_until(now, sub.timezone, sub.quiet_hours) if respect_quiet else None
+                for target in planning.targets(
+                    sub.channels, sub.opt_outs, planning.addresses_of(sub), sending_on
+                ):
+                    row = _row(broadcast_id, tier, target.channel, target.address, sub.id, locale, now)
+                    if wait is not None:
+                        row |= {
+                            "next_attempt_at": wait,
+                            "last_error_code": QUIET_HOURS_CODE,
+                            "last_error": f"waiting out quiet hours until {wait.isoformat()}",
+                        }
+                    rows.append(row)
+            after = page[-1].id
+            _write_page(database, settings, broadcast_id, tier, rows)
     with database.session() as session:
-        counts = session.execute(
-            select(Delivery.channel, func.count())
-            .where(Delivery.broadcast_id == broadcast_id, Delivery.tier == tier)
-            .group_by(Delivery.channel)
-        ).all()
-        total = sum(n for _, n in counts)
-        moved = session.execute(
+        session.execute(
             update(BroadcastTier)
             .where(
                 BroadcastTier.broadcast_id == broadcast_id,
                 BroadcastTier.tier == tier,
                 BroadcastTier.state == "planning",
             )
-            .values(state="planned", planned=total, outstanding=total)
-        ).rowcount
-        if moved:
-            _set_pending_counts(session, broadcast_id, tier, dict(counts))
+            .values(state="planned")
+        )
 
 
-def _set_pending_counts(session: Session, broadcast_id: int, tier: int, counts: dict[str, int]) -> None:
-    from collections import Counter
-
-    deltas: Counter[tuple[int, int, str, str]] = Counter(
-        {(broadcast_id, tier, channel, State.PENDING.value): n for channel, n in counts.items()}
-    )
-    bump_counts(session, deltas)
+def _write_page(
+    database: Database, settings: Settings, broadcast_id: int, tier: int, rows: list[dict[str, Any]]
+) -> None:
+    """One page of a tier: its rows and their counts in one transaction, then, if the tier's turn
+    has come, its sends. Only rows this call inserted are counted, so a re-run counts nothing twice."""
+    outbox = Outbox()
+    with database.session() as session:
+        inserted = insert_ignore(session, rows)
+        if inserted:
+            per_channel = Counter(channel for _, channel in inserted)
+            # counters before the tier row: the order recording takes them in, so neither waits on the other
+            bump_counts(
+                session,
+                Counter({(broadcast_id, tier, c, State.PENDING.value): n for c, n in per_channel.items()}),
+            )
+            session.execute(
+                update(BroadcastTier)
+                .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
+                .values(
+                    planned=BroadcastTier.planned + len(inserted),
+                    outstanding=BroadcastTier.outstanding + len(inserted),
+                )
+            )
+            if _turn_has_come(session, broadcast_id, tier):
+                _dispatch_new(session, settings, broadcast_id, tier, outbox)
+    outbox.flush()
 
 
 def _row(
@@ -295,7 +311,7 @@ def plan_next_tier(database: Database, settings: Settings, broadcast_id: int, ti
     the worker process it holds (measured: 19.6 s to the first admin with one worker, 100k audience)."""
     with database.session() as session:
         tiers = [t.tier for t in tiers_of(session, broadcast_id)]
-    plan_tier(database, broadcast_id, tier, max(tiers))
+    plan_tier(database, settings, broadcast_id, tier, max(tiers))
     following = next((t for t in tiers if t > tier), None)
     outbox = Outbox()
     with database.session() as session:
@@ -317,15 +333,8 @@ def plan_next_tier(database: Database, settings: Settings, broadcast_id: int, ti
 
 def try_dispatch(session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox) -> bool:
     """Starts sending `tier` if it is planned and the tier before it has passed its gate."""
-    previous = session.scalar(
-        select(BroadcastTier.state)
-        .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier < tier)
-        .order_by(BroadcastTier.tier.desc())
-        .limit(1)
-    )
-    if previous is not None and previous != "done":
+    if not _turn_has_come(session, broadcast_id, tier):
         return False
-    now = utcnow()
     started = session.execute(
         update(BroadcastTier)
         .where(
@@ -333,18 +342,51 @@ def try_dispatch(session: Session, settings: Settings, broadcast_id: int, tier: 
             BroadcastTier.tier == tier,
             BroadcastTier.state == "planned",
         )
-        .values(state="sending", started_at=now)
+        .values(state="sending")
     ).rowcount
     if not started:
         return False
-    delay = settings.tier_delay_s.get(tier, 0.0)
-    # Rows waiting out quiet hours are not enqueued now; the sweeper releases them when they fall due.
-    for channel, ids in pending_batches(session, settings, broadcast_id, tier, due_by=now):
-        outbox.add("dispatcher.send_batch", [broadcast_id, channel.value, ids], channel.value, delay)
-    outbox.add("dispatcher.check_gate", [broadcast_id, tier], "control", delay + settings.tier_gate_timeout_s)
+    started_at = _dispatch_new(session, settings, broadcast_id, tier, outbox)
+    elapsed = (utcnow() - started_at).total_seconds()
+    gate_in = settings.tier_delay_s.get(tier, 0.0) + settings.tier_gate_timeout_s - elapsed
+    outbox.add("dispatcher.check_gate", [broadcast_id, tier], "control", max(0.0, gate_in))
     session.flush()
     check_gates(session, settings, broadcast_id, outbox)  # an empty tier passes its gate at once
     return True
+
+
+def _turn_has_come(session: Session, broadcast_id: int, tier: int) -> bool:
+    """The tier before this one has passed its gate, or there is none."""
+    previous = session.scalar(
+        select(BroadcastTier.state)
+        .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier < tier)
+        .order_by(BroadcastTier.tier.desc())
+        .limit(1)
+    )
+    return previous is None or previous == "done"
+
+
+def _dispatch_new(
+    session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox
+) -> datetime:
+    """Enqueues the tier's due pending rows that no earlier call enqueued (those above its
+    watermark); the first call starts the tier's clock, which it returns. Rows waiting out quiet
+    hours are not enqueued now: the sweeper releases them when they fall due."""
+    where = (BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
+    started_at, through = session.execute(
+        select(BroadcastTier.started_at, BroadcastTier.dispatched_through).where(*where).with_for_update()
+    ).one()
+    now = utcnow()
+    started_at = started_at or now
+    delay = max(0.0, settings.tier_delay_s.get(tier, 0.0) - (now - started_at).total_seconds())
+    highest = through or 0
+    for channel, ids in pending_batches(session, settings, broadcast_id, tier, due_by=now, above_id=highest):
+        outbox.add("dispatcher.send_batch", [broadcast_id, channel.value, ids], channel.value, delay)
+        highest = max(highest, ids[-1])
+    session.execute(
+        update(BroadcastTier).where(*where).values(started_at=started_at, dispatched_through=highest)
+    )
+    return started_at
 
 
 def pending_batches(
@@ -355,6 +397,7 @@ def pending_batches(
     *,
     stale_before: datetime | None = None,
     due_by: datetime | None = None,
+    above_id: int = 0,
 ) -> Iterator[tuple[ChannelName, list[int]]]:
     """Pending delivery ids of a tier, cut into batches sized for each channel's provider."""
     from channels.registry import CHANNEL_CLASSES
@@ -363,6 +406,8 @@ def pending_batches(
     query = select(Delivery.channel, Delivery.id).where(
         Delivery.broadcast_id == broadcast_id, Delivery.tier == tier, Delivery.state == State.PENDING.value
     )
+    if above_id:
+        query = query.where(Delivery.id > above_id)
     if stale_before is not None:
         query = query.where(Delivery.updated_at < stale_before)
     if due_by is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Table, any_, bindparam, func, select, update
+from sqlalchemy import BigInteger, ColumnElement, Row, Table, any_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -28,20 +28,34 @@ def id_in(session: Session, column: ColumnElement[Any], ids: Collection[int]) ->
 
 
 def insert_ignoring(
-    session: Session, table: Table, rows: Sequence[dict[str, Any]], unique: list[str]
-) -> None:
-    """Inserts `rows`, skipping any that would repeat the `unique` key."""
+    session: Session,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    unique: list[str],
+    returning: Sequence[ColumnElement[Any]] = (),
+) -> list[Row[Any]]:
+    """Inserts `rows`, skipping any that would repeat the `unique` key; returns the `returning`
+    columns of the rows it inserted (none of those it skipped)."""
     if not rows:
-        return
+        return []
     columns = sorted({column for row in rows for column in row})
     if on_postgres(session):
-        stmt = postgresql.insert(table).from_select(
-            columns, select(*(_column_values(table, c, rows) for c in columns))
+        values = select(*(_column_values(table, c, rows) for c in columns))
+        stmt = (
+            postgresql.insert(table)
+            .from_select(columns, values)
+            .on_conflict_do_nothing(index_elements=unique)
         )
-        session.execute(stmt.on_conflict_do_nothing(index_elements=unique))
-        return
+        if not returning:
+            session.execute(stmt)
+            return []
+        return list(session.execute(stmt.returning(*returning)))
     uniform = [{c: row.get(c) for c in columns} for row in rows]  # executemany wants one shape
-    session.execute(sqlite.insert(table).on_conflict_do_nothing(index_elements=unique), uniform)
+    stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=unique)
+    if not returning:
+        session.execute(stmt, uniform)
+        return []
+    return list(session.execute(stmt.returning(*returning), uniform))
 
 
 def _column_values(table: Table, column: str, rows: Sequence[dict[str, Any]]) -> ColumnElement[Any]:

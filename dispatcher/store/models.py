@@ -183,6 +183,7 @@ class BroadcastTier(Base):
     outstanding: Mapped[int] = mapped_column(Integer, default=0)  # not yet accepted nor final
     gate: Mapped[str | None] = mapped_column(String(20))  # how the next tier was released
     started_at: Mapped[datetime | None]
+    dispatched_through: Mapped[int | None] = mapped_column(Id)  # highest delivery id enqueued
     first_accepted_at: Mapped[datetime | None]
     all_accepted_at: Mapped[datetime | None]
 
