@@ -233,3 +233,84 @@ def test_no_worker_no_sending(harness: Harness) -> None:
     time.sleep(0.3)
     assert harness.sandbox.messages() == []
     assert harness.progress(broadcast_id)["state"] == "queued"
+
+
+def _queued_batches(channel: str) -> list[list[int]]:
+    """The delivery ids of every send_batch task waiting in a channel's queue (no worker runs)."""
+    import base64
+    import json
+
+    import redis as redis_lib
+
+    from config import get_settings
+
+    client = redis_lib.Redis.from_url(get_settings().redis_url or "")
+    key = f"{get_settings().redis_prefix}{channel}"
+    batches = []
+    for raw in reversed(client.lrange(key, 0, -1)):  # pushed on the left: oldest last
+        message = json.loads(raw)
+        if message["headers"]["task"] == "dispatcher.send_batch":
+            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            batches.append(list(args[2]))
+    client.delete(key)
+    return batches
+
+
+def test_a_tier_whose_turn_has_come_is_sent_page_by_page_and_each_row_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Customers need not wait for the last page of their tier to be planned; the per-tier watermark
+    keeps the pages and the final dispatch from enqueuing a row twice. Driven by hand, no worker."""
+    from sqlalchemy import update
+
+    from dispatcher import fanout
+    from dispatcher.fanout import Outbox, plan_tier, try_dispatch
+    from dispatcher.store.models import BroadcastTier
+
+    monkeypatch.setattr(fanout, "PAGE", 2)
+    harness.subscribers(tiered_audience(admins=1, stakeholders=0, customers=5))
+    settings = harness.settings
+    _queued_batches("email")
+
+    def customers_of(broadcast_id: int) -> set[int]:
+        with harness.database.session() as session:
+            return set(
+                session.scalars(
+                    select(Delivery.id).where(Delivery.broadcast_id == broadcast_id, Delivery.tier == 2)
+                )
+            )
+
+    def release_tiers_before(broadcast_id: int, tier: int) -> None:  # as their gates would
+        with harness.database.session() as session:
+            session.execute(
+                update(BroadcastTier)
+                .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier < tier)
+                .values(state="done")
+            )
+
+    def dispatch(broadcast_id: int) -> None:
+        outbox = Outbox()
+        with harness.database.session() as session:
+            assert try_dispatch(session, settings, broadcast_id, 2, outbox)
+        outbox.flush()
+
+    # The tiers before have passed their gates: each page is enqueued as it is written.
+    streamed = harness.open(OutageMessage(title="paged", impact="major"), send=False)
+    release_tiers_before(streamed, 2)
+    plan_tier(harness.database, settings, streamed, 2, 3)
+    pages = _queued_batches("email")
+    assert [len(ids) for ids in pages] == [2, 2, 1]
+    assert sorted(i for ids in pages for i in ids) == sorted(customers_of(streamed))
+    dispatch(streamed)  # planning done: nothing left to enqueue
+    assert _queued_batches("email") == []
+
+    # The tier before is still sending: nothing goes until it is released, then everything once.
+    waiting = harness.open(OutageMessage(title="waiting", impact="major"), send=False)
+    plan_tier(harness.database, settings, waiting, 2, 3)
+    assert _queued_batches("email") == []
+    release_tiers_before(waiting, 2)
+    dispatch(waiting)
+    assert [sorted(ids) for ids in _queued_batches("email")] == [sorted(customers_of(waiting))]
+    with harness.database.session() as session:
+        tier = session.get(BroadcastTier, (waiting, 2))
+        assert tier is not None and (tier.planned, tier.outstanding) == (5, 5)
