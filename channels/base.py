@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from dispatcher.message import EventKind, OutageMessage
 
@@ -34,10 +34,9 @@ class RenderContext:
     unsubscribe_url: str | None = None  # email footer and List-Unsubscribe; per-recipient token appended
 
 
-@dataclass(frozen=True)
-class Recipient:
+class Recipient(NamedTuple):
     """One destination of one delivery. `address` is an email, E.164 number, Slack channel id,
-    webhook URL, or "public" for the social post."""
+    webhook URL, or "public" for the social post. (A NamedTuple: one is built per message.)"""
 
     delivery_id: int
     address: str
