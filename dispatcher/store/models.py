@@ -225,7 +225,6 @@ class Delivery(Base):
         ),
         Index("ix_deliveries_broadcast_tier_state", "broadcast_id", "tier", "state"),
         Index("ix_deliveries_state_lease", "state", "lease_until"),
-        Index("ix_deliveries_provider_message_id", "provider_message_id"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

@@ -1,4 +1,7 @@
-"""streamed planning: broadcast_tiers.dispatched_through
+"""streamed planning: broadcast_tiers.dispatched_through; no index on provider_message_id
+
+Nothing looks deliveries up by provider message id (status webhooks carry our delivery id), and
+that index cost an index insert on every state change of every row: two or three per message.
 
 Revision ID: 0003
 Revises: 0002
@@ -24,8 +27,12 @@ def upgrade() -> None:
                 "dispatched_through", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
             )
         )
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_provider_message_id")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.create_index("ix_deliveries_provider_message_id", ["provider_message_id"], unique=False)
     with op.batch_alter_table("broadcast_tiers", schema=None) as batch_op:
         batch_op.drop_column("dispatched_through")
