@@ -33,7 +33,6 @@ PG_URL = os.environ.get("BENCH_POSTGRES_URL") or os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 SHARED_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-QUEUES = "control,email,chat,sms,social,webhook"
 COMMANDER_KEY = "bench-commander-" + "k" * 24
 VIEWER_KEY = "bench-viewer-" + "v" * 24
 ADMIN_KEY = "bench-admin-" + "a" * 24
@@ -355,12 +354,14 @@ class Stack:
         return self
 
     def start_worker(self, i: int, concurrency: int = 1) -> subprocess.Popen[bytes]:
+        from dispatcher.celery_app import QUEUES
+
         self._worker_seq += 1
         celery = [sys.executable, "-m", "celery", "-A", "dispatcher.celery_app"]
         return self.spawn(
             f"worker{i}",
             [
-                *(*celery, "worker", "-Q", QUEUES, "-c", str(concurrency)),
+                *(*celery, "worker", "-Q", ",".join(QUEUES), "-c", str(concurrency)),
                 *("-n", f"{self.name}{i}-{self._worker_seq}-{self.run_id}@%h", "--loglevel", "WARNING"),
                 *("--without-gossip", "--without-mingle"),
             ],

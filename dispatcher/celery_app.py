@@ -5,7 +5,8 @@
 - visibility timeout longer than any task: otherwise Redis hands an unacknowledged task out again.
 - no far-future ETA or countdown tasks: past the visibility timeout Redis would redeliver them over
   and over, so the scheduler polls the database instead (countdowns here stay under retry_cap_s).
-- a queue per channel, so a slow provider never holds up another channel's sends.
+- a queue per channel, taken in priority order (see QUEUES), so a paced provider never holds up
+  another channel's sends, and an urgent queue for the first tier (admins).
 """
 
 from __future__ import annotations
@@ -20,13 +21,34 @@ from config import Settings, get_settings
 from dispatcher.redis_client import require_redis_url
 
 CONTROL_QUEUE = "control"
-QUEUES = (CONTROL_QUEUE, *(c.value for c in ChannelName))
+URGENT_QUEUE = "urgent"
+# Workers take from the first queue that has work ("priority" order, not round robin): the first
+# tier's batches, then planning and gates, then channels by how long one batch holds a worker.
+# A paced SMS batch (100 messages at the Twilio limit) holds it for seconds; an email batch of
+# 1,000 for a tenth of one, so round robin made each email batch wait behind an SMS batch.
+QUEUES = (
+    URGENT_QUEUE,
+    CONTROL_QUEUE,
+    *(
+        c.value
+        for c in (
+            ChannelName.EMAIL,
+            ChannelName.WEBHOOK,
+            ChannelName.SOCIAL,
+            ChannelName.CHAT,
+            ChannelName.SMS,
+        )
+    ),
+)
 VISIBILITY_TIMEOUT_S = 3600
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     url = require_redis_url(settings)
-    transport: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+    transport: dict[str, Any] = {
+        "visibility_timeout": VISIBILITY_TIMEOUT_S,
+        "queue_order_strategy": "priority",
+    }
     results: dict[str, Any] = {}
     if settings.redis_prefix:
         transport["global_keyprefix"] = settings.redis_prefix

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from channels.base import ChannelName, RenderContext
 from config import Settings
 from dispatcher import planning
+from dispatcher.celery_app import URGENT_QUEUE
 from dispatcher.message import EventKind, OutageMessage
 from dispatcher.quiet_hours import quiet_until
 from dispatcher.receipts import State, bump_counts
@@ -44,6 +45,7 @@ from dispatcher.store.models import (
 )
 
 PAGE = 5000
+URGENT_TIER = 0  # the first tier (admins): its batches jump every queue
 # The variant key for tiers whose resolved notice carries compensation (see broadcasts.compensation_text).
 COMPENSATION_LOCALE = "en+compensation"
 # Marks a pending row that waits out its recipient's quiet hours until `next_attempt_at`.
@@ -63,12 +65,27 @@ class Outbox:
     def add(self, task: str, args: list[Any], queue: str, countdown: float = 0.0) -> None:
         self.items.append((task, args, queue, countdown))
 
+    def send_batch(
+        self, broadcast_id: int, channel: ChannelName | str, ids: list[int], tier: int, countdown: float = 0.0
+    ) -> None:
+        """A batch of one channel's deliveries, on the queue `batch_queue` picks."""
+        channel = ChannelName(channel)
+        self.add(
+            "dispatcher.send_batch", [broadcast_id, channel.value, ids], batch_queue(channel, tier), countdown
+        )
+
     def flush(self) -> None:
         from dispatcher.celery_app import app
 
         for task, args, queue, countdown in self.items:
             app.send_task(task, args=args, queue=queue, countdown=countdown or None)
         self.items.clear()
+
+
+def batch_queue(channel: ChannelName, tier: int) -> str:
+    """The first tier's batches go to the urgent queue, which workers take before any other: admins
+    never wait behind another broadcast's customers. The rest go to their channel's queue."""
+    return URGENT_QUEUE if tier == URGENT_TIER else channel.value
 
 
 def insert_ignore(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
@@ -381,7 +398,7 @@ def _dispatch_new(
     delay = max(0.0, settings.tier_delay_s.get(tier, 0.0) - (now - started_at).total_seconds())
     highest = through or 0
     for channel, ids in pending_batches(session, settings, broadcast_id, tier, due_by=now, above_id=highest):
-        outbox.add("dispatcher.send_batch", [broadcast_id, channel.value, ids], channel.value, delay)
+        outbox.send_batch(broadcast_id, channel, ids, tier, delay)
         highest = max(highest, ids[-1])
     session.execute(
         update(BroadcastTier).where(*where).values(started_at=started_at, dispatched_through=highest)

@@ -171,12 +171,8 @@ def defer_while_open(
             if moved.tier in services.settings.failover_tiers:
                 fail_over(session, services, moved, channel, outbox)
         if pending:
-            outbox.add(
-                "dispatcher.send_batch",
-                [broadcast_id, channel.value, [r[0] for r in pending]],
-                channel.value,
-                wait,
-            )
+            tier = min(Moved._make(row).tier for row in pending)
+            outbox.send_batch(broadcast_id, channel, [r[0] for r in pending], tier, wait)
     outbox.flush()
 
 
@@ -355,12 +351,8 @@ def record_outcomes(
                 values={"next_attempt_at": now + timedelta(seconds=delay)},
             )
             if back:
-                outbox.add(
-                    "dispatcher.send_batch",
-                    [broadcast_id, channel.value, [m.id for m in back]],
-                    channel.value,
-                    delay,
-                )
+                tier = min(m.tier for m in back)
+                outbox.send_batch(broadcast_id, channel, [m.id for m in back], tier, delay)
         for state, failed in final.items():
             gone = transition(
                 session, [o.delivery_id for o in failed], expect=State.SENDING, to=state, now=now
@@ -413,6 +405,4 @@ def fail_over(
         .values(outstanding=BroadcastTier.outstanding + 1)
     )
     count_moves(session, [(moved.broadcast_id, moved.tier, target.channel.value)], None, State.PENDING)
-    outbox.add(
-        "dispatcher.send_batch", [moved.broadcast_id, target.channel.value, [new_id]], target.channel.value
-    )
+    outbox.send_batch(moved.broadcast_id, target.channel, [new_id], moved.tier)

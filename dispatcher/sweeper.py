@@ -17,7 +17,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, select, update
 
 from config import Settings
-from dispatcher.fanout import QUIET_HOURS_CODE, Outbox, check_gates, gate_timed_out, pending_batches, utcnow
+from dispatcher.fanout import (
+    QUIET_HOURS_CODE,
+    Outbox,
+    batch_queue,
+    check_gates,
+    gate_timed_out,
+    pending_batches,
+    utcnow,
+)
 from dispatcher.receipts import State, transition
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastTier, Delivery
@@ -63,17 +71,15 @@ def release_quiet_rows(database: Database, now: datetime, outbox: Outbox) -> int
                 ),
             )
             .values(last_error_code=None, last_error=None, updated_at=now)
-            .returning(Delivery.broadcast_id, Delivery.channel, Delivery.id)
+            .returning(Delivery.broadcast_id, Delivery.channel, Delivery.tier, Delivery.id)
         ).all()
-    groups: dict[tuple[int, str], list[int]] = {}
-    for broadcast_id, channel, delivery_id in released:
-        groups.setdefault((broadcast_id, channel), []).append(delivery_id)
-    for (broadcast_id, channel), ids in groups.items():
+    groups: dict[tuple[int, str, int], list[int]] = {}
+    for broadcast_id, channel, tier, delivery_id in released:
+        groups.setdefault((broadcast_id, channel, tier), []).append(delivery_id)
+    for (broadcast_id, channel, tier), ids in groups.items():
         ids.sort()
         for start in range(0, len(ids), QUIET_BATCH):
-            outbox.add(
-                "dispatcher.send_batch", [broadcast_id, channel, ids[start : start + QUIET_BATCH]], channel
-            )
+            outbox.send_batch(broadcast_id, channel, ids[start : start + QUIET_BATCH], tier)
     return len(released)
 
 
@@ -96,11 +102,11 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
             values={"possible_duplicate": True},
         )
         report["expired_leases"] = len(moved)
-        groups: dict[tuple[int, str], list[int]] = {}
+        groups: dict[tuple[int, str, int], list[int]] = {}
         for row in moved:
-            groups.setdefault((row.broadcast_id, row.channel), []).append(row.id)
-        for (broadcast_id, channel), ids in groups.items():
-            outbox.add("dispatcher.send_batch", [broadcast_id, channel, ids], channel)
+            groups.setdefault((row.broadcast_id, row.channel, row.tier), []).append(row.id)
+        for (broadcast_id, channel, tier), ids in groups.items():
+            outbox.send_batch(broadcast_id, channel, ids, tier)
     report["quiet_released"] = release_quiet_rows(database, now, outbox)
     # Orphans: pending rows of released tiers that nothing has touched for a while.
     orphan_before = now - timedelta(seconds=settings.lease_s)
@@ -115,8 +121,8 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
             for channel, ids in pending_batches(
                 session, settings, broadcast_id, tier, stale_before=orphan_before, due_by=now
             ):
-                if channel.value in idle:
-                    outbox.add("dispatcher.send_batch", [broadcast_id, channel.value, ids], channel.value)
+                if batch_queue(channel, tier) in idle:
+                    outbox.send_batch(broadcast_id, channel, ids, tier)
                     report["requeued_batches"] += 1
         gate_deadline = now - timedelta(seconds=settings.tier_gate_timeout_s)
         for broadcast_id, tier in session.execute(
