@@ -43,6 +43,7 @@ class Harness:
             "DISPATCHER_PUBLIC_URL": f"{sandbox.url}/hooks/service",
         }
         self.processes: list[subprocess.Popen[bytes]] = []
+        purge_queues()
 
     def configure(self, **env: str) -> None:
         self.env.update(env)
@@ -82,6 +83,7 @@ class Harness:
             if proc.poll() is None:
                 os.killpg(proc.pid, 15)
                 proc.wait(timeout=20)
+        purge_queues()
 
     def subscribers(self, items: Sequence[SubscriberIn]) -> None:
         with self.database.session() as session:
@@ -117,3 +119,22 @@ class Harness:
                 last_sweep = time.monotonic()
             time.sleep(0.2)
         raise AssertionError(f"broadcast {broadcast_id} did not complete: {self.progress(broadcast_id)}")
+
+
+def purge_queues() -> None:
+    """Empties the run's Celery queues, including tasks a stopped worker held back (a gate check
+    due in a minute). Tests share the run's Redis prefix but not their databases: a task left by
+    one test would otherwise run in the next against the other database's rows."""
+    import redis
+
+    from config import get_settings
+    from dispatcher.celery_app import QUEUES
+
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis_url or "")
+    prefix = settings.redis_prefix
+    steps = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's list per priority step
+    keys = [prefix + q + step for q in QUEUES for step in steps]
+    keys += [prefix + k for k in ("unacked", "unacked_index", "unacked_mutex")]
+    client.delete(*keys)
+    client.close()
