@@ -100,7 +100,10 @@ class PacedAdapter(HTTPAdapter):
 
 class SmsChannel:
     name: ClassVar[ChannelName] = ChannelName.SMS
-    max_batch: ClassVar[int] = 100
+    # Twilio has no batch call: this is messages per task. Two workers' batches at the rate limit
+    # share its slots and finish together, leaving Twilio idle while both record and claim; 250
+    # (not 100) makes that happen a third as often (limits benchmark: 34.3 s -> 32.9 s).
+    max_batch: ClassVar[int] = 250
 
     def __init__(self, settings: Settings | None = None, templates: Templates | None = None) -> None:
         self.settings = settings or get_settings()
