@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     rate_webhook_per_s: float = 50.0
     # Pace under each limit: requests leave evenly spaced, but arrive bunched by up to ~250 ms of
     # scheduling and network jitter (measured on a loaded 2-core machine), and providers count arrivals.
-    rate_headroom: float = Field(default=0.8, gt=0.1, le=1.0)
+    rate_headroom: float = Field(default=0.9, gt=0.1, le=1.0)
 
     # retries
     retry_max_attempts: int = 8
