@@ -8,8 +8,9 @@
   come sooner than 2 s after the first.
 
 Run at each DISPATCHER_RATE_HEADROOM given (default: 0.8; 0.9, the shipped setting; 0.95; and 1.0,
-to show why it is not 1.0). Reports completion time against the bound and the highest rate the sandbox saw in any
-1-second window (overall for Twilio, per channel for Slack), plus the 429s the sandbox answered.
+to show why it is not 1.0). Reports completion time against the bound and the highest rate the
+sandbox saw in any 1-second window (overall for Twilio, per channel for Slack), plus the 429s the
+sandbox answered.
 
     .venv/bin/python -m benchmarks.limits                  # --sms 3000 --chat 100 --headroom 0.8,0.9,0.95,1.0
 
