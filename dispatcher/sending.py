@@ -329,7 +329,11 @@ def record_outcomes(
         )
         for message_id, ids in shared.items():
             values = {"provider_message_id": message_id}
-            moved_ok += transition(session, ids, expect=State.SENDING, to=State.SENT, now=now, values=values)
+            moved = transition(session, ids, expect=State.SENDING, to=State.SENT, now=now, values=values)
+            moved_ok += moved
+            # A status webhook can move a row past `sent` before we record it: it still gets its id.
+            overtaken = set(ids) - {m.id for m in moved}
+            details += [{"id": i, "provider_message_id": message_id} for i in sorted(overtaken)]
         if moved_ok:
             tiers = sorted({m.tier for m in moved_ok})
             session.execute(
