@@ -96,7 +96,10 @@ def throttle_for(channel: ChannelName, limiter: RateLimiter, settings: Settings)
 
 def batch_size(channel: ChannelName, max_batch: int, settings: Settings, task_seconds: float = 10.0) -> int:
     """Recipients per task: what the provider takes per call, but no more than the global limit
-    lets one task send in about `task_seconds`, so a slow limit never parks a worker for minutes."""
+    lets one task send in about `task_seconds`, so a slow limit never parks a worker for minutes,
+    and never more than a quarter of a lease's worth: a batch still sending when its lease ends is
+    swept back and sent again by another worker while the first one carries on."""
     if channel in (ChannelName.EMAIL, ChannelName.CHAT):  # limited per request / per destination
         return max_batch
-    return max(1, min(max_batch, int(provider_limits(settings)[channel].per_second * task_seconds)))
+    seconds = min(task_seconds, settings.lease_s / 4)
+    return max(1, min(max_batch, int(provider_limits(settings)[channel].per_second * seconds)))

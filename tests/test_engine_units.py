@@ -176,3 +176,16 @@ def test_provider_events_are_idempotent_and_order_proof(db: Database) -> None:
         tier = session.get(BroadcastTier, (row.broadcast_id, 0))
         assert tier.outstanding == 0  # counted out of "outstanding" exactly once
     assert _counts(db) == {"bounced": 1}
+
+
+def test_a_paced_batch_fits_well_inside_its_lease() -> None:
+    """A batch still sending when its lease ends is swept back and sent again alongside itself."""
+    from dispatcher.ratelimit import batch_size
+
+    shipped = Settings(rate_twilio_per_s=500)
+    assert batch_size(ChannelName.SMS, 250, shipped) == 250  # 0.5 s of pacing against a 120 s lease
+    short_lease = Settings(rate_twilio_per_s=200, lease_s=3)
+    assert batch_size(ChannelName.SMS, 250, short_lease) == 150  # 0.75 s: a quarter of the lease
+    one_long_code = Settings(rate_twilio_per_s=1)
+    assert batch_size(ChannelName.SMS, 250, one_long_code) == 10  # ten seconds' worth at 1/s
+    assert batch_size(ChannelName.EMAIL, 1000, short_lease) == 1000  # limited per request, not per message
