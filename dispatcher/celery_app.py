@@ -41,6 +41,12 @@ QUEUES = (
     ),
 )
 VISIBILITY_TIMEOUT_S = 3600
+_PRIORITY_STEPS = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's suffix per priority step
+
+
+def queue_keys(queue: str, settings: Settings) -> list[str]:
+    """The Redis lists holding a queue's waiting tasks: kombu keeps one per priority step."""
+    return [settings.redis_prefix + queue + step for step in _PRIORITY_STEPS]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def render_variants(
 # ---- planning ------------------------------------------------------------------------------
 
 
-_PLANNING_COLUMNS = (
+PLANNING_COLUMNS = (
     Subscriber.id,
     Subscriber.email,
     Subscriber.phone,
@@ -154,12 +154,12 @@ _PLANNING_COLUMNS = (
 )
 # Read only when the broadcast needs them: each is a JSON document to parse per subscriber, and
 # parsing was a third of planning time for a 10k tier.
-_SCOPE_COLUMNS = (Subscriber.components, Subscriber.regions)
+SCOPE_COLUMNS = (Subscriber.components, Subscriber.regions)
 _QUIET_COLUMNS = (Subscriber.timezone, Subscriber.quiet_hours)  # quiet hours are local
 
 
 def _subscribers_in_tier(
-    session: Session, tier: int, after_id: int, columns: Sequence[Any] = _PLANNING_COLUMNS
+    session: Session, tier: int, after_id: int, columns: Sequence[Any] = PLANNING_COLUMNS
 ) -> list[Any]:
     """One page of a tier's subscribers, in id order, as plain rows.
 
@@ -206,8 +206,8 @@ def plan_tier(database: Database, settings: Settings, broadcast_id: int, tier: i
     else:
         scoped = bool(components or regions)
         columns = (
-            *_PLANNING_COLUMNS,
-            *(_SCOPE_COLUMNS if scoped else ()),
+            *PLANNING_COLUMNS,
+            *(SCOPE_COLUMNS if scoped else ()),
             *(_QUIET_COLUMNS if respect_quiet else ()),
         )
         after = 0

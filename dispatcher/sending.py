@@ -166,13 +166,13 @@ def defer_while_open(
             )
             .returning(*RETURNING)
         ).all()
-        for row in pending:
-            moved = Moved(*row)
+        deferred = [Moved._make(row) for row in pending]
+        for moved in deferred:
             if moved.tier in services.settings.failover_tiers:
                 fail_over(session, services, moved, channel, outbox)
-        if pending:
-            tier = min(Moved._make(row).tier for row in pending)
-            outbox.send_batch(broadcast_id, channel, [r[0] for r in pending], tier, wait)
+        if deferred:
+            tier = min(m.tier for m in deferred)
+            outbox.send_batch(broadcast_id, channel, [m.id for m in deferred], tier, wait)
     outbox.flush()
 
 

@@ -33,17 +33,14 @@ from dispatcher.store.models import Broadcast, BroadcastTier, Delivery
 
 def idle_queues(settings: Settings) -> set[str]:
     """Channel queues with nothing waiting in Redis (kombu keeps one list per priority step)."""
-    from dispatcher.celery_app import QUEUES
+    from dispatcher.celery_app import QUEUES, queue_keys
     from dispatcher.redis_client import get_redis
 
     client = get_redis(settings)
     idle = set()
     for queue in QUEUES:
-        names = [
-            settings.redis_prefix + queue + suffix for suffix in ("", "\x06\x163", "\x06\x166", "\x06\x169")
-        ]
         pipe = client.pipeline()
-        for name in names:
+        for name in queue_keys(queue, settings):
             pipe.llen(name)
         if sum(pipe.execute()) == 0:
             idle.add(queue)

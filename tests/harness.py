@@ -128,13 +128,11 @@ def purge_queues() -> None:
     import redis
 
     from config import get_settings
-    from dispatcher.celery_app import QUEUES
+    from dispatcher.celery_app import QUEUES, queue_keys
 
     settings = get_settings()
     client = redis.Redis.from_url(settings.redis_url or "")
-    prefix = settings.redis_prefix
-    steps = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's list per priority step
-    keys = [prefix + q + step for q in QUEUES for step in steps]
-    keys += [prefix + k for k in ("unacked", "unacked_index", "unacked_mutex")]
+    keys = [key for queue in QUEUES for key in queue_keys(queue, settings)]
+    keys += [settings.redis_prefix + k for k in ("unacked", "unacked_index", "unacked_mutex")]
     client.delete(*keys)
     client.close()

@@ -53,7 +53,7 @@ class StoreCollector(Collector):
         self.settings = settings
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from dispatcher.celery_app import QUEUES
+        from dispatcher.celery_app import QUEUES, queue_keys
 
         broadcasts = GaugeMetricFamily("dispatcher_broadcasts", "Broadcasts by state", labels=["state"])
         deliveries = GaugeMetricFamily(
@@ -90,7 +90,8 @@ class StoreCollector(Collector):
         try:
             client = get_redis(self.settings)
             for queue in QUEUES:
-                queues.add_metric([queue], client.llen(self.settings.redis_prefix + queue))
+                depth = sum(client.llen(key) for key in queue_keys(queue, self.settings))
+                queues.add_metric([queue], depth)
             totals = provider_stats.read(client, self.settings, tuple(sorted(set(PROVIDERS.values()))))
             for provider, fields in totals.items():
                 for field, family in providers.items():

@@ -17,14 +17,13 @@ from dispatcher import planning
 from dispatcher.api.deps import BROADCAST, Caller, get_db, get_settings
 from dispatcher.api.schemas import ERRORS, PreviewIn
 from dispatcher.broadcasts import tier_layout
+from dispatcher.fanout import PAGE, PLANNING_COLUMNS, SCOPE_COLUMNS
 from dispatcher.message import EventKind, Kind
 from dispatcher.policy import channels_for
 from dispatcher.store.db import Database
 from dispatcher.store.models import Membership, Subscriber, SubscriberList
 
 router = APIRouter(prefix="/v1", tags=["preview"], responses=ERRORS)
-
-PAGE = 5000
 
 
 def templates_for(settings: Settings) -> Templates:
@@ -77,18 +76,7 @@ def count_audience(
     after = 0
     while True:
         page = session.execute(
-            select(
-                Subscriber.id,
-                Subscriber.email,
-                Subscriber.phone,
-                Subscriber.slack_channel,
-                Subscriber.webhook_url,
-                Subscriber.channels,
-                Subscriber.opt_outs,
-                Subscriber.components,
-                Subscriber.regions,
-                func.min(SubscriberList.tier).label("tier"),
-            )
+            select(*PLANNING_COLUMNS, *SCOPE_COLUMNS, func.min(SubscriberList.tier).label("tier"))
             .join(Membership, Membership.subscriber_id == Subscriber.id)
             .join(SubscriberList, SubscriberList.id == Membership.list_id)
             .where(Subscriber.id > after)
