@@ -28,7 +28,11 @@ def test_a_sandboxed_channel_needs_a_sandbox_that_answers() -> None:
 
 
 def test_the_report_says_which_channels_are_sandboxed(sandbox) -> None:  # type: ignore[no-untyped-def]
-    settings = Settings(sandbox_url=sandbox.url, sendgrid_api_key=SecretStr("SG.key"))
+    settings = Settings(
+        sandbox_url=sandbox.url,
+        sendgrid_api_key=SecretStr("SG.key"),
+        sendgrid_webhook_public_key=SecretStr(sandbox.public_key),
+    )
     lines = check(settings)
     assert "email: live (sendgrid)" in lines
     assert f"sms: sandbox ({sandbox.url})" in lines

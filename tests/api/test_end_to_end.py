@@ -66,7 +66,6 @@ def api(harness: Harness, db: Database, tmp_path: Path) -> Iterator[Api]:
         **FAST,
         **harness.env,
         "DATABASE_URL": db.url,
-        "DISPATCHER_SENDGRID_WEBHOOK_PUBLIC_KEY": harness.sandbox.public_key,
     }
     log = tmp_path / "api.log"
     with log.open("ab") as out:

@@ -3,13 +3,15 @@ signed as Twilio signs them (checked with Twilio's own RequestValidator)."""
 
 from __future__ import annotations
 
+import os
+
 import httpx
 from twilio.request_validator import RequestValidator
 
 from channels.sandbox import SandboxServer
 
 SID = "AC" + "1" * 32
-TOKEN = "the-auth-token"
+TOKEN = os.environ["DISPATCHER_SANDBOX_SECRET"]  # the sandbox account's auth token: its per-run secret
 
 
 def create(sandbox: SandboxServer, to: str, callback: str | None = None, auth: tuple[str, str] | None = None):
@@ -41,6 +43,7 @@ def test_errors_in_twilios_shape(sandbox: SandboxServer) -> None:
         assert body["code"] == code and body["status"] == 400
         assert body["more_info"].endswith(str(code))
     assert create(sandbox, "+14155550100", auth=(SID, "")).status_code == 401
+    assert create(sandbox, "+14155550100", auth=(SID, "another-token")).status_code == 401
     assert sandbox.messages("sms") == []
 
 
