@@ -71,6 +71,13 @@ def apply_reports(
     """Applies reports in one transaction, re-checks the tiers they touch, parks those that came
     before their send was recorded, counts the ignored. Returns a verdict per report."""
     checked = _apply_all(database, settings, reports)
+    # An early `sent` (Twilio's, SendGrid's `processed`) says no more than the worker will record.
+    checked = [
+        Checked(Verdict.UNCHANGED, c.broadcast_id)
+        if c.verdict is Verdict.NOT_RECORDED and r.state == State.SENT.value
+        else c
+        for r, c in zip(reports, checked, strict=True)
+    ]
     verdicts = [c.verdict for c in checked]
     early = [
         (r, c.broadcast_id)
