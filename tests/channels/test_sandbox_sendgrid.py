@@ -4,9 +4,8 @@ exactly as SendGrid does (checked with SendGrid's own verifier)."""
 from __future__ import annotations
 
 import json
-from typing import Any
-
 import os
+from typing import Any
 
 import httpx
 from sendgrid.helpers.eventwebhook import EventWebhook
