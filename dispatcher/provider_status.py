@@ -28,6 +28,7 @@ from datetime import datetime
 
 import redis
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from channels.base import StatusReport
@@ -105,7 +106,8 @@ def reapply_parked(
     database: Database, settings: Settings, broadcast_id: int, delivery_ids: Sequence[int]
 ) -> int:
     """Right after a batch is recorded: the reports that arrived while its rows were `sending`.
-    Returns how many moved a row. Advisory: a Redis error is logged (reconciliation catches up)."""
+    Returns how many moved a row. Advisory: a Redis or database error is logged, not raised (the
+    batch is recorded; reconciliation catches up)."""
     if not delivery_ids:
         return 0
     name = _parked_key(settings, broadcast_id)
@@ -119,7 +121,11 @@ def reapply_parked(
     if not found:
         return 0
     reports = [StatusReport(*json.loads(v)) for _, v in found]
-    checked = _apply_all(database, settings, reports)
+    try:
+        checked = _apply_all(database, settings, reports)
+    except SQLAlchemyError:  # the batch is recorded; these stay parked until they expire
+        log.warning("could not apply parked status reports", exc_info=True)
+        return 0
     verdicts = [c.verdict for c in checked]
     done = [f for (f, _), v in zip(found, verdicts, strict=True) if v is not Verdict.NOT_RECORDED]
     kept = [(r, v) for r, v in zip(reports, verdicts, strict=True) if v is not Verdict.NOT_RECORDED]
