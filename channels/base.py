@@ -98,6 +98,27 @@ class Variant:
         return asdict(self)
 
 
+class StatusReport(NamedTuple):
+    """What a provider says became of one message (a status callback, an event, or its answer to a
+    status query), in the service's terms. The engine checks it against the delivery before applying:
+    `delivery_id` is only a claim, `provider_message_id` must match what the send returned."""
+
+    provider: str
+    delivery_id: int | None
+    provider_message_id: str | None
+    state: str  # a delivery state: sent, delivered, bounced, undelivered, failed, suppressed
+    error_code: str | None = None
+    error: str | None = None
+
+
+class Sent(NamedTuple):
+    """A delivery the provider accepted, as a status query needs it."""
+
+    delivery_id: int
+    provider_message_id: str
+    address: str
+
+
 Throttle = Callable[[Recipient], None]
 """Called by an adapter right before each provider request, with the request's first recipient.
 The fan-out engine passes one that blocks until the global rate limit (Redis) admits the call."""

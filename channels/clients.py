@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,14 +22,21 @@ log = logging.getLogger("channels")
 
 T = TypeVar("T")
 
-# Credentials the adapters present to the provider sandbox. Not secrets: the sandbox signs Twilio
-# callbacks with the token the client authenticated with, so webhook verification in sandbox mode
-# uses SANDBOX_TWILIO_AUTH_TOKEN (and the SendGrid key from GET /sandbox/keys).
-SANDBOX_SENDGRID_API_KEY = "SG.sandbox"
+# Names the adapters present to the provider sandbox; not secrets. The sandbox's Twilio auth token
+# and SendGrid key are its per-run secret (`sandbox_secret`), which also signs its status webhooks.
 SANDBOX_TWILIO_ACCOUNT_SID = "AC" + "0" * 32
-SANDBOX_TWILIO_AUTH_TOKEN = "sandbox-twilio-auth-token"
 SANDBOX_SLACK_TOKEN = "xoxb-sandbox"
 SANDBOX_X_CREDENTIAL = "sandbox"
+
+
+def sandbox_secret(settings: Any) -> str:
+    """The sandbox's per-run secret (DISPATCHER_SANDBOX_SECRET). Unset, a random stand-in: the sandbox
+    refuses it, so nothing is sent to a sandbox this process cannot verify (startup says so)."""
+    secret = settings.sandbox_secret
+    return secret.get_secret_value() if secret is not None else _UNSET_SECRET
+
+
+_UNSET_SECRET = secrets.token_urlsafe(32)
 
 
 class PerProcess(Generic[T]):

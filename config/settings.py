@@ -30,6 +30,7 @@ SECRET_FIELDS = frozenset(
         "x_access_token_secret",
         "webhook_signing_secret",
         "api_keys",
+        "sandbox_secret",
     }
 )
 
@@ -75,6 +76,9 @@ class Settings(BaseSettings):
 
     # provider sandbox (used for every provider without credentials)
     sandbox_url: str = "http://127.0.0.1:8001"
+    # The sandbox's per-run secret (`up` makes one and gives it to the sandbox and the service): its
+    # account credential, and the only key its status webhooks are verified with.
+    sandbox_secret: SecretStr | None = None
 
     # SendGrid
     sendgrid_api_key: SecretStr | None = None
@@ -123,6 +127,10 @@ class Settings(BaseSettings):
     breaker_open_s: float = 30.0
     lease_s: float = 120.0  # a row in `sending` longer than this is swept back to pending
     sweep_interval_s: float = 15.0
+    # Receipts: a delivery still `sent` this long after sending (or after it was last asked about) is
+    # asked about at its provider, so receipts converge when status callbacks are lost.
+    reconcile_after_s: float = Field(default=600.0, gt=0)
+    reconcile_batch: int = Field(default=100, ge=1, le=1000)  # rows asked about per channel per pass
 
     # per-channel update policy: channel -> event kinds it carries; a channel not named keeps its default
     channel_policy: dict[ChannelName, list[EventKind]] = {}

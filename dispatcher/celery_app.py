@@ -80,6 +80,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "beat_schedule": {
             "sweep-stale-deliveries": {"task": "dispatcher.sweep", "schedule": settings.sweep_interval_s},
+            "reconcile-receipts": {"task": "dispatcher.reconcile", "schedule": settings.sweep_interval_s},
             "poll-scheduled-notices": {
                 "task": "dispatcher.poll_schedule",
                 "schedule": settings.scheduler_poll_s,

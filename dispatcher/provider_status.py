@@ -1,87 +1,241 @@
-"""Providers' status reports (Twilio status callbacks, SendGrid Event Webhook events) applied to
-deliveries, matched by the delivery id we sent along. Idempotent and order-proof (see receipts).
+"""Providers' status reports applied to deliveries: the one path for webhooks and reconciliation.
 
-Signature checks happen at the HTTP edge (dispatcher/api); this module trusts what it is given.
+A report (channels.base.StatusReport: from a Twilio callback, a SendGrid event, or a provider's
+answer to a status query) names a delivery id, but that is only a claim. It applies only to a
+delivery on that provider's channel, that was sent, whose recorded provider id is the report's
+(receipts.apply_provider_status); anything else is ignored and counted by provider and reason,
+for /metrics.
+
+Providers report fast: a Twilio `delivered` or a SendGrid event often arrives before the worker has
+recorded the send (a batch is recorded after its last provider call). Such a report, for a row still
+`sending`, is parked in Redis and re-applied, checked the same way, right after the worker records
+the batch (`reapply_parked`). Both sides write first and read second (park then re-check; commit
+then read the parked reports), so at least one of them sees the other and no report falls between.
+A parked report that never finds its row sent (the worker died; the row is sent again with a new
+id) expires; reconciliation covers what it would have said.
+
+Signature checks happen at the HTTP edge (dispatcher/api); this module trusts who sent a report,
+never what it claims.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
 
+import redis
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from channels.base import StatusReport
+from channels.registry import CHANNEL_CLASSES, PROVIDERS
 from config import Settings
 from dispatcher.fanout import Outbox, check_gates, utcnow
-from dispatcher.receipts import State, apply_provider_status
+from dispatcher.receipts import IGNORED, Checked, State, Verdict, apply_provider_status
+from dispatcher.redis_client import get_redis, key
+from dispatcher.store.db import Database
 from dispatcher.store.models import Delivery
 
-TWILIO_STATES = {
-    "sent": State.SENT,
-    "delivered": State.DELIVERED,
-    "undelivered": State.UNDELIVERED,
-    "failed": State.FAILED,
-}
-SENDGRID_STATES = {
-    "processed": State.SENT,
-    "delivered": State.DELIVERED,
-    "bounce": State.BOUNCED,
-    "blocked": State.BOUNCED,
-    "dropped": State.SUPPRESSED,  # SendGrid refused it: an earlier bounce, unsubscribe or spam report
-}
+log = logging.getLogger(__name__)
+
+CHANNEL_OF = {provider: channel for channel, provider in PROVIDERS.items()}
+REPORTED_STATES = tuple(s.value for s in State if s not in (State.PENDING, State.SENDING))
+MAX_ID = 2**63 - 1  # a larger "delivery id" is no row of ours (and would not fit the column)
+PARKED_TTL_S = 900.0  # longer than any batch takes to record; shorter than reconciliation's wait
 
 
-def _delivery_id(value: Any) -> int | None:
-    try:
-        return int(str(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def apply_twilio(
-    session: Session, delivery_id: Any, params: Mapping[str, str], now: datetime | None = None
-) -> bool:
-    """One Twilio status callback; `delivery_id` comes from the callback URL we gave Twilio."""
-    target = TWILIO_STATES.get(params.get("MessageStatus", "").lower())
-    ident = _delivery_id(delivery_id)
-    if target is None or ident is None:
-        return False  # queued / sending / accepted: nothing a receipt needs
-    code = params.get("ErrorCode") or None
+def apply_report(session: Session, report: StatusReport, now: datetime | None = None) -> Checked:
+    """One report, checked against its delivery (see receipts.apply_provider_status)."""
+    channel = CHANNEL_OF.get(report.provider)
+    if report.delivery_id is None or not 0 < report.delivery_id <= MAX_ID or channel is None:
+        return Checked(Verdict.UNKNOWN_DELIVERY)
     return apply_provider_status(
         session,
-        ident,
-        target,
+        report.delivery_id,
+        State(report.state),
         now or utcnow(),
-        provider_message_id=params.get("MessageSid"),
-        error_code=code,
-        error=f"twilio error {code}" if code else None,
+        channel=channel.value,
+        provider_message_id=report.provider_message_id,
+        same_message=CHANNEL_CLASSES[channel].same_message,
+        error_code=report.error_code,
+        error=report.error,
     )
 
 
-def apply_sendgrid(session: Session, events: Iterable[Mapping[str, Any]], now: datetime | None = None) -> int:
-    """A batch of SendGrid events; returns how many moved a delivery."""
-    moved = 0
-    for event in events:
-        target = SENDGRID_STATES.get(str(event.get("event", "")).lower())
-        ident = _delivery_id(event.get("delivery_id"))
-        if target is None or ident is None:
-            continue
-        reason = event.get("reason") or event.get("response")
-        moved += apply_provider_status(
-            session,
-            ident,
-            target,
-            now or utcnow(),
-            error_code=str(event["event"]) if target in (State.BOUNCED, State.SUPPRESSED) else None,
-            error=str(reason)[:2000] if reason and target is not State.DELIVERED else None,
-        )
-    return moved
+def apply_reports(
+    database: Database, settings: Settings, reports: Sequence[StatusReport], *, source: str = "webhook"
+) -> list[Verdict]:
+    """Applies reports in one transaction, re-checks the tiers they touch, parks those that came
+    before their send was recorded, counts the ignored. Returns a verdict per report."""
+    checked = _apply_all(database, settings, reports)
+    # An early `sent` (Twilio's, SendGrid's `processed`) says no more than the worker will record.
+    checked = [
+        Checked(Verdict.UNCHANGED, c.broadcast_id)
+        if c.verdict is Verdict.NOT_RECORDED and r.state == State.SENT.value
+        else c
+        for r, c in zip(reports, checked, strict=True)
+    ]
+    verdicts = [c.verdict for c in checked]
+    early = [
+        (r, c.broadcast_id)
+        for r, c in zip(reports, checked, strict=True)
+        if c.verdict is Verdict.NOT_RECORDED
+    ]
+    if early:
+        _park(settings, early)
+        # Re-check after parking: the worker may have recorded the send between our read and the park.
+        again = _apply_all(database, settings, [r for r, _ in early])
+        settled = [
+            (r, b) for (r, b), c in zip(early, again, strict=True) if c.verdict is not Verdict.NOT_RECORDED
+        ]
+        _unpark(settings, settled)
+        by_report = dict(zip([id(r) for r, _ in early], again, strict=True))
+        verdicts = [
+            by_report[id(r)].verdict if id(r) in by_report else v
+            for r, v in zip(reports, verdicts, strict=True)
+        ]
+    _count(settings, reports, verdicts, source)
+    return verdicts
+
+
+def reapply_parked(
+    database: Database, settings: Settings, broadcast_id: int, delivery_ids: Sequence[int]
+) -> int:
+    """Right after a batch is recorded: the reports that arrived while its rows were `sending`.
+    Returns how many moved a row. Advisory: a Redis or database error is logged, not raised (the
+    batch is recorded; reconciliation catches up)."""
+    if not delivery_ids:
+        return 0
+    name = _parked_key(settings, broadcast_id)
+    fields = [f"{d}:{s}" for d in delivery_ids for s in REPORTED_STATES]
+    try:
+        client = get_redis(settings)
+        found = [(f, v) for f, v in zip(fields, client.hmget(name, fields), strict=True) if v is not None]
+    except redis.RedisError:
+        log.warning("could not read parked status reports", exc_info=True)
+        return 0
+    if not found:
+        return 0
+    reports = [StatusReport(*json.loads(v)) for _, v in found]
+    try:
+        checked = _apply_all(database, settings, reports)
+    except SQLAlchemyError:  # the batch is recorded; these stay parked until they expire
+        log.warning("could not apply parked status reports", exc_info=True)
+        return 0
+    verdicts = [c.verdict for c in checked]
+    done = [f for (f, _), v in zip(found, verdicts, strict=True) if v is not Verdict.NOT_RECORDED]
+    kept = [(r, v) for r, v in zip(reports, verdicts, strict=True) if v is not Verdict.NOT_RECORDED]
+    try:
+        if done:
+            get_redis(settings).hdel(name, *done)
+    except redis.RedisError:
+        log.warning("could not clear parked status reports", exc_info=True)
+    _count(settings, [r for r, _ in kept], [v for _, v in kept], "parked")
+    return sum(1 for v in verdicts if v is Verdict.APPLIED)
+
+
+def _apply_all(database: Database, settings: Settings, reports: Sequence[StatusReport]) -> list[Checked]:
+    outbox = Outbox()
+    now = utcnow()
+    with database.session() as session:
+        checked = [apply_report(session, r, now) for r in reports]
+        moved = [r.delivery_id for r, c in zip(reports, checked, strict=True) if c.verdict is Verdict.APPLIED]
+        if moved:
+            after_status(session, settings, [m for m in moved if m is not None], outbox)
+    outbox.flush()
+    return checked
+
+
+def _parked_key(settings: Settings, broadcast_id: int | None) -> str:
+    return key("receipts", "parked", broadcast_id, settings=settings)
+
+
+def _park(settings: Settings, early: Iterable[tuple[StatusReport, int | None]]) -> None:
+    try:
+        pipe = get_redis(settings).pipeline(transaction=False)
+        for report, broadcast_id in early:
+            name = _parked_key(settings, broadcast_id)
+            pipe.hset(name, f"{report.delivery_id}:{report.state}", json.dumps(list(report)))
+            pipe.expire(name, int(PARKED_TTL_S))
+        pipe.execute()
+    except redis.RedisError:
+        log.warning("could not park early status reports", exc_info=True)
+
+
+def _unpark(settings: Settings, settled: Iterable[tuple[StatusReport, int | None]]) -> None:
+    try:
+        pipe = get_redis(settings).pipeline(transaction=False)
+        for report, broadcast_id in settled:
+            pipe.hdel(_parked_key(settings, broadcast_id), f"{report.delivery_id}:{report.state}")
+        pipe.execute()
+    except redis.RedisError:
+        log.warning("could not clear parked status reports", exc_info=True)
+
+
+# counters for /metrics ------------------------------------------------------------------------------
+def _stats_key(settings: Settings) -> str:
+    return key("stats", "receipts", settings=settings)
+
+
+def _count(
+    settings: Settings, reports: Sequence[StatusReport], verdicts: Sequence[Verdict], source: str
+) -> None:
+    """Adds to the running totals: ignored by provider and reason, parked and applied by provider."""
+    totals: Counter[str] = Counter()
+    for report, verdict in zip(reports, verdicts, strict=True):
+        if verdict in IGNORED:
+            totals[f"ignored|{report.provider}|{verdict.value}"] += 1
+            log.info(
+                "ignored a %s status report for delivery %s: %s",
+                report.provider,
+                report.delivery_id,
+                verdict.value,
+                extra={
+                    "provider": report.provider,
+                    "delivery_id": report.delivery_id,
+                    "reason": verdict.value,
+                },
+            )
+        elif verdict is Verdict.NOT_RECORDED:
+            totals[f"parked|{report.provider}|-"] += 1
+        elif verdict is Verdict.APPLIED:
+            totals[f"applied|{report.provider}|{source}"] += 1
+    if not totals:
+        return
+    try:
+        pipe = get_redis(settings).pipeline(transaction=False)
+        for field, n in totals.items():
+            pipe.hincrby(_stats_key(settings), field, n)
+        pipe.execute()
+    except redis.RedisError:
+        log.warning("could not count status reports", exc_info=True)
+
+
+def count_asked(settings: Settings, provider: str, asked: int) -> None:
+    """Reconciliation's status queries, per provider."""
+    try:
+        get_redis(settings).hincrby(_stats_key(settings), f"asked|{provider}|-", asked)
+    except redis.RedisError:
+        log.warning("could not count status queries", exc_info=True)
+
+
+def read_stats(client: redis.Redis, settings: Settings) -> dict[tuple[str, str, str], int]:
+    """(kind, provider, detail) -> count; kinds: ignored (detail: reason), parked, applied (detail:
+    webhook, parked, reconcile), asked."""
+    raw = client.hgetall(_stats_key(settings))
+    out: dict[tuple[str, str, str], int] = {}
+    for field, value in raw.items():
+        kind, provider, detail = field.decode().split("|", 2)
+        out[(kind, provider, detail)] = int(value)
+    return out
 
 
 def after_status(session: Session, settings: Settings, delivery_ids: Iterable[int], outbox: Outbox) -> None:
-    """An event can be the first news that a delivery left `sending`; re-check those tiers' gates."""
+    """A report can be the first news that a delivery is final; re-check those tiers' gates."""
     broadcasts = session.scalars(
         select(Delivery.broadcast_id).where(Delivery.id.in_(list(delivery_ids))).distinct()
     ).all()

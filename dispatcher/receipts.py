@@ -11,7 +11,7 @@ accepted nor final) change in the same transaction as the rows, so progress read
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -164,32 +164,71 @@ def set_details(session: Session, details: Sequence[dict[str, Any]]) -> None:
     update_rows(session, Delivery.__table__, details)
 
 
+class Verdict(StrEnum):
+    """What became of a provider's status report. Only `applied` changes anything."""
+
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"  # a duplicate, or older than what the row already says
+    NOT_RECORDED = "not_recorded"  # the row is `sending`: its provider id is not recorded yet
+    # ignored, and counted by reason:
+    UNKNOWN_DELIVERY = "unknown_delivery"
+    WRONG_CHANNEL = "wrong_channel"
+    NOT_SENT = "not_sent"
+    ID_MISMATCH = "id_mismatch"
+
+
+IGNORED = frozenset({Verdict.UNKNOWN_DELIVERY, Verdict.WRONG_CHANNEL, Verdict.NOT_SENT, Verdict.ID_MISMATCH})
+
+
+class Checked(NamedTuple):
+    verdict: Verdict
+    broadcast_id: int | None = None
+
+
 def apply_provider_status(
     session: Session,
     delivery_id: int,
     to: State,
     now: datetime,
     *,
-    provider_message_id: str | None = None,
+    channel: str,
+    provider_message_id: str | None,
+    same_message: Callable[[str, str], bool],
     error_code: str | None = None,
     error: str | None = None,
-) -> bool:
-    """A provider's status event (Twilio callback, SendGrid event) applied to its delivery.
+) -> Checked:
+    """A provider's status report (callback, event, or status query answer) applied to its delivery,
+    only if the delivery is on that provider's `channel`, was sent (the provider accepted it and we
+    recorded its id), and `same_message(recorded id, reported id)`. The report never writes the
+    provider id: a valid signature proves who sent the report, not which row it is about.
 
-    Idempotent and order-proof: it only ever moves a row to a higher rank, and compares-and-sets
-    on the state it read, so a duplicate or a late, older event changes nothing. Returns whether
-    the row moved.
+    Idempotent and order-proof: it only ever moves a row to a higher rank, and compares-and-sets on
+    the state and id it read, so a duplicate or a late, older report changes nothing.
     """
     for _ in range(5):  # compare-and-set; a concurrent move makes us re-read
-        current = session.scalar(select(Delivery.state).where(Delivery.id == delivery_id))
-        if current is None or RANK[State(current)] >= RANK[to]:
-            return False
+        row = session.execute(
+            select(
+                Delivery.state, Delivery.channel, Delivery.provider_message_id, Delivery.broadcast_id
+            ).where(Delivery.id == delivery_id)
+        ).first()
+        if row is None:
+            return Checked(Verdict.UNKNOWN_DELIVERY)
+        current, recorded = State(row.state), row.provider_message_id
+        if row.channel != channel:
+            return Checked(Verdict.WRONG_CHANNEL, row.broadcast_id)
+        if current is State.SENDING:
+            return Checked(Verdict.NOT_RECORDED, row.broadcast_id)
+        if current is State.PENDING or not recorded:  # never accepted by the provider (as far as we know)
+            return Checked(Verdict.NOT_SENT, row.broadcast_id)
+        if not provider_message_id or not same_message(recorded, provider_message_id):
+            return Checked(Verdict.ID_MISMATCH, row.broadcast_id)
+        if RANK[current] >= RANK[to]:
+            return Checked(Verdict.UNCHANGED, row.broadcast_id)
         values: dict[str, Any] = {}
-        if provider_message_id:
-            values["provider_message_id"] = provider_message_id
         if error_code or error:
             values["last_error_code"] = error_code
             values["last_error"] = error
-        if transition(session, [delivery_id], expect=State(current), to=to, now=now, values=values):
-            return True
-    return False
+        same_id = Delivery.provider_message_id == recorded
+        if transition(session, [delivery_id], expect=current, to=to, now=now, values=values, where=same_id):
+            return Checked(Verdict.APPLIED, row.broadcast_id)
+    return Checked(Verdict.UNCHANGED)

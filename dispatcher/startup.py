@@ -4,12 +4,19 @@
 - every template, overrides included, must render (a broken one is named);
 - a channel that is enabled but has neither credentials nor a reachable sandbox is an error naming
   DISPATCHER_SANDBOX_URL;
+- a live provider's status webhooks must be verifiable: live SendGrid needs its Event Webhook key,
+  live Twilio a well-formed account SID and a non-empty auth token (the token signs its callbacks);
+  a sandboxed SendGrid or Twilio needs the sandbox's per-run secret (DISPATCHER_SANDBOX_SECRET),
+  without which every receipt would be refused;
 - the report says, per channel, whether it talks to the real provider or to the sandbox.
 """
 
 from __future__ import annotations
 
+import re
+
 import httpx
+from pydantic import SecretStr
 
 from channels.base import ChannelName
 from channels.registry import PROVIDERS, provider_modes
@@ -40,6 +47,47 @@ def check_credentials(settings: Settings) -> None:
                 f"(or unset them all to use the provider sandbox)",
                 fields=[env_name(f) for f in missing],
             )
+
+
+TWILIO_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+
+
+def _blank(value: SecretStr | None) -> bool:
+    return value is None or not value.get_secret_value().strip()
+
+
+def check_webhook_secrets(settings: Settings) -> None:
+    """Receipts are only as trustworthy as the key that verifies them: refuse to start without one."""
+    enabled = set(settings.channels_enabled)
+    live_sendgrid = ChannelName.EMAIL in enabled and settings.sendgrid_api_key is not None
+    if live_sendgrid and _blank(settings.sendgrid_webhook_public_key):
+        raise ConfigurationError(
+            "email: SendGrid is live but DISPATCHER_SENDGRID_WEBHOOK_PUBLIC_KEY (its Event Webhook "
+            "verification key) is unset, so no delivery event could be verified",
+            fields=["DISPATCHER_SENDGRID_WEBHOOK_PUBLIC_KEY"],
+        )
+    live_twilio = settings.twilio_account_sid is not None and settings.twilio_auth_token is not None
+    if ChannelName.SMS in enabled and live_twilio:
+        assert settings.twilio_account_sid is not None
+        if not TWILIO_SID.match(settings.twilio_account_sid.get_secret_value().strip()):
+            raise ConfigurationError(
+                "sms: DISPATCHER_TWILIO_ACCOUNT_SID is not a Twilio account SID (AC + 32 hex digits)",
+                fields=["DISPATCHER_TWILIO_ACCOUNT_SID"],
+            )
+        if _blank(settings.twilio_auth_token):
+            raise ConfigurationError(
+                "sms: DISPATCHER_TWILIO_AUTH_TOKEN is empty; it also verifies Twilio's status callbacks",
+                fields=["DISPATCHER_TWILIO_AUTH_TOKEN"],
+            )
+    needs_secret = [c for c in sandboxed(settings) if c in (ChannelName.EMAIL, ChannelName.SMS)]
+    if needs_secret and _blank(settings.sandbox_secret):
+        names = ", ".join(c.value for c in needs_secret)
+        raise ConfigurationError(
+            f"{names}: sandboxed, but DISPATCHER_SANDBOX_SECRET (the sandbox's per-run secret, which "
+            f"`outage-dispatcher up` makes and passes on) is unset, so the sandbox would refuse every "
+            f"call and the service every receipt",
+            fields=["DISPATCHER_SANDBOX_SECRET"],
+        )
 
 
 def check_templates(settings: Settings) -> None:
@@ -78,6 +126,7 @@ def check(settings: Settings, *, sandbox: bool = True) -> list[str]:
     """Every check; returns the report. `sandbox=False` skips the reachability probe (used before
     `up` has started the sandbox)."""
     check_credentials(settings)
+    check_webhook_secrets(settings)
     check_templates(settings)
     if sandbox:
         check_sandbox(settings)

@@ -45,7 +45,12 @@ def plan_tier(broadcast_id: int, tier: int) -> None:
 
 @app.task(name="dispatcher.send_batch")
 def send_batch(broadcast_id: int, channel: str, ids: list[int]) -> int:
-    return _send_batch(services(), broadcast_id, ChannelName(channel), ids)
+    claimed = _send_batch(services(), broadcast_id, ChannelName(channel), ids)
+    if claimed:  # status reports that beat the recording of these rows (dispatcher/provider_status.py)
+        from dispatcher.provider_status import reapply_parked
+
+        reapply_parked(get_database(), get_settings(), broadcast_id, ids)
+    return claimed
 
 
 @app.task(name="dispatcher.check_gate")
@@ -72,3 +77,24 @@ def poll_schedule() -> dict[str, int]:
 
     report = poll(get_database(), get_settings(), enqueue=enqueue)
     return {"sent": len(report.sent), "skipped": len(report.skipped), "reminded": len(report.reminded)}
+
+
+@app.task(name="dispatcher.reconcile")
+def reconcile() -> dict[str, int]:
+    """Beat's pass: claims a page of stale `sent` rows per polled channel and queues their queries."""
+    from dispatcher.reconcile import plan, pollable
+
+    return plan(get_database(), get_settings(), list(pollable(services().adapters)))
+
+
+@app.task(name="dispatcher.reconcile_rows")
+def reconcile_rows(channel: str, ids: list[int]) -> dict[str, int]:
+    """Asks one channel's provider about claimed rows (on that channel's queue, paced)."""
+    from dispatcher.reconcile import pollable
+    from dispatcher.reconcile import reconcile_rows as _reconcile_rows
+
+    name = ChannelName(channel)
+    source = pollable(services().adapters).get(name)
+    if source is None:
+        return {"asked": 0, "moved": 0}
+    return _reconcile_rows(get_database(), get_settings(), source, services().limiter, name, ids)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from channels.sandbox.secret import SECRET_ENV, new_secret
 from config import Settings, get_settings
 from dispatcher.celery_app import QUEUES
 from dispatcher.errors import DispatcherError
@@ -95,6 +96,8 @@ class Supervisor:
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = f"sqlite:///{self.data_dir / 'dispatcher.db'}"
         env.setdefault("DISPATCHER_SANDBOX_URL", f"http://127.0.0.1:{self.sandbox_port}")
+        if not env.get(SECRET_ENV):  # the sandbox's per-run secret, for the sandbox and every child
+            env[SECRET_ENV] = new_secret()
         return env
 
     def _start_embedded_redis(self, port: int, env: dict[str, str]) -> None:
@@ -155,7 +158,7 @@ class Supervisor:
             sandbox += ["--event-webhook-url", f"{public}/v1/webhooks/sendgrid"]
             self.spawn("sandbox", [py, "-m", "channels.sandbox", *sandbox], env)
         api = ["dispatcher.api:create_app", "--factory", "--host", self.host, "--port", str(self.port)]
-        self.spawn("api", [py, "-m", "uvicorn", *api, "--no-access-log"], self._api_env(env))
+        self.spawn("api", [py, "-m", "uvicorn", *api, "--no-access-log"], env)
         worker = [
             "-Q",
             ",".join(QUEUES),
@@ -167,18 +170,6 @@ class Supervisor:
         self.spawn("worker", [*celery, "worker", *worker, "--loglevel", "INFO"], env)
         schedule = str(self.data_dir / "celerybeat-schedule")
         self.spawn("beat", [*celery, "beat", "-s", schedule, "--loglevel", "INFO"], env)
-
-    def _api_env(self, env: dict[str, str]) -> dict[str, str]:
-        """The API verifies the sandbox's signed SendGrid events with the key the sandbox serves."""
-        if "sandbox" not in self.children or env.get("DISPATCHER_SENDGRID_WEBHOOK_PUBLIC_KEY"):
-            return env
-        keys_url = f"http://127.0.0.1:{self.sandbox_port}/sandbox/keys"
-        if wait_http(keys_url, 30, [self.children["sandbox"]]):
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                key = httpx.get(keys_url, timeout=5).json()["sendgrid_event_webhook_public_key"]
-                return {**env, "DISPATCHER_SENDGRID_WEBHOOK_PUBLIC_KEY": key}
-        print("warning: no SendGrid key from the sandbox; its events will be refused", file=sys.stderr)
-        return env
 
     @staticmethod
     def _wants_sandbox(settings: Settings) -> bool:

@@ -12,6 +12,7 @@ Environment (all optional):
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -92,6 +93,8 @@ os.environ.update(
         "DISPATCHER_REDIS_PREFIX": PREFIX,
         "DATABASE_URL": f"sqlite:///{TMP / 'service.db'}",
         "DISPATCHER_DATA_DIR": str(TMP / "data"),
+        # the sandbox's per-run secret, as `up` makes one: the session sandbox and every process get it
+        "DISPATCHER_SANDBOX_SECRET": secrets.token_urlsafe(32),
     }
 )
 os.environ.pop("DISPATCHER_ENV_FILE", None)
@@ -283,7 +286,7 @@ def sandbox_server() -> Iterator[object]:
     """One in-process provider sandbox for the session (real HTTP on loopback)."""
     from channels.sandbox import SandboxServer
 
-    server = SandboxServer(host="127.0.0.1", port=0)
+    server = SandboxServer(host="127.0.0.1", port=0, secret=os.environ["DISPATCHER_SANDBOX_SECRET"])
     server.start()
     yield server
     server.stop()

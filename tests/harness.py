@@ -40,6 +40,7 @@ class Harness:
         self.env: dict[str, str] = {
             **FAST,
             "DISPATCHER_SANDBOX_URL": sandbox.url,
+            "DISPATCHER_SANDBOX_SECRET": sandbox.secret,
             "DISPATCHER_PUBLIC_URL": f"{sandbox.url}/hooks/service",
         }
         self.processes: list[subprocess.Popen[bytes]] = []

@@ -19,7 +19,7 @@ from dispatcher.breaker import Breaker
 from dispatcher.message import EventKind
 from dispatcher.policy import channels_for
 from dispatcher.ratelimit import Limit, RateLimiter
-from dispatcher.receipts import State, apply_provider_status, transition
+from dispatcher.receipts import State, Verdict, apply_provider_status, transition
 from dispatcher.retry import RetryPolicy
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastTier, Delivery, Incident
@@ -161,18 +161,43 @@ def test_a_claim_succeeds_once(db: Database) -> None:
 def test_provider_events_are_idempotent_and_order_proof(db: Database) -> None:
     delivery_id = _one_delivery(db)
     now = datetime.now(UTC)
+
+    def report(to: State, sid: str = "SM1", channel: str = "sms", **kw: str) -> Verdict:
+        with db.session() as session:
+            return apply_provider_status(
+                session,
+                delivery_id,
+                to,
+                now,
+                channel=channel,
+                provider_message_id=sid,
+                same_message=str.__eq__,
+                **kw,
+            ).verdict
+
+    assert report(State.DELIVERED) is Verdict.NOT_SENT  # pending: never sent
     with db.session() as session:
         transition(session, [delivery_id], expect=State.PENDING, to=State.SENDING, now=now)
-    with db.session() as session:  # "delivered" can overtake our own "sent"
-        assert apply_provider_status(session, delivery_id, State.DELIVERED, now)
+    assert report(State.DELIVERED) is Verdict.NOT_RECORDED  # "delivered" before we recorded "sent": parked
     with db.session() as session:
-        assert not apply_provider_status(session, delivery_id, State.DELIVERED, now)  # duplicate
-        assert not apply_provider_status(session, delivery_id, State.SENT, now)  # late and older
-        assert transition(session, [delivery_id], expect=State.SENDING, to=State.SENT, now=now) == []
+        transition(
+            session,
+            [delivery_id],
+            expect=State.SENDING,
+            to=State.SENT,
+            now=now,
+            values={"provider_message_id": "SM1"},
+        )
+    assert report(State.DELIVERED, channel="email") is Verdict.WRONG_CHANNEL
+    assert report(State.DELIVERED, sid="SM2") is Verdict.ID_MISMATCH
+    assert report(State.DELIVERED) is Verdict.APPLIED
+    assert report(State.DELIVERED) is Verdict.UNCHANGED  # duplicate
+    assert report(State.SENT) is Verdict.UNCHANGED  # late and older
+    assert report(State.BOUNCED, error_code="bounce") is Verdict.APPLIED
     with db.session() as session:
-        assert apply_provider_status(session, delivery_id, State.BOUNCED, now, error_code="bounce")
         row = session.get(Delivery, delivery_id)
         assert row.state == "bounced" and row.delivered_at is not None and row.final_at is not None
+        assert row.provider_message_id == "SM1"
         tier = session.get(BroadcastTier, (row.broadcast_id, 0))
         assert tier.outstanding == 0  # counted out of "outstanding" exactly once
     assert _counts(db) == {"bounced": 1}

@@ -13,21 +13,80 @@ the second occurrence goes out in a further request, so every delivery still get
 from __future__ import annotations
 
 import http.client
-from collections.abc import Sequence
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, cast
 from urllib.parse import quote
 
 import python_http_client.exceptions as sg_errors
 from sendgrid import SendGridAPIClient
 
-from channels.base import ChannelName, Failure, Outcome, Recipient, RenderContext, Throttle, Variant
-from channels.clients import SANDBOX_SENDGRID_API_KEY, PerProcess, announce_mode, retry_after
+from channels.base import (
+    ChannelName,
+    Failure,
+    Outcome,
+    Recipient,
+    RenderContext,
+    Sent,
+    StatusReport,
+    Throttle,
+    Variant,
+)
+from channels.clients import PerProcess, announce_mode, retry_after, sandbox_secret
 from channels.email.condense import EmailVariant, condense_email
 from channels.rendering import Templates
 from config.settings import Settings, get_settings
 from dispatcher.message import OutageMessage
 
 SENDGRID_API = "https://api.sendgrid.com"
+PROVIDER = "sendgrid"
+log = logging.getLogger(__name__)
+# Event Webhook events a receipt needs, as delivery states (opens, clicks, deferrals say nothing new).
+SENDGRID_EVENTS = {
+    "processed": "sent",
+    "delivered": "delivered",
+    "bounce": "bounced",
+    "blocked": "bounced",
+    "dropped": "suppressed",  # SendGrid refused it: an earlier bounce, unsubscribe or spam report
+}
+# Email Activity API summary statuses (`processed` says nothing new).
+ACTIVITY_STATES = {"delivered": "delivered", "not_delivered": "bounced"}
+
+
+def send_id(sg_message_id: str) -> str:
+    """The X-Message-Id `/mail/send` returned, from an event's or activity's per-recipient
+    `sg_message_id` / `msg_id` (`<X-Message-Id>.<filter and recipient part>`)."""
+    return sg_message_id.split(".", 1)[0]
+
+
+def event_reports(events: Iterable[Mapping[str, Any]]) -> list[StatusReport]:
+    """Event Webhook events as reports (their `delivery_id` is the custom arg we sent along)."""
+    reports = []
+    for event in events:
+        name = str(event.get("event", "")).lower()
+        state = SENDGRID_EVENTS.get(name)
+        if state is None:
+            continue
+        try:
+            ident: int | None = int(str(event.get("delivery_id")))
+        except (TypeError, ValueError):
+            ident = None
+        reason = event.get("reason") or event.get("response")
+        reports.append(
+            StatusReport(
+                PROVIDER,
+                ident,
+                str(event["sg_message_id"]) if event.get("sg_message_id") else None,
+                state,
+                name if state in ("bounced", "suppressed") else None,
+                str(reason)[:2000] if reason and state != "delivered" else None,
+            )
+        )
+    return reports
+
+
 UNSUBSCRIBE_PLACEHOLDER = "%unsubscribe_url%"
 
 
@@ -72,7 +131,7 @@ class EmailChannel:
     def _make_client(self) -> SendGridAPIClient:
         key = self.settings.sendgrid_api_key
         announce_mode(self.name, "SendGrid", self.live, self.host)
-        api_key = key.get_secret_value() if key is not None else SANDBOX_SENDGRID_API_KEY
+        api_key = key.get_secret_value() if key is not None else sandbox_secret(self.settings)
         return SendGridAPIClient(api_key=api_key, host=self.host)
 
     def warm(self) -> None:
@@ -145,6 +204,49 @@ class EmailChannel:
             ]
         message_id = response.headers.get("X-Message-Id")
         return [Outcome.ok(r.delivery_id, message_id) for r in recipients]
+
+    # status: Event Webhook events and the Email Activity API ------------------------------------------
+    provider: ClassVar[str] = PROVIDER
+
+    @staticmethod
+    def same_message(recorded: str, reported: str) -> bool:
+        """A report is about our message when its per-recipient id starts with our X-Message-Id."""
+        return send_id(reported) == recorded
+
+    def fetch_statuses(
+        self, sent: Sequence[Sent], throttle: Callable[[], None] | None = None
+    ) -> list[StatusReport]:
+        """Asks the Email Activity API once per send request (`GET /v3/messages?query=msg_id LIKE
+        "<X-Message-Id>.%"`, paced by `throttle`) and matches its entries to our rows by address.
+        A request SendGrid cannot answer for now is left out, to be asked again later."""
+        client = self._client.get()
+        by_send: dict[str, list[Sent]] = defaultdict(list)
+        for row in sent:
+            by_send[row.provider_message_id].append(row)
+        reports: list[StatusReport] = []
+        for message_id, rows in by_send.items():
+            if throttle is not None:
+                throttle()
+            query = {"query": f'msg_id LIKE "{message_id}.%"', "limit": self.max_batch}
+            try:
+                response = client.client.messages.get(
+                    query_params=query, timeout=self.settings.provider_timeout_s
+                )
+                found = json.loads(response.body or b"{}").get("messages") or []
+            except (sg_errors.HTTPError, OSError, http.client.HTTPException, ValueError) as exc:
+                log.warning("status of SendGrid message %s: no answer: %s", message_id, exc)
+                continue
+            by_address = {str(m.get("to_email", "")).lower(): m for m in found if isinstance(m, dict)}
+            for row in rows:
+                entry = by_address.get(row.address.lower())
+                state = ACTIVITY_STATES.get(str(entry.get("status"))) if entry else None
+                if entry is None or state is None:
+                    continue
+                code = "not_delivered" if state == "bounced" else None
+                reports.append(
+                    StatusReport(PROVIDER, row.delivery_id, str(entry.get("msg_id") or ""), state, code)
+                )
+        return reports
 
 
 def _error_text(exc: sg_errors.HTTPError) -> str:

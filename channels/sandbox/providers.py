@@ -26,7 +26,7 @@ from channels.sandbox.callbacks import CallbackSender, Job, Post
 from channels.sandbox.faults import gate, json_response
 from channels.sandbox.mail import addresses, validate_mail
 from channels.sandbox.signing import EventWebhookSigner, twilio_signature
-from channels.sandbox.state import SandboxState, apply_substitutions
+from channels.sandbox.state import FaultConfig, SandboxState, apply_substitutions
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 GSM7 = frozenset(
@@ -49,8 +49,10 @@ class Providers:
         signer: EventWebhookSigner,
         callbacks: CallbackSender,
         stopping: asyncio.Event,
+        secret: str,
     ) -> None:
         self.state = state
+        self.secret = secret  # the sandbox account's only credential (channels/sandbox/secret.py)
         self.signer = signer
         self.callbacks = callbacks
         self.stopping = stopping
@@ -64,13 +66,10 @@ class Providers:
     async def sendgrid_send(self, request: Request) -> Response:
         state = self.state
         state.count_call("sendgrid")
-        auth = request.headers.get("authorization", "")
-        if not auth.startswith("Bearer ") or not auth[7:].strip():
+        refused = self._sendgrid_auth(request)
+        if refused is not None:
             state.count_result("sendgrid", accepted=False)
-            return json_response(
-                401,
-                {"errors": [{"field": None, "message": "authorization required", "help": None}]},
-            )
+            return refused
         fault = await gate(state, "sendgrid", self.stopping)
         if fault is not None:
             return fault
@@ -130,6 +129,8 @@ class Providers:
                     "sg_message_id": f"{message_id}.sandbox-{self._next()}",
                 }
                 lowered = address.lower()
+                records[-1]["_sg_message_id"] = base["sg_message_id"]
+                records[-1]["_status"] = "not_delivered" if lowered in drop | bounce else "delivered"
                 if lowered in drop:
                     events.append({**base, "event": "dropped", "reason": "Bounced Address"})
                     continue
@@ -151,6 +152,50 @@ class Providers:
         self._queue_events(events, config.callback_delay_ms / 1000)
         return Response(status_code=202, headers={"X-Message-Id": message_id})
 
+    def _sendgrid_auth(self, request: Request) -> Response | None:
+        """401 unless the request carries the sandbox account's key, as SendGrid refuses a bad key."""
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            message = "authorization required"
+        elif not secrets.compare_digest(auth[7:].strip().encode(), self.secret.encode()):
+            message = "The provided authorization grant is invalid, expired, or revoked"
+        else:
+            return None
+        return json_response(401, {"errors": [{"field": None, "message": message, "help": None}]})
+
+    def _dropped(self, provider: str) -> bool:
+        """A status webhook lost on the way (fault `callback_drop_rate`), counted as such."""
+        rate = self.state.faults[provider].callback_drop_rate
+        if rate > 0 and self.state.draw(provider) < rate:
+            self.state.count_callback(provider, ok=False, dropped=True)
+            return True
+        return False
+
+    async def sendgrid_activity(self, request: Request) -> Response:
+        """Email Activity API, `GET /v3/messages?query=msg_id="..."` (or `msg_id LIKE "...%"`) and
+        `limit`: one entry per recipient message with its summary status."""
+        refused = self._sendgrid_auth(request)
+        if refused is not None:
+            return refused
+        match = _MSG_ID_QUERY.fullmatch(request.query_params.get("query", "").strip())
+        try:
+            limit = int(request.query_params.get("limit", "10"))
+        except ValueError:
+            limit = -1
+        if match is None or not 1 <= limit <= 1000:
+            return json_response(
+                400, {"errors": [{"field": "query", "message": "invalid query or limit", "help": None}]}
+            )
+        wanted, like = match.group("value"), match.group("op").upper() == "LIKE"
+        prefix = wanted[:-1] if like and wanted.endswith("%") else None
+        send_id = (prefix or wanted).split(".", 1)[0]
+        found = []
+        for record in self.state.find(send_id):
+            sg_id = record.get("_sg_message_id", "")
+            if (prefix is not None and sg_id.startswith(prefix)) or sg_id == wanted:
+                found.append(_activity(record))
+        return json_response(200, {"messages": found[:limit]})
+
     def _queue_events(self, events: list[dict[str, Any]], delay_s: float) -> None:
         url = self.state.event_webhook_url
         if not url:
@@ -158,6 +203,8 @@ class Providers:
         for event in events:
             event["sg_event_id"] = secrets.token_urlsafe(16)[:22]
         for start in range(0, len(events), EVENTS_PER_POST):
+            if self._dropped("sendgrid"):
+                continue
             payload = json.dumps(events[start : start + EVENTS_PER_POST], separators=(",", ":")).encode()
             timestamp = str(int(time.time()))
             headers = {
@@ -185,11 +232,10 @@ class Providers:
         state = self.state
         state.count_call("twilio")
         account_sid = request.path_params["account_sid"]
-        credentials = _basic_auth(request.headers.get("authorization", ""))
-        if credentials is None or credentials[0] != account_sid or not credentials[1]:
+        if not self._twilio_authenticated(request, account_sid):
             state.count_result("twilio", accepted=False)
             return self._twilio_error(401, 20003, "Authenticate")
-        auth_token = credentials[1]
+        auth_token = self.secret
         fault = await gate(state, "twilio", self.stopping)
         if fault is not None:
             return fault
@@ -216,9 +262,9 @@ class Providers:
 
         sid = "SM" + secrets.token_hex(16)
         now = time.time()
-        created = formatdate(now, usegmt=True)
         callback = form.get("StatusCallback")
         delivery = parse_qs(urlsplit(callback).query).get("delivery_id", [None])[0] if callback else None
+        final, final_code = _twilio_final(config, to)
         state.add_records(
             [
                 {
@@ -232,40 +278,38 @@ class Providers:
                     "from": sender,
                     "account_sid": account_sid,
                     "status_callback": callback,
+                    "_status": final,
+                    "_error_code": final_code,
+                    "_messaging_service_sid": form.get("MessagingServiceSid"),
                 }
             ]
         )
         state.count_result("twilio", accepted=True)
         if callback:
             self._queue_status(callback, auth_token, account_sid, sid, form, config.callback_delay_ms / 1000)
-        from_number = form.get("From")
-        return json_response(
-            201,
-            {
-                "account_sid": account_sid,
-                "api_version": "2010-04-01",
-                "body": body,
-                "date_created": created,
-                "date_sent": None,
-                "date_updated": created,
-                "direction": "outbound-api",
-                "error_code": None,
-                "error_message": None,
-                "from": from_number,
-                "messaging_service_sid": form.get("MessagingServiceSid"),
-                "num_media": "0",
-                "num_segments": str(_segments(body)),
-                "price": None,
-                "price_unit": "USD",
-                "sid": sid,
-                "status": "queued",
-                "subresource_uris": {
-                    "media": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}/Media.json"
-                },
-                "to": form["To"],
-                "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json",
-            },
-        )
+        return json_response(201, _twilio_message(state.find(sid)[0], status="queued"))
+
+    def _twilio_authenticated(self, request: Request, account_sid: str) -> bool:
+        """Basic auth as the account, with the account's auth token: the sandbox's secret."""
+        credentials = _basic_auth(request.headers.get("authorization", ""))
+        if credentials is None or credentials[0] != account_sid or not credentials[1]:
+            return False
+        return secrets.compare_digest(credentials[1].encode(), self.secret.encode())
+
+    async def twilio_fetch(self, request: Request) -> Response:
+        """`GET .../Messages/{sid}.json`: the Message resource with its current (here: final) status."""
+        account_sid = request.path_params["account_sid"]
+        if not self._twilio_authenticated(request, account_sid):
+            return self._twilio_error(401, 20003, "Authenticate")
+        sid = request.path_params["sid"]
+        found = [r for r in self.state.find(sid) if r.get("account_sid") == account_sid]
+        if not found:
+            return self._twilio_error(
+                404,
+                20404,
+                f"The requested resource {request.url.path} was not found",
+            )
+        return json_response(200, _twilio_message(found[0]))
 
     def _queue_status(
         self,
@@ -278,12 +322,10 @@ class Providers:
     ) -> None:
         config = self.state.faults["twilio"]
         to = form["To"]
-        if to in config.failed:
-            statuses: list[tuple[str, str | None]] = [("failed", "30008")]
-        elif to in config.undelivered:
-            statuses = [("sent", None), ("undelivered", "30003")]
-        else:
-            statuses = [("sent", None), ("delivered", None)]
+        final, code = _twilio_final(config, to)
+        statuses = [(final, code)] if final == "failed" else [("sent", None), (final, code)]
+        if self._dropped("twilio"):
+            return
         posts = []
         for status, error_code in statuses:
             params = {
@@ -474,6 +516,63 @@ class Providers:
         )
         state.count_result("webhook", accepted=True)
         return json_response(200, {"ok": True})
+
+
+_MSG_ID_QUERY = re.compile(r'msg_id\s*(?P<op>=|LIKE)\s*"(?P<value>[^"]+)"', re.IGNORECASE)
+
+
+def _activity(record: dict[str, Any]) -> dict[str, Any]:
+    """One Email Activity entry (its summary status: processed, delivered or not_delivered)."""
+    return {
+        "from_email": record["from"],
+        "msg_id": record["_sg_message_id"],
+        "subject": record["subject"],
+        "to_email": record["recipient"],
+        "status": record["_status"],
+        "opens_count": 0,
+        "clicks_count": 0,
+        "last_event_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record["received_at"])),
+    }
+
+
+def _twilio_final(config: FaultConfig, to: str) -> tuple[str, str | None]:
+    """Where a Twilio message ends up, and its error code: the callbacks and the Message resource agree."""
+    if to in config.failed:
+        return "failed", "30008"
+    if to in config.undelivered:
+        return "undelivered", "30003"
+    return "delivered", None
+
+
+def _twilio_message(record: dict[str, Any], status: str | None = None) -> dict[str, Any]:
+    """The Message resource as Twilio shows it: `status` overrides the final one (the create call
+    answers `queued`)."""
+    account_sid, sid, body = record["account_sid"], record["provider_message_id"], record["text"]
+    created = formatdate(record["received_at"], usegmt=True)
+    shown = status or record["_status"]
+    code = record["_error_code"] if shown == record["_status"] else None
+    return {
+        "account_sid": account_sid,
+        "api_version": "2010-04-01",
+        "body": body,
+        "date_created": created,
+        "date_sent": None if shown == "queued" else created,
+        "date_updated": created,
+        "direction": "outbound-api",
+        "error_code": int(code) if code else None,
+        "error_message": None,
+        "from": record["from"] if not record.get("_messaging_service_sid") else None,
+        "messaging_service_sid": record.get("_messaging_service_sid"),
+        "num_media": "0",
+        "num_segments": str(_segments(body)),
+        "price": None,
+        "price_unit": "USD",
+        "sid": sid,
+        "status": shown,
+        "subresource_uris": {"media": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}/Media.json"},
+        "to": record["recipient"],
+        "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json",
+    }
 
 
 def _basic_auth(header: str) -> tuple[str, str] | None:

@@ -20,7 +20,6 @@ import socket
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -32,6 +31,7 @@ from starlette.routing import Route
 from channels.sandbox.callbacks import CallbackSender
 from channels.sandbox.faults import json_response
 from channels.sandbox.providers import Providers
+from channels.sandbox.secret import event_webhook_key, new_secret
 from channels.sandbox.signing import EventWebhookSigner
 from channels.sandbox.state import PROVIDERS, FaultConfig, SandboxState, render_record
 
@@ -47,15 +47,17 @@ class _Runtime:
     providers: Providers | None = None
 
 
-def build_app(state: SandboxState, signer: EventWebhookSigner, runtime: _Runtime) -> Starlette:
-    """The ASGI app; usable on its own (any ASGI server) or through `SandboxServer`."""
+def build_app(state: SandboxState, secret: str, runtime: _Runtime) -> Starlette:
+    """The ASGI app; usable on its own (any ASGI server) or through `SandboxServer`. `secret` is the
+    sandbox account's credential and signs its webhooks (channels/sandbox/secret.py)."""
+    signer = EventWebhookSigner(event_webhook_key(secret))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime.stopping = asyncio.Event()
         runtime.callbacks = CallbackSender(state)
         await runtime.callbacks.start()
-        runtime.providers = Providers(state, signer, runtime.callbacks, runtime.stopping)
+        runtime.providers = Providers(state, signer, runtime.callbacks, runtime.stopping, secret)
         try:
             yield
         finally:
@@ -71,6 +73,12 @@ def build_app(state: SandboxState, signer: EventWebhookSigner, runtime: _Runtime
 
     async def twilio(request: Request) -> Response:
         return await providers().twilio_messages(request)
+
+    async def twilio_fetch(request: Request) -> Response:
+        return await providers().twilio_fetch(request)
+
+    async def sendgrid_activity(request: Request) -> Response:
+        return await providers().sendgrid_activity(request)
 
     async def slack(request: Request) -> Response:
         return await providers().slack_post_message(request)
@@ -154,7 +162,9 @@ def build_app(state: SandboxState, signer: EventWebhookSigner, runtime: _Runtime
 
     routes = [
         Route("/v3/mail/send", sendgrid, methods=["POST"]),
+        Route("/v3/messages", sendgrid_activity, methods=["GET"]),
         Route("/2010-04-01/Accounts/{account_sid}/Messages.json", twilio, methods=["POST"]),
+        Route("/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json", twilio_fetch, methods=["GET"]),
         Route("/api/chat.postMessage", slack, methods=["POST"]),
         Route("/2/tweets", x, methods=["POST"]),
         Route("/hooks/{name:path}", hooks, methods=["POST"]),
@@ -187,7 +197,8 @@ class SandboxServer:
 
     `start()` binds (port 0 picks a free port), serves from a daemon thread, and returns `.url`.
     The same controls as the HTTP API: `set_faults`, `clear_faults`, `messages`, `clear_messages`,
-    `stats`, `event_webhook_url`, `public_key`, `drain_callbacks`.
+    `stats`, `event_webhook_url`, `public_key`, `drain_callbacks`; `secret` is the per-run secret
+    (given, or made here) the service must be given as DISPATCHER_SANDBOX_SECRET.
     """
 
     def __init__(
@@ -196,7 +207,7 @@ class SandboxServer:
         port: int = 8001,
         *,
         event_webhook_url: str | None = None,
-        key_pem: Path | None = None,
+        secret: str | None = None,
         log_level: str = "warning",
     ) -> None:
         self.host = host
@@ -204,9 +215,10 @@ class SandboxServer:
         self.log_level = log_level
         self.state = SandboxState()
         self.state.event_webhook_url = event_webhook_url
-        self.signer = EventWebhookSigner.from_pem(key_pem) if key_pem else EventWebhookSigner()
+        self.secret = secret or new_secret()  # per run, never a constant: see channels/sandbox/secret.py
+        self.signer = EventWebhookSigner(event_webhook_key(self.secret))
         self._runtime = _Runtime()
-        self.app = build_app(self.state, self.signer, self._runtime)
+        self.app = build_app(self.state, self.secret, self._runtime)
         self.url: str | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

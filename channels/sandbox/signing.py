@@ -10,7 +10,6 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
-from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -22,13 +21,6 @@ class EventWebhookSigner:
 
     def __init__(self, private_key: ec.EllipticCurvePrivateKey | None = None) -> None:
         self.private_key = private_key or ec.generate_private_key(ec.SECP256R1())
-
-    @classmethod
-    def from_pem(cls, path: Path) -> EventWebhookSigner:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{path} is not an EC private key")
-        return cls(key)
 
     @property
     def public_key_b64(self) -> str:

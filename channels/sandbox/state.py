@@ -30,6 +30,7 @@ class FaultConfig:
     rate_limit_per_s: float | None = None  # 429 beyond it (slack: per channel)
     seed: int = 0
     callback_delay_ms: float = 0.0  # before each status webhook / event POST
+    callback_drop_rate: float = 0.0  # status webhooks lost on the way (the status APIs still know)
     # SendGrid: hard bounce / dropped addresses (event webhook says so; the send itself is 202)
     bounce: list[str] = field(default_factory=list)
     drop: list[str] = field(default_factory=list)
@@ -84,6 +85,7 @@ class _ProviderStats:
     faults: int = 0
     callbacks_sent: int = 0
     callbacks_failed: int = 0
+    callbacks_dropped: int = 0
     window: _Window = field(default_factory=_Window)
     channels: dict[str, _Window] = field(default_factory=dict)
 
@@ -92,6 +94,8 @@ class SandboxState:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.records: list[dict[str, Any]] = []
+        # provider message id -> its records (a SendGrid id covers a whole request): the status APIs
+        self.by_message_id: dict[str, list[dict[str, Any]]] = {}
         self.faults: dict[str, FaultConfig] = {p: FaultConfig() for p in PROVIDERS}
         self.rngs: dict[str, random.Random] = {p: random.Random(0) for p in PROVIDERS}
         self.stats: dict[str, _ProviderStats] = {p: _ProviderStats() for p in PROVIDERS}
@@ -149,9 +153,11 @@ class SandboxState:
             if fault:
                 stats.faults += 1
 
-    def count_callback(self, provider: str, *, ok: bool) -> None:
+    def count_callback(self, provider: str, *, ok: bool, dropped: bool = False) -> None:
         with self.lock:
-            if ok:
+            if dropped:
+                self.stats[provider].callbacks_dropped += 1
+            elif ok:
                 self.stats[provider].callbacks_sent += 1
             else:
                 self.stats[provider].callbacks_failed += 1
@@ -167,6 +173,7 @@ class SandboxState:
                     "faults": s.faults,
                     "callbacks_sent": s.callbacks_sent,
                     "callbacks_failed": s.callbacks_failed,
+                    "callbacks_dropped": s.callbacks_dropped,
                     "max_per_1s": s.window.max,
                 }
                 if s.channels:
@@ -181,12 +188,20 @@ class SandboxState:
             for record in records:
                 self._seq += 1
                 record["seq"] = self._seq
+                message_id = record.get("provider_message_id")
+                if message_id:
+                    self.by_message_id.setdefault(str(message_id), []).append(record)
             self.records.extend(records)
+
+    def find(self, message_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.by_message_id.get(message_id, ()))
 
     def clear_records(self) -> None:
         """Forget messages, stats and posted tweets (a fresh run), not the faults."""
         with self.lock:
             self.records = []
+            self.by_message_id = {}
             self.stats = {p: _ProviderStats() for p in PROVIDERS}
             self.tweets = set()
 

@@ -27,14 +27,24 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from channels.base import ChannelName, Failure, Outcome, Recipient, RenderContext, Throttle, Variant
+from channels.base import (
+    ChannelName,
+    Failure,
+    Outcome,
+    Recipient,
+    RenderContext,
+    Sent,
+    StatusReport,
+    Throttle,
+    Variant,
+)
 from channels.clients import (
     SANDBOX_TWILIO_ACCOUNT_SID,
-    SANDBOX_TWILIO_AUTH_TOKEN,
     PerProcess,
     announce_mode,
     executor,
     retry_after,
+    sandbox_secret,
     send_each,
 )
 from channels.rendering import Templates
@@ -43,6 +53,10 @@ from config.settings import Settings, get_settings
 from dispatcher.message import OutageMessage
 
 TWILIO_API = "https://api.twilio.com"
+PROVIDER = "twilio"
+# Twilio's message statuses that a receipt needs, as delivery states (queued, sending, accepted...
+# say nothing new). The same words in status callbacks and in the Message resource.
+TWILIO_STATES = {"sent": "sent", "delivered": "delivered", "undelivered": "undelivered", "failed": "failed"}
 # Twilio's client logs five INFO lines per request; at 30k messages that drowns the worker's log.
 _twilio_log = logging.getLogger("channels.sms.twilio_http")
 _twilio_log.setLevel(logging.WARNING)
@@ -131,7 +145,7 @@ class SmsChannel:
             assert s.twilio_account_sid is not None and s.twilio_auth_token is not None
             sid, token = s.twilio_account_sid.get_secret_value(), s.twilio_auth_token.get_secret_value()
         else:
-            sid, token = SANDBOX_TWILIO_ACCOUNT_SID, SANDBOX_TWILIO_AUTH_TOKEN
+            sid, token = SANDBOX_TWILIO_ACCOUNT_SID, sandbox_secret(s)
         return Client(sid, token, http_client=http), http
 
     def warm(self) -> None:
@@ -179,6 +193,55 @@ class SmsChannel:
         except (requests.RequestException, TwilioException, OSError) as exc:
             return Outcome.failed(recipient.delivery_id, Failure.RETRYABLE, code="connection", error=str(exc))
         return Outcome.ok(recipient.delivery_id, message.sid)
+
+    # status: callbacks and the Message resource ------------------------------------------------------
+    provider: ClassVar[str] = PROVIDER
+
+    @staticmethod
+    def same_message(recorded: str, reported: str) -> bool:
+        """A report is about our message when its MessageSid is the SID `messages.create` returned."""
+        return recorded == reported
+
+    def fetch_statuses(
+        self, sent: Sequence[Sent], throttle: Callable[[], None] | None = None
+    ) -> list[StatusReport]:
+        """Asks Twilio for each message (`messages(sid).fetch()`, one request each, paced by `throttle`);
+        a message Twilio does not know or cannot answer for now is left out, to be asked again later."""
+        client, _ = self._client.get()
+        reports: list[StatusReport] = []
+        for row in sent:
+            if throttle is not None:
+                throttle()
+            try:
+                message = client.messages(row.provider_message_id).fetch()
+            except (TwilioException, requests.RequestException, OSError) as exc:
+                _twilio_log.warning("status of delivery %s: no answer from Twilio: %s", row.delivery_id, exc)
+                continue
+            code = str(message.error_code) if message.error_code else None
+            report = _report(row.delivery_id, message.sid, str(message.status or ""), code)
+            if report is not None:
+                reports.append(report)
+        return reports
+
+
+def status_callback_report(delivery_id: Any, params: Mapping[str, str]) -> StatusReport | None:
+    """A Twilio status callback (form fields) as a report; None for statuses a receipt ignores.
+    `delivery_id` is the one in the callback URL we gave Twilio."""
+    try:
+        ident: int | None = int(str(delivery_id))
+    except (TypeError, ValueError):
+        ident = None
+    return _report(
+        ident, params.get("MessageSid") or None, params.get("MessageStatus", ""), params.get("ErrorCode")
+    )
+
+
+def _report(delivery_id: int | None, sid: str | None, status: str, code: str | None) -> StatusReport | None:
+    state = TWILIO_STATES.get(status.lower())
+    if state is None:
+        return None
+    code = code or None
+    return StatusReport(PROVIDER, delivery_id, sid, state, code, f"twilio error {code}" if code else None)
 
 
 def _classify(

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from channels.registry import PROVIDERS
 from config import Settings
-from dispatcher import provider_stats
+from dispatcher import provider_stats, provider_status
 from dispatcher.redis_client import get_redis
 from dispatcher.store.db import get_database
 from dispatcher.store.models import Broadcast, BroadcastCount
@@ -87,8 +87,37 @@ class StoreCollector(Collector):
             field: CounterMetricFamily(f"dispatcher_provider_{field}", help_text, labels=["provider"])
             for field, help_text in names.items()
         }
+        receipts = {
+            "ignored": CounterMetricFamily(
+                "dispatcher_provider_status_ignored",
+                "Provider status reports ignored: no such delivery, another channel's, another message id, "
+                "or never sent",
+                labels=["provider", "reason"],
+            ),
+            "applied": CounterMetricFamily(
+                "dispatcher_provider_status_applied",
+                "Provider status reports that moved a delivery, by where they came from",
+                labels=["provider", "source"],
+            ),
+            "parked": CounterMetricFamily(
+                "dispatcher_provider_status_parked",
+                "Status reports that arrived before their send was recorded, held to re-apply after it",
+                labels=["provider"],
+            ),
+            "asked": CounterMetricFamily(
+                "dispatcher_reconcile_queries",
+                "Deliveries asked about at their provider by reconciliation",
+                labels=["provider"],
+            ),
+        }
         try:
             client = get_redis(self.settings)
+            status_stats = provider_status.read_stats(client, self.settings)
+            for (kind, provider, detail), n in sorted(status_stats.items()):
+                if kind in ("ignored", "applied"):
+                    receipts[kind].add_metric([provider, detail], n)
+                elif kind in receipts:
+                    receipts[kind].add_metric([provider], n)
             for queue in QUEUES:
                 depth = sum(client.llen(key) for key in queue_keys(queue, self.settings))
                 queues.add_metric([queue], depth)
@@ -98,7 +127,7 @@ class StoreCollector(Collector):
                     family.add_metric([provider], fields[field])
         except Exception:
             log.warning("metrics: broker unavailable", exc_info=True)
-        yield from (broadcasts, deliveries, queues, *providers.values())
+        yield from (broadcasts, deliveries, queues, *providers.values(), *receipts.values())
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -2,6 +2,10 @@
 
 SendGrid signs `timestamp + raw body` with ECDSA P-256; Twilio HMAC-SHA1s the full URL it called plus
 the sorted POST parameters. Anything unsigned, tampered or (SendGrid) older than ten minutes is 403.
+
+Whose signature: a live provider's (its auth token, its Event Webhook key); a provider in sandbox
+mode only the sandbox's per-run secret (DISPATCHER_SANDBOX_SECRET, made by `up`), never a constant.
+A signed report is then checked against the delivery it names (dispatcher/provider_status.py).
 """
 
 from __future__ import annotations
@@ -17,31 +21,42 @@ from fastapi import APIRouter, Depends, Request, Response
 from sendgrid.helpers.eventwebhook import EventWebhook
 from twilio.request_validator import RequestValidator
 
-from channels.clients import SANDBOX_TWILIO_AUTH_TOKEN
+from channels.email.adapter import event_reports
+from channels.sandbox.secret import event_webhook_public_key
+from channels.sms.adapter import status_callback_report
 from config import Settings
 from dispatcher.api.deps import get_db, get_settings
 from dispatcher.api.schemas import ERRORS
 from dispatcher.errors import MalformedJson, SignatureInvalid, ValidationFailed
-from dispatcher.fanout import Outbox
-from dispatcher.provider_status import after_status, apply_sendgrid, apply_twilio
+from dispatcher.provider_status import apply_reports
 from dispatcher.store.db import Database
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=ERRORS)
 
 MAX_AGE_S = 600
-MAX_ID = 2**63 - 1
 SG_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 SG_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
+SANDBOX_SECRET = "DISPATCHER_SANDBOX_SECRET"
+
+
+def sendgrid_key(settings: Settings) -> str:
+    """The Event Webhook verification key: the live account's, else the sandbox's (from its secret)."""
+    if settings.sendgrid_api_key is not None:
+        if settings.sendgrid_webhook_public_key is None:
+            raise SignatureInvalid(
+                "no SendGrid verification key configured (DISPATCHER_SENDGRID_WEBHOOK_PUBLIC_KEY)",
+                fields=[SG_SIGNATURE],
+            )
+        return settings.sendgrid_webhook_public_key.get_secret_value()
+    if settings.sandbox_secret is None:
+        raise SignatureInvalid(f"SendGrid is sandboxed and {SANDBOX_SECRET} is unset", fields=[SG_SIGNATURE])
+    return event_webhook_public_key(settings.sandbox_secret.get_secret_value())
 
 
 def verify_sendgrid(settings: Settings, body: bytes, signature: str | None, timestamp: str | None) -> None:
     if not signature or not timestamp:
         raise SignatureInvalid("missing SendGrid signature headers", fields=[SG_SIGNATURE])
-    if settings.sendgrid_webhook_public_key is None:
-        raise SignatureInvalid(
-            "no SendGrid verification key configured (DISPATCHER_SENDGRID_WEBHOOK_PUBLIC_KEY)",
-            fields=[SG_SIGNATURE],
-        )
+    public_key = sendgrid_key(settings)
     try:
         age = time.time() - int(timestamp)
     except ValueError:
@@ -50,7 +65,7 @@ def verify_sendgrid(settings: Settings, body: bytes, signature: str | None, time
         raise SignatureInvalid("the signature timestamp is stale", fields=[SG_TIMESTAMP])
     verifier = EventWebhook()
     try:
-        key = verifier.convert_public_key_to_ecdsa(settings.sendgrid_webhook_public_key.get_secret_value())
+        key = verifier.convert_public_key_to_ecdsa(public_key)
         ok = verifier.verify_signature(body.decode("utf-8"), signature, timestamp, key)
     except (ValueError, binascii.Error, UnicodeDecodeError, TypeError):
         ok = False
@@ -59,10 +74,14 @@ def verify_sendgrid(settings: Settings, body: bytes, signature: str | None, time
 
 
 def twilio_token(settings: Settings) -> str:
-    """The real account's token when Twilio is live, else the one the sandbox signs with."""
+    """The live account's auth token, else the sandbox's secret (its account's token)."""
     if settings.twilio_account_sid is not None and settings.twilio_auth_token is not None:
         return settings.twilio_auth_token.get_secret_value()
-    return SANDBOX_TWILIO_AUTH_TOKEN
+    if settings.sandbox_secret is None:
+        raise SignatureInvalid(
+            f"Twilio is sandboxed and {SANDBOX_SECRET} is unset", fields=["X-Twilio-Signature"]
+        )
+    return settings.sandbox_secret.get_secret_value()
 
 
 def twilio_url(settings: Settings, request: Request) -> str:
@@ -83,22 +102,10 @@ async def sendgrid_events(
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise ValidationFailed("SendGrid events must be a JSON array of objects")
-    await anyio.to_thread.run_sync(_apply_sendgrid, database, settings, events)
+    reports = event_reports(events)
+    if reports:
+        await anyio.to_thread.run_sync(apply_reports, database, settings, reports)
     return Response(status_code=204)
-
-
-def _ids(values: list[Any]) -> list[int]:
-    """Delivery ids we could have sent: anything else is ignored rather than queried."""
-    return [int(v) for v in values if str(v).isdigit() and int(v) <= MAX_ID]
-
-
-def _apply_sendgrid(database: Database, settings: Settings, events: list[dict[str, Any]]) -> None:
-    outbox = Outbox()
-    events = [e for e in events if _ids([e.get("delivery_id")])]
-    with database.session() as session:
-        if events and apply_sendgrid(session, events):
-            after_status(session, settings, _ids([e.get("delivery_id") for e in events]), outbox)
-    outbox.flush()
 
 
 @router.post("/twilio", status_code=204, summary="Twilio status callback (X-Twilio-Signature)")
@@ -113,23 +120,13 @@ async def twilio_status(
     if not signature:
         raise SignatureInvalid("missing X-Twilio-Signature", fields=["X-Twilio-Signature"])
     try:
-        params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        params: dict[str, Any] | None = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     except UnicodeDecodeError:
         params = None
     validator = RequestValidator(twilio_token(settings))
     if params is None or not validator.validate(twilio_url(settings, request), params, signature):
         raise SignatureInvalid("the Twilio signature does not match", fields=["X-Twilio-Signature"])
-    await anyio.to_thread.run_sync(_apply_twilio, database, settings, delivery_id, params)
+    report = status_callback_report(delivery_id, params)
+    if report is not None:
+        await anyio.to_thread.run_sync(apply_reports, database, settings, [report])
     return Response(status_code=204)
-
-
-def _apply_twilio(
-    database: Database, settings: Settings, delivery_id: str | None, params: dict[str, str]
-) -> None:
-    outbox = Outbox()
-    if not _ids([delivery_id]):
-        return
-    with database.session() as session:
-        if apply_twilio(session, delivery_id, params):
-            after_status(session, settings, _ids([delivery_id]), outbox)
-    outbox.flush()

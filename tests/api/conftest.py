@@ -1,7 +1,9 @@
-"""The real app on the real `db` fixture (SQLite and PostgreSQL), keys of every role, a sandbox signer."""
+"""The real app on the real `db` fixture (SQLite and PostgreSQL), keys of every role, and a signer
+holding the key the sandbox signs SendGrid events with (derived from the run's sandbox secret)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +12,7 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from channels.sandbox.secret import event_webhook_key
 from channels.sandbox.signing import EventWebhookSigner
 from config import Settings
 from dispatcher.api import create_app
@@ -22,7 +25,7 @@ PUBLIC_URL = "https://dispatch.example.test"
 
 @pytest.fixture(scope="session")
 def signer() -> EventWebhookSigner:
-    return EventWebhookSigner()
+    return EventWebhookSigner(event_webhook_key(os.environ["DISPATCHER_SANDBOX_SECRET"]))
 
 
 @pytest.fixture
@@ -30,7 +33,6 @@ def settings(db: Database, signer: EventWebhookSigner) -> Settings:
     return Settings(
         database_url=db.url,
         public_url=PUBLIC_URL,
-        sendgrid_webhook_public_key=signer.public_key_b64,
         max_body_bytes=20_000,
     )
 

@@ -1,56 +1,105 @@
-"""Provider callbacks signed the way the providers sign them: valid accepted; tampered, unsigned
-and stale refused with 403 and nothing changed."""
+"""Provider callbacks signed the way the providers sign them. Only a report signed with the right key
+(a sandboxed provider: the run's sandbox secret, never a constant), about a delivery on that
+provider's channel, that was sent, with the provider id the send returned, changes anything;
+everything else changes nothing (state, provider id, counters, broadcast) and is counted."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import secrets
 import time
+from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from channels.clients import SANDBOX_TWILIO_AUTH_TOKEN
 from channels.sandbox.signing import EventWebhookSigner
+from config import Settings
+from dispatcher.progress import progress
+from dispatcher.provider_status import reapply_parked
+from dispatcher.receipts import State, count_moves, set_details, transition
 from dispatcher.store.db import Database
-from dispatcher.store.models import Delivery, utcnow
+from dispatcher.store.models import Broadcast, Delivery, utcnow
 from tests.api.conftest import MESSAGE, PUBLIC_URL, auth
 
+SECRET = os.environ["DISPATCHER_SANDBOX_SECRET"]
+OLD_PUBLIC_TOKEN = "sandbox-twilio-auth-token"  # what the sandbox used to sign with, in the code
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
-def sent_delivery(client: TestClient, keys: dict[str, str], db: Database, channel: str, address: str) -> int:
-    """A delivery the provider has accepted (as a worker would leave it), waiting for its status."""
-    broadcast = client.post("/v1/incidents", json=MESSAGE, headers=auth(keys["commander"])).json()[
-        "broadcast"
-    ]
+
+def open_broadcast(client: TestClient, keys: dict[str, str]) -> int:
+    created = client.post("/v1/incidents", json=MESSAGE, headers=auth(keys["commander"]))
+    return int(created.json()["broadcast"]["id"])
+
+
+def add_delivery(
+    db: Database,
+    broadcast_id: int,
+    channel: str,
+    address: str,
+    *,
+    state: str = "sent",
+    provider_message_id: str | None = None,
+) -> int:
+    """A delivery as a worker would leave it (`sent` with the provider's id), counted as such."""
     with db.session() as session:
         row = Delivery(
-            broadcast_id=broadcast["id"],
+            broadcast_id=broadcast_id,
             tier=2,
             channel=channel,
             address=address,
-            state="sent",
-            sent_at=utcnow(),
+            state="pending",
+            provider_message_id=None,
         )
         session.add(row)
         session.flush()
+        now = utcnow()
+        count_moves(session, [(broadcast_id, 2, channel)], None, State.PENDING)
+        path = {"pending": [], "sending": ["sending"], "sent": ["sending", "sent"]}[state]
+        current = State.PENDING
+        for step in path:
+            transition(session, [row.id], expect=current, to=State(step), now=now)
+            current = State(step)
+        if provider_message_id:
+            set_details(session, [{"id": row.id, "provider_message_id": provider_message_id}])
         return row.id
 
 
-def state_of(db: Database, delivery_id: int) -> str:
+def snapshot(db: Database, broadcast_id: int) -> tuple[Any, ...]:
+    """Everything a forged report could change: rows, progress counters, the broadcast's state."""
     with db.session() as session:
-        return str(session.scalar(select(Delivery.state).where(Delivery.id == delivery_id)))
+        rows = session.execute(
+            select(Delivery.id, Delivery.state, Delivery.provider_message_id, Delivery.last_error_code).where(
+                Delivery.broadcast_id == broadcast_id
+            )
+        ).all()
+        state = session.scalar(select(Broadcast.state).where(Broadcast.id == broadcast_id))
+        shown = progress(session, broadcast_id)
+    return sorted(tuple(r) for r in rows), state, json.dumps(shown, sort_keys=True, default=str)
+
+
+def row(db: Database, delivery_id: int) -> tuple[str, str | None]:
+    with db.session() as session:
+        found = session.execute(
+            select(Delivery.state, Delivery.provider_message_id).where(Delivery.id == delivery_id)
+        ).one()
+        return str(found[0]), found[1]
 
 
 def sendgrid_post(
     client: TestClient,
     signer: EventWebhookSigner,
-    events: list[dict],
+    events: list[dict[str, Any]],
     *,
     timestamp: int | None = None,
     tamper: bool = False,
     sign: bool = True,
-):  # type: ignore[no-untyped-def]
+) -> httpx.Response:
     payload = json.dumps(events, separators=(",", ":")).encode()
     ts = str(timestamp if timestamp is not None else int(time.time()))
     headers = {"Content-Type": "application/json"}
@@ -62,14 +111,41 @@ def sendgrid_post(
     return client.post("/v1/webhooks/sendgrid", content=payload, headers=headers)
 
 
+def twilio_post(
+    client: TestClient, delivery_id: int, params: dict[str, str], *, token: str = SECRET
+) -> httpx.Response:
+    path = f"/v1/webhooks/twilio?delivery_id={delivery_id}"
+    signature = RequestValidator(token).compute_signature(PUBLIC_URL + path, params)
+    return client.post(path, content=urlencode(params), headers={**FORM, "X-Twilio-Signature": signature})
+
+
+def twilio_params(sid: str, status: str = "delivered", **extra: str) -> dict[str, str]:
+    return {"MessageSid": sid, "MessageStatus": status, "To": "+14155550101", "AccountSid": "AC1", **extra}
+
+
+def ignored(client: TestClient) -> dict[tuple[str, str], float]:
+    """/metrics' ignored status reports, by (provider, reason)."""
+    text = client.get("/metrics").text
+    found = re.findall(
+        r'dispatcher_provider_status_ignored_total\{provider="(\w+)",reason="(\w+)"\} ([0-9.]+)', text
+    )
+    return {(p, r): float(n) for p, r, n in found}
+
+
+def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> dict[str, float]:
+    return {f"{p}:{r}": n - before.get((p, r), 0.0) for (p, r), n in after.items() if n != before.get((p, r))}
+
+
 def test_sendgrid_events(
     client: TestClient, keys: dict[str, str], db: Database, signer: EventWebhookSigner
 ) -> None:
-    delivery_id = sent_delivery(client, keys, db, "email", "a@example.com")
+    broadcast_id = open_broadcast(client, keys)
+    delivery_id = add_delivery(db, broadcast_id, "email", "a@example.com", provider_message_id="sgX1")
     bounce = [
         {
             "event": "bounce",
             "delivery_id": str(delivery_id),
+            "sg_message_id": "sgX1.filter0001-1",
             "reason": "550 no such user",
             "sg_event_id": "e1",
         }
@@ -80,46 +156,113 @@ def test_sendgrid_events(
     stale = sendgrid_post(client, signer, bounce, timestamp=int(time.time()) - 11 * 60)
     assert stale.status_code == 403 and stale.json()["error"]["code"] == "signature_invalid"
     assert sendgrid_post(client, EventWebhookSigner(), bounce).status_code == 403  # someone else's key
-    assert state_of(db, delivery_id) == "sent"
+    assert row(db, delivery_id) == ("sent", "sgX1")
 
     assert sendgrid_post(client, signer, bounce).status_code == 204
-    assert state_of(db, delivery_id) == "bounced"
+    assert row(db, delivery_id) == ("bounced", "sgX1")
     receipts = client.get(
-        f"/v1/broadcasts/{_broadcast_of(db, delivery_id)}/receipts?state=bounced",
-        headers=auth(keys["viewer"]),
+        f"/v1/broadcasts/{broadcast_id}/receipts?state=bounced", headers=auth(keys["viewer"])
     ).json()["receipts"]
     assert [(r["delivery_id"], r["last_error_code"]) for r in receipts] == [(delivery_id, "bounce")]
 
 
-def _broadcast_of(db: Database, delivery_id: int) -> int:
-    with db.session() as session:
-        return int(session.scalar(select(Delivery.broadcast_id).where(Delivery.id == delivery_id)) or 0)
-
-
 def test_twilio_callbacks(client: TestClient, keys: dict[str, str], db: Database) -> None:
-    delivery_id = sent_delivery(client, keys, db, "sms", "+14155550101")
+    broadcast_id = open_broadcast(client, keys)
+    delivery_id = add_delivery(db, broadcast_id, "sms", "+14155550101", provider_message_id="SM123")
     path = f"/v1/webhooks/twilio?delivery_id={delivery_id}"
-    params = {"MessageSid": "SM123", "MessageStatus": "delivered", "To": "+14155550101", "AccountSid": "AC1"}
-    good = RequestValidator(SANDBOX_TWILIO_AUTH_TOKEN).compute_signature(PUBLIC_URL + path, params)
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    params = twilio_params("SM123")
+    good = RequestValidator(SECRET).compute_signature(PUBLIC_URL + path, params)
 
-    unsigned = client.post(path, content=urlencode(params), headers=form)
+    unsigned = client.post(path, content=urlencode(params), headers=FORM)
     assert unsigned.status_code == 403
     tampered = urlencode({**params, "MessageStatus": "failed"})
     assert (
-        client.post(path, content=tampered, headers={**form, "X-Twilio-Signature": good}).status_code == 403
+        client.post(path, content=tampered, headers={**FORM, "X-Twilio-Signature": good}).status_code == 403
     )
-    other_url = RequestValidator(SANDBOX_TWILIO_AUTH_TOKEN).compute_signature(
-        PUBLIC_URL + "/elsewhere", params
-    )
-    assert (
-        client.post(
-            path, content=urlencode(params), headers={**form, "X-Twilio-Signature": other_url}
-        ).status_code
-        == 403
-    )
-    assert state_of(db, delivery_id) == "sent"
+    other_url = RequestValidator(SECRET).compute_signature(PUBLIC_URL + "/elsewhere", params)
+    headers = {**FORM, "X-Twilio-Signature": other_url}
+    assert client.post(path, content=urlencode(params), headers=headers).status_code == 403
+    assert row(db, delivery_id) == ("sent", "SM123")
 
-    accepted = client.post(path, content=urlencode(params), headers={**form, "X-Twilio-Signature": good})
+    accepted = client.post(path, content=urlencode(params), headers={**FORM, "X-Twilio-Signature": good})
     assert accepted.status_code == 204
-    assert state_of(db, delivery_id) == "delivered"
+    assert row(db, delivery_id) == ("delivered", "SM123")
+
+
+def test_forged_and_misdirected_reports_change_nothing_and_are_counted(
+    client: TestClient, keys: dict[str, str], db: Database, signer: EventWebhookSigner
+) -> None:
+    broadcast_id = open_broadcast(client, keys)
+    email = add_delivery(db, broadcast_id, "email", "e@example.com", provider_message_id="sgSEND1")
+    sms = add_delivery(db, broadcast_id, "sms", "+14155550101", provider_message_id="SMgenuine")
+    pending = [
+        add_delivery(db, broadcast_id, "email", f"p{i}@example.com", state="pending") for i in range(5)
+    ]
+    before, counted = snapshot(db, broadcast_id), ignored(client)
+
+    # forged: signed with the old public constant, with some other secret, or not at all -> 403
+    for token in (OLD_PUBLIC_TOKEN, secrets.token_urlsafe(32)):
+        assert (
+            twilio_post(client, sms, twilio_params("SMgenuine", "undelivered"), token=token).status_code
+            == 403
+        )
+        assert twilio_post(client, email, twilio_params("SMx", "undelivered"), token=token).status_code == 403
+    assert sendgrid_post(client, EventWebhookSigner(), [{"event": "delivered"}]).status_code == 403
+
+    # validly signed, but about the wrong row -> 204 (the provider must not retry), ignored, counted
+    assert (
+        twilio_post(client, email, twilio_params("SMforged", "undelivered", ErrorCode="30003")).status_code
+        == 204
+    )
+    assert twilio_post(client, sms, twilio_params("SMother", "undelivered")).status_code == 204
+    assert twilio_post(client, 2**62, twilio_params("SMgenuine")).status_code == 204
+    events = [
+        {"event": "bounce", "delivery_id": str(sms), "sg_message_id": "SMgenuine.x", "reason": "no"},
+        {"event": "delivered", "delivery_id": str(email), "sg_message_id": "sgOTHER.filter-1"},
+        {"event": "delivered", "delivery_id": str(email)},  # no message id at all
+        *({"event": "delivered", "delivery_id": str(p), "sg_message_id": "sgSEND1.f-2"} for p in pending),
+    ]
+    assert sendgrid_post(client, signer, events).status_code == 204
+
+    assert snapshot(db, broadcast_id) == before
+    assert delta(counted, ignored(client)) == {
+        "twilio:wrong_channel": 1,
+        "twilio:id_mismatch": 1,
+        "twilio:unknown_delivery": 1,
+        "sendgrid:wrong_channel": 1,
+        "sendgrid:id_mismatch": 2,
+        "sendgrid:not_sent": 5,
+    }
+
+    # and the genuine reports still move their rows
+    assert twilio_post(client, sms, twilio_params("SMgenuine")).status_code == 204
+    genuine = [{"event": "delivered", "delivery_id": str(email), "sg_message_id": "sgSEND1.filter-9"}]
+    assert sendgrid_post(client, signer, genuine).status_code == 204
+    assert row(db, sms) == ("delivered", "SMgenuine") and row(db, email) == ("delivered", "sgSEND1")
+
+
+def test_a_report_that_beats_the_recording_is_applied_after_it_checked_the_same_way(
+    client: TestClient, keys: dict[str, str], db: Database, settings: Settings
+) -> None:
+    """Twilio's `delivered` often arrives while the worker is still sending the batch: parked, then
+    applied once the worker records the send, and only if the SID is the one it recorded."""
+    broadcast_id = open_broadcast(client, keys)
+    fast = add_delivery(db, broadcast_id, "sms", "+14155550101", state="sending")
+    forged = add_delivery(db, broadcast_id, "sms", "+14155550102", state="sending")
+    assert twilio_post(client, fast, twilio_params("SMfast")).status_code == 204
+    assert twilio_post(client, forged, twilio_params("SMnot-the-one")).status_code == 204
+    assert row(db, fast) == ("sending", None) and row(db, forged) == ("sending", None)
+
+    # the worker records both sends (as record_outcomes does), then re-applies what was parked
+    with db.session() as session:
+        transition(session, [fast, forged], expect=State.SENDING, to=State.SENT, now=utcnow())
+        set_details(
+            session,
+            [{"id": fast, "provider_message_id": "SMfast"}, {"id": forged, "provider_message_id": "SMreal"}],
+        )
+    counted = ignored(client)
+    assert reapply_parked(db, settings, broadcast_id, [fast, forged]) == 1
+    assert row(db, fast) == ("delivered", "SMfast")
+    assert row(db, forged) == ("sent", "SMreal")
+    assert delta(counted, ignored(client)) == {"twilio:id_mismatch": 1}
+    assert reapply_parked(db, settings, broadcast_id, [fast, forged]) == 0  # applied once, then gone

@@ -8,7 +8,6 @@ from urllib.parse import parse_qs, urlsplit
 from twilio.request_validator import RequestValidator
 
 from channels.base import Failure, Recipient
-from channels.clients import SANDBOX_TWILIO_AUTH_TOKEN
 from channels.sandbox import SandboxServer
 from channels.sms.adapter import SmsChannel
 from config.settings import Settings
@@ -39,7 +38,7 @@ def test_each_recipient_gets_a_message_with_its_status_callback(
     sandbox.drain_callbacks()
     callbacks = sandbox.messages("webhook")
     assert len(callbacks) == 60  # sent + delivered for each
-    validator = RequestValidator(SANDBOX_TWILIO_AUTH_TOKEN)
+    validator = RequestValidator(sandbox.secret)  # the per-run secret signs them
     for hook in callbacks:
         assert hook["url"].startswith(f"{settings.public_url}/v1/webhooks/twilio?delivery_id=")
         assert validator.validate(hook["url"], hook["form"], hook["headers"]["x-twilio-signature"])

@@ -4,14 +4,17 @@ exactly as SendGrid does (checked with SendGrid's own verifier)."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import httpx
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from channels.sandbox import SandboxServer
+from channels.sandbox.secret import event_webhook_public_key
 
-AUTH = {"Authorization": "Bearer SG.test"}
+# the sandbox account's key is the session sandbox's per-run secret (tests/conftest.py)
+AUTH = {"Authorization": f"Bearer {os.environ['DISPATCHER_SANDBOX_SECRET']}"}
 
 
 def mail(personalizations: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -97,7 +100,7 @@ def test_event_webhook_posts_are_signed_as_sendgrid_signs_them(sandbox: SandboxS
     assert len(posts) == 1
     hook = posts[0]
     key = httpx.get(f"{sandbox.url}/sandbox/keys").json()["sendgrid_event_webhook_public_key"]
-    assert key == sandbox.public_key
+    assert key == sandbox.public_key == event_webhook_public_key(sandbox.secret)  # derived from the secret
     verifier = EventWebhook(key)
     signature = hook["headers"]["x-twilio-email-event-webhook-signature"]
     timestamp = hook["headers"]["x-twilio-email-event-webhook-timestamp"]

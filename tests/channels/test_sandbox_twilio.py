@@ -3,13 +3,15 @@ signed as Twilio signs them (checked with Twilio's own RequestValidator)."""
 
 from __future__ import annotations
 
+import os
+
 import httpx
 from twilio.request_validator import RequestValidator
 
 from channels.sandbox import SandboxServer
 
 SID = "AC" + "1" * 32
-TOKEN = "the-auth-token"
+TOKEN = os.environ["DISPATCHER_SANDBOX_SECRET"]  # the sandbox account's auth token: its per-run secret
 
 
 def create(sandbox: SandboxServer, to: str, callback: str | None = None, auth: tuple[str, str] | None = None):
@@ -41,6 +43,7 @@ def test_errors_in_twilios_shape(sandbox: SandboxServer) -> None:
         assert body["code"] == code and body["status"] == 400
         assert body["more_info"].endswith(str(code))
     assert create(sandbox, "+14155550100", auth=(SID, "")).status_code == 401
+    assert create(sandbox, "+14155550100", auth=(SID, "another-token")).status_code == 401
     assert sandbox.messages("sms") == []
 
 
@@ -62,3 +65,28 @@ def test_status_callbacks_are_signed_and_ordered(sandbox: SandboxServer) -> None
         if hook["form"]["MessageStatus"] == "undelivered":
             assert hook["form"]["ErrorCode"] == "30003"
     assert statuses == {sid_ok: ["sent", "delivered"], sid_bad: ["sent", "undelivered"]}
+
+
+def test_lost_callbacks_and_the_message_resource(sandbox: SandboxServer) -> None:
+    """With every callback lost, the Message resource (what reconciliation reads) still knows the
+    final status, in Twilio's shape; another account, a wrong token or an unknown SID get no answer."""
+    sandbox.set_faults("twilio", callback_drop_rate=1.0, undelivered=["+14155550111"])
+    callback = f"{sandbox.url}/hooks/twilio?delivery_id=7"
+    sid = create(sandbox, "+14155550111", callback).json()["sid"]
+    sandbox.drain_callbacks()
+    assert sandbox.messages("webhook") == []
+    assert sandbox.stats()["twilio"]["callbacks_dropped"] == 1
+
+    url = f"{sandbox.url}/2010-04-01/Accounts/{SID}/Messages/{sid}.json"
+    body = httpx.get(url, auth=(SID, TOKEN)).json()
+    assert (body["sid"], body["status"], body["error_code"], body["to"]) == (
+        sid,
+        "undelivered",
+        30003,
+        "+14155550111",
+    )
+    assert body["uri"] == f"/2010-04-01/Accounts/{SID}/Messages/{sid}.json"
+    assert httpx.get(url, auth=(SID, "another-token")).status_code == 401
+    other = f"{sandbox.url}/2010-04-01/Accounts/{SID}/Messages/SM{'0' * 32}.json"
+    missing = httpx.get(other, auth=(SID, TOKEN))
+    assert missing.status_code == 404 and missing.json()["code"] == 20404

@@ -94,3 +94,14 @@ def test_hostile_requests_are_refused_and_write_nothing() -> None:
     assert result["transport_errors"] == {}, result
     assert result["rows_changed"] == {}, result
     assert result["healthz_after"] == 200 and result["readyz_after"] == 200
+
+
+def test_forged_and_misdirected_callbacks_change_no_delivery() -> None:
+    from benchmarks.drills import forged_callbacks
+
+    result = forged_callbacks("small")
+    _report(result)
+    assert result["forged_refused_403"] == result["forged_sent"] > 0, result
+    assert result["misdirected_statuses"] == {"204": result["misdirected_sent"]}, result
+    assert result["ignored_counted"] == result["misdirected_sent"], result
+    assert result["deliveries_changed"] == 0 and result["progress_changed"] is False, result
