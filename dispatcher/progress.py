@@ -32,6 +32,8 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
             "state": tier.state,
             "planned": tier.planned,
             "outstanding": tier.outstanding,
+            "sends": tier.sends,  # sends that may have reached someone (see Delivery.sends)
+            "extra_sends": tier.extra_sends,  # of those, beyond each delivery's first: duplicates
             "gate": tier.gate,
             "started_at": _iso(tier.started_at),
             "first_accepted_at": _iso(tier.first_accepted_at),
@@ -60,6 +62,8 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
         ),
         "completed_at": _iso(broadcast.completed_at),
         "totals": totals,
+        "sends": sum(t["sends"] for t in tiers.values()),
+        "extra_sends": sum(t["extra_sends"] for t in tiers.values()),
         "tiers": list(tiers.values()),
     }
 
@@ -69,7 +73,7 @@ def possible_duplicates(session: Session, broadcast_id: int) -> int:
         session.scalar(
             select(func.count())
             .select_from(Delivery)
-            .where(Delivery.broadcast_id == broadcast_id, Delivery.possible_duplicate.is_(True))
+            .where(Delivery.broadcast_id == broadcast_id, Delivery.sends > 1)
         )
         or 0
     )

@@ -186,6 +186,8 @@ class BroadcastTier(Base):
     dispatched_through: Mapped[int | None] = mapped_column(Id)  # highest delivery id enqueued
     first_accepted_at: Mapped[datetime | None]
     all_accepted_at: Mapped[datetime | None]
+    sends: Mapped[int] = mapped_column(Integer, default=0)  # the tier's deliveries' `sends`, summed
+    extra_sends: Mapped[int] = mapped_column(Integer, default=0)  # sends beyond each row's first
 
 
 class BroadcastVariant(Base):
@@ -240,7 +242,10 @@ class Delivery(Base):
     last_error_code: Mapped[str | None] = mapped_column(String(100))
     last_error: Mapped[str | None] = mapped_column(Text)
     failover_of: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"))
-    possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Sends the service allowed that may have reached the recipient: raised by every claim (in its
+    # transaction), lowered only when the provider refused that send. More than one = a duplicate.
+    sends: Mapped[int] = mapped_column(Integer, default=0)
+    claim: Mapped[str | None] = mapped_column(String(32))  # the current claim's token (see sending)
     lease_until: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
