@@ -14,6 +14,8 @@ SIGKILLed mid-broadcast and restarted on the same port, its queues lost), postgr
 database sessions terminated with pg_terminate_backend every 0.2 s for a while: a database outage as
 the service sees it, without touching the shared server; `--pg-restart` instead restarts the whole
 PostgreSQL server with pg_ctlcluster: manual use only, never in CI, never on a shared machine),
+postgres_repeated (a shorter database drill ten times in a row on one stack, two CPU-bound processes
+beside it: the loaded machine where copies once outnumbered the flags),
 faults (20% 5xx, 10% 429 with Retry-After, 1% timeouts on every provider), sms-down (Twilio answering
 503 to everything for two minutes: admins fail over to email, the rest go out when it returns),
 hostile (malformed, oversize and hostile API requests: no 5xx, nothing written, still serving).
@@ -42,10 +44,27 @@ from benchmarks.stack import ADMIN_KEY, PG_URL, RESULTS, VIEWER_KEY, Stack, mach
 
 FINAL_FAILURES = ("failed", "bounced", "undelivered", "suppressed")
 SIZES = {
-    "small": {"sigkill": 2000, "redis": 2000, "postgres": 2000, "faults": 1000, "sms_down": 300},
-    "full": {"sigkill": 20000, "redis": 20000, "postgres": 20000, "faults": 10000, "sms_down": 3000},
+    "small": {
+        "sigkill": 2000,
+        "redis": 2000,
+        "postgres": 2000,
+        "postgres_repeated": 500,
+        "faults": 1000,
+        "sms_down": 300,
+    },
+    "full": {
+        "sigkill": 20000,
+        "redis": 20000,
+        "postgres": 20000,
+        "postgres_repeated": 2000,
+        "faults": 10000,
+        "sms_down": 3000,
+    },
 }
-DURATIONS = {"small": {"postgres": 5.0, "sms_down": 15.0}, "full": {"postgres": 30.0, "sms_down": 120.0}}
+DURATIONS = {
+    "small": {"postgres": 5.0, "postgres_repeated": 3.0, "sms_down": 15.0},
+    "full": {"postgres": 30.0, "postgres_repeated": 5.0, "sms_down": 120.0},
+}
 HOSTILE = {"small": 500, "full": 10000}
 QUICK_RECOVERY = {
     "DISPATCHER_LEASE_S": "3",  # a killed worker's rows are swept back after 3 s
@@ -262,6 +281,60 @@ def postgres_outage(size: str, restart_server: bool = False, seconds: float | No
         return result
     finally:
         stack.close()
+
+
+def cpu_burners(count: int) -> list[subprocess.Popen[bytes]]:
+    """CPU-bound processes beside the stack: the loaded machine the 3,750-copy run was on."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def postgres_repeated(size: str, runs: int = 10, burners: int = 2) -> dict[str, Any]:
+    """The database drill `runs` times in a row on one stack (a broadcast each, the sandbox cleared
+    between them), with `burners` CPU-bound processes beside it. Every run must have copies equal to
+    counted sends and no row sent three times; each run's figures are kept."""
+    n = SIZES[size]["postgres_repeated"]
+    seconds = DURATIONS[size]["postgres_repeated"]
+    burning = cpu_burners(burners)
+    stack = drill_stack(n, {"DISPATCHER_RATE_TWILIO_PER_S": "250"})
+    try:
+        stack.sandbox.faults("twilio", latency_ms=30)
+        each = []
+        started = time.time()
+        for run in range(runs):
+            stack.sandbox.clear()
+            base = stack.sandbox.stats()["twilio"]["accepted"]
+            run_started = time.time()
+            title = f"Database outage drill {run + 1}"
+            _, body, _ = stack.open_incident({"title": title, "channels": ["sms"]})
+            broadcast_id = body["broadcast"]["id"]
+            wait_accepted(stack, base + n // 4)
+            in_flight = sending_rows(stack, broadcast_id)
+            fault = terminate_sessions(stack.app_name, seconds)
+            stack.database.dispose()
+            state = stack.wait_completed(broadcast_id, timeout_s=600)
+            result = outcome(stack, broadcast_id, run_started, state)
+            result.update({"run": run + 1, "in_flight": in_flight, **fault})
+            each.append(result)
+        keys = ("lost", "duplicates", "uncounted_copies", "counted_not_received", "extra_sends_counted")
+        return {
+            "drill": "postgres_repeated",
+            "recipients": n,
+            "runs": runs,
+            "cpu_burners": burners,
+            "outage_s": seconds,
+            **{k: sum(r[k] for r in each) for k in keys},
+            "rows_sent_3_times": sum(r["rows_sent_3_times"] for r in each),
+            "most_copies": max(r["most_copies"] for r in each),
+            "in_flight": max(r["in_flight"] for r in each),
+            "failed": sum(r["failed"] for r in each),
+            "complete_s": round(time.time() - started, 2),
+            "each": each,
+        }
+    finally:
+        stack.close()
+        for proc in burning:
+            proc.kill()
+            proc.wait()
 
 
 def provider_faults(size: str) -> dict[str, Any]:
@@ -536,6 +609,7 @@ DRILLS = {
     "sigkill": sigkill,
     "redis": redis_restart,
     "postgres": postgres_outage,
+    "postgres_repeated": postgres_repeated,
     "faults": provider_faults,
     "sms_down": sms_down,
     "hostile": hostile,
