@@ -14,6 +14,7 @@ is sent again, counted. One hash, field = delivery id: at most the rows in fligh
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ class Kept:
     channel: ChannelName
     claim: str
     outcome: Outcome
+    kept_at: float  # epoch seconds
 
 
 def _encode(broadcast_id: int, channel: ChannelName, claim: str, outcome: Outcome) -> str:
@@ -47,6 +49,7 @@ def _encode(broadcast_id: int, channel: ChannelName, claim: str, outcome: Outcom
             "k": claim,
             "o": [o.accepted, o.provider_message_id, o.failure and o.failure.value, o.code, o.error],
             "r": o.retry_after,
+            "t": round(time.time(), 3),
         },
         separators=(",", ":"),
     )
@@ -64,7 +67,7 @@ def _decode(delivery_id: int, raw: bytes | str) -> Kept:
         error=error,
         retry_after=data.get("r"),
     )
-    return Kept(int(data["b"]), ChannelName(data["c"]), str(data["k"]), outcome)
+    return Kept(int(data["b"]), ChannelName(data["c"]), str(data["k"]), outcome, float(data.get("t", 0)))
 
 
 def keep(

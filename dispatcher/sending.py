@@ -245,22 +245,30 @@ def record_with_retry(
 def apply_kept_answers(services: Services) -> int:
     """Records every answer kept in Redis whose worker could not (database down, worker killed);
     the sweeper runs this before it expires any lease, so a row with a known answer is never
-    sent again. Returns how many answers were applied."""
+    sent again. Answers younger than a few seconds are left to the worker recording them (the
+    sweeper leaves their leases alone meanwhile). Returns how many answers were applied."""
     client = get_redis(services.settings)
-    kept = journal.kept(client, services.settings)
+    grace = min(5.0, services.settings.lease_s / 4)
+    now = time.time()
+    kept = [k for k in journal.kept(client, services.settings) if now - k.kept_at >= grace]
     batches: dict[tuple[int, ChannelName, str], list[Outcome]] = defaultdict(list)
     for item in kept:
         batches[(item.broadcast_id, item.channel, item.claim)].append(item.outcome)
+    applied = 0
     for (broadcast_id, channel, claim), outcomes in batches.items():
         ids = [o.delivery_id for o in outcomes]
-        with services.database.session() as session:
-            rows = _moved_rows(session, ids, Delivery.id.isnot(None), State.SENDING, State.PENDING)
-        found = {r.id for r in rows}
-        record_outcomes(
-            services, broadcast_id, channel, rows, [o for o in outcomes if o.delivery_id in found], claim
-        )
+        try:
+            with services.database.session() as session:
+                rows = _moved_rows(session, ids, Delivery.id.isnot(None), State.SENDING, State.PENDING)
+            found = {r.id for r in rows}
+            mine = [o for o in outcomes if o.delivery_id in found]
+            record_outcomes(services, broadcast_id, channel, rows, mine, claim)
+        except _DB_ERRORS:  # kept for the next sweep; the others need not wait for this one
+            log.warning("recording %d kept answers failed", len(ids), exc_info=True)
+            continue
         journal.forget(client, services.settings, ids)
-    return len(kept)
+        applied += len(ids)
+    return applied
 
 
 def defer_while_open(

@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import exists, select, update
 
@@ -31,6 +33,9 @@ from dispatcher.fanout import (
 from dispatcher.receipts import State, transition
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastTier, Delivery
+
+if TYPE_CHECKING:
+    from dispatcher.sending import Services
 
 
 def idle_queues(settings: Settings) -> set[str]:
@@ -82,6 +87,9 @@ def release_quiet_rows(database: Database, now: datetime, outbox: Outbox) -> int
     return len(released)
 
 
+_services: dict[tuple[int, int, int], Services] = {}
+
+
 def apply_kept(database: Database, settings: Settings) -> int:
     """Records the answers kept in Redis (dispatcher/journal.py); 0 when there are none."""
     from dispatcher import journal
@@ -90,7 +98,10 @@ def apply_kept(database: Database, settings: Settings) -> int:
 
     if not get_redis(settings).exists(journal.answers_key(settings)):
         return 0
-    return apply_kept_answers(build_services(settings, database))
+    cache_key = (os.getpid(), id(database), id(settings))  # the cached value keeps both alive
+    if cache_key not in _services:
+        _services[cache_key] = build_services(settings, database)
+    return apply_kept_answers(_services[cache_key])
 
 
 def _without_answers(settings: Settings, ids: list[int]) -> list[int]:
