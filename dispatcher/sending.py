@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -34,9 +35,9 @@ from dispatcher.ratelimit import RateLimiter, throttle_for
 from dispatcher.receipts import RETURNING, Moved, State, count_moves, set_details, transition
 from dispatcher.redis_client import get_redis
 from dispatcher.retry import RetryPolicy
-from dispatcher.store.bulk import id_in
+from dispatcher.store.bulk import id_in, on_postgres
 from dispatcher.store.db import Database
-from dispatcher.store.models import BroadcastTier, BroadcastVariant, Delivery, Subscriber
+from dispatcher.store.models import BroadcastSends, BroadcastTier, BroadcastVariant, Delivery, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -174,25 +175,33 @@ def _claim(
             # keeps a retry or breaker task whose timer fires a hair early from finding nothing to send.
             where=Delivery.next_attempt_at.is_(None) | (Delivery.next_attempt_at <= now + EARLY_SLACK),
         )
-        _count_sends(session, [(m.broadcast_id, m.tier, m.sends) for m in rows], +1)
-        return rows, _people(session, rows)
+        people = _people(session, rows)
+        _count_sends(session, rows, +1)
+        return rows, people
 
 
-def _count_sends(session: Session, rows: list[tuple[int, int, int]], sign: int) -> None:
-    """Moves the tiers' send totals with their rows' `sends` (each row's value after a claim, or
-    before a refusal lowers it), so progress shows them without a scan."""
-    totals: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
-    for broadcast_id, tier, sends in rows:
-        totals[(broadcast_id, tier)][0] += 1
-        totals[(broadcast_id, tier)][1] += 1 if sends > 1 else 0
-    for (broadcast_id, tier), (n, extra) in sorted(totals.items()):
-        session.execute(
-            update(BroadcastTier)
-            .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
-            .values(
-                sends=BroadcastTier.sends + sign * n, extra_sends=BroadcastTier.extra_sends + sign * extra
-            )
+def _count_sends(session: Session, rows: list[Moved], sign: int) -> None:
+    """Moves the per tier and channel send totals with their rows' `sends` (each row's value after
+    a claim raised it, or `sign` -1 with the value after a refusal lowered it). Called last in its
+    transaction, in a fixed order, so claims and recordings never wait on each other for it."""
+    totals: dict[tuple[int, int, str], list[int]] = defaultdict(lambda: [0, 0])
+    for m in rows:
+        extra = m.sends > 1 if sign > 0 else m.sends >= 1  # the send beyond the first came or went
+        totals[(m.broadcast_id, m.tier, m.channel)][0] += sign
+        totals[(m.broadcast_id, m.tier, m.channel)][1] += sign if extra else 0
+    insert = postgresql.insert if on_postgres(session) else sqlite.insert
+    for (broadcast_id, tier, channel), (n, extra_n) in sorted(totals.items()):
+        stmt = insert(BroadcastSends).values(
+            broadcast_id=broadcast_id, tier=tier, channel=channel, sends=n, extra_sends=extra_n
         )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["broadcast_id", "tier", "channel"],
+            set_={
+                "sends": BroadcastSends.sends + stmt.excluded.sends,
+                "extra_sends": BroadcastSends.extra_sends + stmt.excluded.extra_sends,
+            },
+        )
+        session.execute(stmt)
 
 
 def _moved_rows(session: Session, ids: list[int], where: Any, *states: State) -> list[Moved]:
@@ -460,6 +469,7 @@ def record_outcomes(
         else:
             retry_at[(max(1, ceil(delay)), refused)].append(outcome.delivery_id)
     mine = Delivery.claim == claim
+    unsent: list[Moved] = []  # refused sends, taken off the totals last
     outbox = Outbox()
     with services.database.session() as session:
         moved_ok = _to_sent(session, [o.delivery_id for o in singles], now, {})
@@ -491,7 +501,7 @@ def record_outcomes(
                 values={**values, **_unsent(refused)},
                 where=mine,
             )
-            _uncount(session, back, refused)
+            unsent += back if refused else []
         for (state, refused), failed in final.items():
             gone = transition(
                 session,
@@ -502,7 +512,7 @@ def record_outcomes(
                 values=_unsent(refused),
                 where=mine,
             )
-            _uncount(session, gone, refused)
+            unsent += gone if refused else []
             for moved in gone:
                 if moved.tier in settings.failover_tiers:
                     fail_over(session, services, moved, channel, outbox)
@@ -523,6 +533,7 @@ def record_outcomes(
         set_details(session, details)
         session.flush()
         check_gates(session, settings, broadcast_id, outbox)
+        _count_sends(session, unsent, -1)
     outbox.flush()
 
 
@@ -539,12 +550,6 @@ def _to_sent(session: Session, ids: list[int], now: datetime, values: dict[str, 
 
 def _unsent(refused: bool) -> dict[str, Any]:
     return {"sends": Delivery.sends - 1} if refused else {}
-
-
-def _uncount(session: Session, moved: list[Moved], refused: bool) -> None:
-    """The tier totals follow a refusal's lower `sends` (RETURNING gives the value after it)."""
-    if refused and moved:
-        _count_sends(session, [(m.broadcast_id, m.tier, m.sends + 1) for m in moved], -1)
 
 
 def fail_over(

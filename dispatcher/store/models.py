@@ -186,8 +186,6 @@ class BroadcastTier(Base):
     dispatched_through: Mapped[int | None] = mapped_column(Id)  # highest delivery id enqueued
     first_accepted_at: Mapped[datetime | None]
     all_accepted_at: Mapped[datetime | None]
-    sends: Mapped[int] = mapped_column(Integer, default=0)  # the tier's deliveries' `sends`, summed
-    extra_sends: Mapped[int] = mapped_column(Integer, default=0)  # sends beyond each row's first
 
 
 class BroadcastVariant(Base):
@@ -215,6 +213,22 @@ class BroadcastCount(Base):
     channel: Mapped[str] = mapped_column(String(20), primary_key=True)
     state: Mapped[str] = mapped_column(String(20), primary_key=True)
     n: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BroadcastSends(Base):
+    """The deliveries' `sends`, summed per tier and channel, so progress shows them without a scan.
+    A table of its own, written last in every transaction that writes it: on the tier row, a claim
+    (counters, then tier) and a recording (tier, then counters) would wait on each other."""
+
+    __tablename__ = "broadcast_sends"
+
+    broadcast_id: Mapped[int] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    tier: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    sends: Mapped[int] = mapped_column(Integer, default=0)
+    extra_sends: Mapped[int] = mapped_column(Integer, default=0)  # beyond each delivery's first
 
 
 class Delivery(Base):

@@ -1,4 +1,4 @@
-"""counted sends: deliveries.sends and .claim replace possible_duplicate; per-tier send totals
+"""counted sends: deliveries.sends and .claim replace possible_duplicate; per tier and channel send totals
 
 One bit per row could not tell a message sent three times from one sent twice, nor a flagged row
 from an unflagged duplicate. `sends` counts them; `claim` names the claim a worker holds, so an
@@ -32,23 +32,25 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_column("possible_duplicate")
-    with op.batch_alter_table("broadcast_tiers", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("sends", sa.Integer(), nullable=False, server_default="0"))
-        batch_op.add_column(sa.Column("extra_sends", sa.Integer(), nullable=False, server_default="0"))
+    op.create_table(
+        "broadcast_sends",
+        sa.Column("broadcast_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("tier", sa.Integer(), nullable=False),
+        sa.Column("channel", sa.String(length=20), nullable=False),
+        sa.Column("sends", sa.Integer(), nullable=False),
+        sa.Column("extra_sends", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["broadcast_id"], ["broadcasts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("broadcast_id", "tier", "channel"),
+    )
     op.execute(
-        "UPDATE broadcast_tiers SET "
-        "sends = (SELECT coalesce(sum(d.sends), 0) FROM deliveries d "
-        "WHERE d.broadcast_id = broadcast_tiers.broadcast_id AND d.tier = broadcast_tiers.tier), "
-        "extra_sends = (SELECT coalesce(sum(d.sends - 1), 0) FROM deliveries d "
-        "WHERE d.broadcast_id = broadcast_tiers.broadcast_id AND d.tier = broadcast_tiers.tier "
-        "AND d.sends > 1)"
+        "INSERT INTO broadcast_sends (broadcast_id, tier, channel, sends, extra_sends) "
+        "SELECT broadcast_id, tier, channel, sum(sends), sum(CASE WHEN sends > 1 THEN sends - 1 ELSE 0 END) "
+        "FROM deliveries WHERE sends > 0 GROUP BY broadcast_id, tier, channel"
     )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("broadcast_tiers", schema=None) as batch_op:
-        batch_op.drop_column("extra_sends")
-        batch_op.drop_column("sends")
+    op.drop_table("broadcast_sends")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("possible_duplicate", sa.Boolean(), nullable=False, server_default=sa.false())
