@@ -119,15 +119,19 @@ def scaling(d: dict[str, Any]) -> str:
 def drills(d: dict[str, Any]) -> str:
     out = [f"### Fault drills ({d['size']} size)\n", header(d)]
     out.append(
-        "| drill | recipients | lost | duplicates | flagged possible_duplicate | failed | complete, s |"
+        "| drill | recipients | lost | duplicates at the sandbox | extra sends counted | uncounted copies "
+        "| counted, not received | rows sent 3+ times | in flight at the fault | failed | complete, s |"
     )
-    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in d["results"]:
         if r["drill"] == "hostile":
             continue
+        in_flight = r.get("in_flight", sum(k["in_flight"] for k in r.get("kills", [])) or "—")
         out.append(
             f"| {r['drill']} | {r['recipients']} | {r['lost']} | {r['duplicates']} "
-            f"| {r['possible_duplicate_flagged']} | {r['failed']} | {r['complete_s']} |"
+            f"| {r.get('extra_sends_counted', '—')} | {r.get('uncounted_copies', '—')} "
+            f"| {r.get('counted_not_received', '—')} | {r.get('rows_sent_3_times', '—')} | {in_flight} "
+            f"| {r['failed']} | {r['complete_s']} |"
         )
     for r in d["results"]:
         if r["drill"] == "hostile":

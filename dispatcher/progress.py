@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.errors import NotFound
 from dispatcher.receipts import State
-from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastTier, Delivery
+from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastSends, BroadcastTier, Delivery
 
 
 def _iso(value: Any) -> str | None:
@@ -32,6 +32,8 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
             "state": tier.state,
             "planned": tier.planned,
             "outstanding": tier.outstanding,
+            "sends": 0,  # sends that may have reached someone (see Delivery.sends)
+            "extra_sends": 0,  # of those, beyond each delivery's first: duplicates
             "gate": tier.gate,
             "started_at": _iso(tier.started_at),
             "first_accepted_at": _iso(tier.first_accepted_at),
@@ -47,6 +49,14 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
         if n and tier in tiers:
             tiers[tier]["channels"].setdefault(channel, {})[state] = n
             totals[state] += n
+    for tier, sends, extra in session.execute(
+        select(BroadcastSends.tier, BroadcastSends.sends, BroadcastSends.extra_sends).where(
+            BroadcastSends.broadcast_id == broadcast_id
+        )
+    ):
+        if tier in tiers:
+            tiers[tier]["sends"] += sends
+            tiers[tier]["extra_sends"] += extra
     return {
         "id": broadcast.id,
         "incident_id": broadcast.incident_id,
@@ -60,6 +70,8 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
         ),
         "completed_at": _iso(broadcast.completed_at),
         "totals": totals,
+        "sends": sum(t["sends"] for t in tiers.values()),
+        "extra_sends": sum(t["extra_sends"] for t in tiers.values()),
         "tiers": list(tiers.values()),
     }
 
@@ -69,7 +81,7 @@ def possible_duplicates(session: Session, broadcast_id: int) -> int:
         session.scalar(
             select(func.count())
             .select_from(Delivery)
-            .where(Delivery.broadcast_id == broadcast_id, Delivery.possible_duplicate.is_(True))
+            .where(Delivery.broadcast_id == broadcast_id, Delivery.sends > 1)
         )
         or 0
     )

@@ -68,6 +68,7 @@ class Moved(NamedTuple):
     locale: str
     subscriber_id: int | None
     attempts: int
+    sends: int
 
 
 RETURNING = (
@@ -79,6 +80,7 @@ RETURNING = (
     Delivery.locale,
     Delivery.subscriber_id,
     Delivery.attempts,
+    Delivery.sends,
 )
 
 

@@ -11,30 +11,33 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from math import ceil
 from typing import Any
 
 import redis
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from channels.base import INTERNAL_ERROR, Channel, ChannelName, Failure, Outcome, Recipient, Variant
 from config import Settings
-from dispatcher import planning, provider_stats
+from dispatcher import journal, planning, provider_stats
 from dispatcher.breaker import Breaker
+from dispatcher.errors import ConfigurationError
 from dispatcher.fanout import Outbox, check_gates, insert_one, utcnow
 from dispatcher.ratelimit import RateLimiter, throttle_for
 from dispatcher.receipts import RETURNING, Moved, State, count_moves, set_details, transition
 from dispatcher.redis_client import get_redis
 from dispatcher.retry import RetryPolicy
-from dispatcher.store.bulk import id_in
+from dispatcher.store.bulk import id_in, on_postgres
 from dispatcher.store.db import Database
-from dispatcher.store.models import BroadcastTier, BroadcastVariant, Delivery, Subscriber
+from dispatcher.store.models import BroadcastSends, BroadcastTier, BroadcastVariant, Delivery, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +89,73 @@ def load_variant(services: Services, broadcast_id: int, channel: ChannelName, lo
 
 
 EARLY_SLACK = timedelta(seconds=1)
+# Answers that do not say whether the provider took the message: the send stays counted.
+UNKNOWN_CODES = frozenset({"timeout", "connection"})
+_DB_ERRORS = (OperationalError, InterfaceError)
 
 
 def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids: list[int]) -> int:
     """Sends the claimable rows among `ids`; returns how many were claimed."""
-    settings = services.settings
     provider = _provider(channel)
     if services.breaker.is_open(provider):
         defer_while_open(services, broadcast_id, channel, ids, provider)
         return 0
+    token = uuid.uuid4().hex
+    rows, people = claim_rows(services, ids, token)
+    if not rows:
+        return 0
+    outcomes = _call_provider(services, broadcast_id, channel, rows, people)
+    kept = _keep(services, broadcast_id, channel, token, outcomes)
+    retryable = sum(1 for o in outcomes if o.failure is Failure.RETRYABLE and o.code != INTERNAL_ERROR)
+    try:  # advisory: losing one sample must never keep the outcomes from being recorded
+        services.breaker.record(provider, successes=sum(o.accepted for o in outcomes), failures=retryable)
+    except redis.RedisError:
+        log.warning("could not update the %s breaker", provider, exc_info=True)
+    try:
+        record_with_retry(services, broadcast_id, channel, rows, outcomes, token)
+    except _DB_ERRORS:
+        if not kept:
+            raise
+        log.warning("%d answers kept in Redis until the database returns", len(outcomes), exc_info=True)
+        return len(rows)
+    if kept:
+        journal.forget(get_redis(services.settings), services.settings, [o.delivery_id for o in outcomes])
+    return len(rows)
+
+
+def claim_rows(
+    services: Services, ids: list[int], token: str
+) -> tuple[list[Moved], dict[int, tuple[str | None, str | None]]]:
+    """pending -> sending, raising each row's `sends` in the same transaction: no message reaches a
+    provider without being counted first. The claim's token lets a worker whose commit was cut off
+    (the database committed, the connection died before it said so) find the rows it does hold,
+    rather than leave them to the lease and send them after it, counted twice."""
+    deadline = time.monotonic() + services.settings.lease_s / 2
+    delay = 0.2
+    while True:
+        try:
+            return _claim(services, ids, token)
+        except _DB_ERRORS:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("claiming %d rows failed; checking what was claimed", len(ids), exc_info=True)
+        while True:
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            try:
+                with services.database.session() as session:
+                    held = _moved_rows(session, ids, Delivery.claim == token, State.SENDING)
+                    if held:
+                        return held, _people(session, held)
+                break  # nothing committed: claim again
+            except _DB_ERRORS:
+                if time.monotonic() + delay > deadline:
+                    raise
+
+
+def _claim(
+    services: Services, ids: list[int], token: str
+) -> tuple[list[Moved], dict[int, tuple[str | None, str | None]]]:
     now = utcnow()
     with services.database.session() as session:
         rows = transition(
@@ -105,7 +166,9 @@ def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids:
             now=now,
             values={
                 "attempts": Delivery.attempts + 1,
-                "lease_until": now + timedelta(seconds=settings.lease_s),
+                "sends": Delivery.sends + 1,
+                "claim": token,
+                "lease_until": now + timedelta(seconds=services.settings.lease_s),
                 "next_attempt_at": None,
             },
             # A row due later (quiet hours) is left for the task that is due then. The second of slack
@@ -113,30 +176,72 @@ def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids:
             where=Delivery.next_attempt_at.is_(None) | (Delivery.next_attempt_at <= now + EARLY_SLACK),
         )
         people = _people(session, rows)
-    if not rows:
-        return 0
-    outcomes = _call_provider(services, broadcast_id, channel, rows, people)
-    retryable = sum(1 for o in outcomes if o.failure is Failure.RETRYABLE and o.code != INTERNAL_ERROR)
-    try:  # advisory: losing one sample must never keep the outcomes from being recorded
-        services.breaker.record(provider, successes=sum(o.accepted for o in outcomes), failures=retryable)
-    except redis.RedisError:
-        log.warning("could not update the %s breaker", provider, exc_info=True)
-    record_with_retry(services, broadcast_id, channel, rows, outcomes)
-    return len(rows)
+        _count_sends(session, rows, +1)
+        return rows, people
+
+
+def _count_sends(session: Session, rows: list[Moved], sign: int) -> None:
+    """Moves the per tier and channel send totals with their rows' `sends` (each row's value after
+    a claim raised it, or `sign` -1 with the value after a refusal lowered it). Called last in its
+    transaction, in a fixed order, so claims and recordings never wait on each other for it."""
+    totals: dict[tuple[int, int, str], list[int]] = defaultdict(lambda: [0, 0])
+    for m in rows:
+        extra = m.sends > 1 if sign > 0 else m.sends >= 1  # the send beyond the first came or went
+        totals[(m.broadcast_id, m.tier, m.channel)][0] += sign
+        totals[(m.broadcast_id, m.tier, m.channel)][1] += sign if extra else 0
+    insert = postgresql.insert if on_postgres(session) else sqlite.insert
+    for (broadcast_id, tier, channel), (n, extra_n) in sorted(totals.items()):
+        stmt = insert(BroadcastSends).values(
+            broadcast_id=broadcast_id, tier=tier, channel=channel, sends=n, extra_sends=extra_n
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["broadcast_id", "tier", "channel"],
+            set_={
+                "sends": BroadcastSends.sends + stmt.excluded.sends,
+                "extra_sends": BroadcastSends.extra_sends + stmt.excluded.extra_sends,
+            },
+        )
+        session.execute(stmt)
+
+
+def _moved_rows(session: Session, ids: list[int], where: Any, *states: State) -> list[Moved]:
+    query = select(*RETURNING).where(
+        id_in(session, Delivery.id, ids), Delivery.state.in_([s.value for s in states])
+    )
+    return [Moved._make(row) for row in session.execute(query.where(where).order_by(Delivery.id))]
+
+
+def _keep(
+    services: Services, broadcast_id: int, channel: ChannelName, token: str, outcomes: list[Outcome]
+) -> bool:
+    """The answers, kept in Redis before recording (see dispatcher/journal.py)."""
+    try:
+        client = get_redis(services.settings)
+    except ConfigurationError:  # no Redis configured: nothing to keep them in
+        return False
+    if journal.keep(client, services.settings, broadcast_id, channel, token, outcomes):
+        return True
+    log.warning("could not keep %d answers in Redis; recording them directly", len(outcomes))
+    return False
 
 
 def record_with_retry(
-    services: Services, broadcast_id: int, channel: ChannelName, rows: list[Moved], outcomes: list[Outcome]
+    services: Services,
+    broadcast_id: int,
+    channel: ChannelName,
+    rows: list[Moved],
+    outcomes: list[Outcome],
+    claim: str,
 ) -> None:
-    """The provider has answered: losing that answer to a database blip would send the whole batch
-    again after its lease. Retry the (idempotent) recording for up to half a lease first."""
+    """The provider has answered: retry the (idempotent) recording for up to half a lease, so a
+    database blip neither holds the answers in Redis longer than it must nor loses them."""
     deadline = time.monotonic() + services.settings.lease_s / 2
     delay = 0.2
     while True:
         try:
-            record_outcomes(services, broadcast_id, channel, rows, outcomes)
+            record_outcomes(services, broadcast_id, channel, rows, outcomes, claim)
             return
-        except (OperationalError, InterfaceError):
+        except _DB_ERRORS:
             if time.monotonic() + delay > deadline:
                 raise
             log.warning(
@@ -144,6 +249,35 @@ def record_with_retry(
             )
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def apply_kept_answers(services: Services) -> int:
+    """Records every answer kept in Redis whose worker could not (database down, worker killed);
+    the sweeper runs this before it expires any lease, so a row with a known answer is never
+    sent again. Answers younger than a few seconds are left to the worker recording them (the
+    sweeper leaves their leases alone meanwhile). Returns how many answers were applied."""
+    client = get_redis(services.settings)
+    grace = min(5.0, services.settings.lease_s / 4)
+    now = time.time()
+    kept = [k for k in journal.kept(client, services.settings) if now - k.kept_at >= grace]
+    batches: dict[tuple[int, ChannelName, str], list[Outcome]] = defaultdict(list)
+    for item in kept:
+        batches[(item.broadcast_id, item.channel, item.claim)].append(item.outcome)
+    applied = 0
+    for (broadcast_id, channel, claim), outcomes in batches.items():
+        ids = [o.delivery_id for o in outcomes]
+        try:
+            with services.database.session() as session:
+                rows = _moved_rows(session, ids, Delivery.id.isnot(None), State.SENDING, State.PENDING)
+            found = {r.id for r in rows}
+            mine = [o for o in outcomes if o.delivery_id in found]
+            record_outcomes(services, broadcast_id, channel, rows, mine, claim)
+        except _DB_ERRORS:  # kept for the next sweep; the others need not wait for this one
+            log.warning("recording %d kept answers failed", len(ids), exc_info=True)
+            continue
+        journal.forget(client, services.settings, ids)
+        applied += len(ids)
+    return applied
 
 
 def defer_while_open(
@@ -282,15 +416,26 @@ def _log_calls(
 
 
 def record_outcomes(
-    services: Services, broadcast_id: int, channel: ChannelName, rows: list[Moved], outcomes: list[Outcome]
+    services: Services,
+    broadcast_id: int,
+    channel: ChannelName,
+    rows: list[Moved],
+    outcomes: list[Outcome],
+    claim: str,
 ) -> None:
-    """One transaction: states, counters, tier gates, retries and failovers; tasks after commit."""
+    """One transaction: states, counters, tier gates, retries and failovers; tasks after commit.
+
+    An accepted answer moves its row to sent whether the row is still in `sending` or its lease
+    expired meanwhile (back in `pending`): a row the provider took is never sent again for a lease
+    that ran out while its answer was being recorded. A refusal applies only to the claim that
+    sent it (a later claim's send is still in flight) and lowers the row's `sends`, since the
+    provider said it took nothing; an answer that does not say (a timeout) leaves it counted."""
     settings = services.settings
     by_id = {r.id: r for r in rows}
     now = utcnow()
     accepted = [o for o in outcomes if o.accepted]
-    retry_at: dict[int, list[int]] = defaultdict(list)  # delay (whole seconds) -> ids
-    final: dict[State, list[Outcome]] = defaultdict(list)
+    retry_at: dict[tuple[int, bool], list[int]] = defaultdict(list)  # (delay s, refused) -> ids
+    final: dict[tuple[State, bool], list[Outcome]] = defaultdict(list)
     details: list[dict[str, Any]] = []
     # A request-level message id (SendGrid's: one for up to 1,000 rows) is written with the state
     # change; per-message ids (Twilio's SIDs) follow in one UPDATE. Writing every row a second time
@@ -312,6 +457,7 @@ def record_outcomes(
                 "last_error": (outcome.error or "")[:2000],
             }
         )
+        refused = outcome.code not in UNKNOWN_CODES
         attempts = by_id[outcome.delivery_id].attempts
         if outcome.code == INTERNAL_ERROR:
             delay: float | None = services.retry.backoff(attempts)
@@ -319,17 +465,16 @@ def record_outcomes(
             delay = services.retry.decide(outcome, attempts)
         if delay is None:
             state = State.SUPPRESSED if outcome.code in SUPPRESSION_CODES else State.FAILED
-            final[state].append(outcome)
+            final[(state, refused)].append(outcome)
         else:
-            retry_at[max(1, ceil(delay))].append(outcome.delivery_id)
+            retry_at[(max(1, ceil(delay)), refused)].append(outcome.delivery_id)
+    mine = Delivery.claim == claim
+    unsent: list[Moved] = []  # refused sends, taken off the totals last
     outbox = Outbox()
     with services.database.session() as session:
-        moved_ok = transition(
-            session, [o.delivery_id for o in singles], expect=State.SENDING, to=State.SENT, now=now
-        )
+        moved_ok = _to_sent(session, [o.delivery_id for o in singles], now, {})
         for message_id, ids in shared.items():
-            values = {"provider_message_id": message_id}
-            moved = transition(session, ids, expect=State.SENDING, to=State.SENT, now=now, values=values)
+            moved = _to_sent(session, ids, now, {"provider_message_id": message_id})
             moved_ok += moved
             # A status webhook can move a row past `sent` before we record it: it still gets its id.
             overtaken = set(ids) - {m.id for m in moved}
@@ -345,29 +490,66 @@ def record_outcomes(
                 )
                 .values(first_accepted_at=now)
             )
-        for delay, ids in sorted(retry_at.items()):
+        for (delay, refused), ids in sorted(retry_at.items()):
+            values: dict[str, Any] = {"next_attempt_at": now + timedelta(seconds=delay)}
             back = transition(
                 session,
                 ids,
                 expect=State.SENDING,
                 to=State.PENDING,
                 now=now,
-                values={"next_attempt_at": now + timedelta(seconds=delay)},
+                values={**values, **_unsent(refused)},
+                where=mine,
             )
-            if back:
-                tier = min(m.tier for m in back)
-                outbox.send_batch(broadcast_id, channel, [m.id for m in back], tier, delay)
-        for state, failed in final.items():
+            unsent += back if refused else []
+        for (state, refused), failed in final.items():
             gone = transition(
-                session, [o.delivery_id for o in failed], expect=State.SENDING, to=state, now=now
+                session,
+                [o.delivery_id for o in failed],
+                expect=State.SENDING,
+                to=state,
+                now=now,
+                values=_unsent(refused),
+                where=mine,
             )
+            unsent += gone if refused else []
             for moved in gone:
                 if moved.tier in settings.failover_tiers:
                     fail_over(session, services, moved, channel, outbox)
+        if retry_at:
+            # Every row this claim put back gets its retry task, including those an earlier attempt of
+            # this same recording committed without our hearing of it: else they wait for the sweeper.
+            ours = {
+                m.id: m
+                for m in _moved_rows(
+                    session, [i for ids in retry_at.values() for i in ids], mine, State.PENDING
+                )
+            }
+            for delay in sorted({d for d, _ in retry_at}):
+                due = sorted(i for (d, _), ids in retry_at.items() if d == delay for i in ids if i in ours)
+                if due:
+                    tier = min(ours[i].tier for i in due)
+                    outbox.send_batch(broadcast_id, channel, due, tier, delay)
         set_details(session, details)
         session.flush()
         check_gates(session, settings, broadcast_id, outbox)
+        _count_sends(session, unsent, -1)
     outbox.flush()
+
+
+def _to_sent(session: Session, ids: list[int], now: datetime, values: dict[str, Any]) -> list[Moved]:
+    """Accepted: from `sending`, or from `pending` if the lease ran out before this answer was
+    recorded (the sweeper's retry task then finds nothing to send)."""
+    moved = transition(session, ids, expect=State.SENDING, to=State.SENT, now=now, values=values)
+    rest = sorted(set(ids) - {m.id for m in moved})
+    if rest:
+        late = {**values, "next_attempt_at": None}
+        moved += transition(session, rest, expect=State.PENDING, to=State.SENT, now=now, values=late)
+    return moved
+
+
+def _unsent(refused: bool) -> dict[str, Any]:
+    return {"sends": Delivery.sends - 1} if refused else {}
 
 
 def fail_over(

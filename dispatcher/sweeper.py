@@ -1,7 +1,9 @@
 """Picks up whatever a crash or a broker restart left behind, so nothing is ever lost.
 
-- rows in `sending` past their lease (a worker died mid-batch) go back to `pending`, marked as
-  possible duplicates, and are sent again;
+- provider answers a worker kept in Redis but could not record (the database was down, the worker
+  was killed) are recorded first, so a row whose answer is known is never sent again;
+- rows in `sending` past their lease with no known answer (a worker died mid-batch) go back to
+  `pending` and are sent again: the claim that sends them counts the send (`sends`);
 - `pending` rows of a released tier that no queued task covers any more (Redis restarted and lost
   its queue, a killed worker took its reserved task with it) are enqueued again. A row counts as
   orphaned only when its channel's queue is empty and the row has been untouched for a lease, so
@@ -12,7 +14,9 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import exists, select, update
 
@@ -29,6 +33,9 @@ from dispatcher.fanout import (
 from dispatcher.receipts import State, transition
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastTier, Delivery
+
+if TYPE_CHECKING:
+    from dispatcher.sending import Services
 
 
 def idle_queues(settings: Settings) -> set[str]:
@@ -80,9 +87,36 @@ def release_quiet_rows(database: Database, now: datetime, outbox: Outbox) -> int
     return len(released)
 
 
+_services: dict[tuple[int, int, int], Services] = {}
+
+
+def apply_kept(database: Database, settings: Settings) -> int:
+    """Records the answers kept in Redis (dispatcher/journal.py); 0 when there are none."""
+    from dispatcher import journal
+    from dispatcher.redis_client import get_redis
+    from dispatcher.sending import apply_kept_answers, build_services
+
+    if not get_redis(settings).exists(journal.answers_key(settings)):
+        return 0
+    cache_key = (os.getpid(), id(database), id(settings))  # the cached value keeps both alive
+    if cache_key not in _services:
+        _services[cache_key] = build_services(settings, database)
+    return apply_kept_answers(_services[cache_key])
+
+
+def _without_answers(settings: Settings, ids: list[int]) -> list[int]:
+    """Leases whose answer arrived after `apply_kept` read the answers are left for the next sweep."""
+    from dispatcher import journal
+    from dispatcher.redis_client import get_redis
+
+    answered = journal.kept_for(get_redis(settings), settings, ids)
+    return [i for i in ids if i not in answered]
+
+
 def sweep(database: Database, settings: Settings) -> dict[str, int]:
-    now = utcnow()
     report = {"expired_leases": 0, "requeued_batches": 0, "gates_timed_out": 0, "replanned": 0}
+    report["answers_applied"] = apply_kept(database, settings)  # before any lease is expired
+    now = utcnow()
     outbox = Outbox()
     with database.session() as session:
         stale = list(
@@ -91,12 +125,7 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
             )
         )
         moved = transition(
-            session,
-            stale,
-            expect=State.SENDING,
-            to=State.PENDING,
-            now=now,
-            values={"possible_duplicate": True},
+            session, _without_answers(settings, stale), expect=State.SENDING, to=State.PENDING, now=now
         )
         report["expired_leases"] = len(moved)
         groups: dict[tuple[int, str, int], list[int]] = {}

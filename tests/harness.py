@@ -130,10 +130,12 @@ def purge_queues() -> None:
 
     from config import get_settings
     from dispatcher.celery_app import QUEUES, queue_keys
+    from dispatcher.journal import answers_key
 
     settings = get_settings()
     client = redis.Redis.from_url(settings.redis_url or "")
     keys = [key for queue in QUEUES for key in queue_keys(queue, settings)]
     keys += [settings.redis_prefix + k for k in ("unacked", "unacked_index", "unacked_mutex")]
+    keys.append(answers_key(settings))  # provider answers kept for rows of another test's database
     client.delete(*keys)
     client.close()

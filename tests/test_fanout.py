@@ -174,7 +174,7 @@ def test_a_worker_killed_mid_broadcast_loses_nothing(harness: Harness) -> None:
     with harness.database.session() as session:
         flagged = len(
             session.scalars(
-                select(Delivery.id).where(Delivery.broadcast_id == broadcast_id, Delivery.possible_duplicate)
+                select(Delivery.id).where(Delivery.broadcast_id == broadcast_id, Delivery.sends > 1)
             ).all()
         )
     assert duplicates <= flagged <= len(in_flight)

@@ -106,7 +106,8 @@ def _receipt(d: Delivery, external_id: str | None) -> dict[str, Any]:
         "last_error_code": d.last_error_code,
         "last_error": d.last_error,
         "failover_of": d.failover_of,
-        "possible_duplicate": d.possible_duplicate,
+        "sends": d.sends,  # sends that may have reached the recipient; more than one = duplicates
+        "possible_duplicate": d.sends > 1,  # kept for existing clients: `sends` is the truth
         "created_at": _iso(d.created_at),
         "sending_at": _iso(d.sending_at),
         "sent_at": _iso(d.sent_at),

@@ -215,6 +215,22 @@ class BroadcastCount(Base):
     n: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class BroadcastSends(Base):
+    """The deliveries' `sends`, summed per tier and channel, so progress shows them without a scan.
+    A table of its own, written last in every transaction that writes it: on the tier row, a claim
+    (counters, then tier) and a recording (tier, then counters) would wait on each other."""
+
+    __tablename__ = "broadcast_sends"
+
+    broadcast_id: Mapped[int] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    tier: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    sends: Mapped[int] = mapped_column(Integer, default=0)
+    extra_sends: Mapped[int] = mapped_column(Integer, default=0)  # beyond each delivery's first
+
+
 class Delivery(Base):
     """One message to one address on one channel in one broadcast: a row with a state machine."""
 
@@ -240,7 +256,10 @@ class Delivery(Base):
     last_error_code: Mapped[str | None] = mapped_column(String(100))
     last_error: Mapped[str | None] = mapped_column(Text)
     failover_of: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"))
-    possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Sends the service allowed that may have reached the recipient: raised by every claim (in its
+    # transaction), lowered only when the provider refused that send. More than one = a duplicate.
+    sends: Mapped[int] = mapped_column(Integer, default=0)
+    claim: Mapped[str | None] = mapped_column(String(32))  # the current claim's token (see sending)
     lease_until: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,14 +1,19 @@
 """The fault drills of benchmarks/drills.py at their small (CI) size, on the real stack: API,
 Celery workers, a private Redis, a private PostgreSQL schema, the provider sandbox.
 
-Each asserts what must hold whatever the machine's speed: nothing lost, duplicates no more than the
-deliveries the service itself flagged as possible duplicates, no 5xx and nothing written by hostile
-requests. Times are measured and printed (see BENCHMARKS.md), never asserted.
+Each asserts what must hold whatever the machine's speed: nothing lost, no copy at the sandbox that
+the service did not count (per (channel, address), copies <= the row's `sends`), no 5xx and nothing
+written by hostile requests. Times are measured and printed (see BENCHMARKS.md), never asserted.
+
+`DRILL_REPEAT` sets how many database drills run in a row in the repeated test (default 10, as the
+issue asks: 500 recipients and a 3 s outage each, about 80 s for all ten on two cores beside two
+CPU burners; set it lower on a slower machine).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -27,7 +32,12 @@ def _report(result: dict[str, Any]) -> None:
 
 def _nothing_lost(result: dict[str, Any]) -> None:
     assert result["lost"] == 0, result
-    assert result["duplicates"] <= result["possible_duplicate_flagged"], result
+    _every_copy_counted(result)
+
+
+def _every_copy_counted(result: dict[str, Any]) -> None:
+    assert result["uncounted_copies"] == 0, result
+    assert result["duplicates"] <= result["extra_sends_counted"], result
 
 
 def test_a_worker_sigkilled_three_times_loses_nothing() -> None:
@@ -47,9 +57,10 @@ def test_redis_killed_and_restarted_mid_broadcast_loses_nothing() -> None:
     _report(result)
     assert result["lost"] == 0, result
     assert result["failed"] == 0 and result["sent"] == result["recipients"], result
-    # every duplicate the sandbox saw is one the service flagged as possible (a Redis error in one
-    # send thread fails that recipient alone, never the batch's accepted ones)
-    assert result["duplicates"] <= result["possible_duplicate_flagged"], result
+    # every copy the sandbox saw is one the service counted (a Redis error in one send thread fails
+    # that recipient alone, never the batch's accepted ones)
+    _every_copy_counted(result)
+    assert result["extra_sends_counted"] <= result["in_flight"], result
 
 
 def test_database_sessions_terminated_mid_broadcast_loses_nothing() -> None:
@@ -61,6 +72,23 @@ def test_database_sessions_terminated_mid_broadcast_loses_nothing() -> None:
     assert result["fault"]["sessions_terminated"] > 0, result
     assert result["failed"] == 0 and result["sent"] == result["recipients"], result
     assert result["readyz_after"] == 200
+    assert result["counted_not_received"] == 0 and result["rows_sent_3_times"] == 0, result
+    assert result["extra_sends_counted"] <= result["in_flight"], result
+
+
+def test_the_database_drill_has_copies_equal_to_counted_sends_and_no_row_sent_three_times() -> None:
+    """Several database drills in a row with two CPU-bound processes beside them: the loaded machine
+    where the sandbox once counted 3,750 copies against 2,500 flagged rows."""
+    from benchmarks.drills import postgres_repeated
+
+    runs = int(os.environ.get("DRILL_REPEAT", "10"))
+    result = postgres_repeated("small", runs=runs, burners=2)
+    _report({k: v for k, v in result.items() if k != "each"})
+    for run in result["each"]:
+        assert run["lost"] == 0 and run["failed"] == 0, run
+        assert run["uncounted_copies"] == 0 and run["counted_not_received"] == 0, run  # copies = sends
+        assert run["rows_sent_3_times"] == 0 and run["most_copies"] <= 2, run
+        assert run["sessions_terminated"] > 0, run
 
 
 def test_flaky_providers_lose_nothing() -> None:
