@@ -383,10 +383,16 @@ class Stack:
         app = Celery("bench-ping")
         app.conf.update(celery_config(self.settings()))
         deadline = time.monotonic() + timeout_s
-        try:
+        expected = sum(1 for n in self.procs if n.startswith("worker"))
+        answered: set[str] = set()
+        try:  # remote control is off (dispatcher/celery_app.py): ping tasks name the worker instead
             while time.monotonic() < deadline:
-                replies = app.control.ping(timeout=1.0)
-                if len(replies) >= sum(1 for n in self.procs if n.startswith("worker")):
+                pings = [app.send_task("dispatcher.ping", args=["up"], queue="control")]
+                pings += [app.send_task("dispatcher.ping", args=["up"], queue="control") for _ in answered]
+                for result in pings:
+                    with contextlib.suppress(Exception):
+                        answered.add(str(result.get(timeout=max(0.1, deadline - time.monotonic()))["worker"]))
+                if len(answered) >= expected:
                     return
                 time.sleep(0.3)
         finally:
