@@ -80,6 +80,32 @@ def release_quiet_rows(database: Database, now: datetime, outbox: Outbox) -> int
     return len(released)
 
 
+HANDOFF_GRACE_S = 5.0  # longer than an API's hand-off takes, publish retries included
+
+
+def requeue_unqueued(
+    database: Database, settings: Settings, now: datetime, idle: set[str], outbox: Outbox
+) -> int:
+    """Broadcasts still `queued` (no worker has claimed them) a few seconds after they were recorded,
+    while the control queue is empty: their planning task never reached the broker (Redis was down
+    when the API committed, or the process died between commit and hand-off). The lost-broadcast
+    rule waits a lease for those; this pass only HANDOFF_GRACE_S, so such a broadcast goes out at the
+    first sweep after Redis returns. A doubled planning task is harmless (run_broadcast claims)."""
+    if "control" not in idle:
+        return 0
+    with database.session() as session:
+        ids = session.scalars(
+            select(Broadcast.id).where(
+                Broadcast.state == "queued",
+                Broadcast.created_at < now - timedelta(seconds=HANDOFF_GRACE_S),
+                Broadcast.created_at >= now - timedelta(seconds=settings.lease_s),  # older: the rule below
+            )
+        ).all()
+    for broadcast_id in ids:
+        outbox.add("dispatcher.run_broadcast", [broadcast_id], "control")
+    return len(ids)
+
+
 def sweep(database: Database, settings: Settings) -> dict[str, int]:
     now = utcnow()
     report = {"expired_leases": 0, "requeued_batches": 0, "gates_timed_out": 0, "replanned": 0}
@@ -108,6 +134,7 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
     # Orphans: pending rows of released tiers that nothing has touched for a while.
     orphan_before = now - timedelta(seconds=settings.lease_s)
     idle = idle_queues(settings)
+    report["requeued_unqueued"] = requeue_unqueued(database, settings, now, idle, outbox)
     with database.session() as session:
         released = session.execute(
             select(BroadcastTier.broadcast_id, BroadcastTier.tier).where(

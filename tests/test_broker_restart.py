@@ -111,3 +111,68 @@ def _open_and_send(harness: Harness) -> int:
         "dispatcher.run_broadcast", args=[broadcast_id], queue="control"
     )
     return broadcast_id
+
+
+def _start_api(harness: Harness, tmp_path: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    import os
+    import sys
+
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **harness.env, "DATABASE_URL": harness.database.url}
+    log = (tmp_path / "api.log").open("ab")
+    argv = ["dispatcher.api:create_app", "--factory", "--port", str(port), "--no-access-log"]
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", *argv], env=env, stdout=log, stderr=log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return url, proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.terminate()
+    raise AssertionError((tmp_path / "api.log").read_text())
+
+
+def test_incident_posted_while_redis_is_down_is_201_and_sent_once_when_it_returns(
+    harness: Harness, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    import httpx
+    from sqlalchemy import func, select
+
+    from dispatcher.auth import Role, create_key
+    from dispatcher.store.models import Incident
+    from tests.test_fanout import tiered_audience
+
+    harness.subscribers(tiered_audience(2, 1, 2))
+    with harness.database.session() as session:
+        key = create_key(session, Role.COMMANDER)
+    url, api = _start_api(harness, tmp_path)
+    try:
+        worker = harness.worker()
+        harness.beat()
+        _ping(harness)
+        private_redis.kill()
+        body = {"title": "Checkout is failing", "impact": "major", "channels": ["email"]}
+        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "open-checkout-1"}
+        first = httpx.post(f"{url}/v1/incidents", json=body, headers=headers, timeout=60)
+        assert first.status_code == 201, first.text  # recorded; the broker was down
+        again = httpx.post(f"{url}/v1/incidents", json=body, headers=headers, timeout=60)
+        assert again.status_code == 201 and again.headers.get("Idempotent-Replay") == "true"
+        assert again.json()["incident"]["id"] == first.json()["incident"]["id"]
+        with harness.database.session() as session:
+            assert session.scalar(select(func.count()).select_from(Incident)) == 1
+        broadcast_id = first.json()["broadcast"]["id"]
+        assert harness.progress(broadcast_id)["state"] == "queued"
+        assert "broker unreachable after commit" in (tmp_path / "api.log").read_text()
+        private_redis.start()  # empty: nothing was queued while it was down
+        done = harness.wait(broadcast_id, timeout_s=90)  # beat's sweep queues it; nobody else does
+        assert worker.proc is not None and worker.proc.poll() is None, worker.output()[-3000:]
+    finally:
+        api.terminate()
+        api.wait(timeout=20)
+    emails = [m["recipient"] for m in harness.sandbox.messages("email")]
+    assert sorted(emails) == sorted(set(emails)) and len(emails) == 5, emails  # each once
+    assert done["totals"]["pending"] == 0
