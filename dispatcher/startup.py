@@ -4,6 +4,7 @@
 - every template, overrides included, must render (a broken one is named);
 - a channel that is enabled but has neither credentials nor a reachable sandbox is an error naming
   DISPATCHER_SANDBOX_URL;
+- bootstrap API keys (DISPATCHER_API_KEYS) must be well formed and at least 32 characters each;
 - the report says, per channel, whether it talks to the real provider or to the sandbox.
 """
 
@@ -42,6 +43,13 @@ def check_credentials(settings: Settings) -> None:
             )
 
 
+def check_api_keys(settings: Settings) -> None:
+    from dispatcher.auth import parse_bootstrap
+
+    if settings.api_keys is not None:
+        parse_bootstrap(settings.api_keys.get_secret_value())
+
+
 def check_templates(settings: Settings) -> None:
     Templates(settings.templates_override_dir).check()
 
@@ -78,6 +86,7 @@ def check(settings: Settings, *, sandbox: bool = True) -> list[str]:
     """Every check; returns the report. `sandbox=False` skips the reachability probe (used before
     `up` has started the sandbox)."""
     check_credentials(settings)
+    check_api_keys(settings)
     check_templates(settings)
     if sandbox:
         check_sandbox(settings)
