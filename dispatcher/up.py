@@ -195,12 +195,13 @@ class Supervisor:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        external_sandbox = bool(os.environ.get("DISPATCHER_SANDBOX_URL"))  # one the caller runs
         env = self.environment()
         settings = self.prepare(env)
         py = sys.executable
         public = env["DISPATCHER_PUBLIC_URL"]
         celery = [py, "-m", "celery", "-A", "dispatcher.celery_app"]
-        if self._wants_sandbox(settings):
+        if self._wants_sandbox(settings) and not external_sandbox:
             sandbox = ["--host", "127.0.0.1", "--port", str(self.sandbox_port)]
             sandbox += ["--event-webhook-url", f"{public}/v1/webhooks/sendgrid"]
             self.spawn("sandbox", [py, "-m", "channels.sandbox", *sandbox], env)
@@ -220,10 +221,11 @@ class Supervisor:
 
     def _api_env(self, env: dict[str, str]) -> dict[str, str]:
         """The API verifies the sandbox's signed SendGrid events with the key the sandbox serves."""
-        if "sandbox" not in self.children or env.get("DISPATCHER_SENDGRID_WEBHOOK_PUBLIC_KEY"):
+        if env.get("DISPATCHER_SENDGRID_WEBHOOK_PUBLIC_KEY") or not self._wants_sandbox(get_settings()):
             return env
-        keys_url = f"http://127.0.0.1:{self.sandbox_port}/sandbox/keys"
-        if wait_http(keys_url, 30, [self.children["sandbox"]]):
+        keys_url = env["DISPATCHER_SANDBOX_URL"].rstrip("/") + "/sandbox/keys"
+        own = [self.children["sandbox"]] if "sandbox" in self.children else None
+        if wait_http(keys_url, 30, own):
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
                 key = httpx.get(keys_url, timeout=5).json()["sendgrid_event_webhook_public_key"]
                 return {**env, "DISPATCHER_SENDGRID_WEBHOOK_PUBLIC_KEY": key}
