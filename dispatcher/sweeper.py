@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import datetime, timedelta
 
 from sqlalchemy import exists, select, update
@@ -81,18 +83,38 @@ def release_quiet_rows(database: Database, now: datetime, outbox: Outbox) -> int
 
 
 HANDOFF_GRACE_S = 5.0  # longer than an API's hand-off takes, publish retries included
+PEEK_LIMIT = 1000  # a control queue longer than this is not searched (the lease rule still covers)
 
 
-def requeue_unqueued(
-    database: Database, settings: Settings, now: datetime, idle: set[str], outbox: Outbox
-) -> int:
+def planning_queued(settings: Settings) -> set[int] | None:
+    """The broadcasts whose planning task waits in the control queue, or None when it is too long
+    to search. Beat's own sweep and poll tasks share that queue, so "the queue is empty" would
+    rarely hold while beat runs often; looking for the broadcast's own task always answers."""
+    from dispatcher.celery_app import CONTROL_QUEUE, queue_keys
+    from dispatcher.redis_client import get_redis
+
+    client = get_redis(settings)
+    found: set[int] = set()
+    for key in queue_keys(CONTROL_QUEUE, settings):
+        raw = client.lrange(key, 0, PEEK_LIMIT)
+        if len(raw) > PEEK_LIMIT:
+            return None
+        for item in raw:
+            try:
+                message = json.loads(item)
+                if message["headers"]["task"] == "dispatcher.run_broadcast":
+                    found.add(int(json.loads(base64.b64decode(message["body"]))[0][0]))
+            except (ValueError, KeyError, IndexError, TypeError):
+                continue  # not a task message of ours
+    return found
+
+
+def requeue_unqueued(database: Database, settings: Settings, now: datetime, outbox: Outbox) -> int:
     """Broadcasts still `queued` (no worker has claimed them) a few seconds after they were recorded,
-    while the control queue is empty: their planning task never reached the broker (Redis was down
-    when the API committed, or the process died between commit and hand-off). The lost-broadcast
-    rule waits a lease for those; this pass only HANDOFF_GRACE_S, so such a broadcast goes out at the
-    first sweep after Redis returns. A doubled planning task is harmless (run_broadcast claims)."""
-    if "control" not in idle:
-        return 0
+    with no planning task waiting for them: it never reached the broker (Redis was down when the API
+    committed, or the process died between commit and hand-off). The lost-broadcast rule waits a
+    lease for those; this pass only HANDOFF_GRACE_S, so such a broadcast goes out at the first sweep
+    after Redis returns. A doubled planning task is harmless (run_broadcast claims)."""
     with database.session() as session:
         ids = session.scalars(
             select(Broadcast.id).where(
@@ -101,9 +123,15 @@ def requeue_unqueued(
                 Broadcast.created_at >= now - timedelta(seconds=settings.lease_s),  # older: the rule below
             )
         ).all()
-    for broadcast_id in ids:
+    if not ids:
+        return 0
+    waiting = planning_queued(settings)
+    if waiting is None:
+        return 0
+    missing = [broadcast_id for broadcast_id in ids if broadcast_id not in waiting]
+    for broadcast_id in missing:
         outbox.add("dispatcher.run_broadcast", [broadcast_id], "control")
-    return len(ids)
+    return len(missing)
 
 
 def sweep(database: Database, settings: Settings) -> dict[str, int]:
@@ -134,7 +162,7 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
     # Orphans: pending rows of released tiers that nothing has touched for a while.
     orphan_before = now - timedelta(seconds=settings.lease_s)
     idle = idle_queues(settings)
-    report["requeued_unqueued"] = requeue_unqueued(database, settings, now, idle, outbox)
+    report["requeued_unqueued"] = requeue_unqueued(database, settings, now, outbox)
     with database.session() as session:
         released = session.execute(
             select(BroadcastTier.broadcast_id, BroadcastTier.tier).where(

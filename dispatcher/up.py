@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,25 @@ def wait_http(url: str, timeout_s: float, alive: list[subprocess.Popen[bytes]] |
                 return True
         time.sleep(0.1)
     return False
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], grace_s: float) -> None:
+    """SIGTERM each process group in order, wait up to `grace_s` in all, then SIGKILL every group:
+    whatever ignored SIGTERM, and the pool children of a worker that was killed. Each child runs in
+    its own session (start_new_session), so its group is exactly it and what it started."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
 
 
 @dataclass
@@ -243,20 +263,8 @@ class Supervisor:
     def stop(self, grace_s: float = 10.0) -> None:
         self._stopping = True
         order = ["api", "beat", "worker", "sandbox", "redis"]  # the broker goes last
-        for name in sorted(self.children, key=lambda n: order.index(n) if n in order else 0):
-            proc = self.children[name]
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in self.children.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        for proc in self.children.values():  # whatever ignored SIGTERM, and its process group
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
+        names = sorted(self.children, key=lambda n: order.index(n) if n in order else 0)
+        stop_processes([self.children[name] for name in names], grace_s)
 
     def run(self) -> int:
         def _handle(signum: int, _frame: object) -> None:

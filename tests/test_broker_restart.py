@@ -168,7 +168,11 @@ def test_incident_posted_while_redis_is_down_is_201_and_sent_once_when_it_return
         assert harness.progress(broadcast_id)["state"] == "queued"
         assert "broker unreachable after commit" in (tmp_path / "api.log").read_text()
         private_redis.start()  # empty: nothing was queued while it was down
-        done = harness.wait(broadcast_id, timeout_s=90)  # beat's sweep queues it; nobody else does
+        try:
+            done = harness.wait(broadcast_id, timeout_s=90)  # beat's sweep queues it; nobody else does
+        except AssertionError as exc:
+            beat = "".join(p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("beat-*.log"))
+            raise AssertionError(f"{exc}\nworker: {worker.output()[-3000:]}\nbeat: {beat}") from None
         assert worker.proc is not None and worker.proc.poll() is None, worker.output()[-3000:]
     finally:
         api.terminate()
