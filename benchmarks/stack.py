@@ -386,10 +386,16 @@ class Stack:
         app = Celery("bench-ping")
         app.conf.update(celery_config(self.settings()))
         deadline = time.monotonic() + timeout_s
-        try:
+        expected = sum(1 for n in self.procs if n.startswith("worker"))
+        answered: set[str] = set()
+        try:  # remote control is off (dispatcher/celery_app.py): ping tasks name the worker instead
             while time.monotonic() < deadline:
-                replies = app.control.ping(timeout=1.0)
-                if len(replies) >= sum(1 for n in self.procs if n.startswith("worker")):
+                pings = [app.send_task("dispatcher.ping", args=["up"], queue="control")]
+                pings += [app.send_task("dispatcher.ping", args=["up"], queue="control") for _ in answered]
+                for result in pings:
+                    with contextlib.suppress(Exception):
+                        answered.add(str(result.get(timeout=max(0.1, deadline - time.monotonic()))["worker"]))
+                if len(answered) >= expected:
                     return
                 time.sleep(0.3)
         finally:
@@ -409,21 +415,11 @@ class Stack:
         raise RuntimeError(f"{url} did not answer; logs in {self.tmp}")
 
     def stop(self, names: Sequence[str] | None = None) -> None:
-        chosen = {n: p for n, p in self.procs.items() if names is None or n in names}
-        for proc in chosen.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for proc in chosen.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        for proc in chosen.values():  # pool children of a killed worker
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        """The processes named (all by default), stopped as `up` stops its children. No restarts
+        here: the drills kill and start processes themselves, at chosen moments."""
+        from dispatcher.up import stop_processes
+
+        stop_processes([p for n, p in self.procs.items() if names is None or n in names], grace_s=20)
 
     def close(self) -> None:
         """Stops every process and removes the schema, the Redis keys and the private Redis."""

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"  # how providers reach our webhooks
     max_body_bytes: int = 1_000_000
     api_keys: SecretStr | None = None  # DISPATCHER_API_KEYS="commander:key1,viewer:key2"
+    sse_heartbeat_s: float = 15.0  # SSE heartbeat; a revoked key's open streams end within one
 
     # audience
     tiers: dict[str, int] = {"admins": 0, "stakeholders": 1, "customers": 2}

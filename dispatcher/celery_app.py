@@ -7,6 +7,14 @@
   and over, so the scheduler polls the database instead (countdowns here stay under retry_cap_s).
 - a queue per channel, taken in priority order (see QUEUES), so a paced provider never holds up
   another channel's sends, and an urgent queue for the first tier (admins).
+- no remote control (pidbox): with it, a Redis restart killed the worker. The pidbox's PUBSUB socket
+  reports the lost connection while the task channel is mid-BRPOP; kombu's Channel.close then raises
+  from `_brpop_read` before its QoS restore, kombu's `collect` clears the transport's client, and
+  Celery's second close reaches `restore_unacked` with no client: `'NoneType' object has no attribute
+  'hostname'` escapes `ignore_errors` (kombu 5.7, celery 5.7). Without the PUBSUB the BRPOP itself sees
+  the loss, the first close completes, and the worker reconnects (tests/test_broker_restart.py).
+  Unacked tasks stay in Redis's unacked set and come back after the visibility timeout; the sweeper
+  covers their rows and gates long before that.
 """
 
 from __future__ import annotations
@@ -78,6 +86,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": CONTROL_QUEUE,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
+        "worker_enable_remote_control": False,  # see the module docstring: a broker restart killed the worker
         "beat_schedule": {
             "sweep-stale-deliveries": {"task": "dispatcher.sweep", "schedule": settings.sweep_interval_s},
             "reconcile-receipts": {"task": "dispatcher.reconcile", "schedule": settings.sweep_interval_s},

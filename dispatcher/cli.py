@@ -101,8 +101,8 @@ def keys_create(
     role: Annotated[str, typer.Option(help="commander, viewer or admin")],
     label: Annotated[str | None, typer.Option()] = None,
 ) -> None:
-    """Create a key and print it once; only its hash is stored."""
-    from dispatcher.auth import Role, create_key
+    """Create a key and print it once (stdout), and its id (stderr); only its hash is stored."""
+    from dispatcher.auth import Role, issue_key
     from dispatcher.store.db import get_database
 
     try:
@@ -110,22 +110,27 @@ def keys_create(
     except ValueError:
         raise typer.BadParameter("role must be commander, viewer or admin", param_hint="--role") from None
     with get_database().session() as session:
-        key = create_key(session, parsed, label)
+        key_id, key = issue_key(session, parsed, label)
     typer.echo(key)
+    typer.echo(
+        f"key id {key_id} ({parsed.value}); revoke it with: outage-dispatcher keys revoke {key_id}", err=True
+    )
 
 
 @keys_app.command("revoke")
-def keys_revoke(ident: Annotated[str, typer.Argument(help="key id or its 8-character prefix")]) -> None:
-    """Revoke a key; requests with it are refused from now on."""
+def keys_revoke(
+    key_id: Annotated[int, typer.Argument(help="the key's id (printed by `keys create`)")],
+) -> None:
+    """Revoke exactly one key, by id; requests with it are refused from now on."""
     from dispatcher.auth import revoke_key
     from dispatcher.store.db import get_database
 
     with get_database().session() as session:
-        count = revoke_key(session, ident)
-    if not count:
-        typer.echo(f"no active key matches {ident!r}", err=True)
+        revoked = revoke_key(session, key_id)
+    if not revoked:
+        typer.echo(f"no active key with id {key_id}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"revoked {count} key(s)")
+    typer.echo(f"revoked key {key_id}")
 
 
 @incident_app.command("open")

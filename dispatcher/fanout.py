@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,23 @@ class Outbox:
         for task, args, queue, countdown in self.items:
             app.send_task(task, args=args, queue=queue, countdown=countdown or None)
         self.items.clear()
+
+    def hand_off(self) -> bool:
+        """`flush` for callers that already committed and must not fail for it (an API answer): a
+        broker that is down is logged, and the sweeper queues what this could not (see
+        sweeper.requeue_unqueued). Returns whether everything reached the broker."""
+        try:
+            self.flush()
+        except Exception as exc:  # whatever the broker raised, the records are committed
+            logging.getLogger(__name__).warning(
+                "broker unreachable after commit; the sweeper will queue %d task(s): %s: %s",
+                len(self.items),
+                type(exc).__name__,
+                exc,
+            )
+            self.items.clear()
+            return False
+        return True
 
 
 def batch_queue(channel: ChannelName, tier: int) -> str:

@@ -8,6 +8,7 @@
   live Twilio a well-formed account SID and a non-empty auth token (the token signs its callbacks);
   a sandboxed SendGrid or Twilio needs the sandbox's per-run secret (DISPATCHER_SANDBOX_SECRET),
   without which every receipt would be refused;
+- bootstrap API keys (DISPATCHER_API_KEYS) must be well formed and at least 32 characters each;
 - the report says, per channel, whether it talks to the real provider or to the sandbox.
 """
 
@@ -90,6 +91,13 @@ def check_webhook_secrets(settings: Settings) -> None:
         )
 
 
+def check_api_keys(settings: Settings) -> None:
+    from dispatcher.auth import parse_bootstrap
+
+    if settings.api_keys is not None:
+        parse_bootstrap(settings.api_keys.get_secret_value())
+
+
 def check_templates(settings: Settings) -> None:
     Templates(settings.templates_override_dir).check()
 
@@ -127,6 +135,7 @@ def check(settings: Settings, *, sandbox: bool = True) -> list[str]:
     `up` has started the sandbox)."""
     check_credentials(settings)
     check_webhook_secrets(settings)
+    check_api_keys(settings)
     check_templates(settings)
     if sandbox:
         check_sandbox(settings)

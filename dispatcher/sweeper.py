@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -113,6 +115,58 @@ def _without_answers(settings: Settings, ids: list[int]) -> list[int]:
     return [i for i in ids if i not in answered]
 
 
+HANDOFF_GRACE_S = 5.0  # longer than an API's hand-off takes, publish retries included
+PEEK_LIMIT = 1000  # a control queue longer than this is not searched (the lease rule still covers)
+
+
+def planning_queued(settings: Settings) -> set[int] | None:
+    """The broadcasts whose planning task waits in the control queue, or None when it is too long
+    to search. Beat's own sweep and poll tasks share that queue, so "the queue is empty" would
+    rarely hold while beat runs often; looking for the broadcast's own task always answers."""
+    from dispatcher.celery_app import CONTROL_QUEUE, queue_keys
+    from dispatcher.redis_client import get_redis
+
+    client = get_redis(settings)
+    found: set[int] = set()
+    for key in queue_keys(CONTROL_QUEUE, settings):
+        raw = client.lrange(key, 0, PEEK_LIMIT)
+        if len(raw) > PEEK_LIMIT:
+            return None
+        for item in raw:
+            try:
+                message = json.loads(item)
+                if message["headers"]["task"] == "dispatcher.run_broadcast":
+                    found.add(int(json.loads(base64.b64decode(message["body"]))[0][0]))
+            except (ValueError, KeyError, IndexError, TypeError):
+                continue  # not a task message of ours
+    return found
+
+
+def requeue_unqueued(database: Database, settings: Settings, now: datetime, outbox: Outbox) -> int:
+    """Broadcasts still `queued` (no worker has claimed them) a few seconds after they were recorded,
+    with no planning task waiting for them: it never reached the broker (Redis was down when the API
+    committed, or the process died between commit and hand-off). The lost-broadcast rule waits a
+    lease for those; this pass only HANDOFF_GRACE_S, so such a broadcast goes out at the first sweep
+    after Redis returns. A doubled planning task is harmless (run_broadcast claims)."""
+    with database.session() as session:
+        ids = session.scalars(
+            select(Broadcast.id).where(
+                Broadcast.state == "queued",
+                Broadcast.created_at < now - timedelta(seconds=HANDOFF_GRACE_S),
+                Broadcast.created_at >= now - timedelta(seconds=settings.lease_s),  # older: the rule below
+            )
+        ).all()
+    if not ids:
+        return 0
+    waiting = planning_queued(settings)
+    if waiting is None:
+        return 0
+    missing = [broadcast_id for broadcast_id in ids if broadcast_id not in waiting]
+    for broadcast_id in missing:
+        outbox.add("dispatcher.run_broadcast", [broadcast_id], "control")
+    return len(missing)
+
+
 def sweep(database: Database, settings: Settings) -> dict[str, int]:
     report = {"expired_leases": 0, "requeued_batches": 0, "gates_timed_out": 0, "replanned": 0}
     report["answers_applied"] = apply_kept(database, settings)  # before any lease is expired
@@ -137,6 +191,7 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
     # Orphans: pending rows of released tiers that nothing has touched for a while.
     orphan_before = now - timedelta(seconds=settings.lease_s)
     idle = idle_queues(settings)
+    report["requeued_unqueued"] = requeue_unqueued(database, settings, now, outbox)
     with database.session() as session:
         released = session.execute(
             select(BroadcastTier.broadcast_id, BroadcastTier.tier).where(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Any
 
 import channels.registry  # noqa: F401  (imported before the pool forks: SDK imports are slow)
 from channels.base import ChannelName
@@ -26,11 +27,12 @@ def services() -> Services:
     return _services(os.getpid())
 
 
-@app.task(name="dispatcher.ping")
-def ping(value: str) -> dict[str, object]:
-    """A round trip through the broker, a worker and the database."""
+@app.task(name="dispatcher.ping", bind=True)
+def ping(self: Any, value: str) -> dict[str, object]:
+    """A round trip through the broker, a worker and the database; names the worker that answered
+    (remote control is off, so this is how a launcher knows each worker is up)."""
     get_database().ping()
-    return {"pong": value, "pid": os.getpid()}
+    return {"pong": value, "pid": os.getpid(), "worker": self.request.hostname}
 
 
 @app.task(name="dispatcher.run_broadcast")

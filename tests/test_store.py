@@ -84,16 +84,21 @@ def test_api_keys_are_stored_hashed_and_can_be_revoked(db: Database) -> None:
         assert key not in (stored.key_hash, stored.prefix) and len(stored.key_hash) == 64
         assert find_key(session, key).role == "viewer"
         assert find_key(session, key + "x") is None
-        assert revoke_key(session, stored.prefix) == 1
+        assert revoke_key(session, stored.id) is True
     with db.session() as session:
         assert find_key(session, key) is None
+        assert revoke_key(session, stored.id) is False  # already revoked
+
+
+C_KEY = "c-key-" + "c" * 27  # bootstrap keys need 32 characters
+V_KEY = "v-key-" + "v" * 27
 
 
 def test_bootstrap_keys_is_idempotent_and_names_the_setting(db: Database) -> None:
     with db.session() as session:
-        assert bootstrap_keys(session, "commander:c-key, viewer:v-key") == 2
+        assert bootstrap_keys(session, f"commander:{C_KEY}, viewer:{V_KEY}") == 2
     with db.session() as session:
-        assert bootstrap_keys(session, "commander:c-key,viewer:v-key") == 0
-        assert find_key(session, "c-key").role == "commander"
+        assert bootstrap_keys(session, f"commander:{C_KEY},viewer:{V_KEY}") == 0
+        assert find_key(session, C_KEY).role == "commander"
     with pytest.raises(ConfigurationError, match="DISPATCHER_API_KEYS"), db.session() as session:
         bootstrap_keys(session, "root:k")

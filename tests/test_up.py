@@ -125,3 +125,106 @@ def test_up_refuses_to_start_on_a_broken_template_and_names_it(tmp_path: Path) -
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "cannot start" in proc.stderr and "incident_opened" in proc.stderr
     assert "ready" not in proc.stdout.splitlines()
+
+
+COMMANDER = "od_commander-up-restart-0123456789abcdef"
+ADMIN = "od_admin-up-restart-0123456789abcdefghij"
+
+
+def _pid_of(root: int, needle: str) -> int:
+    """The child of `up` whose command line contains `needle` (the main process, not a pool child)."""
+    for pid in sorted(_descendants(root)):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if needle in cmdline and ppid == root:
+            return pid
+    raise AssertionError(f"no child of up runs {needle!r}")
+
+
+def _wait_line(lines: list[str], needle: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = [line for line in list(lines) if needle in line]
+        if found:
+            return found[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"no line with {needle!r}:\n" + "\n".join(lines))
+
+
+@pytest.mark.slow
+def test_up_restarts_a_dead_redis_and_worker_and_still_sends(tmp_path: Path) -> None:
+    """Killing the embedded Redis (and then the worker) neither stops `up` nor the next incident."""
+    import threading
+
+    port, sandbox_port = _free_port(), _free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL", "DISPATCHER_DATA_DIR"}
+    }
+    env |= {
+        "DISPATCHER_REDIS_PREFIX": "",
+        "DISPATCHER_API_KEYS": f"commander:{COMMANDER},admin:{ADMIN}",
+        "DISPATCHER_SWEEP_INTERVAL_S": "2",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "dispatcher.cli",
+        "up",
+        "--port",
+        str(port),
+        "--sandbox-port",
+        str(sandbox_port),
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.rstrip("\n") for line in proc.stdout), daemon=True
+    )
+    reader.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_line(lines, "ready", 90)
+        put = httpx.put(
+            f"{url}/v1/subscribers/s1",
+            json={"lists": ["admins"], "email": "s1@example.com"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+        assert put.status_code == 201, put.text
+        for needle in ("redis-server", "worker"):
+            victim = _pid_of(proc.pid, needle)
+            os.kill(victim, signal.SIGKILL)
+            name = "redis" if needle == "redis-server" else "worker"
+            assert "exited with" in _wait_line(lines, f"{name} exited", 30)
+            _wait_line(lines, f"{name} restarted", 60)
+            assert proc.poll() is None, "\n".join(lines)
+        created = httpx.post(
+            f"{url}/v1/incidents",
+            json={"title": "Checkout is failing", "impact": "major", "channels": ["email"]},
+            headers={"Authorization": f"Bearer {COMMANDER}"},
+            timeout=30,
+        )
+        assert created.status_code == 201, created.text
+        broadcast_id = created.json()["broadcast"]["id"]
+        deadline = time.monotonic() + 120
+        state: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            state = httpx.get(
+                f"{url}/v1/broadcasts/{broadcast_id}", headers={"Authorization": f"Bearer {COMMANDER}"}
+            ).json()
+            if state.get("state") == "completed":
+                break
+            time.sleep(0.5)
+        assert state.get("state") == "completed", (state, "\n".join(lines))
+        totals = state["totals"]
+        assert totals["sent"] + totals["delivered"] == 1, totals  # type: ignore[index]
+        family = _descendants(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    time.sleep(0.5)
+    assert [pid for pid in family if _alive(pid)] == []

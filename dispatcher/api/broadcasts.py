@@ -15,8 +15,11 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from channels.base import ChannelName
-from dispatcher.api.deps import READ, Caller, get_db
+from config import Settings
+from dispatcher.api.deps import READ, Caller, get_db, get_settings
+from dispatcher.api.errors import error_body
 from dispatcher.api.schemas import ERRORS, RowId
+from dispatcher.auth import key_active
 from dispatcher.errors import NotFound, ValidationFailed
 from dispatcher.progress import progress
 from dispatcher.receipts import State
@@ -27,7 +30,6 @@ router = APIRouter(prefix="/v1/broadcasts", tags=["broadcasts"], responses=ERROR
 
 POLL_S = 0.5
 MAX_ID = 2**63 - 1
-HEARTBEAT_S = 15.0
 
 
 def _iso(value: Any) -> str | None:
@@ -127,15 +129,25 @@ def _sse(event: str, data: dict[str, Any]) -> str:
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def stream_progress(
-    broadcast_id: RowId, request: Request, _: Caller = Depends(READ), database: Database = Depends(get_db)
+    broadcast_id: RowId,
+    request: Request,
+    caller: Caller = Depends(READ),
+    database: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
 ) -> StreamingResponse:
     first = await asyncio.to_thread(_read, database, broadcast_id)  # 404 before the stream starts
+    heartbeat_s = settings.sse_heartbeat_s
 
     async def events() -> AsyncIterator[str]:
         current: dict[str, Any] | None = first
         last: dict[str, Any] | None = None
-        beat = time.monotonic()
+        beat = checked = time.monotonic()
         while True:
+            if time.monotonic() - checked >= heartbeat_s:  # the key is checked once per heartbeat
+                checked = time.monotonic()
+                if not await asyncio.to_thread(_key_active, database, caller.key_id):
+                    yield _sse("error", error_body("unauthorized", "the API key was revoked"))
+                    return
             if current != last:
                 assert current is not None
                 done = current["state"] == "completed"
@@ -143,7 +155,7 @@ async def stream_progress(
                 if done:
                     return
                 last, beat = current, time.monotonic()
-            elif time.monotonic() - beat >= HEARTBEAT_S:
+            elif time.monotonic() - beat >= heartbeat_s:
                 yield ": heartbeat\n\n"
                 beat = time.monotonic()
             await asyncio.sleep(POLL_S)
@@ -153,6 +165,11 @@ async def stream_progress(
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _key_active(database: Database, key_id: int) -> bool:
+    with database.session() as session:
+        return key_active(session, key_id)
 
 
 def _read(database: Database, broadcast_id: int) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def require(*roles: Role) -> Callable[..., Caller]:
             caller = Caller(row.id, Role(row.role), row.prefix) if row is not None else None
         if caller is None:
             raise Unauthorized("unknown or revoked API key")
-        request.state.api_key = caller.prefix
+        request.state.api_key = caller.key_id  # logs name the key by id, never by its characters
         if caller.role not in roles:
             allowed = ", ".join(r.value for r in roles)
             raise Forbidden(f"a {caller.role.value} key may not do this (needs: {allowed})")

@@ -15,8 +15,10 @@ from dispatcher.api.deps import BROADCAST, READ, Caller, get_db, get_settings
 from dispatcher.api.idempotency import Outcome, run_once
 from dispatcher.api.metrics import BROADCASTS_CREATED
 from dispatcher.api.schemas import ERRORS, IncidentIn, RowId, UpdateIn
-from dispatcher.broadcasts import enqueue, open_incident, post_update
+from dispatcher.broadcasts import open_incident, post_update
+from dispatcher.celery_app import CONTROL_QUEUE
 from dispatcher.errors import NotFound
+from dispatcher.fanout import Outbox
 from dispatcher.progress import progress
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, Incident
@@ -44,12 +46,21 @@ def incident_json(incident: Incident) -> dict[str, Any]:
     }
 
 
+def hand_off(broadcast_id: int) -> bool:
+    """Queues the committed broadcast's planning task. With the broker down the answer is still 201
+    (the broadcast is recorded): a warning is logged and the sweeper queues it at its first pass
+    once Redis is back. A 5xx here would invite a retry that opens a second incident."""
+    outbox = Outbox()
+    outbox.add("dispatcher.run_broadcast", [broadcast_id], CONTROL_QUEUE)
+    return outbox.hand_off()
+
+
 def _created(session: Session, incident: Incident, broadcast: Broadcast) -> Outcome:
     body = {"incident": incident_json(incident), "broadcast": progress(session, broadcast.id)}
     broadcast_id = broadcast.id
 
     def after() -> None:
-        enqueue(broadcast_id)
+        hand_off(broadcast_id)
         BROADCASTS_CREATED.inc()
 
     return 201, body, after

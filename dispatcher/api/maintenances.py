@@ -18,8 +18,8 @@ from config import Settings
 from dispatcher import maintenance as mnt
 from dispatcher.api.deps import BROADCAST, READ, Caller, get_db, get_settings
 from dispatcher.api.idempotency import Outcome, run_once
+from dispatcher.api.incidents import hand_off
 from dispatcher.api.schemas import ERRORS, RowId
-from dispatcher.broadcasts import enqueue
 from dispatcher.errors import ValidationFailed
 from dispatcher.message import Kind, OutageMessage
 from dispatcher.store.db import Database
@@ -57,7 +57,7 @@ def maintenance_json(session: Session, incident: Incident) -> dict[str, Any]:
 def _answer(status: int, session: Session, incident: Incident, broadcast: Broadcast) -> Outcome:
     body = {**maintenance_json(session, incident), "broadcast_id": broadcast.id}
     broadcast_id = broadcast.id
-    return status, body, lambda: enqueue(broadcast_id)  # after commit, never before
+    return status, body, lambda: hand_off(broadcast_id)  # after commit, never before; never a 5xx
 
 
 @router.post("", status_code=201, summary="Schedule maintenance; 201 with the notices it will send")
