@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import lru_cache
 from math import ceil
@@ -27,8 +27,8 @@ from channels.base import INTERNAL_ERROR, Channel, ChannelName, Failure, Outcome
 from config import Settings
 from dispatcher import planning, provider_stats
 from dispatcher.breaker import Breaker
-from dispatcher.fanout import Outbox, check_gates, insert_one, utcnow
-from dispatcher.ratelimit import RateLimiter, throttle_for
+from dispatcher.fanout import URGENT_TIER, Outbox, check_gates, insert_one, utcnow
+from dispatcher.ratelimit import Pacer, RateLimiter, bucket_for
 from dispatcher.receipts import RETURNING, Moved, State, count_moves, set_details, transition
 from dispatcher.redis_client import get_redis
 from dispatcher.retry import RetryPolicy
@@ -116,6 +116,7 @@ def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids:
     if not rows:
         return 0
     outcomes = _call_provider(services, broadcast_id, channel, rows, people)
+    rows, outcomes = hand_back_unslotted(services, broadcast_id, channel, rows, outcomes)
     retryable = sum(1 for o in outcomes if o.failure is Failure.RETRYABLE and o.code != INTERNAL_ERROR)
     try:  # advisory: losing one sample must never keep the outcomes from being recorded
         services.breaker.record(provider, successes=sum(o.accepted for o in outcomes), failures=retryable)
@@ -123,6 +124,48 @@ def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids:
         log.warning("could not update the %s breaker", provider, exc_info=True)
     record_with_retry(services, broadcast_id, channel, rows, outcomes)
     return len(rows)
+
+
+# ---- pacing: hand back the rows the rate limit had no slot for ------------------------------------
+
+
+def hand_back_unslotted(
+    services: Services, broadcast_id: int, channel: ChannelName, rows: list[Moved], outcomes: list[Outcome]
+) -> tuple[list[Moved], list[Outcome]]:
+    """Rows whose request found no rate-limit slot in the batch's window were never sent: they go
+    back to pending as they were (the claim's attempt undone, no error recorded), due at their
+    pool's booked turn, with one countdown task; the rest (sent or failed) are returned to record."""
+    waiting = [o for o in outcomes if o.failure is Failure.NO_SLOT]
+    if not waiting:
+        return rows, outcomes
+    by_id = {r.id: r for r in rows}
+    back_ids = {o.delivery_id for o in waiting}
+    groups: dict[int, list[int]] = defaultdict(list)  # countdown in tenths of a second -> ids
+    for outcome in waiting:
+        groups[round((outcome.retry_after or 0.0) * 10)].append(outcome.delivery_id)
+    now = utcnow()
+    outbox = Outbox()
+    with services.database.session() as session:
+        for tenths, ids in sorted(groups.items()):
+            countdown = tenths / 10
+            back = transition(
+                session,
+                ids,
+                expect=State.SENDING,
+                to=State.PENDING,
+                now=now,
+                values={
+                    "attempts": Delivery.attempts - 1,
+                    "lease_until": None,
+                    "next_attempt_at": now + timedelta(seconds=countdown) if countdown else None,
+                },
+            )
+            if back:
+                tier = min(by_id[m.id].tier for m in back)
+                outbox.send_batch(broadcast_id, channel, [m.id for m in back], tier, countdown)
+    outbox.flush()
+    kept = [r for r in rows if r.id not in back_ids]
+    return kept, [o for o in outcomes if o.delivery_id not in back_ids]
 
 
 def record_with_retry(
@@ -202,13 +245,16 @@ def _call_provider(
     people: dict[int, tuple[str | None, str | None]],
 ) -> list[Outcome]:
     adapter = services.adapters[channel]
-    limited = throttle_for(channel, services.limiter, services.settings)
+    urgent = min(r.tier for r in rows) == URGENT_TIER
+    pacer = Pacer(channel, services.limiter, services.settings, urgent)
     waited: list[float] = []
 
-    def throttle(recipient: Recipient) -> None:
+    def throttle(recipient: Recipient) -> str | None:
         started = time.perf_counter()
-        limited(recipient)
-        waited.append(time.perf_counter() - started)
+        try:
+            return pacer(recipient)
+        finally:
+            waited.append(time.perf_counter() - started)
 
     batch_started = time.perf_counter()
     by_locale: dict[str, list[Moved]] = defaultdict(list)
@@ -231,8 +277,39 @@ def _call_provider(
                 Outcome.failed(r.id, Failure.RETRYABLE, code=INTERNAL_ERROR, error=repr(exc)[:500])
                 for r in group
             )
-    _count(services, channel, len(rows), time.perf_counter() - batch_started, waited)
+    if pacer.refused:
+        outcomes = _with_comebacks(services, channel, rows, people, outcomes, pacer)
+    sent = sum(1 for o in outcomes if o.failure is not Failure.NO_SLOT)
+    _count(services, channel, sent, time.perf_counter() - batch_started, waited)
     return outcomes
+
+
+def _with_comebacks(
+    services: Services,
+    channel: ChannelName,
+    rows: list[Moved],
+    people: dict[int, tuple[str | None, str | None]],
+    outcomes: list[Outcome],
+    pacer: Pacer,
+) -> list[Outcome]:
+    """Books each refused pool's turn; an unslotted outcome carries its countdown in `retry_after`.
+    If Redis fails here, the rows come back after one window rather than stay stranded."""
+    try:
+        turns = pacer.comebacks()
+    except redis.RedisError:
+        log.warning("could not book a %s turn", channel.value, exc_info=True)
+        turns = {}
+    by_id = {r.id: r for r in rows}
+    fallback = services.settings.rate_pace_window_s
+    settled: list[Outcome] = []
+    for outcome in outcomes:
+        if outcome.failure is Failure.NO_SLOT:
+            row = by_id[outcome.delivery_id]
+            recipient = Recipient(row.id, row.address, *people.get(row.subscriber_id or -1, (None, None)))
+            wait = turns.get(bucket_for(channel, recipient, services.settings), fallback)
+            outcome = replace(outcome, retry_after=min(wait, services.settings.retry_cap_s))
+        settled.append(outcome)
+    return settled
 
 
 def _count(

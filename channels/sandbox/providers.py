@@ -29,6 +29,7 @@ from channels.sandbox.signing import EventWebhookSigner, twilio_signature
 from channels.sandbox.state import SandboxState, apply_substitutions
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+MESSAGING_SERVICE = re.compile(r"^MG[0-9a-fA-F]{32}$")
 GSM7 = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
     "¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€"
@@ -194,14 +195,22 @@ class Providers:
         if fault is not None:
             return fault
         form = dict(parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True))
-        to, sender = form.get("To", ""), form.get("From") or form.get("MessagingServiceSid")
+        to, from_number = form.get("To", ""), form.get("From") or None
+        service = form.get("MessagingServiceSid") or None
+        sender = from_number or service
         body = form.get("Body", "")
         config = state.faults["twilio"]
         error: tuple[int, str] | None = None
         if not to:
             error = (21604, "A 'To' phone number is required.")
         elif not sender:
-            error = (21603, "A 'From' phone number is required.")
+            error = (21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message.")
+        elif service is not None and not MESSAGING_SERVICE.match(service):
+            error = (21705, f"Invalid Messaging Service Sid: {service}")
+        elif from_number is not None and not E164.match(from_number):
+            error = (21212, f"Invalid From Number: {from_number}")
+        elif from_number is not None and config.senders and from_number not in config.senders:
+            error = (21606, f"The From phone number {from_number} is not a valid, SMS-capable number.")
         elif not body:
             error = (21602, "Message body is required.")
         elif not E164.match(to) or to in config.invalid_numbers:
@@ -229,7 +238,8 @@ class Providers:
                     "provider_message_id": sid,
                     "received_at": now,
                     "delivery_id": delivery,
-                    "from": sender,
+                    "from": sender,  # the number, else the messaging service it went through
+                    "messaging_service_sid": service,
                     "account_sid": account_sid,
                     "status_callback": callback,
                 }
@@ -238,7 +248,6 @@ class Providers:
         state.count_result("twilio", accepted=True)
         if callback:
             self._queue_status(callback, auth_token, account_sid, sid, form, config.callback_delay_ms / 1000)
-        from_number = form.get("From")
         return json_response(
             201,
             {
