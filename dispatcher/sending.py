@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import lru_cache
@@ -143,6 +144,18 @@ def hand_back_unslotted(
     groups: dict[int, list[int]] = defaultdict(list)  # countdown in tenths of a second -> ids
     for outcome in waiting:
         groups[round((outcome.retry_after or 0.0) * 10)].append(outcome.delivery_id)
+    _with_db_retry(services, lambda: _hand_back(services, broadcast_id, channel, by_id, groups))
+    kept = [r for r in rows if r.id not in back_ids]
+    return kept, [o for o in outcomes if o.delivery_id not in back_ids]
+
+
+def _hand_back(
+    services: Services,
+    broadcast_id: int,
+    channel: ChannelName,
+    by_id: dict[int, Moved],
+    groups: dict[int, list[int]],
+) -> None:
     now = utcnow()
     outbox = Outbox()
     with services.database.session() as session:
@@ -164,8 +177,24 @@ def hand_back_unslotted(
                 tier = min(by_id[m.id].tier for m in back)
                 outbox.send_batch(broadcast_id, channel, [m.id for m in back], tier, countdown)
     outbox.flush()
-    kept = [r for r in rows if r.id not in back_ids]
-    return kept, [o for o in outcomes if o.delivery_id not in back_ids]
+
+
+def _with_db_retry(services: Services, step: Callable[[], None]) -> None:
+    """Rows left in `sending` by a failed hand-back would be swept back as possible duplicates of
+    messages never sent: retry the (conditional, so idempotent) step through a database blip or a
+    deadlock, for up to half a lease, as recording does."""
+    deadline = time.monotonic() + services.settings.lease_s / 2
+    delay = 0.2
+    while True:
+        try:
+            step()
+            return
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("handing back unslotted rows failed; retrying in %.1fs", delay, exc_info=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def record_with_retry(
