@@ -52,7 +52,7 @@ return {best, string.format('%.6f', delay)}
 """
 
 # KEYS: the urgent line, the later line, then the pool's buckets. ARGV: urgent (1/0), how much bucket
-# time the handed-back rows want (capped at one window by the caller), the tier's lookahead.
+# time the handed-back rows want (capped at one window by the caller), how long before its slot to return.
 # Books the batch's comeback at the end of its line (later tiers queue behind the urgent line too),
 # no earlier than its next slot comes within reach; returns seconds until then.
 _BOOK_TURN = """
@@ -78,6 +78,11 @@ local mine = urgent and KEYS[1] or KEYS[2]
 redis.call('SET', mine, string.format('%.6f', ends), 'PX', math.ceil((ends - now) * 1000) + 1000)
 return string.format('%.6f', at - now)
 """
+
+
+# A handed-back batch comes back this long before its next slot, not a whole window before it:
+# coming back early would park its worker until the slot (at 1/s, most of every second).
+COMEBACK_LEAD_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,8 @@ class Pacer:
         for pool, requests in self.refused.items():
             spacing = self.limiter.paced_interval(pool.limit) / len(pool.buckets)
             wants = max(spacing, min(self.window, requests * spacing))
-            out[pool.buckets[0]] = self.limiter.book_turn(pool, self.urgent, wants, self.lookahead)
+            lead = min(self.lookahead, COMEBACK_LEAD_S)
+            out[pool.buckets[0]] = self.limiter.book_turn(pool, self.urgent, wants, lead)
         return out
 
 
