@@ -151,10 +151,35 @@ def drills(d: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def backtoback(d: dict[str, Any]) -> str:
+    s = d["summary"]
+    out = [
+        f"### Back to back at the default limits: {d['subscribers']:,} subscribers, {d['workers']} "
+        f"worker(s), incident B {d['gap_s']} s after A, {len(d['runs'])} runs\n"
+    ]
+    out.append(header(d))
+    out.append("| measure (from B's API answer) | median / worst |\n| --- | --- |")
+    rows = [
+        ("B's first tier released (planned and queued), ms", "b_tier0_started_ms"),
+        ("B's first admin accepted, ms", "b_first_admin_ms"),
+        ("all B's admin emails accepted, ms", "b_all_admin_emails_ms"),
+        ("all B's admins accepted (SMS behind A's admin SMS at 1/s), s", "b_all_admins_s"),
+        ("A's first admin (from A's answer), ms", "a_first_admin_ms"),
+    ]
+    out += [f"| {label} | {mw(s[k])} |" for label, k in rows if k in s]
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     parts = []
     for name, render in (
         ("fanout-postgresql-100000.json", fanout),
+        ("fanout-postgresql-100000-mg.json", fanout),
+        ("backtoback-postgresql-100000-w2.json", backtoback),
+        ("backtoback-postgresql-100000-w1.json", backtoback),
+        ("backtoback-postgresql-5000-w2.json", backtoback),
+        ("backtoback-postgresql-5000-w1.json", backtoback),
+        ("fanout-postgresql-5000-mg.json", fanout),
         ("compare-postgresql-10000.json", compare),
         ("limits-postgresql.json", limits),
         ("scaling-postgresql.json", scaling),

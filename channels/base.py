@@ -48,6 +48,7 @@ class Failure(StrEnum):
     RETRYABLE = "retryable"  # 5xx, timeouts, connection errors: back off and try again
     RATE_LIMITED = "rate_limited"  # 429: try again after `retry_after`
     PERMANENT = "permanent"  # invalid/opted-out number, hard bounce, rejected content: final
+    NO_SLOT = "no_slot"  # not attempted: no rate-limit slot in the batch's window; handed back, not counted
 
 
 # The code of an outcome that failed on our side before the provider answered (the rate limiter's
@@ -70,6 +71,11 @@ class Outcome:
     @classmethod
     def ok(cls, delivery_id: int, provider_message_id: str | None) -> Outcome:
         return cls(delivery_id, True, provider_message_id=provider_message_id)
+
+    @classmethod
+    def no_slot(cls, delivery_id: int) -> Outcome:
+        """The request was never made: the rate limit had no slot for it within the batch's window."""
+        return cls(delivery_id, False, failure=Failure.NO_SLOT, code="no_slot")
 
     @classmethod
     def failed(
@@ -120,8 +126,23 @@ class Sent(NamedTuple):
 
 
 Throttle = Callable[[Recipient], None]
+
+
+class NoSlot(Exception):
+    """Raised by a Throttle: the provider's rate limit has no slot for this request within the
+    batch's pacing window. The adapter makes no request and reports `Outcome.no_slot`; the engine
+    hands the row back to run when its slot comes (no attempt, no failure)."""
+
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"no rate-limit slot in {bucket} within the pacing window")
+        self.bucket = bucket
+
+
+Throttle = Callable[[Recipient], "str | None"]
 """Called by an adapter right before each provider request, with the request's first recipient.
-The fan-out engine passes one that blocks until the global rate limit (Redis) admits the call."""
+The engine passes one that waits (at most about a second) for the global rate limit's slot (Redis)
+and returns the sender that slot belongs to (a Twilio From number; None = the configured one), or
+raises NoSlot."""
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 
-from channels.base import INTERNAL_ERROR, Failure, Outcome, Recipient, Throttle
+from channels.base import INTERNAL_ERROR, Failure, NoSlot, Outcome, Recipient, Throttle
 
 log = logging.getLogger("channels")
 
@@ -93,6 +93,8 @@ def send_each(
             if throttle is not None:
                 throttle(recipient)
             return send_one(recipient)
+        except NoSlot:  # raised by the throttle, possibly from inside the SDK's transport
+            return Outcome.no_slot(recipient.delivery_id)
         except Exception as exc:
             log.warning("sending to delivery %s failed on our side", recipient.delivery_id, exc_info=True)
             return Outcome.failed(

@@ -6,7 +6,9 @@ never printed, and `describe()` masks them. Every setting is listed in the READM
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -92,7 +94,9 @@ class Settings(BaseSettings):
     # Twilio
     twilio_account_sid: SecretStr | None = None
     twilio_auth_token: SecretStr | None = None
+    # sending numbers: one, several comma-separated, or a JSON list; each has its own rate bucket
     twilio_from: str = "+15005550006"
+    twilio_messaging_service_sid: str | None = None  # MG…: send through the service instead of From
     twilio_base_url: str | None = None
 
     # Slack
@@ -111,7 +115,8 @@ class Settings(BaseSettings):
 
     # rate limits per provider account (requests or messages per second)
     rate_sendgrid_per_s: float = 10.0
-    rate_twilio_per_s: float = 1.0  # one long-code sender; raise for short codes / messaging services
+    rate_twilio_per_s: float = 1.0  # per sending number (one long code: 1/s); raise for short codes
+    rate_twilio_messaging_service_per_s: float = Field(default=1.0, gt=0)  # the service's own throughput
     rate_slack_per_channel_per_s: float = 1.0
     rate_x_per_window: int = 100
     rate_x_window_s: float = 900.0
@@ -119,6 +124,9 @@ class Settings(BaseSettings):
     # Pace under each limit: requests leave evenly spaced, but arrive bunched by up to ~250 ms of
     # scheduling and network jitter (measured on a loaded 2-core machine), and providers count arrivals.
     rate_headroom: float = Field(default=0.9, gt=0.1, le=1.0)
+    # A batch takes only slots that start within this window and hands the rest back (no worker
+    # sleeps through a limit); later tiers only slots within a quarter of it, so admins go first.
+    rate_pace_window_s: float = Field(default=1.0, gt=0.0, le=10.0)
 
     # retries
     retry_max_attempts: int = 8
@@ -155,6 +163,24 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    @field_validator("twilio_from")
+    @classmethod
+    def _senders(cls, value: str) -> str:
+        parse_senders(value)
+        return value
+
+    @field_validator("twilio_messaging_service_sid")
+    @classmethod
+    def _service_sid(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"MG[0-9a-fA-F]{32}", value.strip()):
+            raise ValueError("twilio_messaging_service_sid must be MG followed by 32 hex digits")
+        return value.strip() if value else None
+
+    @property
+    def twilio_from_numbers(self) -> tuple[str, ...]:
+        """The sending numbers, in the order given (each has its own 1/s-style bucket)."""
+        return parse_senders(self.twilio_from)
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -173,6 +199,34 @@ class Settings(BaseSettings):
             else:
                 shown[name] = str(value) if isinstance(value, Path) else value
         return shown
+
+
+def parse_senders(value: str) -> tuple[str, ...]:
+    """`+14155550100`, `+14155550100,+14155550101` or `["+14155550100", …]`: E.164 numbers (or a
+    short code / alphanumeric sender ID), no duplicates. Raises ValueError naming the bad entry."""
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"twilio_from is not a valid JSON list: {exc.msg}") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ValueError("twilio_from must be a JSON list of strings")
+    else:
+        items = text.split(",")
+    numbers = tuple(i.strip() for i in items if i.strip())
+    if not numbers:
+        raise ValueError("twilio_from needs at least one sending number")
+    for number in numbers:
+        if not SENDER.fullmatch(number):
+            raise ValueError(f"twilio_from: {number!r} is not an E.164 number, short code or sender ID")
+    if len(set(numbers)) != len(numbers):
+        raise ValueError("twilio_from lists a number twice")
+    return numbers
+
+
+# E.164 (+ and up to 15 digits), a short code (5-6 digits) or an alphanumeric sender ID (up to 11).
+SENDER = re.compile(r"\+[1-9]\d{6,14}|\d{5,6}|(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
 
 
 @lru_cache

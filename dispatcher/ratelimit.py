@@ -1,34 +1,88 @@
 """Global per-provider rate limits, shared by every worker: a reservation bucket in Redis.
 
-Each call reserves its slot atomically (a Lua script, on Redis's clock so worker clocks do not
-matter) and is told how long to wait for it. Slots are spaced 1/rate apart with no burst, so no
-one-second window of departures sees more than the limit. `headroom` paces under the limit because
-providers count arrivals, and arrivals bunch: between a thread's slot and its request reaching the
-provider lie the GIL, the SDK and a busy machine (up to ~250 ms measured here).
+Each request reserves its slot atomically (a Lua script, on Redis's clock so worker clocks do not
+matter). Slots are spaced 1/rate apart with no burst, so no one-second window of departures sees
+more than the limit. `headroom` paces under the limit because providers count arrivals, and arrivals
+bunch: between a thread's slot and its request reaching the provider lie the GIL, the SDK and a busy
+machine (up to ~250 ms measured here).
+
+No task sleeps through a limit. A batch takes only slots that start within its pacing window
+(`rate_pace_window_s`, 1 s) and hands the rest of its rows back, to come back when their turn comes.
+The first tier may take any slot inside the window; later tiers only one that starts within a
+quarter of it, so while admins' messages want slots, later tiers' requests are refused and the next
+free slots go to the admins (`reservable_within`). A handed-back batch books a turn on the bucket's
+wait line (urgent line for the first tier, then the rest, first come first served), so a thousand
+waiting batches come back one window's worth at a time, not all at once every second.
+
+A sender pool (several Twilio numbers) is a list of buckets: each request takes the earliest free
+slot among them, and the adapter sends it from that bucket's sender.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import redis
 
-from channels.base import ChannelName, Recipient, Throttle
+from channels.base import ChannelName, NoSlot, Recipient
 from config import Settings
 from dispatcher.redis_client import key
 
+# KEYS: the pool's buckets. ARGV: slot interval per bucket, the longest acceptable delay.
+# Returns {index of the bucket (1-based; 0 = refused), delay until the slot (or the earliest free one)}.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local ttl = math.ceil((tat + interval - now) * 1000) + 1000
-redis.call('SET', KEYS[1], string.format('%.6f', tat + interval), 'PX', ttl)
-return string.format('%.6f', tat - now)
+local max_delay = tonumber(ARGV[2])
+local best, best_tat = 0, nil
+for i, k in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', k) or '0')
+  if tat < now then tat = now end
+  if best_tat == nil or tat < best_tat then best, best_tat = i, tat end
+end
+local delay = best_tat - now
+if delay > max_delay then return {0, string.format('%.6f', delay)} end
+local ttl = math.ceil((best_tat + interval - now) * 1000) + 1000
+redis.call('SET', KEYS[best], string.format('%.6f', best_tat + interval), 'PX', ttl)
+return {best, string.format('%.6f', delay)}
 """
+
+# KEYS: the urgent line, the later line, then the pool's buckets. ARGV: urgent (1/0), how much bucket
+# time the handed-back rows want (capped at one window by the caller), how long before its slot to return.
+# Books the batch's comeback at the end of its line (later tiers queue behind the urgent line too),
+# no earlier than its next slot comes within reach; returns seconds until then.
+_BOOK_TURN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local urgent = ARGV[1] == '1'
+local wants = tonumber(ARGV[2])
+local lookahead = tonumber(ARGV[3])
+local free = nil
+for i = 3, #KEYS do
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if free == nil or tat < free then free = tat end
+end
+local at = math.max(now, free - lookahead)
+local line = tonumber(redis.call('GET', KEYS[1]) or '0')
+if not urgent then
+  at = math.max(at, line)
+  line = tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+at = math.max(at, line)
+local ends = at + wants
+local mine = urgent and KEYS[1] or KEYS[2]
+redis.call('SET', mine, string.format('%.6f', ends), 'PX', math.ceil((ends - now) * 1000) + 1000)
+return string.format('%.6f', at - now)
+"""
+
+
+# A handed-back batch comes back this long before its next slot, not a whole window before it:
+# coming back early would park its worker until the slot (at 1/s, most of every second).
+COMEBACK_LEAD_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -40,66 +94,148 @@ class Limit:
         return 1.0 / self.per_second
 
 
+@dataclass(frozen=True)
+class Pool:
+    """Where a request's slot can come from: one bucket per sender, each with its own `limit`.
+    `senders[i]` is what the adapter sends from when it got a slot of `buckets[i]` (None: no choice)."""
+
+    buckets: tuple[str, ...]
+    limit: Limit
+    senders: tuple[str | None, ...]
+
+    @property
+    def interval(self) -> float:
+        """The pool's combined slot spacing (unpaced by headroom)."""
+        return self.limit.interval / len(self.buckets)
+
+
 class RateLimiter:
     def __init__(self, client: redis.Redis, headroom: float = 0.8) -> None:
         self._client = client
         self._reserve = client.register_script(_RESERVE)
+        self._book = client.register_script(_BOOK_TURN)
         self.headroom = headroom
 
-    def reserve(self, bucket: str, limit: Limit) -> float:
-        """Reserves the next slot in `bucket`; returns seconds to wait until it (0 = now)."""
-        interval = limit.interval / self.headroom
-        return max(0.0, float(self._reserve(keys=[bucket], args=[f"{interval:.6f}"])))
+    def paced_interval(self, limit: Limit) -> float:
+        return limit.interval / self.headroom
 
-    def wait(self, bucket: str, limit: Limit, sleep: Callable[[float], None] = time.sleep) -> float:
-        """Blocks until this caller's slot. A caller that wakes more than one interval past its slot
-        (a stalled thread) has lost it and reserves again: late callers must not pile onto on-time ones."""
-        waited = 0.0
-        interval = limit.interval / self.headroom
-        while True:
-            delay = self.reserve(bucket, limit)
-            due = time.monotonic() + delay
-            if delay > 0:
-                sleep(delay)
-                waited += delay
-            if time.monotonic() - due <= interval:
-                return waited
+    def try_reserve(self, buckets: Sequence[str], limit: Limit, max_delay: float) -> tuple[int | None, float]:
+        """Reserves the earliest slot among `buckets` if it starts within `max_delay` seconds.
+        Returns (index of the bucket, seconds to wait for its slot), or (None, seconds until the
+        earliest slot) when refused: a refusal reserves nothing."""
+        interval = self.paced_interval(limit)
+        args = [f"{interval:.6f}", f"{max(0.0, max_delay):.6f}"]
+        index, delay = self._reserve(keys=list(buckets), args=args)
+        return (int(index) - 1 if int(index) else None), max(0.0, float(delay))
+
+    def reserve(self, bucket: str, limit: Limit) -> float:
+        """Reserves the next slot in `bucket`, however far; returns seconds to wait until it (0 = now)."""
+        return self.try_reserve([bucket], limit, float("inf"))[1]
+
+    def book_turn(self, pool: Pool, urgent: bool, wants: float, lookahead: float) -> float:
+        """Seconds until a handed-back batch should come back (see _BOOK_TURN)."""
+        lines = [f"{pool.buckets[0]}:line:urgent", f"{pool.buckets[0]}:line:later"]
+        at = self._book(
+            keys=[*lines, *pool.buckets], args=["1" if urgent else "0", f"{wants:.6f}", f"{lookahead:.6f}"]
+        )
+        return max(0.0, float(at))
 
 
 def provider_limits(settings: Settings) -> dict[ChannelName, Limit]:
     return {
         ChannelName.EMAIL: Limit(settings.rate_sendgrid_per_s),
-        ChannelName.SMS: Limit(settings.rate_twilio_per_s),
+        ChannelName.SMS: Limit(
+            settings.rate_twilio_messaging_service_per_s
+            if settings.twilio_messaging_service_sid
+            else settings.rate_twilio_per_s
+        ),
         ChannelName.CHAT: Limit(settings.rate_slack_per_channel_per_s),
         ChannelName.SOCIAL: Limit(settings.rate_x_per_window / settings.rate_x_window_s),
         ChannelName.WEBHOOK: Limit(settings.rate_webhook_per_s),
     }
 
 
-def bucket_for(channel: ChannelName, recipient: Recipient, settings: Settings) -> str:
-    """Which account the limit is counted against: Twilio per sender, Slack per channel."""
-    if channel is ChannelName.SMS:
-        return key("rate", "twilio", settings.twilio_from, settings=settings)
-    if channel is ChannelName.CHAT:
-        return key("rate", "slack", recipient.address, settings=settings)
-    return key("rate", channel.value, settings=settings)
-
-
-def throttle_for(channel: ChannelName, limiter: RateLimiter, settings: Settings) -> Throttle:
+def pool_for(channel: ChannelName, recipient: Recipient, settings: Settings) -> Pool:
+    """Which account the limit is counted against: Twilio per sender (or per messaging service),
+    Slack per channel, the rest per provider account."""
     limit = provider_limits(settings)[channel]
+    if channel is ChannelName.SMS:
+        service = settings.twilio_messaging_service_sid
+        if service:
+            return Pool((key("rate", "twilio", service, settings=settings),), limit, (None,))
+        numbers = settings.twilio_from_numbers
+        buckets = tuple(key("rate", "twilio", n, settings=settings) for n in numbers)
+        return Pool(buckets, limit, numbers if len(numbers) > 1 else (None,))  # one: sent as built
+    if channel is ChannelName.CHAT:
+        return Pool((key("rate", "slack", recipient.address, settings=settings),), limit, (None,))
+    return Pool((key("rate", channel.value, settings=settings),), limit, (None,))
 
-    def throttle(recipient: Recipient) -> None:
-        limiter.wait(bucket_for(channel, recipient, settings), limit)
 
-    return throttle
+def bucket_for(channel: ChannelName, recipient: Recipient, settings: Settings) -> str:
+    """The (first) bucket a recipient's requests count against."""
+    return pool_for(channel, recipient, settings).buckets[0]
 
 
-def batch_size(channel: ChannelName, max_batch: int, settings: Settings, task_seconds: float = 10.0) -> int:
-    """Recipients per task: what the provider takes per call, but no more than the global limit
-    lets one task send in about `task_seconds`, so a slow limit never parks a worker for minutes,
-    and never more than a quarter of a lease's worth: a batch still sending when its lease ends is
-    swept back and sent again by another worker while the first one carries on."""
-    if channel in (ChannelName.EMAIL, ChannelName.CHAT):  # limited per request / per destination
-        return max_batch
-    seconds = min(task_seconds, settings.lease_s / 4)
-    return max(1, min(max_batch, int(provider_limits(settings)[channel].per_second * seconds)))
+@dataclass
+class Pacer:
+    """One batch's rate limiting: slots within its window or none. Thread-safe: the adapter's send
+    threads share it. After a pool refuses once, the batch asks it no more (its window is full)."""
+
+    channel: ChannelName
+    limiter: RateLimiter
+    settings: Settings
+    urgent: bool
+    sleep: Callable[[float], None] = time.sleep
+    started: float = field(default_factory=time.monotonic)
+    refused: dict[Pool, int] = field(default_factory=dict)  # pool -> requests handed back
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def window(self) -> float:
+        """The pacing window, never more than a quarter lease: rows stay `sending` for about this long."""
+        return min(self.settings.rate_pace_window_s, self.settings.lease_s / 4)
+
+    @property
+    def lookahead(self) -> float:
+        return self.window if self.urgent else self.window / 4
+
+    def _refuse(self, pool: Pool) -> NoSlot:
+        with self._lock:
+            self.refused[pool] = self.refused.get(pool, 0) + 1
+        return NoSlot(pool.buckets[0])
+
+    def __call__(self, recipient: Recipient) -> str | None:
+        """Waits for this request's slot (at most the window) and returns its sender, or raises
+        NoSlot. A caller that wakes more than one interval past its slot (a stalled thread) has lost
+        it and reserves again: late callers must not pile onto on-time ones."""
+        pool = pool_for(self.channel, recipient, self.settings)
+        if pool in self.refused:
+            raise self._refuse(pool)
+        interval = self.limiter.paced_interval(pool.limit)
+        while True:
+            remaining = self.started + self.window - time.monotonic()
+            index, delay = self.limiter.try_reserve(pool.buckets, pool.limit, min(self.lookahead, remaining))
+            if index is None:
+                raise self._refuse(pool)
+            due = time.monotonic() + delay
+            if delay > 0:
+                self.sleep(delay)
+            if time.monotonic() - due <= interval:
+                return pool.senders[index]
+
+    def comebacks(self) -> dict[str, float]:
+        """Books a turn for each pool that refused requests; returns seconds until it, by first bucket."""
+        out: dict[str, float] = {}
+        for pool, requests in self.refused.items():
+            spacing = self.limiter.paced_interval(pool.limit) / len(pool.buckets)
+            wants = max(spacing, min(self.window, requests * spacing))
+            lead = min(self.lookahead, COMEBACK_LEAD_S)
+            out[pool.buckets[0]] = self.limiter.book_turn(pool, self.urgent, wants, lead)
+        return out
+
+
+def batch_size(channel: ChannelName, max_batch: int, settings: Settings) -> int:
+    """Recipients per task: what the provider takes per call. A paced batch holds a worker for at
+    most its pacing window and hands the rest back, so a slow limit no longer shrinks batches."""
+    del channel, settings
+    return max_batch

@@ -13,7 +13,8 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from math import ceil
@@ -30,8 +31,8 @@ from config import Settings
 from dispatcher import journal, planning, provider_stats
 from dispatcher.breaker import Breaker
 from dispatcher.errors import ConfigurationError
-from dispatcher.fanout import Outbox, check_gates, insert_one, utcnow
-from dispatcher.ratelimit import RateLimiter, throttle_for
+from dispatcher.fanout import URGENT_TIER, Outbox, check_gates, insert_one, utcnow
+from dispatcher.ratelimit import Pacer, RateLimiter, bucket_for
 from dispatcher.receipts import RETURNING, Moved, State, count_moves, set_details, transition
 from dispatcher.redis_client import get_redis
 from dispatcher.retry import RetryPolicy
@@ -105,7 +106,9 @@ def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids:
     if not rows:
         return 0
     outcomes = _call_provider(services, broadcast_id, channel, rows, people)
-    kept = _keep(services, broadcast_id, channel, token, outcomes)
+    answered = [o for o in outcomes if o.failure is not Failure.NO_SLOT]
+    kept = bool(answered) and _keep(services, broadcast_id, channel, token, answered)
+    rows, outcomes = hand_back_unslotted(services, broadcast_id, channel, rows, outcomes, token)
     retryable = sum(1 for o in outcomes if o.failure is Failure.RETRYABLE and o.code != INTERNAL_ERROR)
     try:  # advisory: losing one sample must never keep the outcomes from being recorded
         services.breaker.record(provider, successes=sum(o.accepted for o in outcomes), failures=retryable)
@@ -225,6 +228,88 @@ def _keep(
     return False
 
 
+# ---- pacing: hand back the rows the rate limit had no slot for ------------------------------------
+
+
+def hand_back_unslotted(
+    services: Services,
+    broadcast_id: int,
+    channel: ChannelName,
+    rows: list[Moved],
+    outcomes: list[Outcome],
+    claim: str,
+) -> tuple[list[Moved], list[Outcome]]:
+    """Rows whose request found no rate-limit slot in the batch's window were never sent: they go
+    back to pending as they were (the claim's attempt and counted send undone, no error recorded),
+    due at their pool's booked turn, with one countdown task; the rest (sent or failed) are returned
+    to record."""
+    waiting = [o for o in outcomes if o.failure is Failure.NO_SLOT]
+    if not waiting:
+        return rows, outcomes
+    by_id = {r.id: r for r in rows}
+    back_ids = {o.delivery_id for o in waiting}
+    groups: dict[int, list[int]] = defaultdict(list)  # countdown in tenths of a second -> ids
+    for outcome in waiting:
+        groups[round((outcome.retry_after or 0.0) * 10)].append(outcome.delivery_id)
+    _with_db_retry(services, lambda: _hand_back(services, broadcast_id, channel, by_id, groups, claim))
+    kept = [r for r in rows if r.id not in back_ids]
+    return kept, [o for o in outcomes if o.delivery_id not in back_ids]
+
+
+def _hand_back(
+    services: Services,
+    broadcast_id: int,
+    channel: ChannelName,
+    by_id: dict[int, Moved],
+    groups: dict[int, list[int]],
+    claim: str,
+) -> None:
+    now = utcnow()
+    outbox = Outbox()
+    unsent: list[Moved] = []
+    with services.database.session() as session:
+        for tenths, ids in sorted(groups.items()):
+            countdown = tenths / 10
+            back = transition(
+                session,
+                ids,
+                expect=State.SENDING,
+                to=State.PENDING,
+                now=now,
+                values={
+                    "attempts": Delivery.attempts - 1,
+                    **_unsent(True),
+                    "lease_until": None,
+                    "next_attempt_at": now + timedelta(seconds=countdown) if countdown else None,
+                },
+                where=Delivery.claim == claim,  # only rows this claim still holds
+            )
+            unsent += back
+            if back:
+                tier = min(by_id[m.id].tier for m in back)
+                outbox.send_batch(broadcast_id, channel, [m.id for m in back], tier, countdown)
+        _count_sends(session, unsent, -1)
+    outbox.flush()
+
+
+def _with_db_retry(services: Services, step: Callable[[], None]) -> None:
+    """Rows left in `sending` by a failed hand-back would be swept back as possible duplicates of
+    messages never sent: retry the (conditional, so idempotent) step through a database blip or a
+    deadlock, for up to half a lease, as recording does."""
+    deadline = time.monotonic() + services.settings.lease_s / 2
+    delay = 0.2
+    while True:
+        try:
+            step()
+            return
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("handing back unslotted rows failed; retrying in %.1fs", delay, exc_info=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def record_with_retry(
     services: Services,
     broadcast_id: int,
@@ -336,13 +421,16 @@ def _call_provider(
     people: dict[int, tuple[str | None, str | None]],
 ) -> list[Outcome]:
     adapter = services.adapters[channel]
-    limited = throttle_for(channel, services.limiter, services.settings)
+    urgent = min(r.tier for r in rows) == URGENT_TIER
+    pacer = Pacer(channel, services.limiter, services.settings, urgent)
     waited: list[float] = []
 
-    def throttle(recipient: Recipient) -> None:
+    def throttle(recipient: Recipient) -> str | None:
         started = time.perf_counter()
-        limited(recipient)
-        waited.append(time.perf_counter() - started)
+        try:
+            return pacer(recipient)
+        finally:
+            waited.append(time.perf_counter() - started)
 
     batch_started = time.perf_counter()
     by_locale: dict[str, list[Moved]] = defaultdict(list)
@@ -365,8 +453,39 @@ def _call_provider(
                 Outcome.failed(r.id, Failure.RETRYABLE, code=INTERNAL_ERROR, error=repr(exc)[:500])
                 for r in group
             )
-    _count(services, channel, len(rows), time.perf_counter() - batch_started, waited)
+    if pacer.refused:
+        outcomes = _with_comebacks(services, channel, rows, people, outcomes, pacer)
+    sent = sum(1 for o in outcomes if o.failure is not Failure.NO_SLOT)
+    _count(services, channel, sent, time.perf_counter() - batch_started, waited)
     return outcomes
+
+
+def _with_comebacks(
+    services: Services,
+    channel: ChannelName,
+    rows: list[Moved],
+    people: dict[int, tuple[str | None, str | None]],
+    outcomes: list[Outcome],
+    pacer: Pacer,
+) -> list[Outcome]:
+    """Books each refused pool's turn; an unslotted outcome carries its countdown in `retry_after`.
+    If Redis fails here, the rows come back after one window rather than stay stranded."""
+    try:
+        turns = pacer.comebacks()
+    except redis.RedisError:
+        log.warning("could not book a %s turn", channel.value, exc_info=True)
+        turns = {}
+    by_id = {r.id: r for r in rows}
+    fallback = services.settings.rate_pace_window_s
+    settled: list[Outcome] = []
+    for outcome in outcomes:
+        if outcome.failure is Failure.NO_SLOT:
+            row = by_id[outcome.delivery_id]
+            recipient = Recipient(row.id, row.address, *people.get(row.subscriber_id or -1, (None, None)))
+            wait = turns.get(bucket_for(channel, recipient, services.settings), fallback)
+            outcome = replace(outcome, retry_after=min(wait, services.settings.retry_cap_s))
+        settled.append(outcome)
+    return settled
 
 
 def _count(

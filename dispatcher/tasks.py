@@ -6,6 +6,8 @@ import os
 from functools import lru_cache
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 import channels.registry  # noqa: F401  (imported before the pool forks: SDK imports are slow)
 from channels.base import ChannelName
 from config import get_settings
@@ -45,7 +47,15 @@ def plan_tier(broadcast_id: int, tier: int) -> None:
     plan_next_tier(get_database(), get_settings(), broadcast_id, tier)
 
 
-@app.task(name="dispatcher.send_batch")
+# A claim chosen as a PostgreSQL deadlock victim (against another batch's recording) rolled back
+# and left its rows pending with no task: run it again soon, rather than after the sweeper's lease.
+@app.task(
+    name="dispatcher.send_batch",
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=1,
+    retry_backoff_max=10,
+    max_retries=5,
+)
 def send_batch(broadcast_id: int, channel: str, ids: list[int]) -> int:
     claimed = _send_batch(services(), broadcast_id, ChannelName(channel), ids)
     if claimed:  # status reports that beat the recording of these rows (dispatcher/provider_status.py)

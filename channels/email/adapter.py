@@ -26,6 +26,7 @@ from sendgrid import SendGridAPIClient
 from channels.base import (
     ChannelName,
     Failure,
+    NoSlot,
     Outcome,
     Recipient,
     RenderContext,
@@ -150,9 +151,14 @@ class EmailChannel:
         email = cast(EmailVariant, variant)
         outcomes: dict[int, Outcome] = {}
         for request in split_requests(recipients, self.max_batch):
-            if throttle is not None:
-                throttle(request[0])
-            for recipient, outcome in zip(request, self._send_request(email, request), strict=True):
+            try:
+                if throttle is not None:
+                    throttle(request[0])
+            except NoSlot:  # no slot in this batch's window: this request (and the rest) go back
+                answers = [Outcome.no_slot(r.delivery_id) for r in request]
+            else:
+                answers = self._send_request(email, request)
+            for recipient, outcome in zip(request, answers, strict=True):
                 outcomes[id(recipient)] = outcome
         return [outcomes[id(r)] for r in recipients]
 

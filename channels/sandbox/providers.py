@@ -29,6 +29,7 @@ from channels.sandbox.signing import EventWebhookSigner, twilio_signature
 from channels.sandbox.state import FaultConfig, SandboxState, apply_substitutions
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+MESSAGING_SERVICE = re.compile(r"^MG[0-9a-fA-F]{32}$")
 GSM7 = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
     "¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€"
@@ -240,14 +241,22 @@ class Providers:
         if fault is not None:
             return fault
         form = dict(parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True))
-        to, sender = form.get("To", ""), form.get("From") or form.get("MessagingServiceSid")
+        to, from_number = form.get("To", ""), form.get("From") or None
+        service = form.get("MessagingServiceSid") or None
+        sender = from_number or service
         body = form.get("Body", "")
         config = state.faults["twilio"]
         error: tuple[int, str] | None = None
         if not to:
             error = (21604, "A 'To' phone number is required.")
         elif not sender:
-            error = (21603, "A 'From' phone number is required.")
+            error = (21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message.")
+        elif service is not None and not MESSAGING_SERVICE.match(service):
+            error = (21705, f"Invalid Messaging Service Sid: {service}")
+        elif from_number is not None and not E164.match(from_number):
+            error = (21212, f"Invalid From Number: {from_number}")
+        elif from_number is not None and config.senders and from_number not in config.senders:
+            error = (21606, f"The From phone number {from_number} is not a valid, SMS-capable number.")
         elif not body:
             error = (21602, "Message body is required.")
         elif not E164.match(to) or to in config.invalid_numbers:
@@ -275,12 +284,12 @@ class Providers:
                     "provider_message_id": sid,
                     "received_at": now,
                     "delivery_id": delivery,
-                    "from": sender,
+                    "from": sender,  # the number, else the messaging service it went through
+                    "messaging_service_sid": service,
                     "account_sid": account_sid,
                     "status_callback": callback,
                     "_status": final,
                     "_error_code": final_code,
-                    "_messaging_service_sid": form.get("MessagingServiceSid"),
                 }
             ]
         )
@@ -561,8 +570,8 @@ def _twilio_message(record: dict[str, Any], status: str | None = None) -> dict[s
         "direction": "outbound-api",
         "error_code": int(code) if code else None,
         "error_message": None,
-        "from": record["from"] if not record.get("_messaging_service_sid") else None,
-        "messaging_service_sid": record.get("_messaging_service_sid"),
+        "from": record["from"] if not record.get("messaging_service_sid") else None,
+        "messaging_service_sid": record.get("messaging_service_sid"),
         "num_media": "0",
         "num_segments": str(_segments(body)),
         "price": None,

@@ -39,6 +39,8 @@ class FaultConfig:
     opted_out: list[str] = field(default_factory=list)
     undelivered: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # Twilio: the account's own numbers; a From outside them is refused (21606). Empty = any number.
+    senders: list[str] = field(default_factory=list)
     # Slack: channel -> error string ("channel_not_found", "not_in_channel", "is_archived"...)
     bad_channels: list[str] = field(default_factory=list)
     channel_errors: dict[str, str] = field(default_factory=dict)

@@ -8,6 +8,8 @@ StatusCallback with its delivery id, so delivery reports find their row without 
 The rate-limit wait happens in the transport, the moment before the request goes on the wire: taken
 before `messages.create`, the SDK's own work (milliseconds each, more with 16 threads on a busy
 CPU) lay between the slot and the provider and bunched arrivals past Twilio's per-second limit.
+With several sending numbers, the slot decides the sender: the transport writes the number whose
+slot it got into the request's `From`. A Messaging Service sends with `MessagingServiceSid` instead.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, ClassVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -77,8 +79,9 @@ class RoutedHttpClient(TwilioHttpClient):
         self.base_url = base_url.rstrip("/") if base_url else None
 
     @contextmanager
-    def paced(self, wait: Callable[[], None] | None) -> Iterator[None]:
-        """This thread's next request waits on `wait` just before it is sent."""
+    def paced(self, wait: Callable[[], str | None] | None) -> Iterator[None]:
+        """This thread's next request waits on `wait` just before it is sent, and goes From the
+        sender `wait` returns (None: as built)."""
         self._local.wait = wait
         try:
             yield
@@ -108,8 +111,17 @@ class PacedAdapter(HTTPAdapter):
         wait = getattr(self._local, "wait", None)
         if wait is not None:
             self._local.wait = None  # one wait per message, not per redirect or retry
-            wait()
+            sender = wait()
+            if sender is not None:
+                _send_from(request, sender)
         return super().send(request, *args, **kwargs)
+
+
+def _send_from(request: requests.PreparedRequest, sender: str) -> None:
+    """Rewrites the form body's `From` (the SDK built it before the slot chose the number)."""
+    body = request.body.decode() if isinstance(request.body, bytes) else str(request.body or "")
+    fields = [(k, sender if k == "From" else v) for k, v in parse_qsl(body, keep_blank_values=True)]
+    request.prepare_body(data=fields, files=None)
 
 
 class SmsChannel:
@@ -177,11 +189,14 @@ class SmsChannel:
     def _send_one(self, body: str, recipient: Recipient) -> Outcome:
         client, http = self._client.get()
         try:
+            service = self.settings.twilio_messaging_service_sid
+            first = self.settings.twilio_from_numbers[0]  # the transport puts in the slot's number
+            sender = {"messaging_service_sid": service} if service else {"from_": first}
             message = client.messages.create(
                 to=recipient.address,
-                from_=self.settings.twilio_from,
                 body=body,
                 status_callback=self.status_callback(recipient),
+                **sender,
             )
         except TwilioRestException as exc:
             return _classify(recipient.delivery_id, exc.status, exc.code, str(exc.msg), http.last_headers())

@@ -14,7 +14,16 @@ import requests
 import tweepy
 from requests.adapters import HTTPAdapter
 
-from channels.base import ChannelName, Failure, Outcome, Recipient, RenderContext, Throttle, Variant
+from channels.base import (
+    ChannelName,
+    Failure,
+    NoSlot,
+    Outcome,
+    Recipient,
+    RenderContext,
+    Throttle,
+    Variant,
+)
 from channels.clients import SANDBOX_X_CREDENTIAL, PerProcess, announce_mode, retry_after
 from channels.rendering import Templates
 from channels.social.condense import SocialVariant, condense_social
@@ -94,8 +103,11 @@ class SocialChannel:
         the one "public" recipient) shares its outcome."""
         if not recipients:
             return []
-        if throttle is not None:
-            throttle(recipients[0])
+        try:
+            if throttle is not None:
+                throttle(recipients[0])
+        except NoSlot:
+            return [Outcome.no_slot(r.delivery_id) for r in recipients]
         outcome = self._post(variant.text)
         return [replace(outcome, delivery_id=r.delivery_id) for r in recipients]
 

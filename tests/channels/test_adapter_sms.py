@@ -85,3 +85,45 @@ def test_outcomes_keep_the_order_under_concurrency_and_partial_failure(
     outcomes = channel.send(sms_variant(), batch)
     assert [o.delivery_id for o in outcomes] == [r.delivery_id for r in batch]
     assert [o.accepted for o in outcomes] == [i % 3 != 0 for i in range(40)]
+
+
+def test_each_message_goes_from_the_number_whose_slot_it_got(
+    sandbox: SandboxServer, make_settings: Callable[..., Settings]
+) -> None:
+    numbers = ["+15005550006", "+15005550007", "+15005550008"]
+    sandbox.set_faults("twilio", senders=numbers)
+    channel = SmsChannel(make_settings(twilio_from=",".join(numbers)))
+    batch = recipients([f"+1415555{i:04d}" for i in range(9)], start=1)
+    slot_sender = {r.delivery_id: numbers[i % 3] for i, r in enumerate(batch)}
+    outcomes = channel.send(sms_variant(), batch, throttle=lambda r: slot_sender[r.delivery_id])
+    assert all(o.accepted for o in outcomes)
+    sent_from = {int(m["delivery_id"]): m["from"] for m in sandbox.messages("sms")}
+    assert sent_from == slot_sender
+
+
+def test_a_messaging_service_sends_with_its_sid_instead_of_from(
+    sandbox: SandboxServer, make_settings: Callable[..., Settings]
+) -> None:
+    service = "MG" + "f" * 32
+    channel = SmsChannel(make_settings(twilio_messaging_service_sid=service))
+    outcomes = channel.send(sms_variant(), recipients(["+14155550001", "+14155550002"]))
+    assert all(o.accepted for o in outcomes)
+    records = sandbox.messages("sms")
+    assert [r["messaging_service_sid"] for r in records] == [service, service]
+
+
+def test_a_request_without_a_slot_is_not_made(
+    sandbox: SandboxServer, make_settings: Callable[..., Settings]
+) -> None:
+    from channels.base import NoSlot
+
+    channel = SmsChannel(make_settings())
+    batch = recipients(["+14155550001", "+14155550002"])
+
+    def throttle(recipient: Recipient) -> None:
+        if recipient.delivery_id == batch[1].delivery_id:
+            raise NoSlot("test-bucket")
+
+    first, second = channel.send(sms_variant(), batch, throttle=throttle)
+    assert first.accepted and (second.failure, second.code) == (Failure.NO_SLOT, "no_slot")
+    assert [r["recipient"] for r in sandbox.messages("sms")] == ["+14155550001"]

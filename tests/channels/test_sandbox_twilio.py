@@ -90,3 +90,33 @@ def test_lost_callbacks_and_the_message_resource(sandbox: SandboxServer) -> None
     other = f"{sandbox.url}/2010-04-01/Accounts/{SID}/Messages/SM{'0' * 32}.json"
     missing = httpx.get(other, auth=(SID, TOKEN))
     assert missing.status_code == 404 and missing.json()["code"] == 20404
+
+
+def _post(sandbox: SandboxServer, **fields: str) -> httpx.Response:
+    data = {"To": "+14155550100", "Body": "API down", **fields}
+    return httpx.post(f"{sandbox.url}/2010-04-01/Accounts/{SID}/Messages.json", data=data, auth=(SID, TOKEN))
+
+
+def test_a_messaging_service_sends_without_from_and_is_recorded(sandbox: SandboxServer) -> None:
+    service = "MG" + "0123456789abcdef" * 2
+    response = _post(sandbox, MessagingServiceSid=service)
+    assert response.status_code == 201
+    assert response.json()["messaging_service_sid"] == service and response.json()["from"] is None
+    [record] = sandbox.messages("sms")
+    assert record["messaging_service_sid"] == service and record["from"] == service
+
+
+def test_senders_are_checked_as_twilio_does(sandbox: SandboxServer) -> None:
+    sandbox.set_faults("twilio", senders=["+15005550006", "+15005550007"])
+    cases = (
+        ({}, 21603),  # neither From nor MessagingServiceSid
+        ({"From": "not-a-number!"}, 21212),
+        ({"From": "+15005550009"}, 21606),  # a valid number, but not one of the account's
+        ({"MessagingServiceSid": "MG123"}, 21705),
+    )
+    for fields, code in cases:
+        response = _post(sandbox, **fields)
+        assert (response.status_code, response.json()["code"]) == (400, code), fields
+    assert sandbox.messages("sms") == []
+    assert _post(sandbox, From="+15005550007").status_code == 201
+    assert [r["from"] for r in sandbox.messages("sms")] == ["+15005550007"]

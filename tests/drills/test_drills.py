@@ -133,6 +133,8 @@ def test_forged_and_misdirected_callbacks_change_no_delivery() -> None:
     assert result["misdirected_statuses"] == {"204": result["misdirected_sent"]}, result
     assert result["ignored_counted"] == result["misdirected_sent"], result
     assert result["deliveries_changed"] == 0 and result["progress_changed"] is False, result
+
+
 def test_the_whole_up_sigkilled_and_restarted_on_its_data_dir_loses_nothing() -> None:
     from benchmarks.drills import up_sigkill
 

@@ -1,0 +1,124 @@
+"""The pacer against the real Redis: a batch takes only slots inside its window, refusals reserve
+nothing, the first tier takes the next free slots before later tiers, sender pools spread requests,
+and handed-back batches come back in turn, one window's worth at a time."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from channels.base import ChannelName, NoSlot, Recipient
+from config import Settings
+from dispatcher.ratelimit import Limit, Pacer, RateLimiter, pool_for
+from tests.conftest import PREFIX, REDIS_URL
+
+ADMIN = Recipient(1, "+14155550100")
+
+
+@pytest.fixture
+def limiter() -> RateLimiter:
+    return RateLimiter(redis.Redis.from_url(REDIS_URL), headroom=1.0)
+
+
+def settings(**values: object) -> Settings:
+    return Settings(redis_prefix=f"{PREFIX}{uuid.uuid4().hex}:", **values)  # type: ignore[arg-type]
+
+
+def no_sleep(seconds: float) -> None:
+    """The slots are computed on Redis's clock: the test needs only their offsets, not the wait."""
+
+
+def take(pacer: Pacer, n: int) -> tuple[list[str | None], int]:
+    """Asks for `n` slots; returns the senders granted and how many were refused."""
+    granted, refused = [], 0
+    for i in range(n):
+        try:
+            granted.append(pacer(Recipient(i, ADMIN.address)))
+        except NoSlot:
+            refused += 1
+    return granted, refused
+
+
+def test_a_batch_takes_only_the_slots_inside_its_window(limiter: RateLimiter) -> None:
+    config = settings(rate_twilio_per_s=10)
+    first = Pacer(ChannelName.SMS, limiter, config, urgent=True, sleep=no_sleep)
+    granted, refused = take(first, 30)
+    assert len(granted) == 10 and refused == 20  # 0.0, 0.1 … 0.9 s: one second at 10/s
+    assert first.refused  # the pool is marked full: the batch asks Redis no more
+    # a refusal reserved nothing: the next slot is right after the tenth
+    bucket = pool_for(ChannelName.SMS, ADMIN, config).buckets[0]
+    assert 0.9 <= limiter.reserve(bucket, Limit(10)) <= 1.01
+
+
+def test_at_one_per_second_a_batch_sends_one_message_and_hands_back_the_rest(limiter: RateLimiter) -> None:
+    pacer = Pacer(ChannelName.SMS, limiter, settings(rate_twilio_per_s=1), urgent=True, sleep=no_sleep)
+    granted, refused = take(pacer, 40)
+    assert (len(granted), refused) == (1, 39)
+
+
+def test_later_tiers_leave_the_next_slots_to_the_first_tier(limiter: RateLimiter) -> None:
+    config = settings(rate_twilio_per_s=10)
+    later = Pacer(ChannelName.SMS, limiter, config, urgent=False, sleep=no_sleep)
+    granted, _ = take(later, 30)
+    assert len(granted) == 3  # only slots within a quarter window: 0.0, 0.1, 0.2 s
+    urgent = Pacer(ChannelName.SMS, limiter, config, urgent=True, sleep=no_sleep)
+    granted, _ = take(urgent, 30)
+    # the admins take every slot left in their own window (0.3 s up to about 1 s; it opened later)
+    assert 7 <= len(granted) <= 8
+    late = Pacer(ChannelName.SMS, limiter, config, urgent=False, sleep=no_sleep)
+    assert take(late, 5) == ([], 5)  # while admins hold the next second, later tiers get nothing
+
+
+def test_a_sender_pool_spreads_requests_over_its_numbers(limiter: RateLimiter) -> None:
+    numbers = ["+14155550001", "+14155550002", "+14155550003"]
+    config = settings(rate_twilio_per_s=2, twilio_from=",".join(numbers))
+    granted, refused = take(Pacer(ChannelName.SMS, limiter, config, urgent=True, sleep=no_sleep), 20)
+    # two slots per number within the second (0.0 and 0.5 s), each number's own bucket
+    assert sorted(granted) == sorted(numbers * 2) and refused == 14  # type: ignore[type-var]
+    assert set(granted[:3]) == set(numbers)  # the earliest free slot first: one of each, then again
+
+
+def test_a_messaging_service_has_its_own_bucket_and_rate(limiter: RateLimiter) -> None:
+    sid = "MG" + "a" * 32
+    config = settings(twilio_messaging_service_sid=sid, rate_twilio_messaging_service_per_s=5)
+    pool = pool_for(ChannelName.SMS, ADMIN, config)
+    assert pool.senders == (None,) and pool.buckets[0].endswith(sid) and pool.limit == Limit(5)
+    granted, _ = take(Pacer(ChannelName.SMS, limiter, config, urgent=True, sleep=no_sleep), 20)
+    assert granted == [None] * 5
+
+
+def test_handed_back_batches_come_back_in_turn_admins_first(limiter: RateLimiter) -> None:
+    config = settings(rate_twilio_per_s=10)
+    turns = []
+    for urgent in (False, False, True):
+        pacer = Pacer(ChannelName.SMS, limiter, config, urgent=urgent, sleep=no_sleep)
+        take(pacer, 30)
+        [turn] = pacer.comebacks().values()
+        turns.append(turn)
+    later_a, later_b, admins = turns
+    # the first later batch took 3 slots and books the next window after them; the second queues
+    # behind it; the admins' batch books ahead of both later batches' turns
+    assert 0 < later_a < later_b and later_b - later_a >= 0.9
+    assert admins < later_b
+
+
+def test_a_stalled_thread_gives_its_slot_up_and_reserves_again(limiter: RateLimiter) -> None:
+    import time
+
+    config = settings(rate_twilio_per_s=20)
+    slept: list[float] = []
+
+    def stall_once(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds + (0.2 if len(slept) == 1 else 0))  # the first wake is 0.2 s late
+
+    pacer = Pacer(ChannelName.SMS, limiter, config, urgent=True, sleep=stall_once)
+    bucket = pool_for(ChannelName.SMS, ADMIN, config).buckets[0]
+    limiter.reserve(bucket, Limit(20))  # someone holds the slot now: ours is 50 ms out
+    assert pacer(ADMIN) is None
+    assert len(slept) == 1
+    # it woke 0.2 s past its slot, so it took a fresh one (now): the bucket is booked 50 ms ahead
+    # again, where without the re-reserve it would be free
+    assert 0.02 <= limiter.reserve(bucket, Limit(20)) <= 0.051
