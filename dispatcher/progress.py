@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.errors import NotFound
 from dispatcher.receipts import State
-from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastTier, Delivery
+from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastGate, BroadcastTier, Delivery
 
 
 def _iso(value: Any) -> str | None:
@@ -37,6 +37,7 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
             "first_accepted_at": _iso(tier.first_accepted_at),
             "all_accepted_at": _iso(tier.all_accepted_at),
             "channels": {},
+            "gates": {},
         }
     totals: dict[str, int] = {s.value: 0 for s in State}
     for tier, channel, state, n in session.execute(
@@ -47,6 +48,23 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
         if n and tier in tiers:
             tiers[tier]["channels"].setdefault(channel, {})[state] = n
             totals[state] += n
+    # Each channel's gate of each tier (dispatcher/gates.py): shown for the channels the broadcast
+    # sends on and any a failover reached.
+    sending_on = set(broadcast.policy.get("channels", []))
+    for gate in session.scalars(
+        select(BroadcastGate)
+        .where(BroadcastGate.broadcast_id == broadcast_id)
+        .order_by(BroadcastGate.tier, BroadcastGate.channel)
+        .execution_options(populate_existing=True)
+    ):
+        if gate.tier in tiers and (
+            gate.channel in sending_on or gate.channel in tiers[gate.tier]["channels"]
+        ):
+            tiers[gate.tier]["gates"][gate.channel] = {
+                "started_at": _iso(gate.started_at),
+                "opened_by": gate.opened_by,
+                "opened_at": _iso(gate.opened_at),
+            }
     return {
         "id": broadcast.id,
         "incident_id": broadcast.incident_id,
