@@ -243,7 +243,6 @@ def _queued_batches(channel: str) -> list[list[int]]:
     import redis as redis_lib
 
     from config import get_settings
-
     from dispatcher.celery_app import queue_keys
 
     client = redis_lib.Redis.from_url(get_settings().redis_url or "")
