@@ -403,7 +403,17 @@ def public_tier_of(session: Session, broadcast_id: int, tiers: Sequence[int]) ->
 def try_dispatch(session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox) -> bool:
     """Applies the gates, then enqueues the tier's rows not yet enqueued on every channel where its
     turn has come (rows a page wrote while a gate opened elsewhere included). Whether any channel
-    of the tier is sending."""
+    of the tier is sending.
+
+    The tier's row is locked first: every transaction that settles one of the tier's deliveries
+    holds it (its `outstanding`), so the gates are read after those commit. Without it, a recording
+    that still saw the tier as being planned and this check that did not yet see the recording
+    would both leave the gate shut, until its timeout."""
+    session.execute(
+        select(BroadcastTier.tier)
+        .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
+        .with_for_update()
+    )
     check_gates(session, settings, broadcast_id, outbox)
     return dispatch_started(session, settings, broadcast_id, tier, outbox) > 0
 
