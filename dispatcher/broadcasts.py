@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from channels.base import ChannelName
 from config import Settings
 from dispatcher.errors import NotFound
-from dispatcher.fanout import COMPENSATION_LOCALE, render_variants
+from dispatcher.fanout import COMPENSATION_LOCALE, add_gates, render_variants
 from dispatcher.message import EventKind, Impact, Kind, OutageMessage, Status, check_transition
 from dispatcher.policy import channels_for, impact_rose
 from dispatcher.quiet_hours import QUIET_IMPACTS
@@ -168,6 +168,7 @@ def create_broadcast(
     tiers, _ = tier_layout(session, settings)
     for tier in tiers:
         session.add(BroadcastTier(broadcast_id=broadcast.id, tier=tier, state="planning"))
+    add_gates(session, broadcast.id, tiers)
     adapters = build_channels(settings)
     if compensation:
         without = message.model_copy(update={"compensation": None})

@@ -7,9 +7,11 @@ channels), and again every cadence until an update is posted; resolving ends it.
 
 Driven by the scheduler's beat poll, never by long countdowns. Idempotent across pollers: each
 reminder is a compare-and-set of `incidents.last_reminded_at` (and of `last_update_at`, so an update
-posted meanwhile cancels it); only the poller whose UPDATE matched sends. The message goes straight
-through the channel adapters after that commit: at most once per cadence period, and a failed send
-is logged and simply comes round again at the next cadence.
+posted meanwhile cancels it); only the poller whose UPDATE matched records the reminder.
+
+A reminder is a small broadcast of its own, recorded in that same transaction: one tier (tier 0,
+so its sends take the urgent queue), a delivery row per commander contact, and the engine's
+guarantees: throttle, breaker, retries, receipts, the sweeper. It is queued after commit.
 """
 
 from __future__ import annotations
@@ -17,18 +19,23 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
-from channels.base import ChannelName, Recipient, Variant
+from channels.base import ChannelName, Variant
 from config import Settings
+from dispatcher.broadcasts import enqueue
 from dispatcher.message import FINAL_STATUSES, Impact, Kind, OutageMessage
 from dispatcher.store.db import Database
-from dispatcher.store.models import Incident
+from dispatcher.store.models import Broadcast, BroadcastTier, BroadcastVariant, Incident
 
 log = logging.getLogger(__name__)
 DEFAULT_CADENCE_S = 1800.0
+REMINDER_EVENT = "update_reminder"  # the broadcast's event: not a notice to subscribers
+REMINDER_TIER = 0  # the first tier: its sends take the urgent queue
 _SLACK = re.compile(r"^(#[\w.-]+|[CGD][A-Z0-9]{6,})$")
 
 
@@ -91,31 +98,59 @@ def remind_due(database: Database, settings: Settings, *, now: datetime | None =
                 .values(last_reminded_at=now)
                 .returning(Incident.title, Incident.status)
             ).first()
-        if won is None:
-            continue  # another poller reminded, or an update arrived meanwhile
+            if won is None:
+                continue  # another poller reminded, or an update arrived meanwhile
+            broadcast_id = record_reminder(
+                session, settings, incident_id, won.title, won.status, now - last_update_at
+            )
         reminded.append(incident_id)
-        send_reminder(settings, incident_id, won.title, won.status, now - last_update_at)
+        if broadcast_id is not None:
+            enqueue(broadcast_id)
     return reminded
 
 
-def send_reminder(settings: Settings, incident_id: int, title: str, status: str, quiet_for: timedelta) -> int:
-    """Emails / posts the reminder to each commander contact; returns how many providers accepted."""
+def reminder_contacts(settings: Settings, enabled: Collection[ChannelName]) -> list[tuple[ChannelName, str]]:
+    """Each commander contact with the channel that reaches it (Slack channels by their look)."""
+    contacts = []
+    for contact in settings.commander_contacts:
+        channel = ChannelName.CHAT if _SLACK.match(contact) else ChannelName.EMAIL
+        if channel not in enabled:
+            log.warning("cannot remind %s: channel %s is not enabled", contact, channel.value)
+            continue
+        contacts.append((channel, contact))
+    return contacts
+
+
+def record_reminder(
+    session: Session, settings: Settings, incident_id: int, title: str, status: str, quiet_for: timedelta
+) -> int | None:
+    """Records the reminder as a broadcast to the commander contacts, in the caller's transaction;
+    returns its id (None when no contact's channel is enabled)."""
     from channels.chat.condense import ChatVariant
     from channels.email.condense import EmailVariant
-    from channels.registry import build_channels
+    from dispatcher.fanout import add_gates
 
+    contacts = reminder_contacts(settings, settings.channels_enabled)
+    if not contacts:
+        return None
     minutes = int(quiet_for.total_seconds() // 60)
     text = (
         f'Incident {incident_id} "{title}" ({status}) has had no update for {minutes} minutes. '
         "Customers are waiting: post an update, even if nothing has changed."
     )
-    adapters = build_channels(settings)
-    accepted = 0
-    for contact in settings.commander_contacts:
-        channel = ChannelName.CHAT if _SLACK.match(contact) else ChannelName.EMAIL
-        if channel not in adapters:
-            log.warning("cannot remind %s: channel %s is not enabled", contact, channel.value)
-            continue
+    channels = sorted({c for c, _ in contacts})
+    broadcast = Broadcast(
+        incident_id=incident_id,
+        update_id=None,
+        event=REMINDER_EVENT,
+        state="queued",
+        policy={"channels": [c.value for c in channels], "contacts": [[c.value, a] for c, a in contacts]},
+    )
+    session.add(broadcast)
+    session.flush()
+    session.add(BroadcastTier(broadcast_id=broadcast.id, tier=REMINDER_TIER, state="planning"))
+    add_gates(session, broadcast.id, [REMINDER_TIER])
+    for channel in channels:
         variant: Variant
         if channel is ChannelName.CHAT:
             blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
@@ -123,13 +158,10 @@ def send_reminder(settings: Settings, incident_id: int, title: str, status: str,
         else:
             subject = f"Update due: {title}"[:200]
             variant = EmailVariant(text=text + "\n", subject=subject, html=f"<p>{html.escape(text)}</p>")
-        try:
-            outcome = adapters[channel].send(variant, [Recipient(0, contact)])[0]
-        except Exception:  # a reminder never takes the scheduler down
-            log.exception("reminder to %s failed", contact)
-            continue
-        if outcome.accepted:
-            accepted += 1
-        else:
-            log.warning("reminder to %s not accepted: %s %s", contact, outcome.code, outcome.error)
-    return accepted
+        session.add(
+            BroadcastVariant(
+                broadcast_id=broadcast.id, channel=channel.value, locale="en", variant=variant.to_json()
+            )
+        )
+    session.flush()
+    return broadcast.id

@@ -5,8 +5,9 @@
 - visibility timeout longer than any task: otherwise Redis hands an unacknowledged task out again.
 - no far-future ETA or countdown tasks: past the visibility timeout Redis would redeliver them over
   and over, so the scheduler polls the database instead (countdowns here stay under retry_cap_s).
-- a queue per channel, taken in priority order (see QUEUES), so a paced provider never holds up
-  another channel's sends, and an urgent queue for the first tier (admins).
+- two urgency classes as kombu message priorities (see `task_priority`): the first tier's work and
+  gate checks before anything else; every later tier after it, with the queues taken round robin
+  (a queue per channel, FIFO inside each), so no channel's later work starves behind another's.
 - no remote control (pidbox): with it, a Redis restart killed the worker. The pidbox's PUBSUB socket
   reports the lost connection while the task channel is mid-BRPOP; kombu's Channel.close then raises
   from `_brpop_read` before its QoS restore, kombu's `collect` clears the transport's client, and
@@ -30,10 +31,10 @@ from dispatcher.redis_client import require_redis_url
 
 CONTROL_QUEUE = "control"
 URGENT_QUEUE = "urgent"
-# Workers take from the first queue that has work ("priority" order, not round robin): the first
-# tier's batches, then planning and gates, then channels by how long one batch holds a worker.
-# A paced SMS batch (100 messages at the Twilio limit) holds it for seconds; an email batch of
-# 1,000 for a tenth of one, so round robin made each email batch wait behind an SMS batch.
+# Every queue a worker consumes. Order no longer ranks them: kombu's Redis transport pops the
+# highest priority step of every queue first (one BRPOP over all queues x steps), and inside a
+# step takes the queues round robin. Strict queue order starved SMS: 28,510 emails of 50 later
+# updates went out while the first broadcast's customer SMS sat untouched for minutes.
 QUEUES = (
     URGENT_QUEUE,
     CONTROL_QUEUE,
@@ -48,20 +49,50 @@ QUEUES = (
         )
     ),
 )
+# kombu's Redis priorities: lower is served first; each step is its own Redis list per queue.
+PRIORITY_URGENT = 0  # planning a broadcast's first tier, its first tier's sends, gate checks
+PRIORITY_LATER = 3  # every later tier of every broadcast: FIFO per queue, round robin across
+# Tasks that are later work whatever queue they are on; the rest of `control` is urgent.
+_LATER_TASKS = frozenset({"dispatcher.plan_tier"})
+
+
+def task_priority(task: str, queue: str) -> int:
+    """Pure: the urgency class of a task. First-tier batches are on the urgent queue (see
+    fanout.batch_queue); `plan_tier` plans tiers after the first (run_broadcast plans the first)."""
+    if queue == URGENT_QUEUE:
+        return PRIORITY_URGENT
+    if queue == CONTROL_QUEUE and task not in _LATER_TASKS:
+        return PRIORITY_URGENT
+    return PRIORITY_LATER
+
+
+def route_priority(
+    name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **_kw: Any
+) -> dict[str, Any]:
+    """Celery router: every task sent (send_task, apply_async, beat) gets its priority here, so no
+    caller can forget it. An explicit `priority=` still wins (Celery merges options over routes)."""
+    queue = options.get("queue")
+    queue_name = str(getattr(queue, "name", queue) or CONTROL_QUEUE)
+    return {"queue": queue or queue_name, "priority": task_priority(name, queue_name)}
+
+
 VISIBILITY_TIMEOUT_S = 3600
-_PRIORITY_STEPS = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's suffix per priority step
+PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default steps, named so queue_keys cannot drift from them
+_STEP_SEP = "\x06\x16"  # kombu's separator between a queue's name and its priority step
 
 
 def queue_keys(queue: str, settings: Settings) -> list[str]:
     """The Redis lists holding a queue's waiting tasks: kombu keeps one per priority step."""
-    return [settings.redis_prefix + queue + step for step in _PRIORITY_STEPS]
+    return [settings.redis_prefix + queue + (f"{_STEP_SEP}{p}" if p else "") for p in PRIORITY_STEPS]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     url = require_redis_url(settings)
     transport: dict[str, Any] = {
         "visibility_timeout": VISIBILITY_TIMEOUT_S,
-        "queue_order_strategy": "priority",
+        # urgency is the message priority; among queues of one priority, take turns
+        "queue_order_strategy": "round_robin",
+        "priority_steps": list(PRIORITY_STEPS),
     }
     results: dict[str, Any] = {}
     if settings.redis_prefix:
@@ -84,6 +115,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_expires": 3600,
         "task_default_queue": CONTROL_QUEUE,
+        "task_routes": (route_priority,),
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "worker_enable_remote_control": False,  # see the module docstring: a broker restart killed the worker

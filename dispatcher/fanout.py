@@ -1,14 +1,15 @@
 """Planning a broadcast into delivery rows, and releasing it tier by tier, admins first.
 
-- Tiers are planned in ascending order and each is dispatched as soon as it is planned and the
-  tier before it has passed its gate, so the admins' messages leave before a 100,000-person
-  customer list has even been read.
+- Tiers are planned in ascending order and each is dispatched, channel by channel, as soon as the
+  tier before it has passed its gate on that channel, so the admins' messages leave before a
+  100,000-person customer list has even been read, and admins' SMS at 1/s never hold customers' email.
 - De-duplication is the unique (broadcast, channel, address) key with ON CONFLICT DO NOTHING:
   planning the earlier tier first means a person in two lists is reached once, at the earlier tier,
   and a Slack channel shared by many subscribers gets one post.
-- A tier's gate opens when its `outstanding` count (kept by `receipts`) reaches zero, or when its
-  gate timeout passes; the tier records which. No chords: plain conditional updates decide, so
-  exactly one caller wins each step whichever worker gets there first.
+- The gate rule lives in `dispatcher/gates.py` (pure); here it is applied: a gate per tier and
+  channel opens when that channel's outstanding count (the progress counters) reaches zero, or its
+  gate timeout passes, and records which. No chords: plain conditional updates decide, so exactly
+  one caller wins each step whichever worker gets there first.
 - Tasks are enqueued only after the transaction that made their rows visible has committed
   (`Outbox`), so a worker never looks for rows it cannot see yet.
 """
@@ -19,7 +20,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from channels.base import ChannelName, RenderContext
 from config import Settings
-from dispatcher import planning
+from dispatcher import gates, planning
 from dispatcher.celery_app import URGENT_QUEUE
 from dispatcher.message import EventKind, OutageMessage
 from dispatcher.quiet_hours import quiet_until
@@ -37,6 +38,8 @@ from dispatcher.store.bulk import id_in, insert_ignoring
 from dispatcher.store.db import Database
 from dispatcher.store.models import (
     Broadcast,
+    BroadcastCount,
+    BroadcastGate,
     BroadcastTier,
     BroadcastVariant,
     Delivery,
@@ -203,7 +206,9 @@ def _subscribers_in_tier(
     )
 
 
-def plan_tier(database: Database, settings: Settings, broadcast_id: int, tier: int, public_tier: int) -> None:
+def plan_tier(
+    database: Database, settings: Settings, broadcast_id: int, tier: int, public_tier: int | None
+) -> None:
     """Writes the tier's delivery rows, a page of subscribers at a time (never the whole audience
     in memory), counting each page in the transaction that writes it, then marks the tier planned.
     Once the tier's turn has come, each page is sent as soon as it is written: 95,000 customers
@@ -215,9 +220,16 @@ def plan_tier(database: Database, settings: Settings, broadcast_id: int, tier: i
         message = broadcast.policy.get("scope", {})
         respect_quiet = bool(broadcast.policy.get("quiet_hours"))
         compensated = tier in broadcast.policy.get("compensation_tiers", [])
+        contacts = broadcast.policy.get("contacts")
     components, regions = message.get("components", []), message.get("regions", [])
     now = utcnow()
-    if tier == public_tier:
+    if contacts is not None:  # a broadcast to named addresses (commander reminders), no subscribers
+        rows = [
+            _row(broadcast_id, tier, ChannelName(channel), address, None, "en", now)
+            for channel, address in contacts
+        ]
+        _write_page(database, settings, broadcast_id, tier, rows)
+    elif tier == public_tier:
         if ChannelName.SOCIAL in sending_on:
             row = _row(broadcast_id, tier, ChannelName.SOCIAL, planning.PUBLIC_ADDRESS, None, "en", now)
             _write_page(database, settings, broadcast_id, tier, [row])
@@ -280,6 +292,7 @@ def _write_page(
                 session,
                 Counter({(broadcast_id, tier, c, State.PENDING.value): n for c, n in per_channel.items()}),
             )
+            start_due_channels(session, settings, broadcast_id, tier, outbox)
             session.execute(
                 update(BroadcastTier)
                 .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
@@ -288,9 +301,34 @@ def _write_page(
                     outstanding=BroadcastTier.outstanding + len(inserted),
                 )
             )
-            if _turn_has_come(session, broadcast_id, tier):
-                _dispatch_new(session, settings, broadcast_id, tier, outbox)
     outbox.flush()
+
+
+def start_due_channels(
+    session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox
+) -> None:
+    """While a tier is planned page by page: starts it on each channel whose turn has come and
+    enqueues the page's rows there. Touches only this tier's gates (never an earlier tier's rows,
+    which a recording transaction may hold)."""
+    now = utcnow()
+    snapshot = gate_snapshot(session, broadcast_id, now)
+    tiers = sorted({g.tier for g in snapshot})
+    public = public_tier_of(session, broadcast_id, tiers)
+    for gate in snapshot:
+        if gate.tier != tier or gate.started_at is not None:
+            continue
+        if gates.turn_has_come(snapshot, tier, gate.channel, public):
+            session.execute(
+                update(BroadcastGate)
+                .where(
+                    BroadcastGate.broadcast_id == broadcast_id,
+                    BroadcastGate.tier == tier,
+                    BroadcastGate.channel == gate.channel,
+                    BroadcastGate.started_at.is_(None),
+                )
+                .values(started_at=now)
+            )
+    dispatch_started(session, settings, broadcast_id, tier, outbox)
 
 
 def _row(
@@ -327,6 +365,13 @@ def tiers_of(session: Session, broadcast_id: int) -> list[BroadcastTier]:
     )
 
 
+def add_gates(session: Session, broadcast_id: int, tiers: Sequence[int]) -> None:
+    """A gate row per tier and channel (every channel: failover can reach one the policy left out)."""
+    for tier in tiers:
+        for channel in ChannelName:
+            session.add(BroadcastGate(broadcast_id=broadcast_id, tier=tier, channel=channel.value))
+
+
 def run_broadcast(database: Database, settings: Settings, broadcast_id: int) -> None:
     """The broadcast's first task: claims it and plans its first tier (the admins)."""
     with database.session() as session:
@@ -341,12 +386,13 @@ def run_broadcast(database: Database, settings: Settings, broadcast_id: int) -> 
 
 
 def plan_next_tier(database: Database, settings: Settings, broadcast_id: int, tier: int) -> None:
-    """Plans one tier, dispatches it if its turn has come, and hands the next tier to a task of its
-    own: planning 95,000 customers in one long task would keep even the admins' sends waiting for
-    the worker process it holds (measured: 19.6 s to the first admin with one worker, 100k audience)."""
+    """Plans one tier, dispatches it where its turn has come, and hands the next tier to a task of
+    its own: planning 95,000 customers in one long task would keep even the admins' sends waiting
+    for the worker process it holds (measured: 19.6 s to the first admin with one worker, 100k)."""
     with database.session() as session:
         tiers = [t.tier for t in tiers_of(session, broadcast_id)]
-    plan_tier(database, settings, broadcast_id, tier, max(tiers))
+        public = public_tier_of(session, broadcast_id, tiers)
+    plan_tier(database, settings, broadcast_id, tier, public)
     following = next((t for t in tiers if t > tier), None)
     outbox = Outbox()
     with database.session() as session:
@@ -363,65 +409,74 @@ def plan_next_tier(database: Database, settings: Settings, broadcast_id: int, ti
     outbox.flush()
 
 
-# ---- dispatch and gates --------------------------------------------------------------------
+def public_tier_of(session: Session, broadcast_id: int, tiers: Sequence[int]) -> int | None:
+    """The last tier is the public post's, except in a broadcast to named contacts (a reminder)."""
+    policy = session.scalar(select(Broadcast.policy).where(Broadcast.id == broadcast_id)) or {}
+    return None if policy.get("contacts") is not None or not tiers else max(tiers)
+
+
+# ---- dispatch and gates (the rule: dispatcher/gates.py) -------------------------------------
 
 
 def try_dispatch(session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox) -> bool:
-    """Starts sending `tier` if it is planned and the tier before it has passed its gate."""
-    if not _turn_has_come(session, broadcast_id, tier):
-        return False
-    started = session.execute(
-        update(BroadcastTier)
-        .where(
-            BroadcastTier.broadcast_id == broadcast_id,
-            BroadcastTier.tier == tier,
-            BroadcastTier.state == "planned",
-        )
-        .values(state="sending")
-    ).rowcount
-    if not started:
-        return False
-    started_at = _dispatch_new(session, settings, broadcast_id, tier, outbox)
-    elapsed = (utcnow() - started_at).total_seconds()
-    gate_in = settings.tier_delay_s.get(tier, 0.0) + settings.tier_gate_timeout_s - elapsed
-    outbox.add("dispatcher.check_gate", [broadcast_id, tier], "control", max(0.0, gate_in))
-    session.flush()
-    check_gates(session, settings, broadcast_id, outbox)  # an empty tier passes its gate at once
-    return True
+    """Applies the gates, then enqueues the tier's rows not yet enqueued on every channel where its
+    turn has come (rows a page wrote while a gate opened elsewhere included). Whether any channel
+    of the tier is sending.
 
-
-def _turn_has_come(session: Session, broadcast_id: int, tier: int) -> bool:
-    """The tier before this one has passed its gate, or there is none."""
-    previous = session.scalar(
-        select(BroadcastTier.state)
-        .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier < tier)
-        .order_by(BroadcastTier.tier.desc())
-        .limit(1)
+    The tier's row is locked first: every transaction that settles one of the tier's deliveries
+    holds it (its `outstanding`), so the gates are read after those commit. Without it, a recording
+    that still saw the tier as being planned and this check that did not yet see the recording
+    would both leave the gate shut, until its timeout."""
+    session.execute(
+        select(BroadcastTier.tier)
+        .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
+        .with_for_update()
     )
-    return previous is None or previous == "done"
+    check_gates(session, settings, broadcast_id, outbox)
+    return dispatch_started(session, settings, broadcast_id, tier, outbox) > 0
 
 
-def _dispatch_new(
+def dispatch_started(
     session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox
-) -> datetime:
-    """Enqueues the tier's due pending rows that no earlier call enqueued (those above its
-    watermark); the first call starts the tier's clock, which it returns. Rows waiting out quiet
-    hours are not enqueued now: the sweeper releases them when they fall due."""
-    where = (BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
+) -> int:
+    """Enqueues new due rows of `tier` on each channel already started; returns how many channels."""
+    channels = session.scalars(
+        select(BroadcastGate.channel).where(
+            BroadcastGate.broadcast_id == broadcast_id,
+            BroadcastGate.tier == tier,
+            BroadcastGate.started_at.is_not(None),
+        )
+    ).all()
+    for channel in sorted(channels):
+        _dispatch_channel(session, settings, broadcast_id, tier, channel, outbox)
+    return len(channels)
+
+
+def _dispatch_channel(
+    session: Session, settings: Settings, broadcast_id: int, tier: int, channel: str, outbox: Outbox
+) -> None:
+    """Enqueues the due pending rows of one tier on one channel that no earlier call enqueued (those
+    above its watermark). Rows waiting out quiet hours are not enqueued now: the sweeper releases
+    them when they fall due."""
+    where = (
+        BroadcastGate.broadcast_id == broadcast_id,
+        BroadcastGate.tier == tier,
+        BroadcastGate.channel == channel,
+    )
     started_at, through = session.execute(
-        select(BroadcastTier.started_at, BroadcastTier.dispatched_through).where(*where).with_for_update()
+        select(BroadcastGate.started_at, BroadcastGate.dispatched_through).where(*where).with_for_update()
     ).one()
     now = utcnow()
     started_at = started_at or now
     delay = max(0.0, settings.tier_delay_s.get(tier, 0.0) - (now - started_at).total_seconds())
     highest = through or 0
-    for channel, ids in pending_batches(session, settings, broadcast_id, tier, due_by=now, above_id=highest):
-        outbox.send_batch(broadcast_id, channel, ids, tier, delay)
+    for name, ids in pending_batches(
+        session, settings, broadcast_id, tier, due_by=now, above_id=highest, channel=channel
+    ):
+        outbox.send_batch(broadcast_id, name, ids, tier, delay)
         highest = max(highest, ids[-1])
-    session.execute(
-        update(BroadcastTier).where(*where).values(started_at=started_at, dispatched_through=highest)
-    )
-    return started_at
+    if highest != (through or 0):
+        session.execute(update(BroadcastGate).where(*where).values(dispatched_through=highest))
 
 
 def pending_batches(
@@ -433,14 +488,26 @@ def pending_batches(
     stale_before: datetime | None = None,
     due_by: datetime | None = None,
     above_id: int = 0,
+    channel: str | None = None,
 ) -> Iterator[tuple[ChannelName, list[int]]]:
-    """Pending delivery ids of a tier, cut into batches sized for each channel's provider."""
+    """Pending delivery ids of a tier on the channels where it has started (a channel still behind
+    its gate sends nothing), cut into batches sized for each channel's provider."""
     from channels.registry import CHANNEL_CLASSES
     from dispatcher.ratelimit import batch_size
 
-    query = select(Delivery.channel, Delivery.id).where(
-        Delivery.broadcast_id == broadcast_id, Delivery.tier == tier, Delivery.state == State.PENDING.value
+    started = select(BroadcastGate.channel).where(
+        BroadcastGate.broadcast_id == broadcast_id,
+        BroadcastGate.tier == tier,
+        BroadcastGate.started_at.is_not(None),
     )
+    query = select(Delivery.channel, Delivery.id).where(
+        Delivery.broadcast_id == broadcast_id,
+        Delivery.tier == tier,
+        Delivery.state == State.PENDING.value,
+        Delivery.channel.in_(started.scalar_subquery()),
+    )
+    if channel is not None:
+        query = query.where(Delivery.channel == channel)
     if above_id:
         query = query.where(Delivery.id > above_id)
     if stale_before is not None:
@@ -448,13 +515,48 @@ def pending_batches(
     if due_by is not None:
         query = query.where(Delivery.next_attempt_at.is_(None) | (Delivery.next_attempt_at <= due_by))
     by_channel: dict[str, list[int]] = {}
-    for channel, delivery_id in session.execute(query.order_by(Delivery.channel, Delivery.id)):
-        by_channel.setdefault(channel, []).append(delivery_id)
+    for name, delivery_id in session.execute(query.order_by(Delivery.channel, Delivery.id)):
+        by_channel.setdefault(name, []).append(delivery_id)
     for channel_value, ids in by_channel.items():
-        channel = ChannelName(channel_value)
-        size = batch_size(channel, CHANNEL_CLASSES[channel].max_batch, settings)
+        channel_name = ChannelName(channel_value)
+        size = batch_size(channel_name, CHANNEL_CLASSES[channel_name].max_batch, settings)
         for start in range(0, len(ids), size):
-            yield channel, ids[start : start + size]
+            yield channel_name, ids[start : start + size]
+
+
+def gate_snapshot(session: Session, broadcast_id: int, now: datetime) -> list[gates.Gate]:
+    """The broadcast's gates as the rule sees them: from the gate rows, the tiers' planning state
+    and the progress counters (never a scan of deliveries, except for rows in quiet hours)."""
+    policy = session.scalar(select(Broadcast.policy).where(Broadcast.id == broadcast_id)) or {}
+    planned = {t.tier: t.state != "planning" for t in tiers_of(session, broadcast_id)}
+    outstanding: Counter[tuple[int, str]] = Counter()
+    for tier, channel, n in session.execute(
+        select(BroadcastCount.tier, BroadcastCount.channel, BroadcastCount.n).where(
+            BroadcastCount.broadcast_id == broadcast_id,
+            BroadcastCount.state.in_([State.PENDING.value, State.SENDING.value]),
+        )
+    ):
+        outstanding[(tier, channel)] += n
+    if policy.get("quiet_hours"):
+        for (tier, channel), n in quiet_waiting_by_channel(session, broadcast_id, now).items():
+            outstanding[(tier, channel)] -= n
+    rows = session.execute(
+        select(BroadcastGate)
+        .where(BroadcastGate.broadcast_id == broadcast_id)
+        .order_by(BroadcastGate.tier, BroadcastGate.channel)
+        .execution_options(populate_existing=True)
+    ).scalars()
+    return [
+        gates.Gate(
+            tier=g.tier,
+            channel=g.channel,
+            planned=planned.get(g.tier, False),
+            started_at=g.started_at,
+            opened_by=gates.OpenedBy(g.opened_by) if g.opened_by else None,
+            outstanding=outstanding[(g.tier, g.channel)],
+        )
+        for g in rows
+    ]
 
 
 def check_gates(
@@ -465,51 +567,57 @@ def check_gates(
     *,
     timeout_tier: int | None = None,
 ) -> None:
-    """Opens every gate whose tier is fully accepted (or timed out), releases the next tier, and
-    completes the broadcast once every tier is released and nothing is outstanding."""
+    """Applies the gate rule (dispatcher/gates.py) to the broadcast: starts each tier on each
+    channel whose turn has come and enqueues its rows, opens the gates that are accepted or timed
+    out, keeps each tier's summary, and completes the broadcast once every gate is open and nothing
+    is outstanding. Every step is a conditional UPDATE, so one caller wins it whoever gets there
+    first. `timeout_tier` is accepted for callers of old; timeouts are read from the clock."""
+    del timeout_tier
     now = utcnow()
-    policy = session.scalar(select(Broadcast.policy).where(Broadcast.id == broadcast_id)) or {}
-    for tier in tiers_of(session, broadcast_id):
-        if tier.outstanding <= 0 and tier.all_accepted_at is None and tier.state in ("sending", "done"):
-            session.execute(
-                update(BroadcastTier)
-                .where(
-                    BroadcastTier.broadcast_id == broadcast_id,
-                    BroadcastTier.tier == tier.tier,
-                    BroadcastTier.all_accepted_at.is_(None),
-                )
-                .values(all_accepted_at=now)
-            )
-        if tier.state != "sending":
-            continue
-        # Rows waiting out quiet hours do not hold the gate: the next tier (and an incident's urgency)
-        # must not wait for someone's night. They stay outstanding, so the broadcast completes later.
-        waiting = 0
-        if tier.outstanding > 0 and policy.get("quiet_hours"):
-            waiting = quiet_waiting(session, broadcast_id, tier.tier, now)
-        accepted = tier.outstanding - waiting <= 0
-        reason = "accepted" if accepted else ("timeout" if timeout_tier == tier.tier else None)
-        if reason is None:
-            continue
-        opened = session.execute(
-            update(BroadcastTier)
+    snapshot = gate_snapshot(session, broadcast_id, now)
+    if not snapshot:
+        return
+    tiers = sorted({g.tier for g in snapshot})
+    decision = gates.decide(
+        snapshot,
+        now=now,
+        timeout_s=settings.tier_gate_timeout_s,
+        public_tier=public_tier_of(session, broadcast_id, tiers),
+        delays=settings.tier_delay_s,
+    )
+    started_tiers: set[int] = set()
+    for tier, channel in decision.starts:
+        won = session.execute(
+            update(BroadcastGate)
             .where(
-                BroadcastTier.broadcast_id == broadcast_id,
-                BroadcastTier.tier == tier.tier,
-                BroadcastTier.state == "sending",
+                BroadcastGate.broadcast_id == broadcast_id,
+                BroadcastGate.tier == tier,
+                BroadcastGate.channel == channel,
+                BroadcastGate.started_at.is_(None),
             )
-            .values(state="done", gate=reason)
+            .values(started_at=now)
         ).rowcount
-        if opened:
-            following = session.scalar(
-                select(BroadcastTier.tier)
-                .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier > tier.tier)
-                .order_by(BroadcastTier.tier)
-                .limit(1)
+        if won:
+            _dispatch_channel(session, settings, broadcast_id, tier, channel, outbox)
+            started_tiers.add(tier)
+    for tier, channel, reason in decision.opens:
+        session.execute(
+            update(BroadcastGate)
+            .where(
+                BroadcastGate.broadcast_id == broadcast_id,
+                BroadcastGate.tier == tier,
+                BroadcastGate.channel == channel,
+                BroadcastGate.opened_by.is_(None),
             )
-            if following is not None:
-                try_dispatch(session, settings, broadcast_id, following, outbox)
-                return  # try_dispatch re-checks the gates that follow
+            .values(opened_by=reason.value, opened_at=now)
+        )
+    for tier in sorted(started_tiers):  # a gate that is not accepted opens by timeout, checked then
+        gate_in = settings.tier_delay_s.get(tier, 0.0) + settings.tier_gate_timeout_s
+        outbox.add("dispatcher.check_gate", [broadcast_id, tier], "control", gate_in)
+    if decision.starts or decision.opens:
+        session.flush()
+        snapshot = gate_snapshot(session, broadcast_id, now)
+    _summarize_tiers(session, broadcast_id, snapshot, now)
     unfinished = session.scalar(
         select(func.count())
         .select_from(BroadcastTier)
@@ -526,31 +634,54 @@ def check_gates(
         )
 
 
-def quiet_waiting(session: Session, broadcast_id: int, tier: int, now: datetime) -> int:
-    """Pending rows of a tier still inside their recipient's quiet hours."""
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(Delivery)
+def _summarize_tiers(session: Session, broadcast_id: int, snapshot: list[gates.Gate], now: datetime) -> None:
+    """Each tier's row as dashboards and the sweeper read it: `sending` once it started on some
+    channel, `done` with how its gate opened once open on every channel."""
+    by_tier: dict[int, list[gates.Gate]] = {}
+    for gate in snapshot:
+        by_tier.setdefault(gate.tier, []).append(gate)
+    for tier_row in tiers_of(session, broadcast_id):
+        tier_gates = by_tier.get(tier_row.tier, [])
+        starts = [g.started_at for g in tier_gates if g.started_at is not None]
+        where = (BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier_row.tier)
+        values: dict[str, Any] = {}
+        if starts and tier_row.started_at is None:
+            values["started_at"] = min(starts)
+        if starts and tier_row.state == "planned":
+            values["state"] = "sending"
+        opened = gates.tier_gate(tier_gates)
+        if opened is not None and tier_row.state in ("planned", "sending"):
+            values |= {"state": "done", "gate": opened.value}
+        settled = tier_row.outstanding <= 0 and tier_row.state != "planning"
+        if settled and starts and tier_row.all_accepted_at is None:
+            values["all_accepted_at"] = now
+        if values:
+            session.execute(update(BroadcastTier).where(*where).values(**values))
+
+
+def quiet_waiting_by_channel(
+    session: Session, broadcast_id: int, now: datetime
+) -> dict[tuple[int, str], int]:
+    """Pending rows of the broadcast still inside their recipient's quiet hours, per tier and channel."""
+    return {
+        (tier, channel): int(n)
+        for tier, channel, n in session.execute(
+            select(Delivery.tier, Delivery.channel, func.count())
             .where(
                 Delivery.broadcast_id == broadcast_id,
-                Delivery.tier == tier,
                 Delivery.state == State.PENDING.value,
                 Delivery.last_error_code == QUIET_HOURS_CODE,
                 Delivery.next_attempt_at > now,
             )
+            .group_by(Delivery.tier, Delivery.channel)
         )
-        or 0
-    )
+    }
 
 
 def gate_timed_out(
     session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox
 ) -> None:
-    started = session.scalar(
-        select(BroadcastTier.started_at).where(
-            BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier
-        )
-    )
-    if started is not None and utcnow() - started >= timedelta(seconds=settings.tier_gate_timeout_s * 0.99):
-        check_gates(session, settings, broadcast_id, outbox, timeout_tier=tier)
+    """A tier's gate timeout came round (its countdown, or the sweeper's pass): apply the gates,
+    which open every channel of it that has been started for longer than the timeout."""
+    del tier
+    check_gates(session, settings, broadcast_id, outbox)

@@ -9,7 +9,14 @@ from sqlalchemy.orm import Session
 
 from dispatcher.errors import NotFound
 from dispatcher.receipts import State
-from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastSends, BroadcastTier, Delivery
+from dispatcher.store.models import (
+    Broadcast,
+    BroadcastCount,
+    BroadcastGate,
+    BroadcastSends,
+    BroadcastTier,
+    Delivery,
+)
 
 
 def _iso(value: Any) -> str | None:
@@ -39,6 +46,7 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
             "first_accepted_at": _iso(tier.first_accepted_at),
             "all_accepted_at": _iso(tier.all_accepted_at),
             "channels": {},
+            "gates": {},
         }
     totals: dict[str, int] = {s.value: 0 for s in State}
     for tier, channel, state, n in session.execute(
@@ -57,6 +65,23 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
         if tier in tiers:
             tiers[tier]["sends"] += sends
             tiers[tier]["extra_sends"] += extra
+    # Each channel's gate of each tier (dispatcher/gates.py): shown for the channels the broadcast
+    # sends on and any a failover reached.
+    sending_on = set(broadcast.policy.get("channels", []))
+    for gate in session.scalars(
+        select(BroadcastGate)
+        .where(BroadcastGate.broadcast_id == broadcast_id)
+        .order_by(BroadcastGate.tier, BroadcastGate.channel)
+        .execution_options(populate_existing=True)
+    ):
+        if gate.tier in tiers and (
+            gate.channel in sending_on or gate.channel in tiers[gate.tier]["channels"]
+        ):
+            tiers[gate.tier]["gates"][gate.channel] = {
+                "started_at": _iso(gate.started_at),
+                "opened_by": gate.opened_by,
+                "opened_at": _iso(gate.opened_at),
+            }
     return {
         "id": broadcast.id,
         "incident_id": broadcast.incident_id,

@@ -243,16 +243,17 @@ def _queued_batches(channel: str) -> list[list[int]]:
     import redis as redis_lib
 
     from config import get_settings
+    from dispatcher.celery_app import queue_keys
 
     client = redis_lib.Redis.from_url(get_settings().redis_url or "")
-    key = f"{get_settings().redis_prefix}{channel}"
     batches = []
-    for raw in reversed(client.lrange(key, 0, -1)):  # pushed on the left: oldest last
-        message = json.loads(raw)
-        if message["headers"]["task"] == "dispatcher.send_batch":
-            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-            batches.append(list(args[2]))
-    client.delete(key)
+    for key in queue_keys(channel, get_settings()):  # one list per priority step
+        for raw in reversed(client.lrange(key, 0, -1)):  # pushed on the left: oldest last
+            message = json.loads(raw)
+            if message["headers"]["task"] == "dispatcher.send_batch":
+                args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+                batches.append(list(args[2]))
+        client.delete(key)
     return batches
 
 
@@ -265,7 +266,7 @@ def test_a_tier_whose_turn_has_come_is_sent_page_by_page_and_each_row_once(
 
     from dispatcher import fanout
     from dispatcher.fanout import Outbox, plan_tier, try_dispatch
-    from dispatcher.store.models import BroadcastTier
+    from dispatcher.store.models import BroadcastGate, BroadcastTier
 
     monkeypatch.setattr(fanout, "PAGE", 2)
     harness.subscribers(tiered_audience(admins=1, stakeholders=0, customers=5))
@@ -286,6 +287,11 @@ def test_a_tier_whose_turn_has_come_is_sent_page_by_page_and_each_row_once(
                 update(BroadcastTier)
                 .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier < tier)
                 .values(state="done")
+            )
+            session.execute(
+                update(BroadcastGate)
+                .where(BroadcastGate.broadcast_id == broadcast_id, BroadcastGate.tier < tier)
+                .values(started_at=fanout.utcnow(), opened_by="accepted", opened_at=fanout.utcnow())
             )
 
     def dispatch(broadcast_id: int) -> None:

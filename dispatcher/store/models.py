@@ -188,6 +188,23 @@ class BroadcastTier(Base):
     all_accepted_at: Mapped[datetime | None]
 
 
+class BroadcastGate(Base):
+    """One tier of a broadcast on one channel: when its sends there started, and how and when its
+    gate there opened (which releases the next tier on that channel). The rule: dispatcher/gates.py."""
+
+    __tablename__ = "broadcast_gates"
+
+    broadcast_id: Mapped[int] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    tier: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    started_at: Mapped[datetime | None]
+    dispatched_through: Mapped[int | None] = mapped_column(Id)  # highest delivery id enqueued
+    opened_by: Mapped[str | None] = mapped_column(String(20))  # accepted / timeout
+    opened_at: Mapped[datetime | None]
+
+
 class BroadcastVariant(Base):
     """A channel's rendering for one broadcast and locale: rendered once, read by every batch."""
 

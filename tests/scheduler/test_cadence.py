@@ -1,20 +1,31 @@
 """Update cadence with time passed in explicitly: commanders are reminded at 30 minutes without an
 update, every 30 minutes after, not after an update, never after resolving; once across pollers.
-Reminders go through the real adapters to the provider sandbox."""
+Each reminder is recorded as a broadcast of its own (sent by the engine: tests/scheduler/test_reminders)."""
 
 from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
+
 from dispatcher.broadcasts import open_incident, post_update
-from dispatcher.cadence import remind_due
+from dispatcher.cadence import REMINDER_EVENT, remind_due
 from dispatcher.message import OutageMessage
 from dispatcher.store.db import Database
-from dispatcher.store.models import Incident
+from dispatcher.store.models import Broadcast, BroadcastVariant, Incident
 from tests.scheduler.conftest import settings_for
 
 MIN = timedelta(minutes=1)
+
+
+def reminders(db: Database) -> list[list[list[str]]]:
+    """The contacts of every reminder broadcast recorded, oldest first."""
+    with db.session() as session:
+        found = session.scalars(
+            select(Broadcast).where(Broadcast.event == REMINDER_EVENT).order_by(Broadcast.id)
+        )
+        return [list(b.policy["contacts"]) for b in found]
 
 
 def _open(db: Database, settings, **fields: object) -> tuple[int, object]:  # type: ignore[no-untyped-def]
@@ -32,9 +43,11 @@ def test_commanders_are_reminded_every_cadence_until_an_update(db: Database, san
     assert remind_due(db, settings, now=posted + 30 * MIN) == [incident_id]
     assert remind_due(db, settings, now=posted + 31 * MIN) == []  # once per cadence
     assert remind_due(db, settings, now=posted + 60 * MIN) == [incident_id]  # and again
-    assert [m["recipient"] for m in sandbox.messages("email")] == ["oncall@example.com"] * 2
-    assert [m["recipient"] for m in sandbox.messages("chat")] == ["#incident-room"] * 2
-    assert "no update for 30 minutes" in sandbox.messages("chat")[0]["text"]
+    assert reminders(db) == [[["email", "oncall@example.com"], ["chat", "#incident-room"]]] * 2
+    with db.session() as session:
+        first = session.scalar(select(Broadcast.id).where(Broadcast.event == REMINDER_EVENT))
+        chat = session.get(BroadcastVariant, (first, "chat", "en"))
+        assert chat is not None and "no update for 30 minutes" in chat.variant["text"]
 
     # an update 70 minutes in restarts the clock: nothing at 99 minutes, a reminder at 100
     updated = posted + 70 * MIN
@@ -84,4 +97,4 @@ def test_two_pollers_remind_once(db: Database, sandbox) -> None:  # type: ignore
     for thread in threads:
         thread.join()
     assert sorted(reminded) == sorted(incident_ids)
-    assert len(sandbox.messages("email")) == 5
+    assert len(reminders(db)) == 5
