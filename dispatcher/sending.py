@@ -362,6 +362,10 @@ def apply_kept_answers(services: Services) -> int:
             continue
         journal.forget(client, services.settings, ids)
         applied += len(ids)
+        # status reports that arrived while these rows waited in `sending` (as send_batch does)
+        from dispatcher.provider_status import reapply_parked
+
+        reapply_parked(services.database, services.settings, broadcast_id, ids)
     return applied
 
 
