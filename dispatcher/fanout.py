@@ -270,6 +270,9 @@ def _write_page(
                     outstanding=BroadcastTier.outstanding + len(inserted),
                 )
             )
+            from dispatcher.suppressions import suppress_planned  # suppressed addresses: recorded, not sent
+
+            suppress_planned(session, settings, broadcast_id, tier, [row_id for row_id, _ in inserted])
             if _turn_has_come(session, broadcast_id, tier):
                 _dispatch_new(session, settings, broadcast_id, tier, outbox)
     outbox.flush()

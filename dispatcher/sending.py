@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from channels.base import INTERNAL_ERROR, Channel, ChannelName, Failure, Outcome, Recipient, Variant
 from config import Settings
-from dispatcher import planning, provider_stats
+from dispatcher import planning, provider_stats, suppressions
 from dispatcher.breaker import Breaker
 from dispatcher.fanout import Outbox, check_gates, insert_one, utcnow
 from dispatcher.ratelimit import RateLimiter, throttle_for
@@ -365,6 +365,7 @@ def record_outcomes(
                 if moved.tier in settings.failover_tiers:
                     fail_over(session, services, moved, channel, outbox)
         set_details(session, details)
+        suppressions.from_outcomes(session, rows, outcomes)  # Twilio 21211 / 21610: never again
         session.flush()
         check_gates(session, settings, broadcast_id, outbox)
     outbox.flush()

@@ -19,6 +19,7 @@ from twilio.request_validator import RequestValidator
 
 from channels.clients import SANDBOX_TWILIO_AUTH_TOKEN
 from config import Settings
+from dispatcher import suppressions
 from dispatcher.api.deps import get_db, get_settings
 from dispatcher.api.schemas import ERRORS
 from dispatcher.errors import MalformedJson, SignatureInvalid, ValidationFailed
@@ -96,6 +97,7 @@ def _apply_sendgrid(database: Database, settings: Settings, events: list[dict[st
     outbox = Outbox()
     events = [e for e in events if _ids([e.get("delivery_id")])]
     with database.session() as session:
+        suppressions.from_sendgrid(session, events)  # hard bounces, spam reports, drops: never again
         if events and apply_sendgrid(session, events):
             after_status(session, settings, _ids([e.get("delivery_id") for e in events]), outbox)
     outbox.flush()
@@ -130,6 +132,7 @@ def _apply_twilio(
     if not _ids([delivery_id]):
         return
     with database.session() as session:
+        suppressions.from_twilio_status(session, int(str(delivery_id)), params)  # 21211 / 21610
         if apply_twilio(session, delivery_id, params):
             after_status(session, settings, _ids([delivery_id]), outbox)
     outbox.flush()

@@ -1,0 +1,287 @@
+"""The suppression list: addresses we must not send to again on a channel.
+
+Sending again to a hard-bounced address, a spam reporter or a number the carrier says is invalid or
+opted out is what costs a sender its reputation (and, for SMS, breaks the carriers' rules). So every
+such answer is recorded per (channel, address) with its reason and time, and planning turns a later
+delivery to that address into a `suppressed` row carrying the reason instead of sending it. Failover
+tiers (admins) are still reached on their next channel. Admins list and remove entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from channels.base import ChannelName, Outcome
+from config import Settings
+from dispatcher import planning
+from dispatcher.fanout import Outbox, insert_one, utcnow
+from dispatcher.receipts import Moved, State, count_moves, set_details, transition
+from dispatcher.store.bulk import id_in
+from dispatcher.store.models import BroadcastTier, Delivery, Subscriber, Suppression
+
+SUPPRESSED_CODE = "suppressed"
+# SendGrid events that mean "never again": a hard bounce, a spam complaint, SendGrid's own drop.
+SENDGRID_REASONS = {"bounce": "bounce", "spamreport": "spam_report", "dropped": "dropped"}
+# Twilio error codes that mean the number must not be tried again.
+TWILIO_REASONS = {"21211": "invalid_number", "21610": "opted_out"}
+REASONS = frozenset(
+    {*SENDGRID_REASONS.values(), *TWILIO_REASONS.values(), "webhook_failing", "unsubscribed", "manual"}
+)
+
+
+def record(
+    session: Session, channel: ChannelName | str, address: str, reason: str, detail: str | None = None
+) -> bool:
+    """Adds (channel, address) to the list unless it is there; returns whether it was added."""
+    channel = ChannelName(channel)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = (
+        insert(Suppression)
+        .values(
+            channel=channel.value,
+            address=planning.normalise_address(channel, address),
+            reason=reason,
+            detail=(detail or None) and str(detail)[:200],
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["channel", "address"])
+        .returning(Suppression.id)
+    )
+    return session.scalar(stmt) is not None
+
+
+def _addresses(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(Delivery.id, Delivery.channel, Delivery.address).where(id_in(session, Delivery.id, wanted))
+    )
+    return {i: (channel, address) for i, channel, address in rows}
+
+
+def from_sendgrid(session: Session, events: Sequence[Mapping[str, Any]]) -> int:
+    """Hard bounces, spam reports and drops among signed SendGrid events. The address comes from our
+    own delivery row (the one we sent to), not from the event's text."""
+    wanted: dict[int, tuple[str, str | None]] = {}
+    for event in events:
+        name = str(event.get("event", "")).lower()
+        if name not in SENDGRID_REASONS or (name == "bounce" and event.get("type") == "blocked"):
+            continue  # a "blocked" bounce is temporary: the receiving server may take it later
+        try:
+            delivery_id = int(str(event.get("delivery_id")))
+        except ValueError:
+            continue
+        detail = event.get("reason") or event.get("status")
+        wanted[delivery_id] = (SENDGRID_REASONS[name], str(detail) if detail else None)
+    found = _addresses(session, wanted)
+    added = 0
+    for delivery_id, (reason, detail) in wanted.items():
+        if delivery_id in found and found[delivery_id][0] == ChannelName.EMAIL.value:
+            added += record(session, ChannelName.EMAIL, found[delivery_id][1], reason, detail)
+    return added
+
+
+def from_twilio_status(session: Session, delivery_id: int, params: Mapping[str, str]) -> bool:
+    """A signed Twilio status callback whose error code means the number is dead or opted out."""
+    reason = TWILIO_REASONS.get(params.get("ErrorCode") or "")
+    if reason is None:
+        return False
+    found = _addresses(session, [delivery_id]).get(delivery_id)
+    return bool(
+        found and found[0] == ChannelName.SMS.value and record(session, ChannelName.SMS, found[1], reason)
+    )
+
+
+def from_outcomes(session: Session, rows: Sequence[Moved], outcomes: Sequence[Outcome]) -> int:
+    """Twilio refusing a send with 21211 (invalid) or 21610 (opted out, also an SMS opt-out)."""
+    by_id = {r.id: r for r in rows}
+    added = 0
+    for outcome in outcomes:
+        row = by_id.get(outcome.delivery_id)
+        reason = TWILIO_REASONS.get(outcome.code or "")
+        if row is None or reason is None or row.channel != ChannelName.SMS.value:
+            continue
+        added += record(session, ChannelName.SMS, row.address, reason, (outcome.error or "")[:200])
+        if reason == "opted_out" and row.subscriber_id is not None:
+            opt_out(session, row.subscriber_id, ChannelName.SMS)
+    return added
+
+
+def opt_out(session: Session, subscriber_id: int, channel: ChannelName) -> bool:
+    """Adds `channel` to a subscriber's opt-outs; returns whether it changed."""
+    sub = session.get(Subscriber, subscriber_id, with_for_update=True)
+    if sub is None or channel.value in (sub.opt_outs or []):
+        return False
+    sub.opt_outs = [*(sub.opt_outs or []), channel.value]
+    return True
+
+
+def suppress_planned(
+    session: Session, settings: Settings, broadcast_id: int, tier: int, ids: Sequence[int]
+) -> list[int]:
+    """Newly planned deliveries to suppressed addresses move to `suppressed` with the reason (their
+    counters with them); recipients in failover tiers get a row on their next reachable channel.
+    Runs in the transaction that planned the rows, before any of them is dispatched."""
+    if not ids:
+        return []
+    hits = session.execute(
+        select(Delivery.id, Suppression.reason)
+        .join(
+            Suppression, (Suppression.channel == Delivery.channel) & (Suppression.address == Delivery.address)
+        )
+        .where(id_in(session, Delivery.id, list(ids)))
+    ).all()
+    if not hits:
+        return []
+    reasons = dict(hits)
+    moved = transition(session, sorted(reasons), expect=State.PENDING, to=State.SUPPRESSED, now=utcnow())
+    set_details(
+        session,
+        [
+            {"id": m.id, "last_error_code": SUPPRESSED_CODE, "last_error": f"suppressed: {reasons[m.id]}"}
+            for m in moved
+        ],
+    )
+    if tier in settings.failover_tiers:
+        for row in moved:
+            fail_over_planned(session, settings, row)
+    return [m.id for m in moved]
+
+
+def is_suppressed(session: Session, channel: ChannelName, address: str) -> str | None:
+    """The reason (channel, address) is suppressed, or None."""
+    return session.scalar(
+        select(Suppression.reason).where(
+            Suppression.channel == channel.value,
+            Suppression.address == planning.normalise_address(channel, address),
+        )
+    )
+
+
+def fail_over_planned(session: Session, settings: Settings, moved: Moved) -> int | None:
+    """A failover-tier recipient whose address is suppressed: the next channel that is not."""
+    if moved.subscriber_id is None:
+        return None
+    sub = session.get(Subscriber, moved.subscriber_id)
+    if sub is None:
+        return None
+    failed = ChannelName(moved.channel)
+    addresses = planning.addresses_of(sub)
+    while True:
+        target = planning.next_channel(
+            failed, sub.channels, sub.opt_outs, addresses, settings.channels_enabled
+        )
+        if target is None:
+            return None
+        if is_suppressed(session, target.channel, target.address) is None:
+            break
+        failed = target.channel
+    now = utcnow()
+    new_id = insert_one(
+        session,
+        {
+            "broadcast_id": moved.broadcast_id,
+            "subscriber_id": sub.id,
+            "tier": moved.tier,
+            "channel": target.channel.value,
+            "address": target.address,
+            "locale": moved.locale,
+            "state": State.PENDING.value,
+            "attempts": 0,
+            "failover_of": moved.id,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    if new_id is None:
+        return None
+    session.execute(
+        update(BroadcastTier)
+        .where(BroadcastTier.broadcast_id == moved.broadcast_id, BroadcastTier.tier == moved.tier)
+        .values(
+            planned=BroadcastTier.planned + 1,
+            outstanding=BroadcastTier.outstanding + 1,
+        )
+    )
+    count_moves(session, [(moved.broadcast_id, moved.tier, target.channel.value)], None, State.PENDING)
+    return new_id
+
+
+def withdraw_pending(
+    session: Session,
+    settings: Settings,
+    subscriber_id: int,
+    channel: ChannelName,
+    reason: str,
+    outbox: Outbox,
+) -> list[int]:
+    """A subscriber who just opted out: their deliveries on `channel` that have not left yet (still
+    pending, in any broadcast in flight) become `suppressed`. Rows already sending are on their way."""
+    ids = list(
+        session.scalars(
+            select(Delivery.id).where(
+                Delivery.subscriber_id == subscriber_id,
+                Delivery.channel == channel.value,
+                Delivery.state == State.PENDING.value,
+            )
+        )
+    )
+    moved = transition(session, ids, expect=State.PENDING, to=State.SUPPRESSED, now=utcnow())
+    set_details(
+        session,
+        [
+            {"id": m.id, "last_error_code": SUPPRESSED_CODE, "last_error": f"suppressed: {reason}"}
+            for m in moved
+        ],
+    )
+    if moved:
+        from dispatcher.fanout import check_gates
+
+        session.flush()
+        for broadcast_id in sorted({m.broadcast_id for m in moved}):  # a tier may be done now
+            check_gates(session, settings, broadcast_id, outbox)
+    return [m.id for m in moved]
+
+
+def list_entries(
+    session: Session,
+    *,
+    channel: str | None = None,
+    address: str | None = None,
+    reason: str | None = None,
+    after_id: int = 0,
+    limit: int = 100,
+) -> list[Suppression]:
+    query = select(Suppression).where(Suppression.id > after_id)
+    if channel:
+        query = query.where(Suppression.channel == channel)
+    if address:
+        chan = ChannelName(channel) if channel else ChannelName.EMAIL
+        query = query.where(Suppression.address == planning.normalise_address(chan, address))
+    if reason:
+        query = query.where(Suppression.reason == reason)
+    return list(session.scalars(query.order_by(Suppression.id).limit(limit)))
+
+
+def remove(session: Session, suppression_id: int) -> bool:
+    return bool(session.execute(delete(Suppression).where(Suppression.id == suppression_id)).rowcount)
+
+
+def as_json(row: Suppression) -> dict[str, Any]:
+    created: datetime = row.created_at
+    return {
+        "id": row.id,
+        "channel": row.channel,
+        "address": row.address,
+        "reason": row.reason,
+        "detail": row.detail,
+        "created_at": created.isoformat(),
+    }
