@@ -30,9 +30,7 @@ SUPPRESSED_CODE = "suppressed"
 SENDGRID_REASONS = {"bounce": "bounce", "spamreport": "spam_report", "dropped": "dropped"}
 # Twilio error codes that mean the number must not be tried again.
 TWILIO_REASONS = {"21211": "invalid_number", "21610": "opted_out"}
-REASONS = frozenset(
-    {*SENDGRID_REASONS.values(), *TWILIO_REASONS.values(), "webhook_failing", "unsubscribed", "manual"}
-)
+REASONS = frozenset({*SENDGRID_REASONS.values(), *TWILIO_REASONS.values(), "unsubscribed"})
 
 
 def record(

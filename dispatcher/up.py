@@ -95,6 +95,10 @@ class Supervisor:
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = f"sqlite:///{self.data_dir / 'dispatcher.db'}"
         env.setdefault("DISPATCHER_SANDBOX_URL", f"http://127.0.0.1:{self.sandbox_port}")
+        # development: emails' links lead to this API, and webhooks may reach the local sandbox
+        env.setdefault("DISPATCHER_UNSUBSCRIBE_URL", f"{env['DISPATCHER_PUBLIC_URL']}/unsubscribe")
+        env.setdefault("DISPATCHER_WEBHOOK_ALLOW_HTTP", "true")
+        env.setdefault("DISPATCHER_WEBHOOK_ALLOWED_HOSTS", '["127.0.0.1", "localhost"]')
         return env
 
     def _start_embedded_redis(self, port: int, env: dict[str, str]) -> None:

@@ -92,6 +92,9 @@ os.environ.update(
         "DISPATCHER_REDIS_PREFIX": PREFIX,
         "DATABASE_URL": f"sqlite:///{TMP / 'service.db'}",
         "DISPATCHER_DATA_DIR": str(TMP / "data"),
+        # the sandbox's webhook receiver is on loopback over http (test_safe_url turns this off)
+        "DISPATCHER_WEBHOOK_ALLOW_HTTP": "true",
+        "DISPATCHER_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
     }
 )
 os.environ.pop("DISPATCHER_ENV_FILE", None)
