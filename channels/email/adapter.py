@@ -29,10 +29,18 @@ from dispatcher.message import OutageMessage
 
 SENDGRID_API = "https://api.sendgrid.com"
 UNSUBSCRIBE_PLACEHOLDER = "%unsubscribe_url%"
+MANAGE_PLACEHOLDER = "%manage_url%"
 
 
 def unsubscribe_link(base: str, token: str | None) -> str:
     return f"{base}?token={quote(token, safe='')}" if token else base
+
+
+def manage_link(unsubscribe_base: str, token: str | None) -> str:
+    """The subscriber's manage page, beside the unsubscribe endpoint (same secret token)."""
+    if not unsubscribe_base.endswith("/unsubscribe"):
+        return unsubscribe_link(unsubscribe_base, token)
+    return unsubscribe_link(unsubscribe_base[: -len("unsubscribe")] + "manage", token)
 
 
 def split_requests(recipients: Sequence[Recipient], size: int) -> list[list[Recipient]]:
@@ -117,7 +125,10 @@ class EmailChannel:
                         "List-Unsubscribe": f"<{link}>",
                         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                     },
-                    "substitutions": {UNSUBSCRIBE_PLACEHOLDER: link},
+                    "substitutions": {
+                        UNSUBSCRIBE_PLACEHOLDER: link,
+                        MANAGE_PLACEHOLDER: manage_link(settings.unsubscribe_url, r.unsubscribe_token),
+                    },
                 }
             )
         return {

@@ -142,6 +142,10 @@ def test_one_click_unsubscribe_and_hard_bounces_protect_the_next_broadcast(
     assert header["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     link = re.fullmatch(r"<(.+)>", header["List-Unsubscribe"])
     assert link and link.group(1).startswith(f"{stack.url}/unsubscribe?token=")
+    body = _emails_to(sandbox, "ann@example.com")[0]["text"]
+    assert f"Unsubscribe: {link.group(1)}\n" in body  # the footer leads to the same page
+    token = link.group(1).split("token=")[1]
+    assert f"{stack.url}/manage?token={token}" in body
     assert httpx.get(link.group(1)).status_code == 200  # a prefetch changes nothing...
     forged = httpx.post(link.group(1)[:-3] + "abc", data={"List-Unsubscribe": "One-Click"})
     assert forged.status_code == 404
