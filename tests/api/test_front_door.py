@@ -257,3 +257,47 @@ def test_an_admin_rotates_the_link_token_and_the_old_links_stop_working(
         "/unsubscribe", params={"token": sub.unsubscribe_token}, data={"List-Unsubscribe": "One-Click"}
     )
     assert one_click.status_code == 404 and _opt_outs(db) == []
+
+
+def test_one_click_also_withdraws_the_subscribers_deliveries_that_have_not_left(
+    front: TestClient, db: Database, settings: Settings
+) -> None:
+    from dispatcher.broadcasts import open_incident
+    from dispatcher.fanout import run_broadcast
+    from dispatcher.message import OutageMessage
+
+    ann = _subscriber(db, settings, lists=["admins"])
+    _subscriber(db, settings, external_id="bob", email="bob@example.com", lists=["admins"])
+    message = OutageMessage(
+        title="Checkout is failing", impact="major", status_page_url="https://s.example.com"
+    )
+    with db.session() as session:
+        _, broadcast = open_incident(session, settings, message, channels=["email"])
+        broadcast_id = broadcast.id
+    run_broadcast(db, settings, broadcast_id)  # planned and queued; no worker takes it here
+    front.post(
+        "/unsubscribe", params={"token": ann.unsubscribe_token}, data={"List-Unsubscribe": "One-Click"}
+    )
+    with db.session() as session:
+        rows = dict(
+            session.execute(
+                select(Delivery.address, Delivery.state).where(Delivery.broadcast_id == broadcast_id)
+            ).all()
+        )
+        error = session.scalar(select(Delivery.last_error).where(Delivery.address == "ann@example.com"))
+    assert rows == {"ann@example.com": "suppressed", "bob@example.com": "pending"}
+    assert error == "suppressed: unsubscribed"
+
+
+def test_an_expired_sign_up_confirms_nothing(front: TestClient, db: Database) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    front.post("/subscribe", json={"email": "late@example.com"})
+    token = _confirmation_token(db, "late@example.com")
+    with db.session() as session:  # as if the expiry time had passed
+        session.execute(update(Signup).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert front.get("/subscribe/confirm", params={"token": token}).status_code == 404
+    assert front.post("/subscribe/confirm", data={"token": token}).status_code == 404
+    assert count(db, Subscriber) == 0
