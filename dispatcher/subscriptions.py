@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,6 +45,14 @@ STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT
 START_WORDS = frozenset({"START", "UNSTOP"})
 
 
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,200}$")  # what secrets.token_urlsafe makes
+
+
+def well_formed(token: str | None) -> bool:
+    """Anything else is not one of ours, and is not worth a query (nor a NUL byte sent to it)."""
+    return bool(token and _TOKEN.match(token))
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -51,8 +60,9 @@ def digest(token: str) -> str:
 def find_by_link_token(session: Session, token: str | None) -> Subscriber | None:
     """The subscriber whose secret link token this is, or None. The stored token is compared with
     `hmac.compare_digest`, so the answer's timing says nothing about how much of a guess was right."""
-    if not token or len(token) > 200:
+    if not well_formed(token):
         return None
+    assert token is not None
     row = session.scalar(select(Subscriber).where(Subscriber.unsubscribe_token == token))
     if row is None or not hmac.compare_digest(row.unsubscribe_token.encode(), token.encode()):
         return None
@@ -203,8 +213,9 @@ def send_notice(
 
 def pending_signup(session: Session, token: str | None, now: datetime | None = None) -> Signup | None:
     """The unexpired, unconfirmed sign-up this token confirms (looked up by its hash)."""
-    if not token or len(token) > 200:
+    if not well_formed(token):
         return None
+    assert token is not None
     row = session.scalar(select(Signup).where(Signup.token_hash == digest(token)))
     if row is None or row.confirmed_at is not None or row.expires_at <= (now or utcnow()):
         return None

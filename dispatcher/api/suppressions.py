@@ -24,8 +24,8 @@ router = APIRouter(tags=["suppressions"], responses=ERRORS)
 @router.get("/v1/suppressions", summary="Suppressed addresses, filtered and cursor-paged")
 def list_suppressions(
     channel: ChannelName | None = None,
-    address: Annotated[str | None, Query(max_length=2000)] = None,
-    reason: Annotated[str | None, Query(max_length=40)] = None,
+    address: Annotated[str | None, Query(max_length=2000, pattern=r"^[^\x00]*$")] = None,
+    reason: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z_]*$")] = None,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     _: Caller = Depends(MANAGE),

@@ -219,6 +219,8 @@ def parse_signup(settings: Settings, data: dict[str, Any]) -> subscriptions.Sign
     if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
         raise FieldError("components", "components: a list of component names")
     components = [c.strip() for c in raw if c.strip()]
+    if not all(c.isprintable() for c in components):
+        raise FieldError("components", "components: names may not hold control characters")
     if len(components) > MAX_COMPONENTS or any(len(c) > 100 for c in components):
         raise FieldError("components", "components: at most 100 names of at most 100 characters")
     offered = settings.public_components

@@ -301,3 +301,15 @@ def test_an_expired_sign_up_confirms_nothing(front: TestClient, db: Database) ->
     assert front.get("/subscribe/confirm", params={"token": token}).status_code == 404
     assert front.post("/subscribe/confirm", data={"token": token}).status_code == 404
     assert count(db, Subscriber) == 0
+
+
+def test_hostile_tokens_and_components_are_refused_before_any_query(front: TestClient, db: Database) -> None:
+    for token in ("\x00" * 20, "a" * 500, "short", "../../etc/passwd-0123456789"):
+        assert front.get("/unsubscribe", params={"token": token}).status_code == 404
+        assert front.get("/manage", params={"token": token}).status_code == 404
+        assert front.post("/subscribe/confirm", data={"token": token}).status_code == 404
+    bad = front.post("/subscribe", json={"email": "a@example.com", "components": ["API\x00"]})
+    assert bad.status_code == 422 and bad.json()["error"]["fields"] == ["components"]
+    unknown = front.post("/subscribe", json={"email": "a@example.com", "admin": True})
+    assert unknown.status_code == 422 and unknown.json()["error"]["fields"] == ["admin"]
+    assert count(db, Signup) == 0
