@@ -208,11 +208,10 @@ def parse_signup(settings: Settings, data: dict[str, Any]) -> subscriptions.Sign
     if any(c not in LABELS for c in raw_channels):
         raise FieldError("channels", "channels: only email and sms can be chosen here")
     given = {"email": email, "sms": phone}
-    channels = [ChannelName(c) for c in dict.fromkeys(raw_channels) if given[c]] or [
-        ChannelName(c) for c, a in given.items() if a
-    ]
+    chosen = list(dict.fromkeys(raw_channels)) or [c for c, a in given.items() if a]
+    channels = [ChannelName(c) for c in chosen if given[c]]
     if not channels:
-        raise FieldError("channels", "channels: none of the chosen channels has an address")
+        raise FieldError("channels", "channels: give the address for a chosen channel (email or phone)")
     raw = data.get("components") or []
     if isinstance(raw, str):
         raw = [part for part in raw.split(",")]

@@ -310,6 +310,8 @@ def test_hostile_tokens_and_components_are_refused_before_any_query(front: TestC
         assert front.post("/subscribe/confirm", data={"token": token}).status_code == 404
     bad = front.post("/subscribe", json={"email": "a@example.com", "components": ["API\x00"]})
     assert bad.status_code == 422 and bad.json()["error"]["fields"] == ["components"]
+    no_phone = front.post("/subscribe", json={"email": "a@example.com", "channels": ["sms"]})
+    assert no_phone.status_code == 422 and no_phone.json()["error"]["fields"] == ["channels"]
     unknown = front.post("/subscribe", json={"email": "a@example.com", "admin": True})
     assert unknown.status_code == 422 and unknown.json()["error"]["fields"] == ["admin"]
     assert count(db, Signup) == 0
