@@ -159,6 +159,7 @@ class Settings(BaseSettings):
     # host is named here (the sandbox, in development)
     webhook_allow_http: bool = False
     webhook_allowed_hosts: list[str] = []
+    webhook_suppress_after_s: float = Field(default=24 * 3600.0, gt=0)  # a receiver failing this long
 
     log_level: str = "INFO"
 

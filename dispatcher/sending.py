@@ -365,7 +365,7 @@ def record_outcomes(
                 if moved.tier in settings.failover_tiers:
                     fail_over(session, services, moved, channel, outbox)
         set_details(session, details)
-        suppressions.from_outcomes(session, rows, outcomes)  # Twilio 21211 / 21610: never again
+        suppressions.from_outcomes(session, settings, rows, outcomes)  # 21211 / 21610, dead webhooks
         session.flush()
         check_gates(session, settings, broadcast_id, outbox)
     outbox.flush()

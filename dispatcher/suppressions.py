@@ -9,10 +9,13 @@ tiers (admins) are still reached on their next channel. Admins list and remove e
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import redis
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -22,6 +25,7 @@ from config import Settings
 from dispatcher import planning
 from dispatcher.fanout import Outbox, insert_one, utcnow
 from dispatcher.receipts import Moved, State, count_moves, set_details, transition
+from dispatcher.redis_client import get_redis, key
 from dispatcher.store.bulk import id_in
 from dispatcher.store.models import BroadcastTier, Delivery, Subscriber, Suppression
 
@@ -30,7 +34,7 @@ SUPPRESSED_CODE = "suppressed"
 SENDGRID_REASONS = {"bounce": "bounce", "spamreport": "spam_report", "dropped": "dropped"}
 # Twilio error codes that mean the number must not be tried again.
 TWILIO_REASONS = {"21211": "invalid_number", "21610": "opted_out"}
-REASONS = frozenset({*SENDGRID_REASONS.values(), *TWILIO_REASONS.values(), "unsubscribed"})
+REASONS = frozenset({*SENDGRID_REASONS.values(), *TWILIO_REASONS.values(), "webhook_failing", "unsubscribed"})
 
 
 def record(
@@ -98,10 +102,15 @@ def from_twilio_status(session: Session, delivery_id: int, params: Mapping[str, 
     )
 
 
-def from_outcomes(session: Session, rows: Sequence[Moved], outcomes: Sequence[Outcome]) -> int:
-    """Twilio refusing a send with 21211 (invalid) or 21610 (opted out, also an SMS opt-out)."""
+def from_outcomes(
+    session: Session, settings: Settings, rows: Sequence[Moved], outcomes: Sequence[Outcome]
+) -> int:
+    """Twilio refusing a send with 21211 (invalid) or 21610 (opted out, also an SMS opt-out), and
+    webhook receivers that have failed for `webhook_suppress_after_s` without one success."""
     by_id = {r.id: r for r in rows}
     added = 0
+    for address in failing_webhooks(settings, by_id, outcomes):
+        added += record(session, ChannelName.WEBHOOK, address, "webhook_failing", "no success since")
     for outcome in outcomes:
         row = by_id.get(outcome.delivery_id)
         reason = TWILIO_REASONS.get(outcome.code or "")
@@ -111,6 +120,37 @@ def from_outcomes(session: Session, rows: Sequence[Moved], outcomes: Sequence[Ou
         if reason == "opted_out" and row.subscriber_id is not None:
             opt_out(session, row.subscriber_id, ChannelName.SMS)
     return added
+
+
+def failing_webhooks(
+    settings: Settings, by_id: Mapping[int, Moved], outcomes: Sequence[Outcome]
+) -> list[str]:
+    """Webhook addresses whose first failure since their last success is older than the setting.
+    The first failure's time is kept in Redis (one key per address, cleared by a success), so this
+    never scans deliveries. Advisory: a Redis error only skips it."""
+    hooks = [(o, by_id[o.delivery_id]) for o in outcomes if o.delivery_id in by_id]
+    hooks = [(o, row) for o, row in hooks if row.channel == ChannelName.WEBHOOK.value]
+    if not hooks:
+        return []
+    now = time.time()
+    ttl = int(settings.webhook_suppress_after_s * 2) + 3600
+    due: list[str] = []
+    try:
+        client = get_redis(settings)
+        for outcome, row in hooks:
+            name = key(
+                "webhook_failing", hashlib.sha256(row.address.encode()).hexdigest()[:32], settings=settings
+            )
+            if outcome.accepted:
+                client.delete(name)
+                continue
+            client.set(name, f"{now:.3f}", nx=True, ex=ttl)
+            first = float(client.get(name) or now)
+            if now - first >= settings.webhook_suppress_after_s:
+                due.append(row.address)
+    except redis.RedisError:
+        return []
+    return due
 
 
 def opt_out(session: Session, subscriber_id: int, channel: ChannelName) -> bool:

@@ -5,6 +5,7 @@ the suppression list's admin calls. (Sending through a worker and the sandbox: t
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -315,3 +316,36 @@ def test_hostile_tokens_and_components_are_refused_before_any_query(front: TestC
     unknown = front.post("/subscribe", json={"email": "a@example.com", "admin": True})
     assert unknown.status_code == 422 and unknown.json()["error"]["fields"] == ["admin"]
     assert count(db, Signup) == 0
+
+
+def test_a_webhook_receiver_failing_long_enough_is_suppressed_and_a_success_resets_the_clock(
+    db: Database, settings: Settings
+) -> None:
+    from channels.base import Failure, Outcome
+    from dispatcher import suppressions
+    from dispatcher.receipts import Moved
+
+    mine = settings.model_copy(
+        update={
+            "redis_prefix": f"{settings.redis_prefix}wh-{uuid.uuid4().hex[:6]}:",
+            "webhook_suppress_after_s": 0.001,
+        }
+    )
+    hook = "https://hooks.example.com/a"
+    row = Moved(1, 1, 2, "webhook", hook, "en", None, 1)
+    failed = [Outcome.failed(1, Failure.PERMANENT, code="404", error="HTTP 404 Not Found")]
+    ok = [Outcome.ok(1, None)]
+    with db.session() as session:
+        assert suppressions.from_outcomes(session, mine, [row], failed) == 0  # the clock starts
+        suppressions.from_outcomes(session, mine, [row], ok)  # a success stops it
+        assert suppressions.from_outcomes(session, mine, [row], failed) == 0  # and it starts again
+    deadline = time.monotonic() + 10
+    added = 0
+    while not added and time.monotonic() < deadline:  # wait out the (one millisecond) window
+        with db.session() as session:
+            added = suppressions.from_outcomes(session, mine, [row], failed)
+    assert added == 1
+    with db.session() as session:
+        assert (
+            session.scalar(select(Suppression.reason).where(Suppression.address == hook)) == "webhook_failing"
+        )
