@@ -154,6 +154,7 @@ class Settings(BaseSettings):
     # and page views; an office behind one address signs up 10 people in 20 POSTs
     public_posts_per_hour: int = Field(default=30, ge=1)
     public_views_per_hour: int = Field(default=300, ge=1)
+    trusted_proxy_hops: int = Field(default=0, ge=0)  # our own proxies in front: X-Forwarded-For hops
     confirmations_per_address_per_day: int = Field(default=3, ge=1)  # per destination: no spam cannon
     # outgoing webhook URLs: https only unless allowed; private/loopback/metadata refused unless the
     # host is named here (the sandbox, in development)

@@ -82,8 +82,17 @@ def stylesheet() -> Response:
     )
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_address(request: Request, trusted_hops: int = 0) -> str:
+    """The address limits count against. Behind `trusted_hops` proxies of our own it is the one
+    the outermost of them saw (X-Forwarded-For, counted from the right: a client can prepend
+    anything it likes, but not what our proxies append)."""
+    peer = request.client.host if request.client else "unknown"
+    if trusted_hops <= 0:
+        return peer
+    forwarded = [
+        part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()
+    ]
+    return forwarded[-trusted_hops] if len(forwarded) >= trusted_hops else peer
 
 
 def over_limit(settings: Settings, bucket: str, who: str, limit: int, window_s: int = WINDOW_S) -> int | None:

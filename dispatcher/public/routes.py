@@ -54,7 +54,7 @@ class FieldError(Exception):
 
 def _limited(request: Request, settings: Settings, kind: str, wants_json: bool = False) -> Response | None:
     limit = settings.public_posts_per_hour if kind == "post" else settings.public_views_per_hour
-    wait = over_limit(settings, kind, client_address(request), limit)
+    wait = over_limit(settings, kind, client_address(request, settings.trusted_proxy_hops), limit)
     return too_many(settings, wait, wants_json) if wait is not None else None
 
 

@@ -349,3 +349,25 @@ def test_a_webhook_receiver_failing_long_enough_is_suppressed_and_a_success_rese
         assert (
             session.scalar(select(Suppression.reason).where(Suppression.address == hook)) == "webhook_failing"
         )
+
+
+def test_behind_a_proxy_of_ours_the_limit_counts_each_client_not_the_proxy(
+    settings: Settings, db: Database
+) -> None:
+    mine = settings.model_copy(
+        update={
+            "redis_prefix": f"{settings.redis_prefix}px-{uuid.uuid4().hex[:6]}:",
+            "trusted_proxy_hops": 1,
+            "public_posts_per_hour": 2,
+        }
+    )
+    with TestClient(create_app(mine)) as client:
+
+        def sign_up(forwarded_for: str) -> int:
+            headers = {"X-Forwarded-For": forwarded_for}
+            return client.post("/subscribe", json={"email": "p@example.com"}, headers=headers).status_code
+
+        assert [sign_up("203.0.113.7") for _ in range(3)] == [202, 202, 429]
+        assert sign_up("198.51.100.9") == 202  # another client behind the same proxy
+        assert sign_up("1.2.3.4, 203.0.113.7") == 429  # a forged left-most entry changes nothing
+    purge_queues(mine)
