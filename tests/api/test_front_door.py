@@ -33,6 +33,7 @@ def front(settings: Settings, keys: dict[str, str]) -> Iterator[TestClient]:
         update={
             "public_posts_per_hour": 10_000,
             "public_views_per_hour": 10_000,
+            "confirmations_per_address_per_day": 10_000,  # the run's Redis is shared by both backends
             "service_name": "Acme Status",
         }
     )
@@ -370,4 +371,22 @@ def test_behind_a_proxy_of_ours_the_limit_counts_each_client_not_the_proxy(
         assert [sign_up("203.0.113.7") for _ in range(3)] == [202, 202, 429]
         assert sign_up("198.51.100.9") == 202  # another client behind the same proxy
         assert sign_up("1.2.3.4, 203.0.113.7") == 429  # a forged left-most entry changes nothing
+    purge_queues(mine)
+
+
+def test_one_address_gets_at_most_its_daily_confirmations_and_the_answer_never_changes(
+    settings: Settings, db: Database
+) -> None:
+    mine = settings.model_copy(
+        update={
+            "redis_prefix": f"{settings.redis_prefix}cf-{uuid.uuid4().hex[:6]}:",
+            "public_posts_per_hour": 10_000,
+        }
+    )
+    with TestClient(create_app(mine)) as client:
+        answers = [client.post("/subscribe", json={"email": "target@example.com"}) for _ in range(5)]
+    assert {a.status_code for a in answers} == {202} and len({a.text for a in answers}) == 1
+    with db.session() as session:
+        sent = list(session.scalars(select(Delivery.id).where(Delivery.address == "target@example.com")))
+    assert len(sent) == mine.confirmations_per_address_per_day == 3
     purge_queues(mine)

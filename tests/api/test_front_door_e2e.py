@@ -46,6 +46,7 @@ def stack(db: Database, sandbox: Any, start_worker: Any, tmp_path: Path) -> Iter
         DISPATCHER_UNSUBSCRIBE_URL=f"{url}/unsubscribe",
         DISPATCHER_PUBLIC_POSTS_PER_HOUR="10000",
         DISPATCHER_PUBLIC_VIEWS_PER_HOUR="10000",
+        DISPATCHER_CONFIRMATIONS_PER_ADDRESS_PER_DAY="10000",  # the run's Redis is shared by both backends
         DISPATCHER_SERVICE_NAME="Acme Status",
     )
     sandbox.event_webhook_url = f"{url}/v1/webhooks/sendgrid"
