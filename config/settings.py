@@ -161,6 +161,24 @@ class Settings(BaseSettings):
     compensation_tiers: list[int] = [1, 2]
     compensation_text: str = "Affected customers will be credited as set out in their service agreement."
 
+    # subscribers' front door: public pages, double opt-in, abuse limits (README "Subscribers")
+    service_name: str = "Service status"  # shown on the public pages and in confirmations
+    support_contact: str = "support@example.com"  # an email address or URL shown on every page
+    public_list: str = "customers"  # the list a confirmed self-service subscriber joins
+    public_components: list[str] = []  # components offered on the pages; empty = free text
+    signup_expiry_s: float = Field(default=48 * 3600.0, gt=0)  # a pending sign-up expires after this
+    # requests per client address per hour on the public routes: POSTs (sign-up, confirm, manage)
+    # and page views; an office behind one address signs up 10 people in 20 POSTs
+    public_posts_per_hour: int = Field(default=30, ge=1)
+    public_views_per_hour: int = Field(default=300, ge=1)
+    trusted_proxy_hops: int = Field(default=0, ge=0)  # our own proxies in front: X-Forwarded-For hops
+    confirmations_per_address_per_day: int = Field(default=3, ge=1)  # per destination: no spam cannon
+    # outgoing webhook URLs: https only unless allowed; private/loopback/metadata refused unless the
+    # host is named here (the sandbox, in development)
+    webhook_allow_http: bool = False
+    webhook_allowed_hosts: list[str] = []
+    webhook_suppress_after_s: float = Field(default=24 * 3600.0, gt=0)  # a receiver failing this long
+
     log_level: str = "INFO"
 
     @field_validator("twilio_from")

@@ -10,6 +10,7 @@ import typer
 
 from config import get_settings
 from dispatcher.cli_maintenance import maintenance_app
+from dispatcher.cli_suppressions import suppressions_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
@@ -23,6 +24,7 @@ app.add_typer(incident_app, name="incident")
 app.add_typer(broadcast_app, name="broadcast")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(maintenance_app, name="maintenance")
+app.add_typer(suppressions_app, name="suppressions")
 
 Url = Annotated[str, typer.Option("--url", envvar="DISPATCHER_URL", help="the API")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="DISPATCHER_API_KEY", show_default=False)]

@@ -301,6 +301,9 @@ def _write_page(
                     outstanding=BroadcastTier.outstanding + len(inserted),
                 )
             )
+            from dispatcher.suppressions import suppress_planned  # suppressed addresses: recorded, not sent
+
+            suppress_planned(session, settings, broadcast_id, tier, [row_id for row_id, _ in inserted])
     outbox.flush()
 
 

@@ -99,7 +99,23 @@ def apply_reports(
             for r, v in zip(reports, verdicts, strict=True)
         ]
     _count(settings, reports, verdicts, source)
+    _suppress(database, reports, verdicts)
     return verdicts
+
+
+def _suppress(database: Database, reports: Sequence[StatusReport], verdicts: Sequence[Verdict]) -> None:
+    """Bounces, spam reports, drops and dead numbers go on the suppression list, but only from
+    reports that passed the checks: a misdirected report must not silence anyone."""
+    from dispatcher import suppressions
+
+    checked = [
+        (r, CHANNEL_OF[r.provider].value)
+        for r, v in zip(reports, verdicts, strict=True)
+        if v in (Verdict.APPLIED, Verdict.UNCHANGED) and r.error_code
+    ]
+    if checked:
+        with database.session() as session:
+            suppressions.from_reports(session, checked)
 
 
 def reapply_parked(

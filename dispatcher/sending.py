@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from channels.base import INTERNAL_ERROR, Channel, ChannelName, Failure, Outcome, Recipient, Variant
 from config import Settings
-from dispatcher import journal, planning, provider_stats
+from dispatcher import journal, planning, provider_stats, suppressions
 from dispatcher.breaker import Breaker
 from dispatcher.errors import ConfigurationError
 from dispatcher.fanout import URGENT_TIER, Outbox, check_gates, insert_one, utcnow
@@ -654,6 +654,7 @@ def record_outcomes(
                     tier = min(ours[i].tier for i in due)
                     outbox.send_batch(broadcast_id, channel, due, tier, delay)
         set_details(session, details)
+        suppressions.from_outcomes(session, settings, rows, outcomes)  # 21211 / 21610, dead webhooks
         session.flush()
         check_gates(session, settings, broadcast_id, outbox)
         _count_sends(session, unsent, -1)

@@ -168,6 +168,10 @@ class Supervisor:
         env.setdefault("DISPATCHER_SANDBOX_URL", f"http://127.0.0.1:{self.sandbox_port}")
         if not env.get(SECRET_ENV):  # the sandbox's per-run secret, for the sandbox and every child
             env[SECRET_ENV] = new_secret()
+        # development: emails' links lead to this API, and webhooks may reach the local sandbox
+        env.setdefault("DISPATCHER_UNSUBSCRIBE_URL", f"{env['DISPATCHER_PUBLIC_URL']}/unsubscribe")
+        env.setdefault("DISPATCHER_WEBHOOK_ALLOW_HTTP", "true")
+        env.setdefault("DISPATCHER_WEBHOOK_ALLOWED_HOSTS", '["127.0.0.1", "localhost"]')
         return env
 
     def _start_embedded_redis(self, port: int, env: dict[str, str]) -> None:

@@ -95,6 +95,9 @@ os.environ.update(
         "DISPATCHER_DATA_DIR": str(TMP / "data"),
         # the sandbox's per-run secret, as `up` makes one: the session sandbox and every process get it
         "DISPATCHER_SANDBOX_SECRET": secrets.token_urlsafe(32),
+        # the sandbox's webhook receiver is on loopback over http (test_safe_url turns this off)
+        "DISPATCHER_WEBHOOK_ALLOW_HTTP": "true",
+        "DISPATCHER_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
     }
 )
 os.environ.pop("DISPATCHER_ENV_FILE", None)

@@ -62,6 +62,11 @@ def send_id(sg_message_id: str) -> str:
     return sg_message_id.split(".", 1)[0]
 
 
+def _error_code(name: str, event: Mapping[str, Any]) -> str:
+    """The event's name, except a `blocked` bounce: temporary, the receiving server may take it later."""
+    return "blocked" if name == "bounce" and event.get("type") == "blocked" else name
+
+
 def event_reports(events: Iterable[Mapping[str, Any]]) -> list[StatusReport]:
     """Event Webhook events as reports (their `delivery_id` is the custom arg we sent along)."""
     reports = []
@@ -81,7 +86,7 @@ def event_reports(events: Iterable[Mapping[str, Any]]) -> list[StatusReport]:
                 ident,
                 str(event["sg_message_id"]) if event.get("sg_message_id") else None,
                 state,
-                name if state in ("bounced", "suppressed") else None,
+                _error_code(name, event) if state in ("bounced", "suppressed") else None,
                 str(reason)[:2000] if reason and state != "delivered" else None,
             )
         )
@@ -89,10 +94,18 @@ def event_reports(events: Iterable[Mapping[str, Any]]) -> list[StatusReport]:
 
 
 UNSUBSCRIBE_PLACEHOLDER = "%unsubscribe_url%"
+MANAGE_PLACEHOLDER = "%manage_url%"
 
 
 def unsubscribe_link(base: str, token: str | None) -> str:
     return f"{base}?token={quote(token, safe='')}" if token else base
+
+
+def manage_link(unsubscribe_base: str, token: str | None) -> str:
+    """The subscriber's manage page, beside the unsubscribe endpoint (same secret token)."""
+    if not unsubscribe_base.endswith("/unsubscribe"):
+        return unsubscribe_link(unsubscribe_base, token)
+    return unsubscribe_link(unsubscribe_base[: -len("unsubscribe")] + "manage", token)
 
 
 def split_requests(recipients: Sequence[Recipient], size: int) -> list[list[Recipient]]:
@@ -182,7 +195,10 @@ class EmailChannel:
                         "List-Unsubscribe": f"<{link}>",
                         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                     },
-                    "substitutions": {UNSUBSCRIBE_PLACEHOLDER: link},
+                    "substitutions": {
+                        UNSUBSCRIBE_PLACEHOLDER: link,
+                        MANAGE_PLACEHOLDER: manage_link(settings.unsubscribe_url, r.unsubscribe_token),
+                    },
                 }
             )
         return {

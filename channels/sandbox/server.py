@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from channels.sandbox.callbacks import CallbackSender
 from channels.sandbox.faults import json_response
+from channels.sandbox.inbound import DEFAULT_TO, send_inbound
 from channels.sandbox.providers import Providers
 from channels.sandbox.secret import event_webhook_key, new_secret
 from channels.sandbox.signing import EventWebhookSigner
@@ -160,6 +161,16 @@ def build_app(state: SandboxState, secret: str, runtime: _Runtime) -> Starlette:
     async def health(request: Request) -> Response:
         return json_response(200, {"ok": True})
 
+    async def inbound(request: Request) -> Response:
+        """Sends a signed inbound SMS on request: JSON {"url", "from", "body", "to"?}."""
+        data = await request.json()
+        if not isinstance(data, dict) or not {"url", "from", "body"} <= set(data):
+            return json_response(400, {"error": "give url, from and body"})
+        answer = await send_inbound(
+            str(data["url"]), str(data["from"]), str(data["body"]), str(data.get("to") or DEFAULT_TO)
+        )
+        return json_response(200, answer)
+
     routes = [
         Route("/v3/mail/send", sendgrid, methods=["POST"]),
         Route("/v3/messages", sendgrid_activity, methods=["GET"]),
@@ -180,6 +191,7 @@ def build_app(state: SandboxState, secret: str, runtime: _Runtime) -> Starlette:
         Route("/sandbox/config", put_config, methods=["PUT"]),
         Route("/sandbox/drain", drain, methods=["POST"]),
         Route("/sandbox/health", health, methods=["GET"]),
+        Route("/sandbox/twilio/inbound", inbound, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -339,6 +351,13 @@ class SandboxServer:
     def public_key(self) -> str:
         """SendGrid's Event Webhook verification key as SendGrid shows it: base64 DER SPKI."""
         return self.signer.public_key_b64
+
+    def inbound_sms(self, url: str, sender: str, body: str) -> dict[str, Any]:
+        """Has the sandbox send a signed inbound SMS to `url`; returns its answer."""
+        import httpx
+
+        payload = {"url": url, "from": sender, "body": body}
+        return dict(httpx.post(f"{self.url}/sandbox/twilio/inbound", json=payload, timeout=20).json())
 
     def drain_callbacks(self, timeout_s: float = 30.0) -> None:
         """Block until every queued status webhook has been sent."""

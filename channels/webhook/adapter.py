@@ -73,6 +73,11 @@ class WebhookChannel:
             "X-Dispatcher-Signature": sign_webhook(secret, timestamp, body),
             "X-Dispatcher-Delivery": str(recipient.delivery_id),
         }
+        from dispatcher.safe_url import problem
+
+        unsafe = problem(recipient.address, self.settings)  # again before each send: DNS may have moved
+        if unsafe:
+            return Outcome.failed(recipient.delivery_id, Failure.PERMANENT, code="unsafe_url", error=unsafe)
         try:
             response = self._client.get().post(recipient.address, content=body, headers=headers)
         except httpx.TimeoutException as exc:
@@ -84,7 +89,8 @@ class WebhookChannel:
         status = response.status_code
         if 200 <= status < 300:
             return Outcome.ok(recipient.delivery_id, response.headers.get("X-Request-Id"))
-        error = response.text[:200]
+        # The status and its reason phrase only: never the body, which viewer keys could read back.
+        error = f"HTTP {status} {response.reason_phrase}".strip()
         if status == 429:
             wait = retry_after(response.headers)
             return Outcome.failed(

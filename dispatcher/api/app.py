@@ -15,9 +15,11 @@ from dispatcher.api import (
     metrics,
     preview,
     subscribers,
+    suppressions,
     webhooks,
 )
 from dispatcher.api.middleware import AccessLog, BodyLimit
+from dispatcher.public import routes as public
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,6 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (health, metrics, incidents, maintenances, preview, broadcasts, subscribers, webhooks):
         app.include_router(module.router)
+    app.include_router(suppressions.router)  # the subscribers' front door: admin side
+    app.include_router(public.router)  # and the public pages (no API key; limited per client)
     # Outermost last: the access log sees every response, 413s included.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)

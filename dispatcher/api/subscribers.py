@@ -13,7 +13,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from channels.base import ChannelName
 from config import Settings
+from dispatcher import safe_url
 from dispatcher.api.broadcasts import decode_cursor, encode_cursor
 from dispatcher.api.deps import MANAGE, Caller, get_db, get_settings
 from dispatcher.api.errors import error_body, field_path
@@ -91,6 +93,9 @@ def put_subscriber(
     item = SubscriberIn.model_validate(
         {**body.model_dump(exclude_unset=True, exclude={"external_id"}), "external_id": external_id}
     )
+    unsafe = safe_url.problem(item.address(ChannelName.WEBHOOK), settings)  # no posts to ourselves
+    if unsafe:
+        raise ValidationFailed(f"webhook_url: {unsafe}", fields=["webhook_url"])
     with database.session() as session:
         row, created = upsert(session, settings, item)
         session.refresh(row)
@@ -176,7 +181,7 @@ async def import_subscribers(
     """Valid rows are imported and bad ones reported (row number, field, message); with
     `?atomic=true` any bad row imports nothing."""
     rows, payload = await _read_rows(request)
-    items, errors = validate_rows(rows)
+    items, errors = validate_rows(rows, settings)
     if errors and atomic:
         message = f"{len(errors)} error(s) in {len({e['row'] for e in errors})} row(s); nothing imported"
         fields = list(dict.fromkeys(e["field"] for e in errors if e["field"]))
@@ -251,7 +256,9 @@ def parse_csv(raw: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def validate_rows(rows: list[Any]) -> tuple[list[SubscriberIn], list[dict[str, Any]]]:
+def validate_rows(
+    rows: list[Any], settings: Settings | None = None
+) -> tuple[list[SubscriberIn], list[dict[str, Any]]]:
     """Rows are numbered from 1 in the order given (for CSV: the data rows after the header)."""
     items: list[SubscriberIn] = []
     errors: list[dict[str, Any]] = []
@@ -266,6 +273,10 @@ def validate_rows(rows: list[Any]) -> tuple[list[SubscriberIn], list[dict[str, A
             continue
         if item.external_id in seen:
             errors.append({"row": number, "field": "external_id", "message": "repeats an earlier row"})
+            continue
+        unsafe = safe_url.problem(item.address(ChannelName.WEBHOOK), settings) if settings else None
+        if unsafe:
+            errors.append({"row": number, "field": "webhook_url", "message": unsafe})
             continue
         seen.add(item.external_id)
         items.append(item)

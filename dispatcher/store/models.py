@@ -159,7 +159,10 @@ class Broadcast(Base):
     __tablename__ = "broadcasts"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    # None for a service notice to one address (a subscription confirmation), which has no incident
+    incident_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True, nullable=True
+    )
     update_id: Mapped[int | None] = mapped_column(ForeignKey("incident_updates.id", ondelete="SET NULL"))
     event: Mapped[str] = mapped_column(String(40))
     state: Mapped[str] = mapped_column(String(20), default="queued")  # queued/sending/completed
@@ -330,3 +333,36 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Suppression(Base):
+    """An address we must not send to on a channel (hard bounce, spam report, carrier opt-out...):
+    sending to it again costs the sender's reputation, so planning records `suppressed` instead."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("channel", "address", name="uq_suppressions_channel_address"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(String(2000))  # normalised as planning writes it
+    reason: Mapped[str] = mapped_column(String(40))  # bounce / spamreport / dropped / invalid_number / ...
+    detail: Mapped[str | None] = mapped_column(String(200))  # a short provider reason, never a body
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Signup(Base):
+    """A self-service sign-up waiting for its confirmation. Not a subscriber until confirmed, so
+    nobody unconfirmed can be planned into a broadcast; only the token's hash is stored."""
+
+    __tablename__ = "signups"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    channel: Mapped[str] = mapped_column(String(20))  # where the confirmation went: email or sms
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)
+    channels: Mapped[list[Any]] = mapped_column(default=list)
+    components: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    confirmed_at: Mapped[datetime | None]

@@ -58,5 +58,5 @@ def test_statuses_and_transport_errors_are_classified(
     assert [(o.failure, o.code) for o in outcomes] == [
         (Failure.PERMANENT, "404"),
         (Failure.RETRYABLE, "connection"),
-        (Failure.PERMANENT, "bad_url"),
+        (Failure.PERMANENT, "unsafe_url"),  # refused before any connection: not https or http
     ]

@@ -73,7 +73,8 @@ def test_html_holds_no_user_markup_and_both_parts_carry_everything(
             assert name in ALLOWED_ATTRS, (tag, name)
             if name == "href":
                 assert value is not None
-                assert value.startswith(("https://", "http://", "mailto:")) or value == "%unsubscribe_url%"
+                placeholders = ("%unsubscribe_url%", "%manage_url%")
+                assert value.startswith(("https://", "http://", "mailto:")) or value in placeholders
     seen_html = norm(" ".join(parsed.data))
     seen_text = norm(email.text)
     for value in user_texts(message):

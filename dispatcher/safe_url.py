@@ -1,0 +1,94 @@
+"""Outgoing webhook URLs we are willing to POST signed payloads to.
+
+An admin (and soon a subscriber) chooses the URL, so without a check the service can be aimed at
+itself, at the machine's loopback services or at a cloud metadata endpoint (169.254.169.254). A URL
+must be https (http only when `webhook_allow_http`), and every address its host resolves to must be
+a public one: loopback, private, link-local, carrier-grade NAT, multicast, reserved and unspecified
+addresses are refused, IPv4-mapped IPv6 and numeric spellings (`2130706433`) included, because the
+check runs on what the resolver returns. Hosts named in `webhook_allowed_hosts` (the sandbox, in
+development) skip the address check. It runs on save and again before each send; redirects are
+never followed (a 3xx is a failed delivery), so a redirect cannot lead anywhere unchecked.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
+
+from config import Settings
+
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+class UnsafeUrl(ValueError):
+    """Why a webhook URL is refused, in words an admin can act on."""
+
+
+def resolve(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def refused_address(address: str) -> str | None:
+    """Why this IP may not be a webhook target, or None when it is a public address."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for label, test in (
+        ("loopback", ip.is_loopback),
+        ("unspecified", ip.is_unspecified),
+        ("link-local (cloud metadata lives here)", ip.is_link_local),
+        ("private", ip.is_private),
+        ("multicast", ip.is_multicast),
+        ("reserved", ip.is_reserved),
+    ):
+        if test:
+            return f"{address} is a {label} address"
+    return None if ip.is_global else f"{address} is not a public address"
+
+
+def check(url: str, settings: Settings, resolver: Resolver = resolve) -> None:
+    """Raises UnsafeUrl when `url` may not receive webhooks."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeUrl(f"not a valid URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme != "https" and not (scheme == "http" and settings.webhook_allow_http):
+        allowed = (
+            "https or http"
+            if settings.webhook_allow_http
+            else "https (http is off: DISPATCHER_WEBHOOK_ALLOW_HTTP)"
+        )
+        raise UnsafeUrl(f"the scheme must be {allowed}, not '{scheme or 'none'}'")
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        raise UnsafeUrl("the URL has no host")
+    if parts.username or parts.password:
+        raise UnsafeUrl("the URL may not carry a user name or password")
+    if host in {h.lower() for h in settings.webhook_allowed_hosts}:
+        return
+    try:
+        addresses = resolver(host, port or (443 if scheme == "https" else 80))
+    except (OSError, UnicodeError):
+        raise UnsafeUrl(f"the host '{host}' does not resolve") from None
+    if not addresses:
+        raise UnsafeUrl(f"the host '{host}' does not resolve")
+    for address in addresses:
+        reason = refused_address(address)
+        if reason:
+            raise UnsafeUrl(f"the host '{host}' is refused: {reason}")
+
+
+def problem(url: str | None, settings: Settings, resolver: Resolver = resolve) -> str | None:
+    """`check` as a message for the field at fault (None: fine, or no URL)."""
+    if url is None:
+        return None
+    try:
+        check(url, settings, resolver)
+    except UnsafeUrl as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,312 @@
+"""The suppression list: addresses we must not send to again on a channel.
+
+Sending again to a hard-bounced address, a spam reporter or a number the carrier says is invalid or
+opted out is what costs a sender its reputation (and, for SMS, breaks the carriers' rules). So every
+such answer is recorded per (channel, address) with its reason and time, and planning turns a later
+delivery to that address into a `suppressed` row carrying the reason instead of sending it. Failover
+tiers (admins) are still reached on their next channel. Admins list and remove entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import redis
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from channels.base import ChannelName, Outcome, StatusReport
+from config import Settings
+from dispatcher import planning
+from dispatcher.fanout import Outbox, insert_one, utcnow
+from dispatcher.receipts import Moved, State, count_moves, set_details, transition
+from dispatcher.redis_client import get_redis, key
+from dispatcher.store.bulk import id_in
+from dispatcher.store.models import BroadcastTier, Delivery, Subscriber, Suppression
+
+SUPPRESSED_CODE = "suppressed"
+# SendGrid events that mean "never again": a hard bounce, a spam complaint, SendGrid's own drop.
+SENDGRID_REASONS = {"bounce": "bounce", "spamreport": "spam_report", "dropped": "dropped"}
+# Twilio error codes that mean the number must not be tried again.
+TWILIO_REASONS = {"21211": "invalid_number", "21610": "opted_out"}
+REASONS = frozenset({*SENDGRID_REASONS.values(), *TWILIO_REASONS.values(), "webhook_failing", "unsubscribed"})
+
+
+def record(
+    session: Session, channel: ChannelName | str, address: str, reason: str, detail: str | None = None
+) -> bool:
+    """Adds (channel, address) to the list unless it is there; returns whether it was added."""
+    channel = ChannelName(channel)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = (
+        insert(Suppression)
+        .values(
+            channel=channel.value,
+            address=planning.normalise_address(channel, address),
+            reason=reason,
+            detail=(detail or None) and str(detail)[:200],
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["channel", "address"])
+        .returning(Suppression.id)
+    )
+    return session.scalar(stmt) is not None
+
+
+def _addresses(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(Delivery.id, Delivery.channel, Delivery.address).where(id_in(session, Delivery.id, wanted))
+    )
+    return {i: (channel, address) for i, channel, address in rows}
+
+
+def from_reports(session: Session, reports: Sequence[tuple[StatusReport, str]]) -> int:
+    """Hard bounces, spam reports and drops (SendGrid) and dead or opted-out numbers (Twilio) among
+    status reports that passed the provider checks (dispatcher/provider_status.py), each with its
+    delivery's channel and address from our own row, never from the report's text."""
+    wanted: dict[int, tuple[str, str | None]] = {}
+    for report, channel in reports:
+        code = report.error_code or ""
+        reason = (
+            SENDGRID_REASONS.get(code) if channel == ChannelName.EMAIL.value else TWILIO_REASONS.get(code)
+        )
+        if reason is not None and report.delivery_id is not None:
+            wanted[report.delivery_id] = (reason, (report.error or "")[:200] or None)
+    found = _addresses(session, wanted)
+    added = 0
+    for delivery_id, (reason, detail) in wanted.items():
+        if delivery_id in found:
+            added += record(session, found[delivery_id][0], found[delivery_id][1], reason, detail)
+    return added
+
+
+def from_outcomes(
+    session: Session, settings: Settings, rows: Sequence[Moved], outcomes: Sequence[Outcome]
+) -> int:
+    """Twilio refusing a send with 21211 (invalid) or 21610 (opted out, also an SMS opt-out), and
+    webhook receivers that have failed for `webhook_suppress_after_s` without one success."""
+    by_id = {r.id: r for r in rows}
+    added = 0
+    for address in failing_webhooks(settings, by_id, outcomes):
+        added += record(session, ChannelName.WEBHOOK, address, "webhook_failing", "no success since")
+    for outcome in outcomes:
+        row = by_id.get(outcome.delivery_id)
+        reason = TWILIO_REASONS.get(outcome.code or "")
+        if row is None or reason is None or row.channel != ChannelName.SMS.value:
+            continue
+        added += record(session, ChannelName.SMS, row.address, reason, (outcome.error or "")[:200])
+        if reason == "opted_out" and row.subscriber_id is not None:
+            opt_out(session, row.subscriber_id, ChannelName.SMS)
+    return added
+
+
+def failing_webhooks(
+    settings: Settings, by_id: Mapping[int, Moved], outcomes: Sequence[Outcome]
+) -> list[str]:
+    """Webhook addresses whose first failure since their last success is older than the setting.
+    The first failure's time is kept in Redis (one key per address, cleared by a success), so this
+    never scans deliveries. Advisory: a Redis error only skips it."""
+    hooks = [(o, by_id[o.delivery_id]) for o in outcomes if o.delivery_id in by_id]
+    hooks = [(o, row) for o, row in hooks if row.channel == ChannelName.WEBHOOK.value]
+    if not hooks:
+        return []
+    now = time.time()
+    ttl = int(settings.webhook_suppress_after_s * 2) + 3600
+    due: list[str] = []
+    try:
+        client = get_redis(settings)
+        for outcome, row in hooks:
+            name = key(
+                "webhook_failing", hashlib.sha256(row.address.encode()).hexdigest()[:32], settings=settings
+            )
+            if outcome.accepted:
+                client.delete(name)
+                continue
+            client.set(name, f"{now:.3f}", nx=True, ex=ttl)
+            first = float(client.get(name) or now)
+            if now - first >= settings.webhook_suppress_after_s:
+                due.append(row.address)
+    except redis.RedisError:
+        return []
+    return due
+
+
+def opt_out(session: Session, subscriber_id: int, channel: ChannelName) -> bool:
+    """Adds `channel` to a subscriber's opt-outs; returns whether it changed."""
+    sub = session.get(Subscriber, subscriber_id, with_for_update=True)
+    if sub is None or channel.value in (sub.opt_outs or []):
+        return False
+    sub.opt_outs = [*(sub.opt_outs or []), channel.value]
+    return True
+
+
+def suppress_planned(
+    session: Session, settings: Settings, broadcast_id: int, tier: int, ids: Sequence[int]
+) -> list[int]:
+    """Newly planned deliveries to suppressed addresses move to `suppressed` with the reason (their
+    counters with them); recipients in failover tiers get a row on their next reachable channel.
+    Runs in the transaction that planned the rows, before any of them is dispatched."""
+    if not ids:
+        return []
+    hits = session.execute(
+        select(Delivery.id, Suppression.reason)
+        .join(
+            Suppression, (Suppression.channel == Delivery.channel) & (Suppression.address == Delivery.address)
+        )
+        .where(id_in(session, Delivery.id, list(ids)))
+    ).all()
+    if not hits:
+        return []
+    reasons = dict(hits)
+    moved = transition(session, sorted(reasons), expect=State.PENDING, to=State.SUPPRESSED, now=utcnow())
+    set_details(
+        session,
+        [
+            {"id": m.id, "last_error_code": SUPPRESSED_CODE, "last_error": f"suppressed: {reasons[m.id]}"}
+            for m in moved
+        ],
+    )
+    if tier in settings.failover_tiers:
+        for row in moved:
+            fail_over_planned(session, settings, row)
+    return [m.id for m in moved]
+
+
+def is_suppressed(session: Session, channel: ChannelName, address: str) -> str | None:
+    """The reason (channel, address) is suppressed, or None."""
+    return session.scalar(
+        select(Suppression.reason).where(
+            Suppression.channel == channel.value,
+            Suppression.address == planning.normalise_address(channel, address),
+        )
+    )
+
+
+def fail_over_planned(session: Session, settings: Settings, moved: Moved) -> int | None:
+    """A failover-tier recipient whose address is suppressed: the next channel that is not."""
+    if moved.subscriber_id is None:
+        return None
+    sub = session.get(Subscriber, moved.subscriber_id)
+    if sub is None:
+        return None
+    failed = ChannelName(moved.channel)
+    addresses = planning.addresses_of(sub)
+    while True:
+        target = planning.next_channel(
+            failed, sub.channels, sub.opt_outs, addresses, settings.channels_enabled
+        )
+        if target is None:
+            return None
+        if is_suppressed(session, target.channel, target.address) is None:
+            break
+        failed = target.channel
+    now = utcnow()
+    new_id = insert_one(
+        session,
+        {
+            "broadcast_id": moved.broadcast_id,
+            "subscriber_id": sub.id,
+            "tier": moved.tier,
+            "channel": target.channel.value,
+            "address": target.address,
+            "locale": moved.locale,
+            "state": State.PENDING.value,
+            "attempts": 0,
+            "failover_of": moved.id,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    if new_id is None:
+        return None
+    session.execute(
+        update(BroadcastTier)
+        .where(BroadcastTier.broadcast_id == moved.broadcast_id, BroadcastTier.tier == moved.tier)
+        .values(
+            planned=BroadcastTier.planned + 1,
+            outstanding=BroadcastTier.outstanding + 1,
+        )
+    )
+    count_moves(session, [(moved.broadcast_id, moved.tier, target.channel.value)], None, State.PENDING)
+    return new_id
+
+
+def withdraw_pending(
+    session: Session,
+    settings: Settings,
+    subscriber_id: int,
+    channel: ChannelName,
+    reason: str,
+    outbox: Outbox,
+) -> list[int]:
+    """A subscriber who just opted out: their deliveries on `channel` that have not left yet (still
+    pending, in any broadcast in flight) become `suppressed`. Rows already sending are on their way."""
+    ids = list(
+        session.scalars(
+            select(Delivery.id).where(
+                Delivery.subscriber_id == subscriber_id,
+                Delivery.channel == channel.value,
+                Delivery.state == State.PENDING.value,
+            )
+        )
+    )
+    moved = transition(session, ids, expect=State.PENDING, to=State.SUPPRESSED, now=utcnow())
+    set_details(
+        session,
+        [
+            {"id": m.id, "last_error_code": SUPPRESSED_CODE, "last_error": f"suppressed: {reason}"}
+            for m in moved
+        ],
+    )
+    if moved:
+        from dispatcher.fanout import check_gates
+
+        session.flush()
+        for broadcast_id in sorted({m.broadcast_id for m in moved}):  # a tier may be done now
+            check_gates(session, settings, broadcast_id, outbox)
+    return [m.id for m in moved]
+
+
+def list_entries(
+    session: Session,
+    *,
+    channel: str | None = None,
+    address: str | None = None,
+    reason: str | None = None,
+    after_id: int = 0,
+    limit: int = 100,
+) -> list[Suppression]:
+    query = select(Suppression).where(Suppression.id > after_id)
+    if channel:
+        query = query.where(Suppression.channel == channel)
+    if address:
+        chan = ChannelName(channel) if channel else ChannelName.EMAIL
+        query = query.where(Suppression.address == planning.normalise_address(chan, address))
+    if reason:
+        query = query.where(Suppression.reason == reason)
+    return list(session.scalars(query.order_by(Suppression.id).limit(limit)))
+
+
+def remove(session: Session, suppression_id: int) -> bool:
+    return bool(session.execute(delete(Suppression).where(Suppression.id == suppression_id)).rowcount)
+
+
+def as_json(row: Suppression) -> dict[str, Any]:
+    created: datetime = row.created_at
+    return {
+        "id": row.id,
+        "channel": row.channel,
+        "address": row.address,
+        "reason": row.reason,
+        "detail": row.detail,
+        "created_at": created.isoformat(),
+    }
