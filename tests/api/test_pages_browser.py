@@ -23,6 +23,8 @@ from dispatcher.subscribers import SubscriberIn
 from tests.conftest import free_port, fresh_database_url
 
 CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists() and os.environ.get("REQUIRE_BROWSER") == "1":
+    raise RuntimeError(f"REQUIRE_BROWSER=1 but {CHROMIUM} is missing: apt-get install -y chromium")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
