@@ -16,6 +16,9 @@
   the loss, the first close completes, and the worker reconnects (tests/test_broker_restart.py).
   Unacked tasks stay in Redis's unacked set and come back after the visibility timeout; the sweeper
   covers their rows and gates long before that.
+  Known, not yet fixed: a task that finishes while Redis is down cannot be acked, and kombu keeps it
+  as a taken prefetch slot; once as many have failed as the worker has processes (logged "Couldn't
+  ack"), the worker stays up but consumes nothing more until it is restarted.
 """
 
 from __future__ import annotations

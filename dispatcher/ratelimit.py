@@ -83,6 +83,10 @@ return string.format('%.6f', at - now)
 # A handed-back batch comes back this long before its next slot, not a whole window before it:
 # coming back early would park its worker until the slot (at 1/s, most of every second).
 COMEBACK_LEAD_S = 0.1
+# Past its window, a batch whose requests find their slots free at once is not parked by the limit:
+# handing it back would only re-claim the same rows. It keeps slots within 20 ms, up to 3 windows.
+GRACE_DELAY_S = 0.02
+GRACE_WINDOWS = 3
 
 
 @dataclass(frozen=True)
@@ -213,8 +217,10 @@ class Pacer:
             raise self._refuse(pool)
         interval = self.limiter.paced_interval(pool.limit)
         while True:
-            remaining = self.started + self.window - time.monotonic()
-            index, delay = self.limiter.try_reserve(pool.buckets, pool.limit, min(self.lookahead, remaining))
+            max_delay = self._max_delay()
+            if max_delay is None:
+                raise self._refuse(pool)
+            index, delay = self.limiter.try_reserve(pool.buckets, pool.limit, max_delay)
             if index is None:
                 raise self._refuse(pool)
             due = time.monotonic() + delay
@@ -222,6 +228,17 @@ class Pacer:
                 self.sleep(delay)
             if time.monotonic() - due <= interval:
                 return pool.senders[index]
+
+    def _max_delay(self) -> float | None:
+        """How far off a slot this request may take. Inside the window: up to the tier's lookahead.
+        Past it, a batch still sending (a busy machine, not the limit, holds it back) keeps only
+        slots that are free right now, for up to GRACE_WINDOWS windows; then it hands the rest back."""
+        elapsed = time.monotonic() - self.started
+        if elapsed < self.window:
+            return min(self.lookahead, self.window - elapsed)
+        if elapsed < self.window * GRACE_WINDOWS:
+            return min(self.lookahead, GRACE_DELAY_S)
+        return None
 
     def comebacks(self) -> dict[str, float]:
         """Books a turn for each pool that refused requests; returns seconds until it, by first bucket."""
