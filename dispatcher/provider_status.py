@@ -162,7 +162,7 @@ def _apply_all(database: Database, settings: Settings, reports: Sequence[StatusR
         moved = [r.delivery_id for r, c in zip(reports, checked, strict=True) if c.verdict is Verdict.APPLIED]
         if moved:
             after_status(session, settings, [m for m in moved if m is not None], outbox)
-    outbox.flush()
+    outbox.hand_off()  # committed: a broker outage is the sweeper's gate checks' to cover, never a 5xx
     return checked
 
 

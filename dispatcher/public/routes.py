@@ -143,7 +143,7 @@ def _unsubscribe(database: Database, settings: Settings, token: str) -> bool:
         if sub is None:
             return False
         subscriptions.unsubscribe(session, settings, sub, outbox)
-    outbox.flush()
+    outbox.hand_off()  # committed: a broker outage is the sweeper's to cover, never a 5xx
     return True
 
 
@@ -300,7 +300,7 @@ def _start(database: Database, settings: Settings, signup: subscriptions.SignupR
     outbox = Outbox()
     with database.session() as session:
         subscriptions.start_signup(session, settings, signup, outbox, allowed=allowed)
-    outbox.flush()
+    outbox.hand_off()  # committed: a broker outage is the sweeper's to cover, never a 5xx
 
 
 _BAD_CONFIRM = (
@@ -436,7 +436,7 @@ def _manage(
             if leave
             else _manage_page(settings, sub, token, saved=True)
         )
-    outbox.flush()
+    outbox.hand_off()  # committed: a broker outage is the sweeper's to cover, never a 5xx
     return response
 
 
@@ -476,7 +476,7 @@ def _keyword(database: Database, settings: Settings, phone: str, body: str) -> s
     outbox = Outbox()
     with database.session() as session:
         reply = subscriptions.sms_keyword(session, settings, phone, body, outbox)
-    outbox.flush()
+    outbox.hand_off()  # committed: a broker outage is the sweeper's to cover, never a 5xx
     return reply
 
 
