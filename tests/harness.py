@@ -137,5 +137,9 @@ def purge_queues() -> None:
     keys = [key for queue in QUEUES for key in queue_keys(queue, settings)]
     keys += [settings.redis_prefix + k for k in ("unacked", "unacked_index", "unacked_mutex")]
     keys.append(answers_key(settings))  # provider answers kept for rows of another test's database
+    # Rate-limit buckets and their wait lines: a test starts with the providers' limits untouched,
+    # as a fresh deployment does, rather than behind the slots earlier tests booked (X allows one
+    # post per 10 s, so a dozen earlier public posts would push this test's past its gate timeout).
+    keys += list(client.scan_iter(match=settings.redis_prefix + "od:rate:*", count=1000))
     client.delete(*keys)
     client.close()

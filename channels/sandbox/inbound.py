@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from channels.clients import SANDBOX_TWILIO_ACCOUNT_SID, SANDBOX_TWILIO_AUTH_TOKEN
+from channels.clients import SANDBOX_TWILIO_ACCOUNT_SID
 from channels.sandbox.signing import twilio_signature
 
 DEFAULT_TO = "+15005550006"
@@ -24,10 +24,11 @@ def inbound_params(sender: str, body: str, to: str = DEFAULT_TO) -> dict[str, st
     }
 
 
-async def send_inbound(url: str, sender: str, body: str, to: str = DEFAULT_TO) -> dict[str, Any]:
-    """POSTs one signed inbound message to `url`; returns the answer's status and body (TwiML)."""
+async def send_inbound(url: str, sender: str, body: str, secret: str, to: str = DEFAULT_TO) -> dict[str, Any]:
+    """POSTs one inbound message to `url`, signed with the sandbox account's auth token (its per-run
+    secret); returns the answer's status and body (TwiML)."""
     params = inbound_params(sender, body, to)
-    headers = {"X-Twilio-Signature": twilio_signature(SANDBOX_TWILIO_AUTH_TOKEN, url, params)}
+    headers = {"X-Twilio-Signature": twilio_signature(secret, url, params)}
     async with httpx.AsyncClient(timeout=10) as client:
         response = await client.post(url, data=params, headers=headers)
     return {"status": response.status_code, "body": response.text}

@@ -167,7 +167,7 @@ def build_app(state: SandboxState, secret: str, runtime: _Runtime) -> Starlette:
         if not isinstance(data, dict) or not {"url", "from", "body"} <= set(data):
             return json_response(400, {"error": "give url, from and body"})
         answer = await send_inbound(
-            str(data["url"]), str(data["from"]), str(data["body"]), str(data.get("to") or DEFAULT_TO)
+            str(data["url"]), str(data["from"]), str(data["body"]), secret, str(data.get("to") or DEFAULT_TO)
         )
         return json_response(200, answer)
 

@@ -4,6 +4,7 @@ the suppression list's admin calls. (Sending through a worker and the sandbox: t
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -14,7 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from channels.clients import SANDBOX_TWILIO_AUTH_TOKEN
 from channels.sandbox.inbound import inbound_params
 from channels.sandbox.signing import twilio_signature
 from config import Settings
@@ -185,7 +185,8 @@ def test_the_manage_page_changes_channels_and_components_by_post_only(
 def _inbound(client: TestClient, sender: str, body: str, *, sign: bool = True) -> Any:
     path = "/v1/webhooks/twilio/inbound"
     params = inbound_params(sender, body)
-    headers = {"X-Twilio-Signature": twilio_signature(SANDBOX_TWILIO_AUTH_TOKEN, PUBLIC_URL + path, params)}
+    token = os.environ["DISPATCHER_SANDBOX_SECRET"]  # the sandbox account's auth token, as conftest sets
+    headers = {"X-Twilio-Signature": twilio_signature(token, PUBLIC_URL + path, params)}
     return client.post(path, data=params, headers=headers if sign else {})
 
 
