@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from channels.base import ChannelName
 from config import Settings
 from dispatcher import suppressions
-from dispatcher.fanout import Outbox, insert_one, try_dispatch, utcnow
+from dispatcher.fanout import Outbox, add_gates, insert_one, try_dispatch, utcnow
 from dispatcher.receipts import State, bump_counts
 from dispatcher.store.models import (
     Broadcast,
@@ -184,6 +184,7 @@ def send_notice(
     session.add(broadcast)
     session.flush()
     session.add(BroadcastTier(broadcast_id=broadcast.id, tier=0, state="planned", planned=1, outstanding=1))
+    add_gates(session, broadcast.id, [0])  # its one tier's per-channel gates, as every broadcast has
     session.add(
         BroadcastVariant(broadcast_id=broadcast.id, channel=channel.value, locale="en", variant=variant)
     )
