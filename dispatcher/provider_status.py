@@ -99,7 +99,6 @@ def apply_reports(
             for r, v in zip(reports, verdicts, strict=True)
         ]
     _count(settings, reports, verdicts, source)
-    _suppress(database, reports, verdicts)
     return verdicts
 
 
@@ -163,6 +162,7 @@ def _apply_all(database: Database, settings: Settings, reports: Sequence[StatusR
         if moved:
             after_status(session, settings, [m for m in moved if m is not None], outbox)
     outbox.hand_off()  # committed: a broker outage is the sweeper's gate checks' to cover, never a 5xx
+    _suppress(database, reports, [c.verdict for c in checked])
     return checked
 
 

@@ -28,12 +28,12 @@ from sqlalchemy.orm import Session
 
 from channels.base import INTERNAL_ERROR, Channel, ChannelName, Failure, Outcome, Recipient, Variant
 from config import Settings
-from dispatcher import journal, planning, provider_stats, suppressions
+from dispatcher import journal, provider_stats, suppressions
 from dispatcher.breaker import Breaker
 from dispatcher.errors import ConfigurationError
-from dispatcher.fanout import URGENT_TIER, Outbox, check_gates, insert_one, utcnow
+from dispatcher.fanout import URGENT_TIER, Outbox, check_gates, utcnow
 from dispatcher.ratelimit import Pacer, RateLimiter, bucket_for
-from dispatcher.receipts import RETURNING, Moved, State, count_moves, set_details, transition
+from dispatcher.receipts import RETURNING, Moved, State, set_details, transition
 from dispatcher.redis_client import get_redis
 from dispatcher.retry import RetryPolicy
 from dispatcher.store.bulk import id_in, on_postgres
@@ -251,7 +251,11 @@ def hand_back_unslotted(
     groups: dict[int, list[int]] = defaultdict(list)  # countdown in tenths of a second -> ids
     for outcome in waiting:
         groups[round((outcome.retry_after or 0.0) * 10)].append(outcome.delivery_id)
-    _with_db_retry(services, lambda: _hand_back(services, broadcast_id, channel, by_id, groups, claim))
+    _with_db_retry(
+        services,
+        lambda: _hand_back(services, broadcast_id, channel, by_id, groups, claim),
+        "handing back unslotted rows",
+    )
     kept = [r for r in rows if r.id not in back_ids]
     return kept, [o for o in outcomes if o.delivery_id not in back_ids]
 
@@ -292,20 +296,19 @@ def _hand_back(
     outbox.flush()
 
 
-def _with_db_retry(services: Services, step: Callable[[], None]) -> None:
-    """Rows left in `sending` by a failed hand-back would be swept back as possible duplicates of
-    messages never sent: retry the (conditional, so idempotent) step through a database blip or a
-    deadlock, for up to half a lease, as recording does."""
+def _with_db_retry(services: Services, step: Callable[[], None], what: str) -> None:
+    """Retries an idempotent (conditional) database step through a blip or a deadlock, for up to
+    half a lease: giving up sooner leaves rows in `sending` for the sweeper to send again."""
     deadline = time.monotonic() + services.settings.lease_s / 2
     delay = 0.2
     while True:
         try:
             step()
             return
-        except (OperationalError, InterfaceError):
+        except _DB_ERRORS:
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("handing back unslotted rows failed; retrying in %.1fs", delay, exc_info=True)
+            log.warning("%s failed; retrying in %.1fs", what, delay, exc_info=True)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -318,22 +321,13 @@ def record_with_retry(
     outcomes: list[Outcome],
     claim: str,
 ) -> None:
-    """The provider has answered: retry the (idempotent) recording for up to half a lease, so a
-    database blip neither holds the answers in Redis longer than it must nor loses them."""
-    deadline = time.monotonic() + services.settings.lease_s / 2
-    delay = 0.2
-    while True:
-        try:
-            record_outcomes(services, broadcast_id, channel, rows, outcomes, claim)
-            return
-        except _DB_ERRORS:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning(
-                "recording %d outcomes failed; retrying in %.1fs", len(outcomes), delay, exc_info=True
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    """The provider has answered: retry the (idempotent) recording, so a database blip neither
+    holds the answers in Redis longer than it must nor loses them."""
+    _with_db_retry(
+        services,
+        lambda: record_outcomes(services, broadcast_id, channel, rows, outcomes, claim),
+        f"recording {len(outcomes)} outcomes",
+    )
 
 
 def apply_kept_answers(services: Services) -> int:
@@ -679,40 +673,8 @@ def _unsent(refused: bool) -> dict[str, Any]:
 def fail_over(
     session: Session, services: Services, moved: Moved, failed: ChannelName, outbox: Outbox
 ) -> None:
-    """Reaches the person on their next channel; the new row points back at the failed one."""
-    if moved.subscriber_id is None:
-        return
-    sub = session.get(Subscriber, moved.subscriber_id)
-    if sub is None:
-        return
-    target = planning.next_channel(
-        failed, sub.channels, sub.opt_outs, planning.addresses_of(sub), services.adapters
-    )
-    if target is None:
-        return
-    now = utcnow()
-    new_id = insert_one(
-        session,
-        {
-            "broadcast_id": moved.broadcast_id,
-            "subscriber_id": sub.id,
-            "tier": moved.tier,
-            "channel": target.channel.value,
-            "address": target.address,
-            "locale": moved.locale,
-            "state": State.PENDING.value,
-            "attempts": 0,
-            "failover_of": moved.id,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
-    if new_id is None:
-        return  # already reached on that channel in this broadcast
-    session.execute(
-        update(BroadcastTier)
-        .where(BroadcastTier.broadcast_id == moved.broadcast_id, BroadcastTier.tier == moved.tier)
-        .values(outstanding=BroadcastTier.outstanding + 1)
-    )
-    count_moves(session, [(moved.broadcast_id, moved.tier, target.channel.value)], None, State.PENDING)
-    outbox.send_batch(moved.broadcast_id, target.channel, [new_id], moved.tier)
+    """Reaches the person on their next channel (not one they opted out of or that is suppressed);
+    the new row points back at the failed one."""
+    found = suppressions.insert_failover(session, services.adapters, moved, failed, planned=False)
+    if found is not None:
+        outbox.send_batch(moved.broadcast_id, found[0], [found[1]], moved.tier)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -192,18 +192,33 @@ def is_suppressed(session: Session, channel: ChannelName, address: str) -> str |
 
 
 def fail_over_planned(session: Session, settings: Settings, moved: Moved) -> int | None:
-    """A failover-tier recipient whose address is suppressed: the next channel that is not."""
+    """A failover-tier recipient whose address is suppressed at planning: the next channel that is not."""
+    found = insert_failover(
+        session, settings.channels_enabled, moved, ChannelName(moved.channel), planned=True
+    )
+    return found[1] if found else None
+
+
+def insert_failover(
+    session: Session,
+    enabled: Collection[ChannelName],
+    moved: Moved,
+    failed: ChannelName,
+    *,
+    planned: bool,
+) -> tuple[ChannelName, int] | None:
+    """Reaches the person on their next channel that is neither opted out nor suppressed: a new
+    pending row pointing back at the failed one, counted in its tier (`planned` too when the tier is
+    still being planned). Returns its channel and id; None when there is no such channel or the
+    person was already reached on it in this broadcast. The caller enqueues it (or planning does)."""
     if moved.subscriber_id is None:
         return None
     sub = session.get(Subscriber, moved.subscriber_id)
     if sub is None:
         return None
-    failed = ChannelName(moved.channel)
     addresses = planning.addresses_of(sub)
     while True:
-        target = planning.next_channel(
-            failed, sub.channels, sub.opt_outs, addresses, settings.channels_enabled
-        )
+        target = planning.next_channel(failed, sub.channels, sub.opt_outs, addresses, enabled)
         if target is None:
             return None
         if is_suppressed(session, target.channel, target.address) is None:
@@ -228,16 +243,16 @@ def fail_over_planned(session: Session, settings: Settings, moved: Moved) -> int
     )
     if new_id is None:
         return None
+    counts = {"outstanding": BroadcastTier.outstanding + 1}
+    if planned:
+        counts["planned"] = BroadcastTier.planned + 1
     session.execute(
         update(BroadcastTier)
         .where(BroadcastTier.broadcast_id == moved.broadcast_id, BroadcastTier.tier == moved.tier)
-        .values(
-            planned=BroadcastTier.planned + 1,
-            outstanding=BroadcastTier.outstanding + 1,
-        )
+        .values(**counts)
     )
     count_moves(session, [(moved.broadcast_id, moved.tier, target.channel.value)], None, State.PENDING)
-    return new_id
+    return target.channel, new_id
 
 
 def withdraw_pending(
