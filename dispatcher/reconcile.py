@@ -18,6 +18,7 @@ MAX_AGE ago are left alone (SendGrid keeps activity for days, not forever).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -98,17 +99,39 @@ def plan(database: Database, settings: Settings, channels: Sequence[ChannelName]
     return claimed
 
 
-def status_throttle(
-    limiter: RateLimiter, settings: Settings, channel: ChannelName, provider: str
-) -> Callable[[], None]:
-    """Status queries at the provider's rate, in their own bucket: they never take a send's slot."""
+def status_slots(
+    limiter: RateLimiter, settings: Settings, channel: ChannelName, provider: str, wanted: int
+) -> tuple[Callable[[], None], int]:
+    """Status queries at the provider's rate, in their own bucket (they never take a send's slot),
+    and like sends never sleeping through the limit: only the slots that start within one pacing
+    window are reserved. Returns a throttle that waits for each in turn, and how many there are."""
     limit: Limit = provider_limits(settings)[channel]
     bucket = key("rate", provider, "status", settings=settings)
+    window = min(settings.rate_pace_window_s, settings.lease_s / 4)
+    due: list[float] = []
+    for _ in range(wanted):
+        index, delay = limiter.try_reserve([bucket], limit, window)
+        if index is None:
+            break
+        due.append(time.monotonic() + delay)
+    slots = iter(due)
 
     def throttle() -> None:
-        limiter.wait(bucket, limit)
+        time.sleep(max(0.0, next(slots) - time.monotonic()))
 
-    return throttle
+    return throttle, len(due)
+
+
+def hand_back(database: Database, settings: Settings, ids: Sequence[int]) -> None:
+    """Rows claimed but not asked about (no slot in this window): due again at the next pass."""
+    if not ids:
+        return
+    with database.session() as session:
+        session.execute(
+            update(Delivery)
+            .where(id_in(session, Delivery.id, list(ids)), Delivery.state == State.SENT.value)
+            .values(updated_at=utcnow() - timedelta(seconds=settings.reconcile_after_s))
+        )
 
 
 def reconcile_rows(
@@ -134,7 +157,12 @@ def reconcile_rows(
         ]
     if not rows:
         return {"asked": 0, "moved": 0}
-    reports = source.fetch_statuses(rows, status_throttle(limiter, settings, channel, source.provider))
+    throttle, slots = status_slots(limiter, settings, channel, source.provider, len(rows))
+    rows, later = rows[:slots], rows[slots:]
+    hand_back(database, settings, [r.delivery_id for r in later])
+    if not rows:
+        return {"asked": 0, "moved": 0}
+    reports = source.fetch_statuses(rows, throttle)
     verdicts = apply_reports(database, settings, reports, source="reconcile") if reports else []
     count_asked(settings, source.provider, len(rows))
     moved = sum(1 for v in verdicts if v is Verdict.APPLIED)

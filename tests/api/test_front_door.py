@@ -334,7 +334,7 @@ def test_a_webhook_receiver_failing_long_enough_is_suppressed_and_a_success_rese
         }
     )
     hook = "https://hooks.example.com/a"
-    row = Moved(1, 1, 2, "webhook", hook, "en", None, 1)
+    row = Moved(1, 1, 2, "webhook", hook, "en", None, 1, 1)
     failed = [Outcome.failed(1, Failure.PERMANENT, code="404", error="HTTP 404 Not Found")]
     ok = [Outcome.ok(1, None)]
     with db.session() as session:

@@ -12,12 +12,13 @@ from dispatcher.auth import bootstrap_keys
 from dispatcher.store.db import Database
 from tests.scheduler.conftest import settings_for
 
-H = {"Authorization": "Bearer c-key"}
+COMMANDER, VIEWER = "c" * 32, "v" * 32
+H = {"Authorization": f"Bearer {COMMANDER}"}
 
 
 def _client(db: Database) -> TestClient:
     with db.session() as session:
-        bootstrap_keys(session, "commander:c-key,viewer:v-key")
+        bootstrap_keys(session, f"commander:{COMMANDER},viewer:{VIEWER}")
     app = create_app(settings_for(db, maintenance_reminder_offsets_s=[86400, 3600]))
     if not any(getattr(r, "path", "").startswith("/v1/maintenances") for r in app.routes):
         app.include_router(router)  # until the lead mounts it in app.py
@@ -61,10 +62,10 @@ def test_schedule_move_cancel_and_list(db: Database) -> None:
     assert all(n["state"] != "pending" for n in cancelled.json()["notices"])
     again = client.post(f"/v1/maintenances/{mid}/cancel", headers=H)
     assert again.status_code == 409
-    listed = client.get("/v1/maintenances", headers={"Authorization": "Bearer v-key"})
+    listed = client.get("/v1/maintenances", headers={"Authorization": f"Bearer {VIEWER}"})
     assert [m["id"] for m in listed.json()["items"]] == [mid]
     assert (
-        client.post("/v1/maintenances", json=body, headers={"Authorization": "Bearer v-key"}).status_code
+        client.post("/v1/maintenances", json=body, headers={"Authorization": f"Bearer {VIEWER}"}).status_code
         == 403
     )
     bad = client.post("/v1/maintenances", json={"title": "x", "starts_at": starts.isoformat()}, headers=H)
