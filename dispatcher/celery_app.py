@@ -16,9 +16,11 @@
   the loss, the first close completes, and the worker reconnects (tests/test_broker_restart.py).
   Unacked tasks stay in Redis's unacked set and come back after the visibility timeout; the sweeper
   covers their rows and gates long before that.
-  Known, not yet fixed: a task that finishes while Redis is down cannot be acked, and kombu keeps it
-  as a taken prefetch slot; once as many have failed as the worker has processes (logged "Couldn't
-  ack"), the worker stays up but consumes nothing more until it is restarted.
+- an ack that fails frees its prefetch slot (`free_slot_on_failed_ack`): a task that finishes while
+  Redis is down cannot be acked, and kombu 5.7's Redis QoS raises before it releases the slot, so
+  with prefetch 1 a single failed ack ("Couldn't ack") left the worker up but consuming nothing,
+  for good (the Redis drill hung on it). The task's copy stays in Redis's unacked set and comes back
+  after the visibility timeout, when its claim finds nothing left to send.
 """
 
 from __future__ import annotations
@@ -133,6 +135,36 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def free_slot_on_failed_ack() -> None:
+    """Wraps kombu's Redis QoS ack and reject so the local prefetch slot is released even when
+    removing the message from Redis's unacked index fails (see the module docstring). There is no
+    setting for it; the wrapper keeps kombu's own behaviour and error, adding only the release."""
+    from kombu.transport import redis as kombu_redis
+    from kombu.transport.virtual import QoS as VirtualQoS
+
+    qos = kombu_redis.QoS
+    if getattr(qos.ack, "frees_slot", False):
+        return
+    ack, reject = qos.ack, qos.reject
+
+    def safe_ack(self: Any, delivery_tag: Any) -> None:
+        try:
+            ack(self, delivery_tag)
+        except Exception:
+            VirtualQoS.ack(self, delivery_tag)  # the slot is free; Redis keeps its unacked copy
+            raise
+
+    def safe_reject(self: Any, delivery_tag: Any, requeue: bool = False) -> None:
+        try:
+            reject(self, delivery_tag, requeue=requeue)
+        except Exception:
+            VirtualQoS.ack(self, delivery_tag)
+            raise
+
+    safe_ack.frees_slot = True  # type: ignore[attr-defined]
+    qos.ack, qos.reject = safe_ack, safe_reject  # type: ignore[method-assign]
+
+
 def make_celery(settings: Settings | None = None) -> Celery:
     app = Celery("outage_dispatcher", include=["dispatcher.tasks"])
     settings = settings or get_settings()
@@ -142,6 +174,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 
 app = make_celery()
+free_slot_on_failed_ack()
 
 
 @worker_process_init.connect
