@@ -42,20 +42,24 @@ def run_broadcast(broadcast_id: int) -> None:
     _run_broadcast(get_database(), get_settings(), broadcast_id)
 
 
-@app.task(name="dispatcher.plan_tier")
+# A PostgreSQL deadlock victim (planning's inserts or a gate check against a batch's recording)
+# rolled back: run it again soon, rather than leave the tier `planning` until the sweeper's lease.
+# Planning a tier and checking a gate are safe to run again.
+DB_RETRY: dict[str, Any] = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 10,
+    "max_retries": 5,
+}
+
+
+@app.task(name="dispatcher.plan_tier", **DB_RETRY)
 def plan_tier(broadcast_id: int, tier: int) -> None:
     plan_next_tier(get_database(), get_settings(), broadcast_id, tier)
 
 
-# A claim chosen as a PostgreSQL deadlock victim (against another batch's recording) rolled back
-# and left its rows pending with no task: run it again soon, rather than after the sweeper's lease.
-@app.task(
-    name="dispatcher.send_batch",
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=1,
-    retry_backoff_max=10,
-    max_retries=5,
-)
+# A claim chosen as a deadlock victim left its rows pending with no task: the same retry.
+@app.task(name="dispatcher.send_batch", **DB_RETRY)
 def send_batch(broadcast_id: int, channel: str, ids: list[int]) -> int:
     claimed = _send_batch(services(), broadcast_id, ChannelName(channel), ids)
     if claimed:  # status reports that beat the recording of these rows (dispatcher/provider_status.py)
@@ -65,7 +69,7 @@ def send_batch(broadcast_id: int, channel: str, ids: list[int]) -> int:
     return claimed
 
 
-@app.task(name="dispatcher.check_gate")
+@app.task(name="dispatcher.check_gate", **DB_RETRY)
 def check_gate(broadcast_id: int, tier: int) -> None:
     outbox = Outbox()
     with get_database().session() as session:
