@@ -442,15 +442,22 @@ def try_dispatch(session: Session, settings: Settings, broadcast_id: int, tier: 
 def dispatch_started(
     session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox
 ) -> int:
-    """Enqueues new due rows of `tier` on each channel already started; returns how many channels."""
-    channels = session.scalars(
-        select(BroadcastGate.channel).where(
-            BroadcastGate.broadcast_id == broadcast_id,
-            BroadcastGate.tier == tier,
-            BroadcastGate.started_at.is_not(None),
-        )
+    """Enqueues new due rows of `tier` on each channel already started; returns how many channels.
+
+    Every gate row of the tier is locked, started or not, and `started_at` is read under the lock:
+    a gate being started by another transaction (an earlier tier's recording that opened its gate
+    while this tier's planning committed) is waited for and then seen started. Filtering on
+    `started_at` in SQL would skip that row without waiting: the other side dispatched before the
+    planned rows were visible to it, this side saw the gate shut, and the tier's rows were never
+    queued (seen in CI: 40 customers pending until the gate's timeout, and after it)."""
+    rows = session.execute(
+        select(BroadcastGate.channel, BroadcastGate.started_at)
+        .where(BroadcastGate.broadcast_id == broadcast_id, BroadcastGate.tier == tier)
+        .order_by(BroadcastGate.channel)
+        .with_for_update()
     ).all()
-    for channel in sorted(channels):
+    channels = [channel for channel, started_at in rows if started_at is not None]
+    for channel in channels:
         _dispatch_channel(session, settings, broadcast_id, tier, channel, outbox)
     return len(channels)
 
