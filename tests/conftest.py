@@ -1,5 +1,6 @@
 """Real parts, isolated: every test run gets its own Redis key prefix and its own PostgreSQL schema
-and SQLite files, and removes them at the end, because CI shares the machine's servers.
+and SQLite files, and removes them at the end, because CI shares the machine's servers. Under
+pytest-xdist each runner process imports this module itself, so each is such a run of its own.
 
 Environment (all optional):
 - TEST_REDIS_URL: default redis://127.0.0.1:6379/0; if nothing answers there, an embedded Redis

@@ -14,6 +14,7 @@ import pytest
 from config import Settings
 from tests.conftest import free_port, start_redis_server
 from tests.harness import Harness
+from tests.processes import start_api
 
 pytestmark = pytest.mark.slow
 
@@ -115,25 +116,11 @@ def _open_and_send(harness: Harness) -> int:
 
 def _start_api(harness: Harness, tmp_path: Path) -> tuple[str, subprocess.Popen[bytes]]:
     import os
-    import sys
-
-    import httpx
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, **harness.env, "DATABASE_URL": harness.database.url}
-    log = (tmp_path / "api.log").open("ab")
-    argv = ["dispatcher.api:create_app", "--factory", "--port", str(port), "--no-access-log"]
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", *argv], env=env, stdout=log, stderr=log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return url, proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.terminate()
-    raise AssertionError((tmp_path / "api.log").read_text())
+    return url, start_api(env, tmp_path / "api.log", port)
 
 
 def test_incident_posted_while_redis_is_down_is_201_and_sent_once_when_it_returns(

@@ -5,11 +5,7 @@ callback signed with any other secret (or the old public constant) is refused.""
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +16,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from channels.sandbox.signing import EventWebhookSigner
-from tests.conftest import free_port
+from tests.processes import Up, newcomer_env
 
 pytestmark = pytest.mark.slow
 
@@ -36,34 +32,15 @@ def _receipts(url: str, broadcast_id: int) -> list[dict[str, Any]]:
 
 
 def test_up_passes_the_sandbox_its_per_run_secret_and_refuses_any_other(tmp_path: Path) -> None:
-    port, sandbox_port = free_port(), free_port()
-    drop = {"REDIS_URL", "DATABASE_URL", "DISPATCHER_DATA_DIR", "DISPATCHER_SANDBOX_SECRET"}
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env["DISPATCHER_REDIS_PREFIX"] = ""
-    env["DISPATCHER_API_KEYS"] = f"commander:{COMMANDER},admin:{ADMIN}"
-    argv = [
-        sys.executable,
-        "-m",
-        "dispatcher.cli",
-        "up",
-        "--port",
-        str(port),
-        "--sandbox-port",
-        str(sandbox_port),
-    ]
-    proc = subprocess.Popen(
-        argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    env = newcomer_env(
+        drop={"DISPATCHER_SANDBOX_SECRET"},
+        DISPATCHER_REDIS_PREFIX="",
+        DISPATCHER_API_KEYS=f"commander:{COMMANDER},admin:{ADMIN}",
     )
-    url = f"http://127.0.0.1:{port}"
+    up = Up(tmp_path, env)
+    url = up.url
     try:
-        lines: list[str] = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and "ready" not in lines:
-            line = proc.stdout.readline() if proc.stdout else ""
-            if not line:
-                break
-            lines.append(line.rstrip("\n"))
-        assert "ready" in lines, "\n".join(lines)
+        up.wait_ready(120)
         admin = {"Authorization": f"Bearer {ADMIN}"}
         subscriber = {"lists": ["customers"], "phone": "+14155550142", "email": "pat@example.com"}
         assert httpx.put(f"{url}/v1/subscribers/pat", json=subscriber, headers=admin).status_code == 201
@@ -130,5 +107,4 @@ def test_up_passes_the_sandbox_its_per_run_secret_and_refuses_any_other(tmp_path
         assert forged.status_code == 403, forged.text
         assert {r["state"] for r in _receipts(url, broadcast_id)} == {"delivered"}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        up.stop()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import binascii
 import json
 import time
-from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
@@ -90,6 +89,23 @@ def twilio_url(settings: Settings, request: Request) -> str:
     return settings.public_url.rstrip("/") + request.url.path + (f"?{query}" if query else "")
 
 
+async def verified_twilio_form(request: Request, settings: Settings) -> dict[str, str]:
+    """A Twilio request's form fields, once its X-Twilio-Signature matches them (status callbacks
+    and inbound messages alike); a body that is not UTF-8 cannot match and is refused the same way."""
+    body = await request.body()
+    signature = request.headers.get("X-Twilio-Signature")
+    if not signature:
+        raise SignatureInvalid("missing X-Twilio-Signature", fields=["X-Twilio-Signature"])
+    try:
+        params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        params = None
+    validator = RequestValidator(twilio_token(settings))
+    if params is None or not validator.validate(twilio_url(settings, request), params, signature):
+        raise SignatureInvalid("the Twilio signature does not match", fields=["X-Twilio-Signature"])
+    return params
+
+
 @router.post("/sendgrid", status_code=204, summary="SendGrid Event Webhook (ECDSA-signed)")
 async def sendgrid_events(
     request: Request, settings: Settings = Depends(get_settings), database: Database = Depends(get_db)
@@ -115,17 +131,7 @@ async def twilio_status(
     settings: Settings = Depends(get_settings),
     database: Database = Depends(get_db),
 ) -> Response:
-    body = await request.body()
-    signature = request.headers.get("X-Twilio-Signature")
-    if not signature:
-        raise SignatureInvalid("missing X-Twilio-Signature", fields=["X-Twilio-Signature"])
-    try:
-        params: dict[str, Any] | None = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError:
-        params = None
-    validator = RequestValidator(twilio_token(settings))
-    if params is None or not validator.validate(twilio_url(settings, request), params, signature):
-        raise SignatureInvalid("the Twilio signature does not match", fields=["X-Twilio-Signature"])
+    params = await verified_twilio_form(request, settings)
     report = status_callback_report(delivery_id, params)
     if report is not None:
         await anyio.to_thread.run_sync(apply_reports, database, settings, [report])

@@ -16,14 +16,12 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import EmailStr, TypeAdapter, ValidationError
-from twilio.request_validator import RequestValidator
 
 from channels.base import ChannelName
 from config import Settings
 from dispatcher import subscriptions
 from dispatcher.api.deps import get_db, get_settings
 from dispatcher.api.errors import error_body
-from dispatcher.errors import SignatureInvalid
 from dispatcher.fanout import Outbox
 from dispatcher.logs import mask
 from dispatcher.public.pages import (
@@ -451,19 +449,9 @@ def _manage(
 async def twilio_inbound(
     request: Request, settings: Settings = Depends(get_settings), database: Database = Depends(get_db)
 ) -> Response:
-    from dispatcher.api.webhooks import twilio_token, twilio_url
+    from dispatcher.api.webhooks import verified_twilio_form
 
-    body = await request.body()
-    signature = request.headers.get("X-Twilio-Signature")
-    if not signature:
-        raise SignatureInvalid("missing X-Twilio-Signature", fields=["X-Twilio-Signature"])
-    try:
-        params = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
-    except UnicodeDecodeError:
-        params = None
-    validator = RequestValidator(twilio_token(settings))
-    if params is None or not validator.validate(twilio_url(settings, request), params, signature):
-        raise SignatureInvalid("the Twilio signature does not match", fields=["X-Twilio-Signature"])
+    params = await verified_twilio_form(request, settings)
     try:
         phone = e164(params.get("From", ""))
     except ValueError:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from dispatcher.store.db import Database
 from tests.api.conftest import purge_queues
 from tests.conftest import free_port
 from tests.harness import FAST, Harness
+from tests.processes import start_api
 
 pytestmark = pytest.mark.slow
 
@@ -68,21 +68,7 @@ def api(harness: Harness, db: Database, tmp_path: Path) -> Iterator[Api]:
         "DATABASE_URL": db.url,
     }
     log = tmp_path / "api.log"
-    with log.open("ab") as out:
-        argv = ["dispatcher.api:create_app", "--factory", "--port", str(port), "--no-access-log"]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", *argv], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        proc.terminate()
-        raise AssertionError(f"API did not start: {log.read_text()}")
+    proc = start_api(env, log, port)
     purge_queues(harness.settings)
     yield Api(url, proc, log)
     proc.terminate()

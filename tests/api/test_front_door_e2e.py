@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from dispatcher.subscribers import SubscriberIn
 from tests.api.conftest import purge_queues
 from tests.conftest import free_port
 from tests.harness import FAST, Harness
+from tests.processes import start_api
 
 pytestmark = pytest.mark.slow
 
@@ -57,11 +56,7 @@ def stack(db: Database, sandbox: Any, start_worker: Any, tmp_path: Path) -> Iter
         "DATABASE_URL": db.url,
         "DISPATCHER_SENDGRID_WEBHOOK_PUBLIC_KEY": sandbox.public_key,
     }
-    log = tmp_path / "api.log"
-    with log.open("ab") as out:
-        argv = ["dispatcher.api:create_app", "--factory", "--port", str(port), "--no-access-log"]
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", *argv], env=env, stdout=out, stderr=out)
-    _until(lambda: _healthy(url), 30, lambda: log.read_text())
+    proc = start_api(env, tmp_path / "api.log", port)
     purge_queues(harness.settings)
     with db.session() as session:
         admin = create_key(session, Role.ADMIN)

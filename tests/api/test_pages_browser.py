@@ -5,13 +5,9 @@ neutral answer, on a phone-sized screen, with no Content-Security-Policy violati
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -21,6 +17,7 @@ from dispatcher.store.models import Signup, Subscriber
 from dispatcher.store.subscribers import upsert
 from dispatcher.subscribers import SubscriberIn
 from tests.conftest import free_port, fresh_database_url
+from tests.processes import start_api
 
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists() and os.environ.get("REQUIRE_BROWSER") == "1":
@@ -49,20 +46,7 @@ def site(tmp_root: Path) -> Iterator[tuple[str, Database]]:
         "DISPATCHER_PUBLIC_POSTS_PER_HOUR": "10000",
         "DISPATCHER_PUBLIC_VIEWS_PER_HOUR": "10000",
     }
-    log = tmp_root / "browser-api.log"
-    with log.open("ab") as out:
-        argv = ["dispatcher.api:create_app", "--factory", "--port", str(port), "--no-access-log"]
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", *argv], env=env, stdout=out, stderr=out)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.terminate()
-        raise AssertionError(log.read_text())
+    proc = start_api(env, tmp_root / "browser-api.log", port)
     yield url, database
     proc.terminate()
     proc.wait(timeout=20)
