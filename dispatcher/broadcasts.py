@@ -127,6 +127,24 @@ def tier_layout(session: Session, settings: Settings) -> tuple[list[int], int]:
     return sorted(list_tiers | {public_tier}), public_tier
 
 
+def sending_channels(
+    settings: Settings,
+    event: EventKind,
+    *,
+    override: Iterable[ChannelName] | None = None,
+    impact_rose: bool = False,
+) -> list[ChannelName]:
+    """The channels a notice goes to under this service's settings: the one call a broadcast and
+    its preview share, so a configured `channel_policy` counts the audience the broadcast plans."""
+    return channels_for(
+        event,
+        enabled=settings.channels_enabled,
+        impact_rose=impact_rose,
+        override=override,
+        policy=settings.channel_policy,
+    )
+
+
 def create_broadcast(
     session: Session,
     settings: Settings,
@@ -141,13 +159,7 @@ def create_broadcast(
     """Records the broadcast, its tiers and its rendered variants; planning happens in a task."""
     from channels.registry import build_channels
 
-    sending_on = channels_for(
-        event,
-        enabled=settings.channels_enabled,
-        impact_rose=impact_rose,
-        override=channels,
-        policy=settings.channel_policy,
-    )
+    sending_on = sending_channels(settings, event, override=channels, impact_rose=impact_rose)
     policy: dict[str, object] = {
         "channels": [c.value for c in sending_on],
         "scope": {"components": list(message.components), "regions": list(message.regions)},

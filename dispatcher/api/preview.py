@@ -16,10 +16,9 @@ from config import Settings
 from dispatcher import planning
 from dispatcher.api.deps import BROADCAST, Caller, get_db, get_settings
 from dispatcher.api.schemas import ERRORS, PreviewIn
-from dispatcher.broadcasts import tier_layout
+from dispatcher.broadcasts import sending_channels, tier_layout
 from dispatcher.fanout import PAGE, PLANNING_COLUMNS, SCOPE_COLUMNS
 from dispatcher.message import EventKind, Kind
-from dispatcher.policy import channels_for
 from dispatcher.store.db import Database
 from dispatcher.store.models import Membership, Subscriber, SubscriberList
 
@@ -46,7 +45,7 @@ def preview(
     ctx = RenderContext(
         event=event, sms_segment_budget=settings.sms_segment_budget, unsubscribe_url=settings.unsubscribe_url
     )
-    sending_on = channels_for(event, enabled=settings.channels_enabled, override=body.channels)
+    sending_on = sending_channels(settings, event, override=body.channels)
     variants = {
         name.value: adapter.condense(message, ctx).to_json()
         for name, adapter in build_channels(settings, templates).items()

@@ -7,11 +7,13 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from channels.base import ChannelName
 from config import Settings
 from dispatcher.api import create_app
+from dispatcher.message import EventKind
 from dispatcher.store.db import Database
-from dispatcher.store.models import Base
-from tests.api.conftest import MESSAGE, auth
+from dispatcher.store.models import Base, Broadcast
+from tests.api.conftest import MESSAGE, auth, purge_queues
 
 
 def row_counts(db: Database) -> dict[str, int]:
@@ -80,3 +82,33 @@ def test_a_broken_override_template_is_reported(db: Database, keys: dict[str, st
     assert response.status_code == 500
     error = response.json()["error"]
     assert error["code"] == "template_error" and "sms/default.txt.j2" in error["message"]
+
+
+def test_preview_counts_the_channels_a_configured_policy_sends_on(
+    db: Database, keys: dict[str, str], settings: Settings
+) -> None:
+    """With `channel_policy` set (SMS on no event, chat on maintenance only), the preview's channels
+    and audience are the broadcast's: it once counted the default policy's."""
+    configured = settings.model_copy(
+        update={"channel_policy": {ChannelName.SMS: [], ChannelName.CHAT: [EventKind.MAINTENANCE_SCHEDULED]}}
+    )
+    admin = auth(keys["admin"])
+    with TestClient(create_app(configured)) as client:
+        body = {
+            "lists": ["admins"],
+            "email": "a1@example.com",
+            "phone": "+14155550101",
+            "slack_channel": "C0A",
+        }
+        assert client.put("/v1/subscribers/a1", json=body, headers=admin).status_code == 201
+        preview = client.post("/v1/preview", json=MESSAGE, headers=auth(keys["commander"])).json()
+        created = client.post("/v1/incidents", json=MESSAGE, headers=auth(keys["commander"]))
+        assert created.status_code == 201, created.text
+    purge_queues(configured)
+    assert "sms" not in preview["channels"] and "chat" not in preview["channels"]
+    with db.session() as session:
+        broadcast = session.get(Broadcast, created.json()["broadcast"]["id"])
+        assert broadcast is not None
+        assert broadcast.policy["channels"] == preview["channels"]
+    tier0 = next(t for t in preview["audience"]["tiers"] if t["tier"] == 0)
+    assert set(tier0["channels"]) == {"email"} & set(preview["channels"])
