@@ -8,14 +8,20 @@ addresses are refused, IPv4-mapped IPv6 and numeric spellings (`2130706433`) inc
 check runs on what the resolver returns. Hosts named in `webhook_allowed_hosts` (the sandbox, in
 development) skip the address check. It runs on save and again before each send; redirects are
 never followed (a 3xx is a failed delivery), so a redirect cannot lead anywhere unchecked.
+
+A check before the send still leaves the HTTP client to resolve the host again, and a host whose
+DNS answers change between the two (rebinding) would be reached on an address nobody checked:
+`CheckedConnections` makes the check at connect time, on the addresses it then connects to.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import urlsplit
+
+import httpcore
 
 from config import Settings
 
@@ -91,4 +97,57 @@ def problem(url: str | None, settings: Settings, resolver: Resolver = resolve) -
         check(url, settings, resolver)
     except UnsafeUrl as exc:
         return str(exc)
+    return None
+
+
+class RefusedAddress(httpcore.ConnectError):
+    """A connection refused before it was made: its host resolved to an address webhooks may not reach."""
+
+
+class CheckedConnections(httpcore.SyncBackend):
+    """httpcore's network backend with the address rule at connect time: the host is resolved once,
+    every address is checked, and the connection goes to a checked address (TLS still verifies the
+    host name). The allowed hosts (the sandbox) connect as they are."""
+
+    def __init__(self, settings: Settings, resolver: Resolver = resolve) -> None:
+        self.allowed = {h.lower() for h in settings.webhook_allowed_hosts}
+        self.resolver = resolver
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        if host.rstrip(".").lower() in self.allowed:
+            return super().connect_tcp(host, port, timeout, local_address, socket_options)
+        try:
+            addresses = list(self.resolver(host, port))
+        except (OSError, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"the host '{host}' does not resolve: {exc}") from None
+        if not addresses:
+            raise httpcore.ConnectError(f"the host '{host}' does not resolve")
+        for address in addresses:
+            reason = refused_address(address)
+            if reason:
+                raise RefusedAddress(f"the host '{host}' is refused: {reason}")
+        failure: httpcore.ConnectError | None = None
+        for address in addresses:
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+
+def refused_connection(exc: BaseException) -> str | None:
+    """The reason when an HTTP client error is `CheckedConnections` refusing the address."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, RefusedAddress):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
     return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, cast
 
 import httpx
@@ -28,6 +28,24 @@ def encode_payload(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
 
 
+def checked_transport(
+    settings: Settings, limits: httpx.Limits, resolver: Callable[[str, int], Sequence[str]] | None = None
+) -> httpx.HTTPTransport:
+    """An HTTP transport whose connections check their address as they are made (see
+    dispatcher/safe_url.py). httpx does not take a network backend, so its connection pool is
+    given one; behind an egress proxy (HTTPS_PROXY) the proxy connects, and the check before each
+    send is what remains."""
+    import httpcore
+
+    from dispatcher.safe_url import CheckedConnections
+
+    transport = httpx.HTTPTransport(limits=limits)
+    if type(transport._pool) is httpcore.ConnectionPool:
+        backend = CheckedConnections(settings) if resolver is None else CheckedConnections(settings, resolver)
+        transport._pool._network_backend = backend
+    return transport
+
+
 class WebhookChannel:
     name: ClassVar[ChannelName] = ChannelName.WEBHOOK
     max_batch: ClassVar[int] = 50
@@ -41,9 +59,10 @@ class WebhookChannel:
     def _make_client(self) -> httpx.Client:
         size = max(1, self.settings.send_concurrency)
         announce_mode(self.name, "webhook", True, "subscriber URLs")
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         return httpx.Client(
+            transport=checked_transport(self.settings, limits),
             timeout=self.settings.provider_timeout_s,
-            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
             follow_redirects=False,
             headers={"User-Agent": "outage-dispatcher-webhook/1"},
         )
@@ -85,6 +104,13 @@ class WebhookChannel:
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             return Outcome.failed(recipient.delivery_id, Failure.PERMANENT, code="bad_url", error=str(exc))
         except httpx.HTTPError as exc:
+            from dispatcher.safe_url import refused_connection
+
+            refused = refused_connection(exc)  # the host re-resolved to a refused address (rebinding)
+            if refused:
+                return Outcome.failed(
+                    recipient.delivery_id, Failure.PERMANENT, code="unsafe_url", error=refused
+                )
             return Outcome.failed(recipient.delivery_id, Failure.RETRYABLE, code="connection", error=str(exc))
         status = response.status_code
         if 200 <= status < 300:

@@ -4,15 +4,17 @@ resolution, with nothing sent; a receiver's answer body is never stored."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from channels.sandbox import SandboxServer
-from channels.webhook.adapter import WebhookChannel
+from channels.webhook.adapter import WebhookChannel, checked_transport
 from config import Settings
 from dispatcher.api import create_app
-from dispatcher.safe_url import UnsafeUrl, check, refused_address
+from dispatcher.safe_url import UnsafeUrl, check, refused_address, refused_connection
 from dispatcher.store.db import Database
 from dispatcher.store.models import Subscriber
 from tests.api.conftest import auth, count
@@ -85,3 +87,23 @@ def test_nothing_is_sent_to_a_refused_url_and_no_answer_body_is_kept(sandbox: Sa
     sandbox.set_faults("webhook", error_rate=1.0, error_status=502)
     [failed] = WebhookChannel(make_settings()).send(webhook_variant(), hook)
     assert failed.code == "502" and failed.error == "HTTP 502 Bad Gateway"
+
+
+def test_a_host_rebound_to_loopback_after_its_check_is_refused_when_connecting(
+    sandbox: SandboxServer,
+) -> None:
+    """DNS rebinding: the check before the send saw a public address, the connection would get the
+    sandbox's loopback one. The webhook transport checks what it connects to, so nothing arrives."""
+    settings = Settings(webhook_allow_http=True, webhook_allowed_hosts=[])
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])  # the check's answer, then the connection's
+
+    def rebinding(host: str, port: int) -> list[str]:
+        return next(answers)
+
+    url = f"http://hooks.example.com:{urlsplit(sandbox.url).port}/hooks/a"
+    check(url, settings, rebinding)  # a public address: the check before the send passes
+    client = httpx.Client(transport=checked_transport(settings, httpx.Limits(), rebinding))
+    with client, pytest.raises(httpx.ConnectError) as caught:
+        client.post(url, content=b"{}")
+    assert "loopback" in (refused_connection(caught.value) or "")
+    assert sandbox.messages("webhook") == []
