@@ -49,6 +49,8 @@ from dispatcher.store.models import (
 )
 
 PAGE = 5000
+# A later tier's planning task writes this many pages, then hands the rest on (plan_next_tier).
+PAGES_PER_TASK = 1
 URGENT_TIER = 0  # the first tier (admins): its batches jump every queue
 # The variant key for tiers whose resolved notice carries compensation (see broadcasts.compensation_text).
 COMPENSATION_LOCALE = "en+compensation"
@@ -207,12 +209,23 @@ def _subscribers_in_tier(
 
 
 def plan_tier(
-    database: Database, settings: Settings, broadcast_id: int, tier: int, public_tier: int | None
-) -> None:
+    database: Database,
+    settings: Settings,
+    broadcast_id: int,
+    tier: int,
+    public_tier: int | None,
+    *,
+    after: int = 0,
+    max_pages: int | None = None,
+) -> int | None:
     """Writes the tier's delivery rows, a page of subscribers at a time (never the whole audience
     in memory), counting each page in the transaction that writes it, then marks the tier planned.
     Once the tier's turn has come, each page is sent as soon as it is written: 95,000 customers
-    need not wait for the last page to be planned. Safe to run again after a crash."""
+    need not wait for the last page to be planned. Safe to run again after a crash.
+
+    From subscriber id `after` on; with `max_pages`, stops after that many pages and returns the
+    cursor to go on from (None once the tier is planned), so a caller can plan a big tier in short
+    tasks (see plan_next_tier)."""
     with database.session() as session:
         broadcast = session.get(Broadcast, broadcast_id)
         assert broadcast is not None
@@ -240,12 +253,15 @@ def plan_tier(
             *(SCOPE_COLUMNS if scoped else ()),
             *(_QUIET_COLUMNS if respect_quiet else ()),
         )
-        after = 0
+        pages = 0
         while True:
+            if max_pages is not None and pages >= max_pages:
+                return after  # the rest in a task of its own
             with database.session() as session:
                 page = _subscribers_in_tier(session, tier, after, columns)
             if not page:
                 break
+            pages += 1
             rows = []
             for sub in page:
                 if scoped and not planning.in_scope(sub.components, sub.regions, components, regions):
@@ -275,6 +291,7 @@ def plan_tier(
             )
             .values(state="planned")
         )
+    return None
 
 
 def _write_page(
@@ -388,14 +405,28 @@ def run_broadcast(database: Database, settings: Settings, broadcast_id: int) -> 
         plan_next_tier(database, settings, broadcast_id, tiers[0])
 
 
-def plan_next_tier(database: Database, settings: Settings, broadcast_id: int, tier: int) -> None:
+def plan_next_tier(
+    database: Database, settings: Settings, broadcast_id: int, tier: int, after: int = 0
+) -> None:
     """Plans one tier, dispatches it where its turn has come, and hands the next tier to a task of
     its own: planning 95,000 customers in one long task would keep even the admins' sends waiting
-    for the worker process it holds (measured: 19.6 s to the first admin with one worker, 100k)."""
+    for the worker process it holds (measured: 19.6 s to the first admin with one worker, 100k).
+
+    A tier after the first is planned one page per task: the task hands the rest of the tier to a
+    task of its own (`after`, the cursor), queued behind every urgent task. Planning 95,000
+    customers in one task held a worker for seconds: with one worker process, a second incident's
+    admins waited 16-17 s behind it (benchmarks/backtoback.py, 100k, `--workers 1`). The first
+    tier is planned whole: it is the urgent work."""
     with database.session() as session:
         tiers = [t.tier for t in tiers_of(session, broadcast_id)]
         public = public_tier_of(session, broadcast_id, tiers)
-    plan_tier(database, settings, broadcast_id, tier, public)
+    sliced = PAGES_PER_TASK if tiers and tier != tiers[0] else None
+    cursor = plan_tier(database, settings, broadcast_id, tier, public, after=after, max_pages=sliced)
+    if cursor is not None:
+        rest = Outbox()
+        rest.add("dispatcher.plan_tier", [broadcast_id, tier, cursor], "control")
+        rest.flush()
+        return
     following = next((t for t in tiers if t > tier), None)
     outbox = Outbox()
     with database.session() as session:

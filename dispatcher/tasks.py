@@ -54,8 +54,9 @@ DB_RETRY: dict[str, Any] = {
 
 
 @app.task(name="dispatcher.plan_tier", **DB_RETRY)
-def plan_tier(broadcast_id: int, tier: int) -> None:
-    plan_next_tier(get_database(), get_settings(), broadcast_id, tier)
+def plan_tier(broadcast_id: int, tier: int, after: int = 0) -> None:
+    """Plans a tier after the first from subscriber id `after`, a page per task (fanout.plan_next_tier)."""
+    plan_next_tier(get_database(), get_settings(), broadcast_id, tier, after)
 
 
 # A claim chosen as a deadlock victim left its rows pending with no task: the same retry.

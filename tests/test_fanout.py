@@ -6,6 +6,7 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -237,8 +238,8 @@ def test_no_worker_no_sending(harness: Harness) -> None:
     assert harness.progress(broadcast_id)["state"] == "queued"
 
 
-def _queued_batches(channel: str) -> list[list[int]]:
-    """The delivery ids of every send_batch task waiting in a channel's queue (no worker runs)."""
+def _queued_tasks(queue: str) -> list[tuple[str, list[Any]]]:
+    """Every task waiting in a queue, (name, args), taken out of it (no worker runs)."""
     import base64
     import json
 
@@ -248,15 +249,65 @@ def _queued_batches(channel: str) -> list[list[int]]:
     from dispatcher.celery_app import queue_keys
 
     client = redis_lib.Redis.from_url(get_settings().redis_url or "")
-    batches = []
-    for key in queue_keys(channel, get_settings()):  # one list per priority step
+    tasks = []
+    for key in queue_keys(queue, get_settings()):  # one list per priority step
         for raw in reversed(client.lrange(key, 0, -1)):  # pushed on the left: oldest last
             message = json.loads(raw)
-            if message["headers"]["task"] == "dispatcher.send_batch":
-                args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-                batches.append(list(args[2]))
+            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            tasks.append((message["headers"]["task"], list(args)))
         client.delete(key)
-    return batches
+    return tasks
+
+
+def _queued_batches(channel: str) -> list[list[int]]:
+    """The delivery ids of every send_batch task waiting in a channel's queue (no worker runs)."""
+    return [list(args[2]) for task, args in _queued_tasks(channel) if task == "dispatcher.send_batch"]
+
+
+def test_a_later_tier_is_planned_a_page_per_task_and_each_subscriber_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later tier's planning task writes one page and queues the rest of the tier as a task of its
+    own, so no planning task holds a worker for a whole tier; the last one plans the next tier.
+    Driven by hand, no worker."""
+    from dispatcher import fanout
+    from dispatcher.store.models import BroadcastTier
+
+    monkeypatch.setattr(fanout, "PAGE", 2)
+    harness.subscribers(tiered_audience(admins=1, stakeholders=0, customers=5))
+    broadcast_id = harness.open(OutageMessage(title="sliced", impact="major"), send=False)
+    _queued_tasks("control")
+
+    def planned() -> tuple[list[str], str]:
+        with harness.database.session() as session:
+            addresses = session.scalars(
+                select(Delivery.address).where(Delivery.broadcast_id == broadcast_id, Delivery.tier == 2)
+            ).all()
+            state = session.scalar(
+                select(BroadcastTier.state).where(
+                    BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == 2
+                )
+            )
+        return sorted(addresses), str(state)
+
+    seen, after, tasks = [], 0, 0
+    while True:
+        fanout.plan_next_tier(harness.database, harness.settings, broadcast_id, 2, after)
+        tasks += 1
+        [(task, args)] = [t for t in _queued_tasks("control") if t[0] == "dispatcher.plan_tier"]
+        assert task == "dispatcher.plan_tier"
+        if args[1] != 2:  # the tier is planned: the next tier's planning is queued
+            assert args == [broadcast_id, 3]
+            break
+        assert args[0] == broadcast_id and args[2] > after  # the rest of this tier, from a cursor
+        after = args[2]
+        addresses, state = planned()
+        assert state == "planning" and len(addresses) == min(len(seen) + 2, 5)
+        seen = addresses
+    addresses, state = planned()
+    assert state != "planning"
+    assert addresses == sorted(f"cus{i}@example.com" for i in range(5))
+    assert tasks == 4  # pages of 2, 2 and 1, then the look that finds no more
 
 
 def test_a_tier_whose_turn_has_come_is_sent_page_by_page_and_each_row_once(
