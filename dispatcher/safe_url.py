@@ -77,8 +77,13 @@ def check(url: str, settings: Settings, resolver: Resolver = resolve) -> None:
         raise UnsafeUrl("the URL may not carry a user name or password")
     if host in {h.lower() for h in settings.webhook_allowed_hosts}:
         return
+    public_addresses(host, port or (443 if scheme == "https" else 80), resolver)
+
+
+def public_addresses(host: str, port: int, resolver: Resolver = resolve) -> list[str]:
+    """What `host` resolves to, every address public; else UnsafeUrl saying why not."""
     try:
-        addresses = resolver(host, port or (443 if scheme == "https" else 80))
+        addresses = list(resolver(host, port))
     except (OSError, UnicodeError):
         raise UnsafeUrl(f"the host '{host}' does not resolve") from None
     if not addresses:
@@ -87,6 +92,7 @@ def check(url: str, settings: Settings, resolver: Resolver = resolve) -> None:
         reason = refused_address(address)
         if reason:
             raise UnsafeUrl(f"the host '{host}' is refused: {reason}")
+    return addresses
 
 
 def problem(url: str | None, settings: Settings, resolver: Resolver = resolve) -> str | None:
@@ -101,7 +107,8 @@ def problem(url: str | None, settings: Settings, resolver: Resolver = resolve) -
 
 
 class RefusedAddress(httpcore.ConnectError):
-    """A connection refused before it was made: its host resolved to an address webhooks may not reach."""
+    """A connection refused before it was made: its host does not resolve, or resolves to an
+    address webhooks may not reach."""
 
 
 class CheckedConnections(httpcore.SyncBackend):
@@ -109,9 +116,9 @@ class CheckedConnections(httpcore.SyncBackend):
     every address is checked, and the connection goes to a checked address (TLS still verifies the
     host name). The allowed hosts (the sandbox) connect as they are."""
 
-    def __init__(self, settings: Settings, resolver: Resolver = resolve) -> None:
+    def __init__(self, settings: Settings, resolver: Resolver | None = None) -> None:
         self.allowed = {h.lower() for h in settings.webhook_allowed_hosts}
-        self.resolver = resolver
+        self.resolver = resolver or resolve
 
     def connect_tcp(
         self,
@@ -124,15 +131,9 @@ class CheckedConnections(httpcore.SyncBackend):
         if host.rstrip(".").lower() in self.allowed:
             return super().connect_tcp(host, port, timeout, local_address, socket_options)
         try:
-            addresses = list(self.resolver(host, port))
-        except (OSError, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"the host '{host}' does not resolve: {exc}") from None
-        if not addresses:
-            raise httpcore.ConnectError(f"the host '{host}' does not resolve")
-        for address in addresses:
-            reason = refused_address(address)
-            if reason:
-                raise RefusedAddress(f"the host '{host}' is refused: {reason}")
+            addresses = public_addresses(host, port, self.resolver)
+        except UnsafeUrl as exc:
+            raise RefusedAddress(str(exc)) from None
         failure: httpcore.ConnectError | None = None
         for address in addresses:
             try:

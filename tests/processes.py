@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
@@ -99,27 +99,25 @@ class Up:
 
     def wait_line(self, needle: str, timeout_s: float) -> str:
         """The latest output line containing `needle`, once there is one."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            found = [line for line in list(self.lines) if needle in line]
-            if found:
-                return found[-1]
-            if self.proc.poll() is not None and not any(needle in line for line in self.lines):
-                time.sleep(0.2)  # the reader may still be draining the last lines
-                if not any(needle in line for line in self.lines):
-                    break
-            time.sleep(0.1)
-        raise AssertionError(f"no line with {needle!r}:\n{self.output()}")
+        return self._wait(lambda line: needle in line, timeout_s, f"no line with {needle!r}")
 
     def wait_ready(self, timeout_s: float = 120) -> None:
         """Until `up` prints `ready` on a line of its own."""
+        self._wait(lambda line: line == "ready", timeout_s, "no `ready`")
+
+    def _wait(self, match: Callable[[str], bool], timeout_s: float, why: str) -> str:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and "ready" not in self.lines:
-            if self.proc.poll() is not None:
-                time.sleep(0.2)
+        while time.monotonic() < deadline:
+            exited = self.proc.poll() is not None
+            if exited:
+                time.sleep(0.2)  # the reader may still be draining the last lines
+            found = [line for line in list(self.lines) if match(line)]
+            if found:
+                return found[-1]
+            if exited:
                 break
             time.sleep(0.1)
-        assert "ready" in self.lines, self.output()
+        raise AssertionError(f"{why}:\n{self.output()}")
 
     def stop(self) -> None:
         """SIGTERM, as Ctrl-C or a process manager would, and wait for `up` to exit."""

@@ -41,8 +41,7 @@ def checked_transport(
 
     transport = httpx.HTTPTransport(limits=limits)
     if type(transport._pool) is httpcore.ConnectionPool:
-        backend = CheckedConnections(settings) if resolver is None else CheckedConnections(settings, resolver)
-        transport._pool._network_backend = backend
+        transport._pool._network_backend = CheckedConnections(settings, resolver)
     return transport
 
 
