@@ -79,7 +79,7 @@ QUICK_RECOVERY = {
 
 
 def sms_audience(n: int, admins: int = 0) -> list[Any]:
-    from dispatcher.subscribers import SubscriberIn
+    from dispatcher.domain.subscribers import SubscriberIn
 
     return [
         SubscriberIn(
@@ -343,7 +343,7 @@ def postgres_repeated(size: str, runs: int = 10, burners: int = 2) -> dict[str, 
 
 
 def provider_faults(size: str) -> dict[str, Any]:
-    from dispatcher.subscribers import SubscriberIn
+    from dispatcher.domain.subscribers import SubscriberIn
 
     n = SIZES[size]["faults"]
     subs = [
@@ -555,7 +555,7 @@ def hostile_requests(count: int, seed: int = 5) -> list[dict[str, Any]]:
 
 
 def hostile(size: str) -> dict[str, Any]:
-    from dispatcher.subscribers import SubscriberIn
+    from dispatcher.domain.subscribers import SubscriberIn
 
     count = HOSTILE[size]
     stack = drill_stack(

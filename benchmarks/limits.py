@@ -32,7 +32,7 @@ SMS_LATENCY_MS = 150
 
 
 def subscribers(sms: int, chat: int) -> list[Any]:
-    from dispatcher.subscribers import SubscriberIn
+    from dispatcher.domain.subscribers import SubscriberIn
 
     subs = [SubscriberIn(external_id=f"s{i}", lists=["customers"], phone=phone(i)) for i in range(sms)]
     subs += [

@@ -65,7 +65,7 @@ def machine() -> dict[str, Any]:
 def audience(n: int) -> list[Any]:
     """50 admins, 5,000 stakeholders (fewer when n is small), the rest customers; all email, 30% SMS,
     2,000 org chat channels (one per 50 subscribers below 100,000)."""
-    from dispatcher.subscribers import SubscriberIn
+    from dispatcher.domain.subscribers import SubscriberIn
 
     admins = 50
     stakeholders = min(5000, max(0, n // 20))
@@ -342,14 +342,14 @@ class Stack:
         self.spawn(
             "api",
             [
-                *(py, "-m", "uvicorn", "dispatcher.api:create_app", "--factory", "--host", "127.0.0.1"),
+                *(py, "-m", "uvicorn", "dispatcher.api.app:create_app", "--factory", "--host", "127.0.0.1"),
                 *("--port", str(self.api_port), "--no-access-log", "--log-level", "warning"),
             ],
         )
         for i in range(self.workers):
             self.start_worker(i)
         if beat:
-            celery = [py, "-m", "celery", "-A", "dispatcher.celery_app"]
+            celery = [py, "-m", "celery", "-A", "dispatcher.engine.broker"]
             self.spawn("beat", [*celery, "beat", "-s", str(self.tmp / "schedule"), "--loglevel", "WARNING"])
         self.wait_http(self.sandbox_url + "/sandbox/health")
         self.wait_http(self.api_url + "/healthz")
@@ -357,10 +357,10 @@ class Stack:
         return self
 
     def start_worker(self, i: int, concurrency: int = 1) -> subprocess.Popen[bytes]:
-        from dispatcher.celery_app import QUEUES
+        from dispatcher.engine.broker import QUEUES
 
         self._worker_seq += 1
-        celery = [sys.executable, "-m", "celery", "-A", "dispatcher.celery_app"]
+        celery = [sys.executable, "-m", "celery", "-A", "dispatcher.engine.broker"]
         return self.spawn(
             f"worker{i}",
             [
@@ -381,14 +381,14 @@ class Stack:
         """Until every worker's pool answers a ping task through the broker."""
         from celery import Celery
 
-        from dispatcher.celery_app import celery_config
+        from dispatcher.engine.broker import celery_config
 
         app = Celery("bench-ping")
         app.conf.update(celery_config(self.settings()))
         deadline = time.monotonic() + timeout_s
         expected = sum(1 for n in self.procs if n.startswith("worker"))
         answered: set[str] = set()
-        try:  # remote control is off (dispatcher/celery_app.py): ping tasks name the worker instead
+        try:  # remote control is off (dispatcher/engine/broker.py): ping tasks name the worker instead
             while time.monotonic() < deadline:
                 pings = [app.send_task("dispatcher.ping", args=["up"], queue="control")]
                 pings += [app.send_task("dispatcher.ping", args=["up"], queue="control") for _ in answered]

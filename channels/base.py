@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
-from dispatcher.message import EventKind, OutageMessage
+from dispatcher.domain.message import EventKind, OutageMessage
 
 
 class ChannelName(StrEnum):

@@ -17,16 +17,19 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 
 from channels.base import INTERNAL_ERROR, Failure, NoSlot, Outcome, Recipient, Throttle
+from channels.sandbox.secret import (  # the names adapters present to the sandbox
+    SANDBOX_SLACK_TOKEN as SANDBOX_SLACK_TOKEN,
+)
+from channels.sandbox.secret import (
+    SANDBOX_TWILIO_ACCOUNT_SID as SANDBOX_TWILIO_ACCOUNT_SID,
+)
+from channels.sandbox.secret import (
+    SANDBOX_X_CREDENTIAL as SANDBOX_X_CREDENTIAL,
+)
 
 log = logging.getLogger("channels")
 
 T = TypeVar("T")
-
-# Names the adapters present to the provider sandbox; not secrets. The sandbox's Twilio auth token
-# and SendGrid key are its per-run secret (`sandbox_secret`), which also signs its status webhooks.
-SANDBOX_TWILIO_ACCOUNT_SID = "AC" + "0" * 32
-SANDBOX_SLACK_TOKEN = "xoxb-sandbox"
-SANDBOX_X_CREDENTIAL = "sandbox"
 
 
 def sandbox_secret(settings: Any) -> str:

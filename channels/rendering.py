@@ -27,8 +27,8 @@ from markupsafe import Markup, escape
 
 import templates as _templates_package
 from channels.base import ChannelName, RenderContext
-from dispatcher.errors import TemplateError
-from dispatcher.message import EventKind, Impact, Kind, OutageMessage, Status
+from dispatcher.domain.errors import TemplateError
+from dispatcher.domain.message import EventKind, Impact, Kind, OutageMessage, Status
 
 PACKAGED_DIR = Path(_templates_package.__file__).parent
 

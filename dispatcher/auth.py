@@ -11,7 +11,7 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dispatcher.errors import ConfigurationError
+from dispatcher.domain.errors import ConfigurationError
 from dispatcher.store.models import ApiKey
 
 

@@ -55,7 +55,7 @@ def web(
     """The API alone (Procfile `web`); applies migrations first."""
     import uvicorn
 
-    from dispatcher.api import create_app
+    from dispatcher.api.app import create_app
 
     _start_checks()
     _migrate_and_bootstrap()
@@ -68,8 +68,8 @@ def worker(
     queues: Annotated[str | None, typer.Option("-Q", "--queues", help="default: every queue")] = None,
 ) -> None:
     """A Celery worker (Procfile `worker`)."""
-    from dispatcher.celery_app import QUEUES
-    from dispatcher.celery_app import app as celery
+    from dispatcher.engine.broker import QUEUES
+    from dispatcher.engine.broker import app as celery
 
     _start_checks()
     celery.worker_main(
@@ -80,7 +80,7 @@ def worker(
 @app.command()
 def beat() -> None:
     """The scheduler's clock (Procfile `beat`): polls for due notices and sweeps stale deliveries."""
-    from dispatcher.celery_app import app as celery
+    from dispatcher.engine.broker import app as celery
 
     schedule = get_settings().data_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +231,7 @@ def show_settings() -> None:
 
 def _start_checks() -> None:
     """Fails fast, naming the setting, on broken templates or unusable provider settings."""
-    from dispatcher.errors import DispatcherError
+    from dispatcher.domain.errors import DispatcherError
     from dispatcher.startup import check
 
     try:

@@ -23,7 +23,7 @@ from channels.base import ChannelName
 from channels.registry import PROVIDERS, provider_modes
 from channels.rendering import Templates
 from config import Settings
-from dispatcher.errors import ConfigurationError
+from dispatcher.domain.errors import ConfigurationError
 
 CREDENTIALS: dict[ChannelName, tuple[str, ...]] = {
     ChannelName.EMAIL: ("sendgrid_api_key",),

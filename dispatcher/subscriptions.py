@@ -26,9 +26,13 @@ from sqlalchemy.orm import Session
 
 from channels.base import ChannelName
 from config import Settings
-from dispatcher import suppressions
-from dispatcher.fanout import Outbox, add_gates, insert_one, try_dispatch, utcnow
-from dispatcher.receipts import State, bump_counts
+from dispatcher.domain.states import DeliveryState
+from dispatcher.engine import suppressions
+from dispatcher.engine.clock import utcnow
+from dispatcher.engine.deliveries import insert_one
+from dispatcher.engine.outbox import Outbox
+from dispatcher.engine.tier_gates import add_gates, try_dispatch
+from dispatcher.engine.transitions import bump_counts
 from dispatcher.store.models import (
     Broadcast,
     BroadcastTier,
@@ -198,7 +202,7 @@ def send_notice(
             "address": address,
             "subscriber_id": None,
             "locale": "en",
-            "state": State.PENDING.value,
+            "state": DeliveryState.PENDING.value,
             "attempts": 0,
             "created_at": now,
             "updated_at": now,
@@ -206,7 +210,7 @@ def send_notice(
     )
     from collections import Counter
 
-    bump_counts(session, Counter({(broadcast.id, 0, channel.value, State.PENDING.value): 1}))
+    bump_counts(session, Counter({(broadcast.id, 0, channel.value, DeliveryState.PENDING.value): 1}))
     session.flush()
     try_dispatch(session, settings, broadcast.id, 0, outbox)
     return broadcast.id

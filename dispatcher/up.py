@@ -26,8 +26,8 @@ import httpx
 
 from channels.sandbox.secret import SECRET_ENV, new_secret
 from config import Settings, get_settings
-from dispatcher.celery_app import QUEUES
-from dispatcher.errors import DispatcherError
+from dispatcher.domain.errors import DispatcherError
+from dispatcher.engine.broker import QUEUES
 
 _PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_S = 0.5  # first restart delay; doubles while a child keeps dying
@@ -227,12 +227,12 @@ class Supervisor:
         settings = self.prepare(env)
         py = sys.executable
         public = env["DISPATCHER_PUBLIC_URL"]
-        celery = [py, "-m", "celery", "-A", "dispatcher.celery_app"]
+        celery = [py, "-m", "celery", "-A", "dispatcher.engine.broker"]
         if self._wants_sandbox(settings) and not external_sandbox:
             sandbox = ["--host", "127.0.0.1", "--port", str(self.sandbox_port)]
             sandbox += ["--event-webhook-url", f"{public}/v1/webhooks/sendgrid"]
             self.spawn("sandbox", [py, "-m", "channels.sandbox", *sandbox], env)
-        api = ["dispatcher.api:create_app", "--factory", "--host", self.host, "--port", str(self.port)]
+        api = ["dispatcher.api.app:create_app", "--factory", "--host", self.host, "--port", str(self.port)]
         self.spawn("api", [py, "-m", "uvicorn", *api, "--no-access-log"], env)
         worker = [
             "-Q",

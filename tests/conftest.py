@@ -221,7 +221,7 @@ class Worker:
         concurrency: int = 2,
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        from dispatcher.celery_app import QUEUES
+        from dispatcher.engine.broker import QUEUES
 
         self.env = {**os.environ, "DATABASE_URL": database_url, **(extra_env or {})}
         self.argv = [
@@ -229,7 +229,7 @@ class Worker:
             "-m",
             "celery",
             "-A",
-            "dispatcher.celery_app",
+            "dispatcher.engine.broker",
             "worker",
             "-Q",
             queues or ",".join(QUEUES),

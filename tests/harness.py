@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings
-from dispatcher.broadcasts import enqueue, open_incident
-from dispatcher.message import OutageMessage
-from dispatcher.progress import progress
+from dispatcher.domain.message import OutageMessage
+from dispatcher.domain.subscribers import SubscriberIn
+from dispatcher.engine.progress import progress
+from dispatcher.engine.sweeper import sweep
+from dispatcher.incidents.broadcasts import enqueue, open_incident
 from dispatcher.store.db import Database
 from dispatcher.store.subscribers import import_many
-from dispatcher.subscribers import SubscriberIn
-from dispatcher.sweeper import sweep
 
 FAST = {
     "DISPATCHER_RATE_TWILIO_PER_S": "200",
@@ -70,7 +70,7 @@ class Harness:
         schedule = self.tmp / f"beat-{uuid.uuid4().hex[:6]}"
         log = (self.tmp / f"{schedule.name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "dispatcher.celery_app", "beat", "-s", str(schedule)],
+            [sys.executable, "-m", "celery", "-A", "dispatcher.engine.broker", "beat", "-s", str(schedule)],
             env=full,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -129,8 +129,8 @@ def purge_queues() -> None:
     import redis
 
     from config import get_settings
-    from dispatcher.celery_app import QUEUES, queue_keys
-    from dispatcher.journal import answers_key
+    from dispatcher.engine.broker import QUEUES, queue_keys
+    from dispatcher.engine.journal import answers_key
 
     settings = get_settings()
     client = redis.Redis.from_url(settings.redis_url or "")

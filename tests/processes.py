@@ -127,10 +127,10 @@ class Up:
 
 
 def start_api(env: dict[str, str], log: Path, port: int) -> subprocess.Popen[bytes]:
-    """The API (`dispatcher.api:create_app` under uvicorn) on `port`, once it answers /healthz;
+    """The API (`dispatcher.api.app:create_app` under uvicorn) on `port`, once it answers /healthz;
     its output goes to `log`, which a start that fails is reported with."""
     url = f"http://127.0.0.1:{port}"
-    argv = ["dispatcher.api:create_app", "--factory", "--port", str(port), "--no-access-log"]
+    argv = ["dispatcher.api.app:create_app", "--factory", "--port", str(port), "--no-access-log"]
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", *argv], env=env, stdout=out, stderr=subprocess.STDOUT

@@ -60,7 +60,7 @@ def _settings(harness: Harness) -> Settings:
 
 def _ping(harness: Harness, timeout_s: float = 60) -> None:
     """A task's round trip through the (restarted) broker and the worker, retried until it answers."""
-    from dispatcher.celery_app import make_celery
+    from dispatcher.engine.broker import make_celery
 
     app = make_celery(_settings(harness))
     deadline = time.monotonic() + timeout_s
@@ -82,7 +82,7 @@ def test_worker_survives_redis_killed_after_a_broadcast(
 ) -> None:
     """Reproduces the crash seen under `up`: Redis killed seconds after a broadcast completed took the
     worker down in kombu's `restore_unacked_once` ('NoneType' object has no attribute 'hostname')."""
-    from dispatcher.celery_app import make_celery
+    from dispatcher.engine.broker import make_celery
     from tests.test_fanout import tiered_audience
 
     harness.subscribers(tiered_audience(2, 2, 4))
@@ -105,7 +105,7 @@ def test_worker_survives_redis_killed_after_a_broadcast(
 
 
 def _open_and_send(harness: Harness) -> int:
-    from dispatcher.celery_app import make_celery
+    from dispatcher.engine.broker import make_celery
 
     broadcast_id = harness.open(send=False)
     make_celery(_settings(harness)).send_task(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dispatcher.store.db import Database
-from dispatcher.tasks import ping
+from dispatcher.worker.tasks import ping
 
 
 def test_task_round_trip_through_redis_and_a_real_worker(database: Database, start_worker) -> None:
@@ -19,7 +19,7 @@ def test_task_round_trip_through_redis_and_a_real_worker(database: Database, sta
 
 
 def test_celery_is_configured_for_the_redis_transport() -> None:
-    from dispatcher.celery_app import VISIBILITY_TIMEOUT_S, app
+    from dispatcher.engine.broker import VISIBILITY_TIMEOUT_S, app
     from tests.conftest import PREFIX
 
     conf = app.conf

@@ -14,13 +14,14 @@ from hypothesis import strategies as st
 
 from channels.base import ChannelName, Failure, Outcome
 from config import Settings
-from dispatcher import planning
-from dispatcher.breaker import Breaker
-from dispatcher.message import EventKind
-from dispatcher.policy import channels_for
-from dispatcher.ratelimit import Limit, RateLimiter
-from dispatcher.receipts import State, Verdict, apply_provider_status, transition
-from dispatcher.retry import RetryPolicy
+from dispatcher.domain import audience
+from dispatcher.domain.message import EventKind
+from dispatcher.domain.policy import channels_for
+from dispatcher.domain.retry import RetryPolicy
+from dispatcher.domain.states import DeliveryState
+from dispatcher.engine.breaker import Breaker
+from dispatcher.engine.ratelimit import Limit, RateLimiter
+from dispatcher.engine.transitions import Verdict, apply_provider_status, transition
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastTier, Delivery, Incident
 from tests.conftest import PREFIX, REDIS_URL
@@ -33,33 +34,33 @@ ALL = [E, C, S, W]
 
 
 def test_scope_matches_only_what_a_subscriber_asked_for() -> None:
-    assert planning.in_scope([], [], ["api"], ["eu"])  # no scope: everything
-    assert planning.in_scope(["api"], [], ["api", "web"], [])
-    assert not planning.in_scope(["billing"], [], ["api"], [])
-    assert planning.in_scope(["billing"], [], [], [])  # a message with no scope affects everyone
-    assert not planning.in_scope([], ["us"], [], ["eu"])
+    assert audience.in_scope([], [], ["api"], ["eu"])  # no scope: everything
+    assert audience.in_scope(["api"], [], ["api", "web"], [])
+    assert not audience.in_scope(["billing"], [], ["api"], [])
+    assert audience.in_scope(["billing"], [], [], [])  # a message with no scope affects everyone
+    assert not audience.in_scope([], ["us"], [], ["eu"])
 
 
 def test_targets_follow_preference_policy_and_opt_outs() -> None:
     addresses = {E: "A@Example.com ", S: "+14155550123", C: "C1", W: None}
-    assert planning.targets([], [], addresses, ALL) == [
-        planning.Target(E, "a@example.com"),  # emails de-duplicate case-insensitively
-        planning.Target(C, "C1"),
-        planning.Target(S, "+14155550123"),
+    assert audience.targets([], [], addresses, ALL) == [
+        audience.Target(E, "a@example.com"),  # emails de-duplicate case-insensitively
+        audience.Target(C, "C1"),
+        audience.Target(S, "+14155550123"),
     ]
-    assert planning.targets([], ["sms"], addresses, ALL) == [
-        planning.Target(E, "a@example.com"),
-        planning.Target(C, "C1"),
+    assert audience.targets([], ["sms"], addresses, ALL) == [
+        audience.Target(E, "a@example.com"),
+        audience.Target(C, "C1"),
     ]
-    assert planning.targets(["sms"], [], addresses, [E, C]) == []  # policy: no SMS for this update
+    assert audience.targets(["sms"], [], addresses, [E, C]) == []  # policy: no SMS for this update
 
 
 def test_failover_goes_to_the_next_reachable_channel_never_an_opted_out_one() -> None:
     addresses = {E: "a@example.com", S: "+14155550123", C: "C1", W: None}
-    assert planning.next_channel(S, ["sms"], [], addresses, ALL) == planning.Target(E, "a@example.com")
-    assert planning.next_channel(S, ["sms"], ["email"], addresses, ALL) == planning.Target(C, "C1")
-    assert planning.next_channel(S, ["sms"], ["email", "chat"], addresses, ALL) is None
-    assert planning.next_channel(S, ["sms"], [], addresses, [S]) is None  # nothing else enabled
+    assert audience.next_channel(S, ["sms"], [], addresses, ALL) == audience.Target(E, "a@example.com")
+    assert audience.next_channel(S, ["sms"], ["email"], addresses, ALL) == audience.Target(C, "C1")
+    assert audience.next_channel(S, ["sms"], ["email", "chat"], addresses, ALL) is None
+    assert audience.next_channel(S, ["sms"], [], addresses, [S]) is None  # nothing else enabled
 
 
 def test_channel_policy_defaults() -> None:
@@ -152,9 +153,21 @@ def test_a_claim_succeeds_once(db: Database) -> None:
     delivery_id = _one_delivery(db)
     now = datetime.now(UTC)
     with db.session() as session:
-        assert len(transition(session, [delivery_id], expect=State.PENDING, to=State.SENDING, now=now)) == 1
+        assert (
+            len(
+                transition(
+                    session, [delivery_id], expect=DeliveryState.PENDING, to=DeliveryState.SENDING, now=now
+                )
+            )
+            == 1
+        )
     with db.session() as session:  # a redelivered task finds nothing to claim
-        assert transition(session, [delivery_id], expect=State.PENDING, to=State.SENDING, now=now) == []
+        assert (
+            transition(
+                session, [delivery_id], expect=DeliveryState.PENDING, to=DeliveryState.SENDING, now=now
+            )
+            == []
+        )
     assert _counts(db) == {"sending": 1}
 
 
@@ -162,7 +175,7 @@ def test_provider_events_are_idempotent_and_order_proof(db: Database) -> None:
     delivery_id = _one_delivery(db)
     now = datetime.now(UTC)
 
-    def report(to: State, sid: str = "SM1", channel: str = "sms", **kw: str) -> Verdict:
+    def report(to: DeliveryState, sid: str = "SM1", channel: str = "sms", **kw: str) -> Verdict:
         with db.session() as session:
             return apply_provider_status(
                 session,
@@ -175,25 +188,27 @@ def test_provider_events_are_idempotent_and_order_proof(db: Database) -> None:
                 **kw,
             ).verdict
 
-    assert report(State.DELIVERED) is Verdict.NOT_SENT  # pending: never sent
+    assert report(DeliveryState.DELIVERED) is Verdict.NOT_SENT  # pending: never sent
     with db.session() as session:
-        transition(session, [delivery_id], expect=State.PENDING, to=State.SENDING, now=now)
-    assert report(State.DELIVERED) is Verdict.NOT_RECORDED  # "delivered" before we recorded "sent": parked
+        transition(session, [delivery_id], expect=DeliveryState.PENDING, to=DeliveryState.SENDING, now=now)
+    assert (
+        report(DeliveryState.DELIVERED) is Verdict.NOT_RECORDED
+    )  # "delivered" before we recorded "sent": parked
     with db.session() as session:
         transition(
             session,
             [delivery_id],
-            expect=State.SENDING,
-            to=State.SENT,
+            expect=DeliveryState.SENDING,
+            to=DeliveryState.SENT,
             now=now,
             values={"provider_message_id": "SM1"},
         )
-    assert report(State.DELIVERED, channel="email") is Verdict.WRONG_CHANNEL
-    assert report(State.DELIVERED, sid="SM2") is Verdict.ID_MISMATCH
-    assert report(State.DELIVERED) is Verdict.APPLIED
-    assert report(State.DELIVERED) is Verdict.UNCHANGED  # duplicate
-    assert report(State.SENT) is Verdict.UNCHANGED  # late and older
-    assert report(State.BOUNCED, error_code="bounce") is Verdict.APPLIED
+    assert report(DeliveryState.DELIVERED, channel="email") is Verdict.WRONG_CHANNEL
+    assert report(DeliveryState.DELIVERED, sid="SM2") is Verdict.ID_MISMATCH
+    assert report(DeliveryState.DELIVERED) is Verdict.APPLIED
+    assert report(DeliveryState.DELIVERED) is Verdict.UNCHANGED  # duplicate
+    assert report(DeliveryState.SENT) is Verdict.UNCHANGED  # late and older
+    assert report(DeliveryState.BOUNCED, error_code="bounce") is Verdict.APPLIED
     with db.session() as session:
         row = session.get(Delivery, delivery_id)
         assert row.state == "bounced" and row.delivered_at is not None and row.final_at is not None
@@ -206,7 +221,7 @@ def test_provider_events_are_idempotent_and_order_proof(db: Database) -> None:
 def test_a_paced_batch_is_what_the_provider_takes_per_call() -> None:
     """A paced batch no longer shrinks with a slow limit: it holds a worker for one pacing window at
     most and hands the rest back (tests/test_pacing_units.py)."""
-    from dispatcher.ratelimit import batch_size
+    from dispatcher.engine.ratelimit import batch_size
 
     assert batch_size(ChannelName.SMS, 250, Settings(rate_twilio_per_s=1)) == 250
     assert batch_size(ChannelName.EMAIL, 1000, Settings(lease_s=3)) == 1000

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
+from dispatcher.domain.subscribers import SubscriberIn
+from dispatcher.engine.clock import utcnow
 from dispatcher.store.models import Delivery
-from dispatcher.subscribers import SubscriberIn
 from tests.harness import Harness
 
 pytestmark = pytest.mark.slow
@@ -184,7 +185,7 @@ def test_a_worker_killed_mid_broadcast_loses_nothing(harness: Harness) -> None:
 
 
 def test_redis_restarted_mid_broadcast_loses_nothing(harness: Harness, tmp_path: Path) -> None:
-    from dispatcher.celery_app import make_celery
+    from dispatcher.engine.broker import make_celery
     from tests.conftest import free_port, start_redis_server
 
     port = free_port()
@@ -246,7 +247,7 @@ def _queued_tasks(queue: str) -> list[tuple[str, list[Any]]]:
     import redis as redis_lib
 
     from config import get_settings
-    from dispatcher.celery_app import queue_keys
+    from dispatcher.engine.broker import queue_keys
 
     client = redis_lib.Redis.from_url(get_settings().redis_url or "")
     tasks = []
@@ -270,10 +271,10 @@ def test_a_later_tier_is_planned_a_page_per_task_and_each_subscriber_once(
     """A later tier's planning task writes one page and queues the rest of the tier as a task of its
     own, so no planning task holds a worker for a whole tier; the last one plans the next tier.
     Driven by hand, no worker."""
-    from dispatcher import fanout
+    from dispatcher.engine import planner
     from dispatcher.store.models import BroadcastTier
 
-    monkeypatch.setattr(fanout, "PAGE", 2)
+    monkeypatch.setattr(planner, "PAGE", 2)
     harness.subscribers(tiered_audience(admins=1, stakeholders=0, customers=5))
     broadcast_id = harness.open(OutageMessage(title="sliced", impact="major"), send=False)
     _queued_tasks("control")
@@ -292,7 +293,7 @@ def test_a_later_tier_is_planned_a_page_per_task_and_each_subscriber_once(
 
     seen, after, tasks = [], 0, 0
     while True:
-        fanout.plan_next_tier(harness.database, harness.settings, broadcast_id, 2, after)
+        planner.plan_tier(harness.database, harness.settings, broadcast_id, 2, after)
         tasks += 1
         [(task, args)] = [t for t in _queued_tasks("control") if t[0] == "dispatcher.plan_tier"]
         assert task == "dispatcher.plan_tier"
@@ -317,11 +318,13 @@ def test_a_tier_whose_turn_has_come_is_sent_page_by_page_and_each_row_once(
     keeps the pages and the final dispatch from enqueuing a row twice. Driven by hand, no worker."""
     from sqlalchemy import update
 
-    from dispatcher import fanout
-    from dispatcher.fanout import Outbox, plan_tier, try_dispatch
+    from dispatcher.engine import planner
+    from dispatcher.engine.outbox import Outbox
+    from dispatcher.engine.planner import plan_pages
+    from dispatcher.engine.tier_gates import try_dispatch
     from dispatcher.store.models import BroadcastGate, BroadcastTier
 
-    monkeypatch.setattr(fanout, "PAGE", 2)
+    monkeypatch.setattr(planner, "PAGE", 2)
     harness.subscribers(tiered_audience(admins=1, stakeholders=0, customers=5))
     settings = harness.settings
     _queued_batches("email")
@@ -344,7 +347,7 @@ def test_a_tier_whose_turn_has_come_is_sent_page_by_page_and_each_row_once(
             session.execute(
                 update(BroadcastGate)
                 .where(BroadcastGate.broadcast_id == broadcast_id, BroadcastGate.tier < tier)
-                .values(started_at=fanout.utcnow(), opened_by="accepted", opened_at=fanout.utcnow())
+                .values(started_at=utcnow(), opened_by="accepted", opened_at=utcnow())
             )
 
     def dispatch(broadcast_id: int) -> None:
@@ -356,7 +359,7 @@ def test_a_tier_whose_turn_has_come_is_sent_page_by_page_and_each_row_once(
     # The tiers before have passed their gates: each page is enqueued as it is written.
     streamed = harness.open(OutageMessage(title="paged", impact="major"), send=False)
     release_tiers_before(streamed, 2)
-    plan_tier(harness.database, settings, streamed, 2, 3)
+    plan_pages(harness.database, settings, streamed, 2, 3)
     pages = _queued_batches("email")
     assert [len(ids) for ids in pages] == [2, 2, 1]
     assert sorted(i for ids in pages for i in ids) == sorted(customers_of(streamed))
@@ -365,7 +368,7 @@ def test_a_tier_whose_turn_has_come_is_sent_page_by_page_and_each_row_once(
 
     # The tier before is still sending: nothing goes until it is released, then everything once.
     waiting = harness.open(OutageMessage(title="waiting", impact="major"), send=False)
-    plan_tier(harness.database, settings, waiting, 2, 3)
+    plan_pages(harness.database, settings, waiting, 2, 3)
     assert _queued_batches("email") == []
     release_tiers_before(waiting, 2)
     dispatch(waiting)

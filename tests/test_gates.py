@@ -1,10 +1,10 @@
-"""The tier-gate rule on its own (dispatcher/gates.py): pure, no servers."""
+"""The tier-gate rule on its own (dispatcher/domain/gates.py): pure, no servers."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from dispatcher.gates import Decision, Gate, OpenedBy, decide, opening, tier_gate, turn_has_come
+from dispatcher.domain.gates import Decision, Gate, OpenedBy, decide, opening, tier_gate, turn_has_come
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CHANNELS = ("email", "sms")

@@ -6,7 +6,7 @@ import redis
 
 from channels.base import ChannelName, Failure, Outcome
 from config import get_settings
-from dispatcher import journal
+from dispatcher.engine import journal
 
 
 def test_kept_answers_come_back_as_given_and_go_when_forgotten() -> None:

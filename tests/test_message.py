@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from dispatcher.errors import TransitionError
-from dispatcher.message import (
+from dispatcher.domain.errors import TransitionError
+from dispatcher.domain.message import (
     INCIDENT_STATUSES,
     MAINTENANCE_STATUSES,
     Kind,

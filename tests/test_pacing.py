@@ -16,10 +16,10 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from dispatcher import provider_stats
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
+from dispatcher.domain.subscribers import SubscriberIn
+from dispatcher.engine import provider_metrics
 from dispatcher.store.models import Delivery
-from dispatcher.subscribers import SubscriberIn
 from tests.harness import Harness
 
 pytestmark = pytest.mark.slow
@@ -72,7 +72,7 @@ def busiest_second(times: Iterable[float]) -> int:
 
 def twilio_stats(harness: Harness) -> dict[str, float]:
     client = redis.Redis.from_url(harness.settings.redis_url or "")
-    return provider_stats.read(client, harness.settings, ("twilio",)).get("twilio", {})
+    return provider_metrics.read(client, harness.settings, ("twilio",)).get("twilio", {})
 
 
 def wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ import redis
 
 from channels.base import ChannelName, NoSlot, Recipient
 from config import Settings
-from dispatcher.ratelimit import Limit, Pacer, RateLimiter, pool_for
+from dispatcher.engine.ratelimit import Limit, Pacer, RateLimiter, pool_for
 from tests.conftest import PREFIX, REDIS_URL
 
 ADMIN = Recipient(1, "+14155550100")

@@ -16,10 +16,10 @@ from sqlalchemy import select
 from channels.base import ChannelName, Recipient, Sent
 from channels.email.adapter import EmailChannel
 from channels.sms.adapter import SmsChannel
-from dispatcher.fanout import utcnow
-from dispatcher.reconcile import claim
+from dispatcher.domain.subscribers import SubscriberIn
+from dispatcher.engine.clock import utcnow
+from dispatcher.engine.reconcile import claim
 from dispatcher.store.models import Delivery
-from dispatcher.subscribers import SubscriberIn
 from tests.channels.helpers import email_variant, sms_variant
 from tests.harness import Harness
 

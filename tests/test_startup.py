@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from config import Settings
-from dispatcher.errors import ConfigurationError, TemplateError
+from dispatcher.domain.errors import ConfigurationError, TemplateError
 from dispatcher.startup import check
 from tests.conftest import free_port
 

@@ -10,7 +10,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from dispatcher.auth import Role, bootstrap_keys, create_key, find_key, revoke_key
-from dispatcher.errors import ConfigurationError
+from dispatcher.domain.errors import ConfigurationError
 from dispatcher.store.db import Database
 from dispatcher.store.migrate import current_revision, upgrade
 from dispatcher.store.models import ApiKey, Base, Broadcast, Delivery, Incident

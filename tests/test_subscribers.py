@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from channels.base import ChannelName
-from dispatcher.subscribers import SubscriberIn
+from dispatcher.domain.subscribers import SubscriberIn
 
 
 def fields(exc: ValidationError) -> set[str]:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from dispatcher.broadcasts import enqueue, post_update
-from dispatcher.celery_app import PRIORITY_LATER, PRIORITY_URGENT, task_priority
+from dispatcher.domain.subscribers import SubscriberIn
+from dispatcher.engine.broker import PRIORITY_LATER, PRIORITY_URGENT, task_priority
+from dispatcher.incidents.broadcasts import enqueue, post_update
 from dispatcher.store.models import Broadcast, Delivery
-from dispatcher.subscribers import SubscriberIn
 from tests.harness import Harness
 
 

@@ -18,7 +18,7 @@ from channels.chat.condense import ChatVariant, condense_chat
 from channels.clients import SANDBOX_SLACK_TOKEN, PerProcess, announce_mode, executor, retry_after, send_each
 from channels.rendering import Templates
 from config.settings import Settings, get_settings
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
 
 SLACK_API = "https://slack.com/api/"
 # Slack errors that say "try again later" rather than "this will never work"

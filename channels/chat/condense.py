@@ -22,7 +22,7 @@ from channels.rendering import (
     shows_prevention,
     truncate_to_fit,
 )
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
 
 MAX_BLOCKS = 50
 MAX_SECTION_CHARS = 3000

@@ -39,7 +39,7 @@ from channels.clients import PerProcess, announce_mode, retry_after, sandbox_sec
 from channels.email.condense import EmailVariant, condense_email
 from channels.rendering import Templates
 from config.settings import Settings, get_settings
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
 
 SENDGRID_API = "https://api.sendgrid.com"
 PROVIDER = "sendgrid"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from channels.base import ChannelName, RenderContext, Variant
 from channels.rendering import Templates, build_facts, collapse_whitespace, default_templates, html_facts
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
 
 UNSUBSCRIBE_PLACEHOLDER = "%unsubscribe_url%"
 

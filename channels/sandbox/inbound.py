@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from channels.clients import SANDBOX_TWILIO_ACCOUNT_SID
+from channels.sandbox.secret import SANDBOX_TWILIO_ACCOUNT_SID
 from channels.sandbox.signing import twilio_signature
 
 DEFAULT_TO = "+15005550006"

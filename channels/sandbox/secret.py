@@ -18,6 +18,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 SECRET_ENV = "DISPATCHER_SANDBOX_SECRET"
+# Names the adapters present to the sandbox; not secrets. Its Twilio auth token and SendGrid key
+# are the per-run secret, which also signs its status webhooks.
+SANDBOX_TWILIO_ACCOUNT_SID = "AC" + "0" * 32
+SANDBOX_SLACK_TOKEN = "xoxb-sandbox"
+SANDBOX_X_CREDENTIAL = "sandbox"
 # the order of P-256's base point: a private scalar must lie in [1, n - 1]
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 

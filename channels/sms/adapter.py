@@ -52,7 +52,7 @@ from channels.clients import (
 from channels.rendering import Templates
 from channels.sms.condense import SmsVariant, condense_sms
 from config.settings import Settings, get_settings
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
 
 TWILIO_API = "https://api.twilio.com"
 PROVIDER = "twilio"

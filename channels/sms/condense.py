@@ -20,7 +20,7 @@ from channels.rendering import (
     shows_prevention,
 )
 from channels.sms.segments import fits_segments, measure, transliterate
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
 
 # First dropped first. Status, the posted time and the title stay; the title is shortened (with an
 # ellipsis) before the link goes.

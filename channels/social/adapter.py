@@ -28,7 +28,7 @@ from channels.clients import SANDBOX_X_CREDENTIAL, PerProcess, announce_mode, re
 from channels.rendering import Templates
 from channels.social.condense import SocialVariant, condense_social
 from config.settings import Settings, get_settings
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
 
 X_API = "https://api.twitter.com"
 

@@ -20,7 +20,7 @@ from channels.rendering import (
     default_templates,
 )
 from channels.social.weight import MAX_WEIGHT, strip_invalid, weighted_length
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
 
 # First dropped first; then the title is shortened, then the link goes.
 SOCIAL_DROP_ORDER: tuple[str, ...] = ("eta_short", "next_update", "scope", "impact_label", "window")

@@ -20,7 +20,7 @@ from channels.rendering import Templates
 from channels.webhook.condense import WebhookVariant, condense_webhook
 from channels.webhook.signing import sign_webhook
 from config.settings import Settings, get_settings
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
 
 
 def encode_payload(payload: dict[str, Any]) -> bytes:

@@ -10,7 +10,7 @@ from typing import Any
 
 from channels.base import ChannelName, RenderContext, Variant
 from channels.rendering import Templates, build_facts, collapse_whitespace, default_templates
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
 
 PAYLOAD_VERSION = 1
 

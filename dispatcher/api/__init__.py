@@ -1,5 +1,2 @@
-"""The HTTP API (FastAPI). `create_app()` is the factory uvicorn runs."""
-
-from dispatcher.api.app import create_app
-
-__all__ = ["create_app"]
+"""The HTTP API (FastAPI). `dispatcher.api.app.create_app()` is the factory uvicorn runs; it mounts the
+public pages (dispatcher/public/) beside the API."""

@@ -20,9 +20,9 @@ from dispatcher.api.deps import READ, Caller, get_db, get_settings
 from dispatcher.api.errors import error_body
 from dispatcher.api.schemas import ERRORS, RowId
 from dispatcher.auth import key_active
-from dispatcher.errors import NotFound, ValidationFailed
-from dispatcher.progress import progress
-from dispatcher.receipts import State
+from dispatcher.domain.errors import NotFound, ValidationFailed
+from dispatcher.domain.states import DeliveryState
+from dispatcher.engine.progress import progress
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, Delivery, Subscriber
 
@@ -62,7 +62,7 @@ def get_progress(
 @router.get("/{broadcast_id}/receipts", summary="Per-recipient receipts, filterable, cursor-paged")
 def get_receipts(
     broadcast_id: RowId,
-    state: State | None = None,
+    state: DeliveryState | None = None,
     channel: ChannelName | None = None,
     tier: Annotated[int | None, Query(ge=0, le=1000)] = None,
     cursor: Annotated[str | None, Query(max_length=100)] = None,

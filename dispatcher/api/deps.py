@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from config import Settings
 from dispatcher.auth import Role, find_key
-from dispatcher.errors import Forbidden, Unauthorized
+from dispatcher.domain.errors import Forbidden, Unauthorized
 from dispatcher.store.db import Database, get_database
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")

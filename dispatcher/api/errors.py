@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dispatcher.errors import DispatcherError
+from dispatcher.domain.errors import DispatcherError
 
 log = logging.getLogger(__name__)
 _SKIP = {"body", "query", "path", "header"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from dispatcher.redis_client import get_redis
 from dispatcher.store.db import get_database
+from dispatcher.store.redis_client import get_redis
 
 router = APIRouter(tags=["health"])
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dispatcher.api.deps import Caller
-from dispatcher.errors import IdempotencyMismatch, ValidationFailed
+from dispatcher.domain.errors import IdempotencyMismatch, ValidationFailed
 from dispatcher.store.db import Database
 from dispatcher.store.models import IdempotencyRecord, utcnow
 

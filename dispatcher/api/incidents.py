@@ -15,11 +15,11 @@ from dispatcher.api.deps import BROADCAST, READ, Caller, get_db, get_settings
 from dispatcher.api.idempotency import Outcome, run_once
 from dispatcher.api.metrics import BROADCASTS_CREATED
 from dispatcher.api.schemas import ERRORS, IncidentIn, RowId, UpdateIn
-from dispatcher.broadcasts import open_incident, post_update
-from dispatcher.celery_app import CONTROL_QUEUE
-from dispatcher.errors import NotFound
-from dispatcher.fanout import Outbox
-from dispatcher.progress import progress
+from dispatcher.domain.errors import NotFound
+from dispatcher.engine.broker import CONTROL_QUEUE
+from dispatcher.engine.outbox import Outbox
+from dispatcher.engine.progress import progress
+from dispatcher.incidents.broadcasts import open_incident, post_update
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, Incident
 

@@ -1,5 +1,5 @@
 """Maintenance windows over HTTP: schedule, move, cancel, list. Thin: the rules live in
-`dispatcher.maintenance`; each call answers with the notices that will go out and when.
+`dispatcher.incidents.maintenance`; each call answers with the notices that will go out and when.
 
 Not mounted here: the app (dispatcher/api/app.py) includes `router`.
 """
@@ -15,13 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config import Settings
-from dispatcher import maintenance as mnt
 from dispatcher.api.deps import BROADCAST, READ, Caller, get_db, get_settings
 from dispatcher.api.idempotency import Outcome, run_once
 from dispatcher.api.incidents import hand_off
 from dispatcher.api.schemas import ERRORS, RowId
-from dispatcher.errors import ValidationFailed
-from dispatcher.message import Kind, OutageMessage
+from dispatcher.domain.errors import ValidationFailed
+from dispatcher.domain.message import Kind, OutageMessage
+from dispatcher.incidents import maintenance as mnt
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, Incident
 

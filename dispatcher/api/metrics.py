@@ -18,10 +18,10 @@ from sqlalchemy import func, select
 
 from channels.registry import PROVIDERS
 from config import Settings
-from dispatcher import provider_stats, provider_status
-from dispatcher.redis_client import get_redis
+from dispatcher.engine import provider_metrics, status_reports
 from dispatcher.store.db import get_database
 from dispatcher.store.models import Broadcast, BroadcastCount
+from dispatcher.store.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -53,7 +53,7 @@ class StoreCollector(Collector):
         self.settings = settings
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from dispatcher.celery_app import QUEUES, queue_keys
+        from dispatcher.engine.broker import QUEUES, queue_keys
 
         broadcasts = GaugeMetricFamily("dispatcher_broadcasts", "Broadcasts by state", labels=["state"])
         deliveries = GaugeMetricFamily(
@@ -112,7 +112,7 @@ class StoreCollector(Collector):
         }
         try:
             client = get_redis(self.settings)
-            status_stats = provider_status.read_stats(client, self.settings)
+            status_stats = status_reports.read_stats(client, self.settings)
             for (kind, provider, detail), n in sorted(status_stats.items()):
                 if kind in ("ignored", "applied"):
                     receipts[kind].add_metric([provider, detail], n)
@@ -121,7 +121,7 @@ class StoreCollector(Collector):
             for queue in QUEUES:
                 depth = sum(client.llen(key) for key in queue_keys(queue, self.settings))
                 queues.add_metric([queue], depth)
-            totals = provider_stats.read(client, self.settings, tuple(sorted(set(PROVIDERS.values()))))
+            totals = provider_metrics.read(client, self.settings, tuple(sorted(set(PROVIDERS.values()))))
             for provider, fields in totals.items():
                 for field, family in providers.items():
                     family.add_metric([provider], fields[field])

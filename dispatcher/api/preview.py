@@ -13,12 +13,12 @@ from channels.base import ChannelName, RenderContext
 from channels.registry import build_channels
 from channels.rendering import Templates, default_templates
 from config import Settings
-from dispatcher import planning
 from dispatcher.api.deps import BROADCAST, Caller, get_db, get_settings
 from dispatcher.api.schemas import ERRORS, PreviewIn
-from dispatcher.broadcasts import sending_channels, tier_layout
-from dispatcher.fanout import PAGE, PLANNING_COLUMNS, SCOPE_COLUMNS
-from dispatcher.message import EventKind, Kind
+from dispatcher.domain import audience
+from dispatcher.domain.message import EventKind, Kind
+from dispatcher.engine.planner import PAGE, PLANNING_COLUMNS, SCOPE_COLUMNS
+from dispatcher.incidents.broadcasts import sending_channels, tier_layout
 from dispatcher.store.db import Database
 from dispatcher.store.models import Membership, Subscriber, SubscriberList
 
@@ -87,10 +87,10 @@ def count_audience(
             break
         for row in page:
             after, tier = row.id, row.tier
-            if not planning.in_scope(row.components, row.regions, components, regions):
+            if not audience.in_scope(row.components, row.regions, components, regions):
                 continue
-            for target in planning.targets(
-                row.channels, row.opt_outs, planning.addresses_of(row), sending_on
+            for target in audience.targets(
+                row.channels, row.opt_outs, audience.addresses_of(row), sending_on
             ):
                 key = (target.channel, target.address)
                 first_tier[key] = min(tier, first_tier.get(key, tier))

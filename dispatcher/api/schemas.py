@@ -8,7 +8,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from channels.base import ChannelName
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
 
 # Row ids are 64-bit in the database: anything larger is a 422, not an overflow.
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]

@@ -21,11 +21,11 @@ from dispatcher.api.deps import MANAGE, Caller, get_db, get_settings
 from dispatcher.api.errors import error_body, field_path
 from dispatcher.api.idempotency import Outcome, run_once
 from dispatcher.api.schemas import ERRORS
-from dispatcher.errors import MalformedJson, NotFound, ValidationFailed
+from dispatcher.domain.errors import MalformedJson, NotFound, ValidationFailed
+from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.store.db import Database
 from dispatcher.store.models import Subscriber
 from dispatcher.store.subscribers import import_many, remove, upsert
-from dispatcher.subscribers import SubscriberIn
 
 router = APIRouter(prefix="/v1/subscribers", tags=["subscribers"], responses=ERRORS)
 

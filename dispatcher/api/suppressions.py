@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from sqlalchemy import select
 
 from channels.base import ChannelName
-from dispatcher import suppressions
 from dispatcher.api.broadcasts import decode_cursor, encode_cursor
 from dispatcher.api.deps import MANAGE, Caller, get_db
 from dispatcher.api.schemas import ERRORS
-from dispatcher.errors import NotFound
+from dispatcher.domain.errors import NotFound
+from dispatcher.engine import suppressions
 from dispatcher.store.db import Database
 from dispatcher.store.models import Subscriber
 

@@ -5,7 +5,7 @@ the sorted POST parameters. Anything unsigned, tampered or (SendGrid) older than
 
 Whose signature: a live provider's (its auth token, its Event Webhook key); a provider in sandbox
 mode only the sandbox's per-run secret (DISPATCHER_SANDBOX_SECRET, made by `up`), never a constant.
-A signed report is then checked against the delivery it names (dispatcher/provider_status.py).
+A signed report is then checked against the delivery it names (dispatcher/engine/status_reports.py).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from channels.sms.adapter import status_callback_report
 from config import Settings
 from dispatcher.api.deps import get_db, get_settings
 from dispatcher.api.schemas import ERRORS
-from dispatcher.errors import MalformedJson, SignatureInvalid, ValidationFailed
-from dispatcher.provider_status import apply_reports
+from dispatcher.domain.errors import MalformedJson, SignatureInvalid, ValidationFailed
+from dispatcher.engine.status_reports import apply_reports
 from dispatcher.store.db import Database
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=ERRORS)

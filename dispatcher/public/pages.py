@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 import templates
 from config import Settings
 from dispatcher.api.errors import error_body
-from dispatcher.redis_client import get_redis, key
+from dispatcher.store.redis_client import get_redis, key
 
 PAGES_DIR = Path(templates.__file__).parent / "pages"
 STYLESHEET = PAGES_DIR / "site.css"

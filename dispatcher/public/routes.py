@@ -22,7 +22,8 @@ from config import Settings
 from dispatcher import subscriptions
 from dispatcher.api.deps import get_db, get_settings
 from dispatcher.api.errors import error_body
-from dispatcher.fanout import Outbox
+from dispatcher.domain.subscribers import e164
+from dispatcher.engine.outbox import Outbox
 from dispatcher.logs import mask
 from dispatcher.public.pages import (
     client_address,
@@ -33,7 +34,6 @@ from dispatcher.public.pages import (
     too_many,
 )
 from dispatcher.store.db import Database
-from dispatcher.subscribers import e164
 
 router = APIRouter(tags=["subscribers (public)"], include_in_schema=True)
 CSRF_COOKIE = "od_csrf"

@@ -193,7 +193,7 @@ class BroadcastTier(Base):
 
 class BroadcastGate(Base):
     """One tier of a broadcast on one channel: when its sends there started, and how and when its
-    gate there opened (which releases the next tier on that channel). The rule: dispatcher/gates.py."""
+    gate there opened (which releases the next tier on that channel). The rule: dispatcher/domain/gates.py."""
 
     __tablename__ = "broadcast_gates"
 

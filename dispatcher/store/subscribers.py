@@ -9,8 +9,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from config import Settings
+from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.store.models import Membership, Subscriber, SubscriberList
-from dispatcher.subscribers import SubscriberIn
 
 
 def ensure_lists(session: Session, settings: Settings, names: set[str]) -> dict[str, SubscriberList]:

@@ -18,11 +18,11 @@ from sqlalchemy import select
 from channels.sandbox.inbound import inbound_params
 from channels.sandbox.signing import twilio_signature
 from config import Settings
-from dispatcher.api import create_app
+from dispatcher.api.app import create_app
+from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.store.db import Database
 from dispatcher.store.models import BroadcastVariant, Delivery, Signup, Subscriber, Suppression
 from dispatcher.store.subscribers import upsert
-from dispatcher.subscribers import SubscriberIn
 from tests.api.conftest import PUBLIC_URL, auth, count, purge_queues
 
 
@@ -234,7 +234,7 @@ def test_sixty_sign_ups_from_one_address_meet_a_429(settings: Settings, db: Data
 def test_suppressions_are_listed_filtered_and_removed_by_admins_only(
     front: TestClient, db: Database, keys: dict[str, str]
 ) -> None:
-    from dispatcher import suppressions
+    from dispatcher.engine import suppressions
 
     with db.session() as session:
         suppressions.record(session, "email", "Gone@Example.com", "bounce", "550 no such user")
@@ -265,9 +265,9 @@ def test_an_admin_rotates_the_link_token_and_the_old_links_stop_working(
 def test_one_click_also_withdraws_the_subscribers_deliveries_that_have_not_left(
     front: TestClient, db: Database, settings: Settings
 ) -> None:
-    from dispatcher.broadcasts import open_incident
-    from dispatcher.fanout import run_broadcast
-    from dispatcher.message import OutageMessage
+    from dispatcher.domain.message import OutageMessage
+    from dispatcher.engine.planner import run_broadcast
+    from dispatcher.incidents.broadcasts import open_incident
 
     ann = _subscriber(db, settings, lists=["admins"])
     _subscriber(db, settings, external_id="bob", email="bob@example.com", lists=["admins"])
@@ -324,8 +324,8 @@ def test_a_webhook_receiver_failing_long_enough_is_suppressed_and_a_success_rese
     db: Database, settings: Settings
 ) -> None:
     from channels.base import Failure, Outcome
-    from dispatcher import suppressions
-    from dispatcher.receipts import Moved
+    from dispatcher.engine import suppressions
+    from dispatcher.engine.transitions import Moved
 
     mine = settings.model_copy(
         update={

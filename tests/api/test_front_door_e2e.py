@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from dispatcher.auth import Role, create_key
 from dispatcher.cli import app as cli
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
+from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.store.db import Database
 from dispatcher.store.models import Delivery, Subscriber, Suppression
-from dispatcher.subscribers import SubscriberIn
 from tests.api.conftest import purge_queues
 from tests.conftest import free_port
 from tests.harness import FAST, Harness

@@ -15,10 +15,10 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from config import Settings, get_settings
-from dispatcher.api import create_app
+from dispatcher.api.app import create_app
 from dispatcher.auth import Role, create_key, find_key, revoke_key
 from dispatcher.cli import app as cli
-from dispatcher.errors import ConfigurationError
+from dispatcher.domain.errors import ConfigurationError
 from dispatcher.startup import check_api_keys
 from dispatcher.store.db import Database
 from dispatcher.store.models import ApiKey, Incident, Subscriber

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.store.db import Database
 from dispatcher.store.migrate import upgrade
 from dispatcher.store.models import Signup, Subscriber
 from dispatcher.store.subscribers import upsert
-from dispatcher.subscribers import SubscriberIn
 from tests.conftest import free_port, fresh_database_url
 from tests.processes import start_api
 

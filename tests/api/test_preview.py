@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from channels.base import ChannelName
 from config import Settings
-from dispatcher.api import create_app
-from dispatcher.message import EventKind
+from dispatcher.api.app import create_app
+from dispatcher.domain.message import EventKind
 from dispatcher.store.db import Database
 from dispatcher.store.models import Base, Broadcast
 from tests.api.conftest import MESSAGE, auth, purge_queues

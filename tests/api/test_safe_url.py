@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from channels.sandbox import SandboxServer
 from channels.webhook.adapter import WebhookChannel, checked_transport
 from config import Settings
-from dispatcher.api import create_app
+from dispatcher.api.app import create_app
 from dispatcher.safe_url import UnsafeUrl, check, refused_address, refused_connection
 from dispatcher.store.db import Database
 from dispatcher.store.models import Subscriber

@@ -20,9 +20,10 @@ from twilio.request_validator import RequestValidator
 
 from channels.sandbox.signing import EventWebhookSigner
 from config import Settings
-from dispatcher.progress import progress
-from dispatcher.provider_status import reapply_parked
-from dispatcher.receipts import State, count_moves, set_details, transition
+from dispatcher.domain.states import DeliveryState
+from dispatcher.engine.progress import progress
+from dispatcher.engine.status_reports import reapply_parked
+from dispatcher.engine.transitions import count_moves, set_details, transition
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, Delivery, utcnow
 from tests.api.conftest import MESSAGE, PUBLIC_URL, auth
@@ -59,12 +60,12 @@ def add_delivery(
         session.add(row)
         session.flush()
         now = utcnow()
-        count_moves(session, [(broadcast_id, 2, channel)], None, State.PENDING)
+        count_moves(session, [(broadcast_id, 2, channel)], None, DeliveryState.PENDING)
         path = {"pending": [], "sending": ["sending"], "sent": ["sending", "sent"]}[state]
-        current = State.PENDING
+        current = DeliveryState.PENDING
         for step in path:
-            transition(session, [row.id], expect=current, to=State(step), now=now)
-            current = State(step)
+            transition(session, [row.id], expect=current, to=DeliveryState(step), now=now)
+            current = DeliveryState(step)
         if provider_message_id:
             set_details(session, [{"id": row.id, "provider_message_id": provider_message_id}])
         return row.id
@@ -255,7 +256,7 @@ def test_a_report_that_beats_the_recording_is_applied_after_it_checked_the_same_
 
     # the worker records both sends (as record_outcomes does), then re-applies what was parked
     with db.session() as session:
-        transition(session, [fast, forged], expect=State.SENDING, to=State.SENT, now=utcnow())
+        transition(session, [fast, forged], expect=DeliveryState.SENDING, to=DeliveryState.SENT, now=utcnow())
         set_details(
             session,
             [{"id": fast, "provider_message_id": "SMfast"}, {"id": forged, "provider_message_id": "SMreal"}],

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import strategies as st
 
 from channels.base import RenderContext
-from dispatcher.message import (
+from dispatcher.domain.message import (
     INCIDENT_STATUSES,
     MAINTENANCE_STATUSES,
     EventKind,
@@ -52,7 +52,7 @@ WORDS = ["API", "outage", "database", "latency", "errors", "checkout", "login", 
 
 _plain = st.text(
     # any printable character, plus the line breaks and tabs people paste; other control
-    # characters are refused by the message model (dispatcher.message.printable)
+    # characters are refused by the message model (dispatcher.domain.message.printable)
     alphabet=st.one_of(st.characters(exclude_categories=("Cs", "Cc")), st.sampled_from("\n\t\r")),
     min_size=1,
     max_size=60,

@@ -11,7 +11,7 @@ from channels.email.adapter import EmailChannel
 from channels.email.condense import EmailVariant
 from channels.sandbox import SandboxServer
 from config.settings import Settings
-from dispatcher.message import EventKind, OutageMessage
+from dispatcher.domain.message import EventKind, OutageMessage
 
 from .helpers import email_variant, recipients
 

@@ -20,7 +20,7 @@ from channels.rendering import sample_message
 from channels.sms.condense import SmsVariant, condense_sms
 from channels.social.condense import SocialVariant, condense_social
 from channels.webhook.condense import WebhookVariant, condense_webhook
-from dispatcher.message import EventKind, OutageMessage
+from dispatcher.domain.message import EventKind, OutageMessage
 from tests.channels.strategies import message_and_context
 
 Condenser = Callable[[OutageMessage, RenderContext], Any]

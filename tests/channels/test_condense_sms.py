@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from channels.base import RenderContext
 from channels.rendering import sample_message
 from channels.sms.condense import SmsVariant, condense_sms
-from dispatcher.message import EventKind, Impact, Kind, OutageMessage, Status
+from dispatcher.domain.message import EventKind, Impact, Kind, OutageMessage, Status
 from tests.channels.strategies import message_and_context
 
 # GSM 03.38, written out again here on purpose: an independent check of channels/sms/segments.py.

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from channels.base import RenderContext
 from channels.rendering import sample_message
 from channels.webhook.condense import WebhookVariant, condense_webhook
-from dispatcher.message import EventKind, OutageMessage
+from dispatcher.domain.message import EventKind, OutageMessage
 from tests.channels.strategies import message_and_context
 
 

@@ -27,8 +27,8 @@ from channels.rendering import (
 from channels.sms.condense import condense_sms
 from channels.social.condense import condense_social
 from channels.webhook.condense import condense_webhook
-from dispatcher.errors import TemplateError
-from dispatcher.message import EventKind, OutageMessage
+from dispatcher.domain.errors import TemplateError
+from dispatcher.domain.message import EventKind, OutageMessage
 
 GOLDEN = Path(__file__).parent / "golden"
 POSTED = datetime(2025, 11, 22, 14, 5, tzinfo=UTC)

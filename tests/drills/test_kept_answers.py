@@ -17,11 +17,11 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from dispatcher import journal
+from dispatcher.domain.subscribers import SubscriberIn
+from dispatcher.engine import journal
 from dispatcher.store.db import Database
 from dispatcher.store.migrate import upgrade
 from dispatcher.store.models import Delivery
-from dispatcher.subscribers import SubscriberIn
 from tests.conftest import PG_UNAVAILABLE, PG_URL, fresh_database_url
 from tests.drills.tcp_cut import TcpCut
 from tests.harness import Harness

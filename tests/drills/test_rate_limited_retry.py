@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.store.models import Delivery
-from dispatcher.subscribers import SubscriberIn
 from tests.harness import Harness
 
 N = 40

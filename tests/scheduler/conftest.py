@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from config import Settings
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, ScheduledNotice
 from tests.harness import Harness

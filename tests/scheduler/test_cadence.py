@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from dispatcher.broadcasts import open_incident, post_update
-from dispatcher.cadence import REMINDER_EVENT, remind_due
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
+from dispatcher.incidents.broadcasts import open_incident, post_update
+from dispatcher.incidents.cadence import REMINDER_EVENT, remind_due
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastVariant, Incident
 from tests.scheduler.conftest import settings_for

@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, update
 
-from dispatcher import maintenance as mnt
-from dispatcher.broadcasts import enqueue, post_update
-from dispatcher.message import OutageMessage
-from dispatcher.scheduler import poll
+from dispatcher.domain.message import OutageMessage
+from dispatcher.domain.subscribers import QuietHours, SubscriberIn
+from dispatcher.incidents import maintenance as mnt
+from dispatcher.incidents.broadcasts import enqueue, post_update
+from dispatcher.incidents.scheduler import poll_schedule
 from dispatcher.store.models import Delivery, Incident, ScheduledNotice
-from dispatcher.subscribers import QuietHours, SubscriberIn
 from tests.harness import Harness
 
 pytestmark = pytest.mark.slow
@@ -99,7 +99,7 @@ def test_quiet_hours_hold_a_low_impact_reminder_but_never_an_incident(harness: H
         scheduled_id, maintenance_id = scheduled.id, maintenance.id
     enqueue(scheduled_id)
     harness.wait(scheduled_id)  # the announcement is not a reminder: it reaches Tokyo now
-    poll(harness.database, harness.settings, now=starts - timedelta(hours=1), enqueue=enqueue)
+    poll_schedule(harness.database, harness.settings, now=starts - timedelta(hours=1), enqueue=enqueue)
     # The reminder is due a second after scheduling, so on a slow machine beat's own poll may have
     # claimed it first: either way there is exactly one reminder broadcast.
     with harness.database.session() as session:

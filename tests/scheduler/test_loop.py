@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from dispatcher import maintenance as mnt
-from dispatcher.broadcasts import enqueue
+from dispatcher.domain.subscribers import SubscriberIn
+from dispatcher.incidents import maintenance as mnt
+from dispatcher.incidents.broadcasts import enqueue
 from dispatcher.store.models import Broadcast, Delivery, Incident, ScheduledNotice
-from dispatcher.subscribers import SubscriberIn
 from tests.harness import Harness
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def _schedule(harness: Harness, lead_s: float = 7, length_s: float = 3) -> int:
 
 
 def mnt_message(starts: datetime, ends: datetime):  # type: ignore[no-untyped-def]
-    from dispatcher.message import OutageMessage
+    from dispatcher.domain.message import OutageMessage
 
     return OutageMessage(title="Database upgrade", kind="maintenance", starts_at=starts, ends_at=ends)
 

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dispatcher import maintenance as mnt
-from dispatcher.errors import Conflict
-from dispatcher.message import EventKind
-from dispatcher.scheduler import fire, poll
+from dispatcher.domain.errors import Conflict
+from dispatcher.domain.message import EventKind
+from dispatcher.incidents import maintenance as mnt
+from dispatcher.incidents.scheduler import fire, poll_schedule
 from dispatcher.store.db import Database
 from dispatcher.store.models import Incident
 from tests.scheduler.conftest import broadcast_events, maintenance, notices, settings_for
@@ -56,9 +56,9 @@ def test_each_notice_is_sent_once_at_its_time_and_moves_the_status(db: Database)
     moments = [n.due_at for n in notices(db, mid) if n.state == "pending"]
     sent_at: Counter[str] = Counter()
     for moment in moments:
-        assert poll(db, settings, now=moment - S).sent == []  # a second early: nothing
+        assert poll_schedule(db, settings, now=moment - S).sent == []  # a second early: nothing
         for _ in range(3):  # repeated polls at the same moment send it once
-            for notice_id in poll(db, settings, now=moment).sent:
+            for notice_id in poll_schedule(db, settings, now=moment).sent:
                 sent_at[str(notice_id)] += 1
         if moment == START:
             assert _status(db, mid) == "in_progress"
@@ -76,7 +76,7 @@ def test_each_notice_is_sent_once_at_its_time_and_moves_the_status(db: Database)
 def test_after_an_outage_reminders_are_skipped_and_start_and_end_sent_late(db: Database) -> None:
     settings = settings_for(db)
     mid = _schedule(db)
-    report = poll(db, settings, now=END + timedelta(hours=3))
+    report = poll_schedule(db, settings, now=END + timedelta(hours=3))
     by_event = {(n.event, n.due_at): n for n in notices(db, mid)}
     reminders = [n for (event, _), n in by_event.items() if event == "maintenance_reminder"]
     assert [n.state for n in reminders] == ["skipped"] * 3
@@ -87,7 +87,9 @@ def test_after_an_outage_reminders_are_skipped_and_start_and_end_sent_late(db: D
     # within the grace a reminder is still worth sending
     mid2 = _schedule(db)
     one_hour = START - timedelta(hours=1)
-    poll(db, settings, now=START - timedelta(hours=24) + timedelta(seconds=settings.scheduler_grace_s))
+    poll_schedule(
+        db, settings, now=START - timedelta(hours=24) + timedelta(seconds=settings.scheduler_grace_s)
+    )
     assert [n.state for n in notices(db, mid2) if n.event == "maintenance_reminder"] == [
         "skipped",  # 72 h: 48 h late
         "sent",  # 24 h: exactly at the grace
@@ -108,7 +110,7 @@ def test_two_pollers_at_once_send_each_notice_once(db: Database) -> None:
 
         def run(name: str, moment: datetime = moment, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
-            report = poll(db, settings, now=moment, by=name)
+            report = poll_schedule(db, settings, now=moment, by=name)
             with lock:
                 sent.update(report.sent)
 
@@ -131,15 +133,15 @@ def test_a_poller_killed_before_its_commit_leaves_the_notice_for_the_next(db: Da
     session.rollback()  # ...killed before commit: the database undoes the claim and the broadcast
     session.close()
     assert broadcast_events(db) == ["maintenance_scheduled"]
-    assert poll(db, settings, now=first.due_at + S).sent == [first.id]
-    assert poll(db, settings, now=first.due_at + 2 * S).sent == []
+    assert poll_schedule(db, settings, now=first.due_at + S).sent == [first.id]
+    assert poll_schedule(db, settings, now=first.due_at + 2 * S).sent == []
     assert broadcast_events(db) == ["maintenance_scheduled", "maintenance_reminder"]
 
 
 def test_reschedule_replans_and_nothing_withdrawn_is_sent(db: Database) -> None:
     settings = settings_for(db)
     mid = _schedule(db)
-    poll(db, settings, now=START - timedelta(hours=72))  # the first reminder went out
+    poll_schedule(db, settings, now=START - timedelta(hours=72))  # the first reminder went out
     new_start = START + timedelta(days=7)
     now = START - timedelta(hours=60)
     with db.session() as session:
@@ -154,7 +156,7 @@ def test_reschedule_replans_and_nothing_withdrawn_is_sent(db: Database) -> None:
     assert states[("maintenance_rescheduled", "sent")] == 1
     # the old moments pass in silence; the new ones send
     for old in (START - timedelta(hours=24), START - timedelta(hours=1), START, END):
-        assert poll(db, settings, now=old).sent == []
+        assert poll_schedule(db, settings, now=old).sent == []
     pending = [n for n in notices(db, mid) if n.state == "pending"]
     assert [n.due_at for n in pending] == [
         new_start - timedelta(hours=72),
@@ -164,7 +166,7 @@ def test_reschedule_replans_and_nothing_withdrawn_is_sent(db: Database) -> None:
         new_start + timedelta(hours=3),
     ]
     for notice in pending:
-        assert poll(db, settings, now=notice.due_at).sent == [notice.id]
+        assert poll_schedule(db, settings, now=notice.due_at).sent == [notice.id]
     assert _status(db, mid) == "completed"
     assert all(n.sent_at is None for n in notices(db, mid) if n.state == "withdrawn")
 
@@ -172,7 +174,7 @@ def test_reschedule_replans_and_nothing_withdrawn_is_sent(db: Database) -> None:
 def test_a_running_maintenance_may_only_move_its_end(db: Database) -> None:
     settings = settings_for(db)
     mid = _schedule(db)
-    poll(db, settings, now=START)
+    poll_schedule(db, settings, now=START)
     with pytest.raises(Conflict), db.session() as session:
         mnt.reschedule(session, settings, mid, starts_at=START + S, now=START + S)
     with db.session() as session:
@@ -187,11 +189,11 @@ def test_a_running_maintenance_may_only_move_its_end(db: Database) -> None:
 def test_cancel_withdraws_pending_notices_and_sends_the_cancellation(db: Database) -> None:
     settings = settings_for(db)
     mid = _schedule(db)
-    poll(db, settings, now=START - timedelta(hours=72))
+    poll_schedule(db, settings, now=START - timedelta(hours=72))
     with db.session() as session:
         _, broadcast, _ = mnt.cancel(session, settings, mid, now=START - timedelta(hours=70))
         assert broadcast.event == EventKind.MAINTENANCE_CANCELLED.value
-    assert poll(db, settings, now=END + timedelta(days=1)).sent == []
+    assert poll_schedule(db, settings, now=END + timedelta(days=1)).sent == []
     assert Counter(n.state for n in notices(db, mid)) == {"sent": 3, "withdrawn": 4}
     assert _status(db, mid) == "cancelled"
     with pytest.raises(Conflict), db.session() as session:

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from dispatcher.cadence import REMINDER_EVENT, remind_due
-from dispatcher.message import OutageMessage
+from dispatcher.domain.message import OutageMessage
+from dispatcher.incidents.cadence import REMINDER_EVENT, remind_due
 from dispatcher.store.models import Broadcast, Delivery, Incident
 from tests.harness import Harness
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 
 from channels.base import ChannelName
-from dispatcher.cadence import reminder_due
-from dispatcher.maintenance import notice_plan
-from dispatcher.message import EventKind
-from dispatcher.policy import channels_for
-from dispatcher.quiet_hours import quiet_until
+from dispatcher.domain.message import EventKind
+from dispatcher.domain.policy import channels_for
+from dispatcher.domain.quiet_hours import quiet_until
+from dispatcher.incidents.cadence import reminder_due
+from dispatcher.incidents.maintenance import notice_plan
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 H = 3600.0

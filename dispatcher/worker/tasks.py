@@ -6,16 +6,18 @@ import os
 from functools import lru_cache
 from typing import Any
 
+from celery.signals import worker_process_init
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 import channels.registry  # noqa: F401  (imported before the pool forks: SDK imports are slow)
 from channels.base import ChannelName
 from config import get_settings
-from dispatcher.celery_app import app
-from dispatcher.fanout import Outbox, gate_timed_out, plan_next_tier
-from dispatcher.fanout import run_broadcast as _run_broadcast
-from dispatcher.sending import Services, build_services
-from dispatcher.sending import send_batch as _send_batch
+from dispatcher.engine import planner, tier_gates
+from dispatcher.engine.broker import app
+from dispatcher.engine.outbox import Outbox
+from dispatcher.engine.planner import run_broadcast as _run_broadcast
+from dispatcher.engine.sending import Services, build_services
+from dispatcher.engine.sending import send_batch as _send_batch
 from dispatcher.store.db import get_database
 
 
@@ -55,16 +57,16 @@ DB_RETRY: dict[str, Any] = {
 
 @app.task(name="dispatcher.plan_tier", **DB_RETRY)
 def plan_tier(broadcast_id: int, tier: int, after: int = 0) -> None:
-    """Plans a tier after the first from subscriber id `after`, a page per task (fanout.plan_next_tier)."""
-    plan_next_tier(get_database(), get_settings(), broadcast_id, tier, after)
+    """Plans a tier after the first from subscriber id `after`, a page per task (engine/planner.py)."""
+    planner.plan_tier(get_database(), get_settings(), broadcast_id, tier, after)
 
 
 # A claim chosen as a deadlock victim left its rows pending with no task: the same retry.
 @app.task(name="dispatcher.send_batch", **DB_RETRY)
 def send_batch(broadcast_id: int, channel: str, ids: list[int]) -> int:
     claimed = _send_batch(services(), broadcast_id, ChannelName(channel), ids)
-    if claimed:  # status reports that beat the recording of these rows (dispatcher/provider_status.py)
-        from dispatcher.provider_status import reapply_parked
+    if claimed:  # status reports that beat the recording of these rows (dispatcher/engine/status_reports.py)
+        from dispatcher.engine.status_reports import reapply_parked
 
         reapply_parked(get_database(), get_settings(), broadcast_id, ids)
     return claimed
@@ -74,13 +76,13 @@ def send_batch(broadcast_id: int, channel: str, ids: list[int]) -> int:
 def check_gate(broadcast_id: int, tier: int) -> None:
     outbox = Outbox()
     with get_database().session() as session:
-        gate_timed_out(session, get_settings(), broadcast_id, tier, outbox)
+        tier_gates.check_gate(session, get_settings(), broadcast_id, tier, outbox)
     outbox.flush()
 
 
 @app.task(name="dispatcher.sweep")
 def sweep() -> dict[str, int]:
-    from dispatcher.sweeper import sweep as _sweep
+    from dispatcher.engine.sweeper import sweep as _sweep
 
     return _sweep(get_database(), get_settings())
 
@@ -89,29 +91,42 @@ def sweep() -> dict[str, int]:
 def poll_schedule() -> dict[str, int]:
     """The scheduler pass beat runs every `scheduler_poll_s`: due maintenance notices (each claimed
     atomically, enqueued after commit) and update-cadence reminders to commanders."""
-    from dispatcher.broadcasts import enqueue
-    from dispatcher.scheduler import poll
+    from dispatcher.incidents.broadcasts import enqueue
+    from dispatcher.incidents.scheduler import poll_schedule as _poll_schedule
 
-    report = poll(get_database(), get_settings(), enqueue=enqueue)
+    report = _poll_schedule(get_database(), get_settings(), enqueue=enqueue)
     return {"sent": len(report.sent), "skipped": len(report.skipped), "reminded": len(report.reminded)}
 
 
 @app.task(name="dispatcher.reconcile")
 def reconcile() -> dict[str, int]:
     """Beat's pass: claims a page of stale `sent` rows per polled channel and queues their queries."""
-    from dispatcher.reconcile import plan, pollable
+    from dispatcher.engine.reconcile import pollable
+    from dispatcher.engine.reconcile import reconcile as _reconcile
 
-    return plan(get_database(), get_settings(), list(pollable(services().adapters)))
+    return _reconcile(get_database(), get_settings(), list(pollable(services().adapters)))
 
 
 @app.task(name="dispatcher.reconcile_rows")
 def reconcile_rows(channel: str, ids: list[int]) -> dict[str, int]:
     """Asks one channel's provider about claimed rows (on that channel's queue, paced)."""
-    from dispatcher.reconcile import pollable
-    from dispatcher.reconcile import reconcile_rows as _reconcile_rows
+    from dispatcher.engine.reconcile import pollable
+    from dispatcher.engine.reconcile import reconcile_rows as _reconcile_rows
 
     name = ChannelName(channel)
     source = pollable(services().adapters).get(name)
     if source is None:
         return {"asked": 0, "moved": 0}
     return _reconcile_rows(get_database(), get_settings(), source, services().limiter, name, ids)
+
+
+@worker_process_init.connect
+def _after_fork(**_kwargs: Any) -> None:
+    """Clients are cached per pid, so a forked child builds its own; drop the parent's pool too."""
+    from dispatcher.store.db import _databases
+
+    for database in _databases.values():
+        database.engine.dispose(close=False)
+    if get_settings().redis_url:
+        for adapter in services().adapters.values():  # the first admin message must not wait on set-up
+            adapter.warm()

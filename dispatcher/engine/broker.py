@@ -1,4 +1,8 @@
-"""The Celery app, configured for the Redis transport's real behaviour.
+"""The Celery app: the engine's queues on Redis, configured for the transport's real behaviour.
+
+The engine enqueues through it (engine/outbox.py); the tasks it runs live in dispatcher/worker/tasks.py,
+which it names but never imports, so imports point one way: worker -> engine -> broker.
+
 
 - acks_late + reject_on_worker_lost: a worker killed mid-task leaves the task for another worker.
 - prefetch 1: a worker does not hoard tasks that an idle worker could run.
@@ -28,11 +32,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import setup_logging
 
 from channels.base import ChannelName
 from config import Settings, get_settings
-from dispatcher.redis_client import require_redis_url
+from dispatcher.store.redis_client import require_redis_url
 
 CONTROL_QUEUE = "control"
 URGENT_QUEUE = "urgent"
@@ -63,7 +67,7 @@ _LATER_TASKS = frozenset({"dispatcher.plan_tier"})
 
 def task_priority(task: str, queue: str) -> int:
     """Pure: the urgency class of a task. First-tier batches are on the urgent queue (see
-    fanout.batch_queue); `plan_tier` plans tiers after the first (run_broadcast plans the first)."""
+    outbox.batch_queue); `plan_tier` plans tiers after the first (run_broadcast plans the first)."""
     if queue == URGENT_QUEUE:
         return PRIORITY_URGENT
     if queue == CONTROL_QUEUE and task not in _LATER_TASKS:
@@ -166,7 +170,7 @@ def free_slot_on_failed_ack() -> None:
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
-    app = Celery("outage_dispatcher", include=["dispatcher.tasks"])
+    app = Celery("outage_dispatcher", include=["dispatcher.worker.tasks"])
     settings = settings or get_settings()
     if settings.redis_url:
         app.conf.update(celery_config(settings))
@@ -175,20 +179,6 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 app = make_celery()
 free_slot_on_failed_ack()
-
-
-@worker_process_init.connect
-def _after_fork(**_kwargs: Any) -> None:
-    """Clients are cached per pid, so a forked child builds its own; drop the parent's pool too."""
-    from dispatcher.store.db import _databases
-
-    for database in _databases.values():
-        database.engine.dispose(close=False)
-    if get_settings().redis_url:
-        from dispatcher.tasks import services
-
-        for adapter in services().adapters.values():  # the first admin message must not wait on set-up
-            adapter.warm()
 
 
 @setup_logging.connect

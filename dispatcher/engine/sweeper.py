@@ -23,27 +23,23 @@ from typing import TYPE_CHECKING
 from sqlalchemy import exists, select, update
 
 from config import Settings
-from dispatcher.fanout import (
-    QUIET_HOURS_CODE,
-    Outbox,
-    batch_queue,
-    check_gates,
-    gate_timed_out,
-    pending_batches,
-    utcnow,
-)
-from dispatcher.receipts import State, transition
+from dispatcher.domain.states import DeliveryState
+from dispatcher.engine.clock import utcnow
+from dispatcher.engine.deliveries import QUIET_HOURS_CODE
+from dispatcher.engine.outbox import Outbox, batch_queue
+from dispatcher.engine.tier_gates import check_gate, check_gates, pending_batches
+from dispatcher.engine.transitions import transition
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastTier, Delivery
 
 if TYPE_CHECKING:
-    from dispatcher.sending import Services
+    from dispatcher.engine.sending import Services
 
 
 def idle_queues(settings: Settings) -> set[str]:
     """Channel queues with nothing waiting in Redis (kombu keeps one list per priority step)."""
-    from dispatcher.celery_app import QUEUES, queue_keys
-    from dispatcher.redis_client import get_redis
+    from dispatcher.engine.broker import QUEUES, queue_keys
+    from dispatcher.store.redis_client import get_redis
 
     client = get_redis(settings)
     idle = set()
@@ -67,7 +63,7 @@ def release_quiet_rows(database: Database, now: datetime, outbox: Outbox) -> int
         released = session.execute(
             update(Delivery)
             .where(
-                Delivery.state == State.PENDING.value,
+                Delivery.state == DeliveryState.PENDING.value,
                 Delivery.last_error_code == QUIET_HOURS_CODE,
                 Delivery.next_attempt_at <= now,
                 exists().where(
@@ -93,10 +89,10 @@ _services: dict[tuple[int, int, int], Services] = {}
 
 
 def apply_kept(database: Database, settings: Settings) -> int:
-    """Records the answers kept in Redis (dispatcher/journal.py); 0 when there are none."""
-    from dispatcher import journal
-    from dispatcher.redis_client import get_redis
-    from dispatcher.sending import apply_kept_answers, build_services
+    """Records the answers kept in Redis (dispatcher/engine/journal.py); 0 when there are none."""
+    from dispatcher.engine import journal
+    from dispatcher.engine.sending import apply_kept_answers, build_services
+    from dispatcher.store.redis_client import get_redis
 
     if not get_redis(settings).exists(journal.answers_key(settings)):
         return 0
@@ -108,8 +104,8 @@ def apply_kept(database: Database, settings: Settings) -> int:
 
 def _without_answers(settings: Settings, ids: list[int]) -> list[int]:
     """Leases whose answer arrived after `apply_kept` read the answers are left for the next sweep."""
-    from dispatcher import journal
-    from dispatcher.redis_client import get_redis
+    from dispatcher.engine import journal
+    from dispatcher.store.redis_client import get_redis
 
     answered = journal.kept_for(get_redis(settings), settings, ids)
     return [i for i in ids if i not in answered]
@@ -123,8 +119,8 @@ def planning_queued(settings: Settings) -> set[int] | None:
     """The broadcasts whose planning task waits in the control queue, or None when it is too long
     to search. Beat's own sweep and poll tasks share that queue, so "the queue is empty" would
     rarely hold while beat runs often; looking for the broadcast's own task always answers."""
-    from dispatcher.celery_app import CONTROL_QUEUE, queue_keys
-    from dispatcher.redis_client import get_redis
+    from dispatcher.engine.broker import CONTROL_QUEUE, queue_keys
+    from dispatcher.store.redis_client import get_redis
 
     client = get_redis(settings)
     found: set[int] = set()
@@ -175,11 +171,17 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
     with database.session() as session:
         stale = list(
             session.scalars(
-                select(Delivery.id).where(Delivery.state == State.SENDING.value, Delivery.lease_until < now)
+                select(Delivery.id).where(
+                    Delivery.state == DeliveryState.SENDING.value, Delivery.lease_until < now
+                )
             )
         )
         moved = transition(
-            session, _without_answers(settings, stale), expect=State.SENDING, to=State.PENDING, now=now
+            session,
+            _without_answers(settings, stale),
+            expect=DeliveryState.SENDING,
+            to=DeliveryState.PENDING,
+            now=now,
         )
         report["expired_leases"] = len(moved)
         groups: dict[tuple[int, str, int], list[int]] = {}
@@ -211,7 +213,7 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
                 BroadcastTier.state == "sending", BroadcastTier.started_at < gate_deadline
             )
         ).all():
-            gate_timed_out(session, settings, broadcast_id, tier, outbox)
+            check_gate(session, settings, broadcast_id, tier, outbox)
             report["gates_timed_out"] += 1
         lost = session.scalars(
             select(Broadcast.id).where(

@@ -27,9 +27,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from config import Settings
-from dispatcher import cadence
-from dispatcher.maintenance import send_notice
-from dispatcher.message import EventKind
+from dispatcher.domain.message import EventKind
+from dispatcher.incidents import cadence
+from dispatcher.incidents.maintenance import send_notice
 from dispatcher.store.db import Database
 from dispatcher.store.models import ScheduledNotice
 
@@ -100,7 +100,7 @@ def fire(
     return notice
 
 
-def poll(
+def poll_schedule(
     database: Database,
     settings: Settings,
     *,

@@ -22,12 +22,15 @@ from sqlalchemy.orm import Session
 
 from channels.base import ChannelName, Outcome, StatusReport
 from config import Settings
-from dispatcher import planning
-from dispatcher.fanout import Outbox, insert_one, utcnow
-from dispatcher.receipts import Moved, State, count_moves, set_details, transition
-from dispatcher.redis_client import get_redis, key
+from dispatcher.domain import audience
+from dispatcher.domain.states import DeliveryState
+from dispatcher.engine.clock import utcnow
+from dispatcher.engine.deliveries import insert_one
+from dispatcher.engine.outbox import Outbox
+from dispatcher.engine.transitions import Moved, count_moves, set_details, transition
 from dispatcher.store.bulk import id_in
 from dispatcher.store.models import BroadcastTier, Delivery, Subscriber, Suppression
+from dispatcher.store.redis_client import get_redis, key
 
 SUPPRESSED_CODE = "suppressed"
 # SendGrid events that mean "never again": a hard bounce, a spam complaint, SendGrid's own drop.
@@ -48,7 +51,7 @@ def record(
         insert(Suppression)
         .values(
             channel=channel.value,
-            address=planning.normalise_address(channel, address),
+            address=audience.normalise_address(channel, address),
             reason=reason,
             detail=(detail or None) and str(detail)[:200],
             created_at=utcnow(),
@@ -71,7 +74,7 @@ def _addresses(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, str
 
 def from_reports(session: Session, reports: Sequence[tuple[StatusReport, str]]) -> int:
     """Hard bounces, spam reports and drops (SendGrid) and dead or opted-out numbers (Twilio) among
-    status reports that passed the provider checks (dispatcher/provider_status.py), each with its
+    status reports that passed the provider checks (dispatcher/engine/status_reports.py), each with its
     delivery's channel and address from our own row, never from the report's text."""
     wanted: dict[int, tuple[str, str | None]] = {}
     for report, channel in reports:
@@ -167,7 +170,9 @@ def suppress_planned(
     if not hits:
         return []
     reasons = dict(hits)
-    moved = transition(session, sorted(reasons), expect=State.PENDING, to=State.SUPPRESSED, now=utcnow())
+    moved = transition(
+        session, sorted(reasons), expect=DeliveryState.PENDING, to=DeliveryState.SUPPRESSED, now=utcnow()
+    )
     set_details(
         session,
         [
@@ -186,7 +191,7 @@ def is_suppressed(session: Session, channel: ChannelName, address: str) -> str |
     return session.scalar(
         select(Suppression.reason).where(
             Suppression.channel == channel.value,
-            Suppression.address == planning.normalise_address(channel, address),
+            Suppression.address == audience.normalise_address(channel, address),
         )
     )
 
@@ -216,9 +221,9 @@ def insert_failover(
     sub = session.get(Subscriber, moved.subscriber_id)
     if sub is None:
         return None
-    addresses = planning.addresses_of(sub)
+    addresses = audience.addresses_of(sub)
     while True:
-        target = planning.next_channel(failed, sub.channels, sub.opt_outs, addresses, enabled)
+        target = audience.next_channel(failed, sub.channels, sub.opt_outs, addresses, enabled)
         if target is None:
             return None
         if is_suppressed(session, target.channel, target.address) is None:
@@ -234,7 +239,7 @@ def insert_failover(
             "channel": target.channel.value,
             "address": target.address,
             "locale": moved.locale,
-            "state": State.PENDING.value,
+            "state": DeliveryState.PENDING.value,
             "attempts": 0,
             "failover_of": moved.id,
             "created_at": now,
@@ -251,7 +256,9 @@ def insert_failover(
         .where(BroadcastTier.broadcast_id == moved.broadcast_id, BroadcastTier.tier == moved.tier)
         .values(**counts)
     )
-    count_moves(session, [(moved.broadcast_id, moved.tier, target.channel.value)], None, State.PENDING)
+    count_moves(
+        session, [(moved.broadcast_id, moved.tier, target.channel.value)], None, DeliveryState.PENDING
+    )
     return target.channel, new_id
 
 
@@ -270,11 +277,11 @@ def withdraw_pending(
             select(Delivery.id).where(
                 Delivery.subscriber_id == subscriber_id,
                 Delivery.channel == channel.value,
-                Delivery.state == State.PENDING.value,
+                Delivery.state == DeliveryState.PENDING.value,
             )
         )
     )
-    moved = transition(session, ids, expect=State.PENDING, to=State.SUPPRESSED, now=utcnow())
+    moved = transition(session, ids, expect=DeliveryState.PENDING, to=DeliveryState.SUPPRESSED, now=utcnow())
     set_details(
         session,
         [
@@ -283,7 +290,7 @@ def withdraw_pending(
         ],
     )
     if moved:
-        from dispatcher.fanout import check_gates
+        from dispatcher.engine.tier_gates import check_gates
 
         session.flush()
         for broadcast_id in sorted({m.broadcast_id for m in moved}):  # a tier may be done now
@@ -305,7 +312,7 @@ def list_entries(
         query = query.where(Suppression.channel == channel)
     if address:
         chan = ChannelName(channel) if channel else ChannelName.EMAIL
-        query = query.where(Suppression.address == planning.normalise_address(chan, address))
+        query = query.where(Suppression.address == audience.normalise_address(chan, address))
     if reason:
         query = query.where(Suppression.reason == reason)
     return list(session.scalars(query.order_by(Suppression.id).limit(limit)))

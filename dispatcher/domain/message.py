@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from dispatcher.errors import TransitionError
+from dispatcher.domain.errors import TransitionError
 
 
 class Kind(StrEnum):

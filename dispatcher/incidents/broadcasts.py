@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session
 
 from channels.base import ChannelName
 from config import Settings
-from dispatcher.errors import NotFound
-from dispatcher.fanout import COMPENSATION_LOCALE, add_gates, render_variants
-from dispatcher.message import EventKind, Impact, Kind, OutageMessage, Status, check_transition
-from dispatcher.policy import channels_for, impact_rose
-from dispatcher.quiet_hours import QUIET_IMPACTS
+from dispatcher.domain.errors import NotFound
+from dispatcher.domain.message import EventKind, Impact, Kind, OutageMessage, Status, check_transition
+from dispatcher.domain.policy import channels_for, impact_rose
+from dispatcher.domain.quiet_hours import QUIET_IMPACTS
+from dispatcher.engine.tier_gates import add_gates
+from dispatcher.engine.variants import COMPENSATION_LOCALE, render_variants
 from dispatcher.store.models import Broadcast, BroadcastTier, Incident, IncidentUpdate, SubscriberList
 
 
@@ -213,6 +214,6 @@ def compensation_text(
 
 def enqueue(broadcast_id: int) -> None:
     """Hands the broadcast to the workers; call after the creating transaction committed."""
-    from dispatcher.celery_app import app
+    from dispatcher.engine.broker import app
 
     app.send_task("dispatcher.run_broadcast", args=[broadcast_id], queue="control")

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 
 from channels.base import ChannelName, Variant
 from config import Settings
-from dispatcher.broadcasts import enqueue
-from dispatcher.message import FINAL_STATUSES, Impact, Kind, OutageMessage
+from dispatcher.domain.message import FINAL_STATUSES, Impact, Kind, OutageMessage
+from dispatcher.incidents.broadcasts import enqueue
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastTier, BroadcastVariant, Incident
 
@@ -128,7 +128,7 @@ def record_reminder(
     returns its id (None when no contact's channel is enabled)."""
     from channels.chat.condense import ChatVariant
     from channels.email.condense import EmailVariant
-    from dispatcher.fanout import add_gates
+    from dispatcher.engine.tier_gates import add_gates
 
     contacts = reminder_contacts(settings, settings.channels_enabled)
     if not contacts:

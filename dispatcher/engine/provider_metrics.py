@@ -7,7 +7,7 @@ from __future__ import annotations
 import redis
 
 from config import Settings
-from dispatcher.redis_client import key
+from dispatcher.store.redis_client import key
 
 FIELDS = ("batches", "recipients", "call_seconds", "waits", "wait_seconds")
 

@@ -28,17 +28,20 @@ from sqlalchemy.orm import Session
 
 from channels.base import INTERNAL_ERROR, Channel, ChannelName, Failure, Outcome, Recipient, Variant
 from config import Settings
-from dispatcher import journal, provider_stats, suppressions
-from dispatcher.breaker import Breaker
-from dispatcher.errors import ConfigurationError
-from dispatcher.fanout import URGENT_TIER, Outbox, check_gates, utcnow
-from dispatcher.ratelimit import Pacer, RateLimiter, bucket_for
-from dispatcher.receipts import RETURNING, Moved, State, set_details, transition
-from dispatcher.redis_client import get_redis
-from dispatcher.retry import RetryPolicy
+from dispatcher.domain.errors import ConfigurationError
+from dispatcher.domain.retry import RetryPolicy
+from dispatcher.domain.states import DeliveryState
+from dispatcher.engine import journal, provider_metrics, suppressions
+from dispatcher.engine.breaker import Breaker
+from dispatcher.engine.clock import utcnow
+from dispatcher.engine.outbox import URGENT_TIER, Outbox
+from dispatcher.engine.ratelimit import Pacer, RateLimiter, bucket_for
+from dispatcher.engine.tier_gates import check_gates
+from dispatcher.engine.transitions import RETURNING, Moved, set_details, transition
 from dispatcher.store.bulk import id_in, on_postgres
 from dispatcher.store.db import Database
 from dispatcher.store.models import BroadcastSends, BroadcastTier, BroadcastVariant, Delivery, Subscriber
+from dispatcher.store.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +150,7 @@ def claim_rows(
             delay = min(delay * 2, 5.0)
             try:
                 with services.database.session() as session:
-                    held = _moved_rows(session, ids, Delivery.claim == token, State.SENDING)
+                    held = _moved_rows(session, ids, Delivery.claim == token, DeliveryState.SENDING)
                     if held:
                         return held, _people(session, held)
                 break  # nothing committed: claim again
@@ -164,8 +167,8 @@ def _claim(
         rows = transition(
             session,
             ids,
-            expect=State.PENDING,
-            to=State.SENDING,
+            expect=DeliveryState.PENDING,
+            to=DeliveryState.SENDING,
             now=now,
             values={
                 "attempts": Delivery.attempts + 1,
@@ -207,7 +210,7 @@ def _count_sends(session: Session, rows: list[Moved], sign: int) -> None:
         session.execute(stmt)
 
 
-def _moved_rows(session: Session, ids: list[int], where: Any, *states: State) -> list[Moved]:
+def _moved_rows(session: Session, ids: list[int], where: Any, *states: DeliveryState) -> list[Moved]:
     query = select(*RETURNING).where(
         id_in(session, Delivery.id, ids), Delivery.state.in_([s.value for s in states])
     )
@@ -217,7 +220,7 @@ def _moved_rows(session: Session, ids: list[int], where: Any, *states: State) ->
 def _keep(
     services: Services, broadcast_id: int, channel: ChannelName, token: str, outcomes: list[Outcome]
 ) -> bool:
-    """The answers, kept in Redis before recording (see dispatcher/journal.py)."""
+    """The answers, kept in Redis before recording (see dispatcher/engine/journal.py)."""
     try:
         client = get_redis(services.settings)
     except ConfigurationError:  # no Redis configured: nothing to keep them in
@@ -277,8 +280,8 @@ def _hand_back(
             back = transition(
                 session,
                 ids,
-                expect=State.SENDING,
-                to=State.PENDING,
+                expect=DeliveryState.SENDING,
+                to=DeliveryState.PENDING,
                 now=now,
                 values={
                     "attempts": Delivery.attempts - 1,
@@ -347,7 +350,9 @@ def apply_kept_answers(services: Services) -> int:
         ids = [o.delivery_id for o in outcomes]
         try:
             with services.database.session() as session:
-                rows = _moved_rows(session, ids, Delivery.id.isnot(None), State.SENDING, State.PENDING)
+                rows = _moved_rows(
+                    session, ids, Delivery.id.isnot(None), DeliveryState.SENDING, DeliveryState.PENDING
+                )
             found = {r.id for r in rows}
             mine = [o for o in outcomes if o.delivery_id in found]
             record_outcomes(services, broadcast_id, channel, rows, mine, claim)
@@ -357,7 +362,7 @@ def apply_kept_answers(services: Services) -> int:
         journal.forget(client, services.settings, ids)
         applied += len(ids)
         # status reports that arrived while these rows waited in `sending` (as send_batch does)
-        from dispatcher.provider_status import reapply_parked
+        from dispatcher.engine.status_reports import reapply_parked
 
         reapply_parked(services.database, services.settings, broadcast_id, ids)
     return applied
@@ -374,7 +379,7 @@ def defer_while_open(
     with services.database.session() as session:
         pending = session.execute(
             update(Delivery)
-            .where(Delivery.id.in_(ids), Delivery.state == State.PENDING.value)
+            .where(Delivery.id.in_(ids), Delivery.state == DeliveryState.PENDING.value)
             .values(
                 next_attempt_at=now + timedelta(seconds=wait),
                 updated_at=now,
@@ -493,7 +498,7 @@ def _count(
     Call time excludes rate-limit waits (they overlap across threads, so this is an approximation)."""
     wait_seconds = sum(waited)
     try:
-        provider_stats.record(
+        provider_metrics.record(
             get_redis(services.settings),
             services.settings,
             _provider(channel),
@@ -552,7 +557,7 @@ def record_outcomes(
     now = utcnow()
     accepted = [o for o in outcomes if o.accepted]
     retry_at: dict[tuple[int, bool], list[int]] = defaultdict(list)  # (delay s, refused) -> ids
-    final: dict[tuple[State, bool], list[Outcome]] = defaultdict(list)
+    final: dict[tuple[DeliveryState, bool], list[Outcome]] = defaultdict(list)
     details: list[dict[str, Any]] = []
     # A request-level message id (SendGrid's: one for up to 1,000 rows) is written with the state
     # change; per-message ids (Twilio's SIDs) follow in one UPDATE. Writing every row a second time
@@ -581,7 +586,7 @@ def record_outcomes(
         else:
             delay = services.retry.decide(outcome, attempts)
         if delay is None:
-            state = State.SUPPRESSED if outcome.code in SUPPRESSION_CODES else State.FAILED
+            state = DeliveryState.SUPPRESSED if outcome.code in SUPPRESSION_CODES else DeliveryState.FAILED
             final[(state, refused)].append(outcome)
         else:
             retry_at[(max(1, ceil(delay)), refused)].append(outcome.delivery_id)
@@ -612,8 +617,8 @@ def record_outcomes(
             back = transition(
                 session,
                 ids,
-                expect=State.SENDING,
-                to=State.PENDING,
+                expect=DeliveryState.SENDING,
+                to=DeliveryState.PENDING,
                 now=now,
                 values={**values, **_unsent(refused)},
                 where=mine,
@@ -623,7 +628,7 @@ def record_outcomes(
             gone = transition(
                 session,
                 [o.delivery_id for o in failed],
-                expect=State.SENDING,
+                expect=DeliveryState.SENDING,
                 to=state,
                 now=now,
                 values=_unsent(refused),
@@ -639,7 +644,7 @@ def record_outcomes(
             ours = {
                 m.id: m
                 for m in _moved_rows(
-                    session, [i for ids in retry_at.values() for i in ids], mine, State.PENDING
+                    session, [i for ids in retry_at.values() for i in ids], mine, DeliveryState.PENDING
                 )
             }
             for delay in sorted({d for d, _ in retry_at}):
@@ -658,11 +663,15 @@ def record_outcomes(
 def _to_sent(session: Session, ids: list[int], now: datetime, values: dict[str, Any]) -> list[Moved]:
     """Accepted: from `sending`, or from `pending` if the lease ran out before this answer was
     recorded (the sweeper's retry task then finds nothing to send)."""
-    moved = transition(session, ids, expect=State.SENDING, to=State.SENT, now=now, values=values)
+    moved = transition(
+        session, ids, expect=DeliveryState.SENDING, to=DeliveryState.SENT, now=now, values=values
+    )
     rest = sorted(set(ids) - {m.id for m in moved})
     if rest:
         late = {**values, "next_attempt_at": None}
-        moved += transition(session, rest, expect=State.PENDING, to=State.SENT, now=now, values=late)
+        moved += transition(
+            session, rest, expect=DeliveryState.PENDING, to=DeliveryState.SENT, now=now, values=late
+        )
     return moved
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from dispatcher.message import Impact
+from dispatcher.domain.message import Impact
 
 QUIET_IMPACTS = frozenset({Impact.NONE, Impact.MINOR})
 

@@ -27,14 +27,16 @@ from sqlalchemy import select, update
 
 from channels.base import ChannelName, Sent, StatusReport
 from config import Settings
-from dispatcher.fanout import Outbox, utcnow
-from dispatcher.provider_status import apply_reports, count_asked
-from dispatcher.ratelimit import Limit, RateLimiter, provider_limits
-from dispatcher.receipts import State, Verdict
-from dispatcher.redis_client import key
+from dispatcher.domain.states import DeliveryState
+from dispatcher.engine.clock import utcnow
+from dispatcher.engine.outbox import Outbox
+from dispatcher.engine.ratelimit import Limit, RateLimiter, provider_limits
+from dispatcher.engine.status_reports import apply_reports, count_asked
+from dispatcher.engine.transitions import Verdict
 from dispatcher.store.bulk import id_in
 from dispatcher.store.db import Database
 from dispatcher.store.models import Delivery
+from dispatcher.store.redis_client import key
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def claim(
     now = now or utcnow()
     due = now - timedelta(seconds=settings.reconcile_after_s)
     is_due = (
-        (Delivery.state == State.SENT.value)
+        (Delivery.state == DeliveryState.SENT.value)
         & (Delivery.channel == channel.value)
         & (Delivery.updated_at <= due)
         & (Delivery.sent_at >= now - MAX_AGE)
@@ -86,7 +88,7 @@ def claim(
     return sorted(claimed)
 
 
-def plan(database: Database, settings: Settings, channels: Sequence[ChannelName]) -> dict[str, int]:
+def reconcile(database: Database, settings: Settings, channels: Sequence[ChannelName]) -> dict[str, int]:
     """Beat's pass: claims a page per channel and queues its queries on the channel's queue."""
     outbox = Outbox()
     claimed: dict[str, int] = {}
@@ -129,7 +131,7 @@ def hand_back(database: Database, settings: Settings, ids: Sequence[int]) -> Non
     with database.session() as session:
         session.execute(
             update(Delivery)
-            .where(id_in(session, Delivery.id, list(ids)), Delivery.state == State.SENT.value)
+            .where(id_in(session, Delivery.id, list(ids)), Delivery.state == DeliveryState.SENT.value)
             .values(updated_at=utcnow() - timedelta(seconds=settings.reconcile_after_s))
         )
 
@@ -149,7 +151,7 @@ def reconcile_rows(
             for i, pmid, address in session.execute(
                 select(Delivery.id, Delivery.provider_message_id, Delivery.address).where(
                     id_in(session, Delivery.id, list(ids)),
-                    Delivery.state == State.SENT.value,
+                    Delivery.state == DeliveryState.SENT.value,
                     Delivery.channel == channel.value,
                     Delivery.provider_message_id.is_not(None),
                 )

@@ -29,7 +29,7 @@ import redis
 
 from channels.base import ChannelName, NoSlot, Recipient
 from config import Settings
-from dispatcher.redis_client import key
+from dispatcher.store.redis_client import key
 
 # KEYS: the pool's buckets. ARGV: slot interval per bucket, the longest acceptable delay.
 # Returns {index of the bucket (1-based; 0 = refused), delay until the slot (or the earliest free one)}.

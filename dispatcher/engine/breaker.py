@@ -9,7 +9,7 @@ from __future__ import annotations
 import redis
 
 from config import Settings
-from dispatcher.redis_client import key
+from dispatcher.store.redis_client import key
 
 
 class Breaker:

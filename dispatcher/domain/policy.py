@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from channels.base import ChannelName
-from dispatcher.message import EventKind, Impact
+from dispatcher.domain.message import EventKind, Impact
 
 EVERY_EVENT = frozenset(EventKind)
 _INCIDENT_EDGES = frozenset({EventKind.INCIDENT_OPENED, EventKind.INCIDENT_RESOLVED})

@@ -11,9 +11,9 @@ import phonenumbers
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, HttpUrl, model_validator
 
 from channels.base import ChannelName
-from dispatcher import planning
-from dispatcher.message import Plain
-from dispatcher.planning import PERSONAL_CHANNELS
+from dispatcher.domain import audience
+from dispatcher.domain.audience import PERSONAL_CHANNELS
+from dispatcher.domain.message import Plain
 
 _ADDRESS_FIELD = {
     ChannelName.EMAIL: "email",
@@ -105,7 +105,7 @@ class SubscriberIn(BaseModel):
 
     def preference(self) -> list[ChannelName]:
         """Channels to receive on, best first (the rule lives in `planning`)."""
-        return planning.preference(self.channels, self.opt_outs, self.addresses())
+        return audience.preference(self.channels, self.opt_outs, self.addresses())
 
     def failover_order(self) -> list[ChannelName]:
-        return planning.failover_order(self.channels, self.opt_outs, self.addresses())
+        return audience.failover_order(self.channels, self.opt_outs, self.addresses())

@@ -34,16 +34,21 @@ from sqlalchemy.orm import Session
 from channels.base import StatusReport
 from channels.registry import CHANNEL_CLASSES, PROVIDERS
 from config import Settings
-from dispatcher.fanout import Outbox, check_gates, utcnow
-from dispatcher.receipts import IGNORED, Checked, State, Verdict, apply_provider_status
-from dispatcher.redis_client import get_redis, key
+from dispatcher.domain.states import DeliveryState
+from dispatcher.engine.clock import utcnow
+from dispatcher.engine.outbox import Outbox
+from dispatcher.engine.tier_gates import check_gates
+from dispatcher.engine.transitions import IGNORED, Checked, Verdict, apply_provider_status
 from dispatcher.store.db import Database
 from dispatcher.store.models import Delivery
+from dispatcher.store.redis_client import get_redis, key
 
 log = logging.getLogger(__name__)
 
 CHANNEL_OF = {provider: channel for channel, provider in PROVIDERS.items()}
-REPORTED_STATES = tuple(s.value for s in State if s not in (State.PENDING, State.SENDING))
+REPORTED_STATES = tuple(
+    s.value for s in DeliveryState if s not in (DeliveryState.PENDING, DeliveryState.SENDING)
+)
 MAX_ID = 2**63 - 1  # a larger "delivery id" is no row of ours (and would not fit the column)
 PARKED_TTL_S = 900.0  # longer than any batch takes to record; shorter than reconciliation's wait
 
@@ -56,7 +61,7 @@ def apply_report(session: Session, report: StatusReport, now: datetime | None = 
     return apply_provider_status(
         session,
         report.delivery_id,
-        State(report.state),
+        DeliveryState(report.state),
         now or utcnow(),
         channel=channel.value,
         provider_message_id=report.provider_message_id,
@@ -75,7 +80,7 @@ def apply_reports(
     # An early `sent` (Twilio's, SendGrid's `processed`) says no more than the worker will record.
     checked = [
         Checked(Verdict.UNCHANGED, c.broadcast_id)
-        if c.verdict is Verdict.NOT_RECORDED and r.state == State.SENT.value
+        if c.verdict is Verdict.NOT_RECORDED and r.state == DeliveryState.SENT.value
         else c
         for r, c in zip(reports, checked, strict=True)
     ]
@@ -105,7 +110,7 @@ def apply_reports(
 def _suppress(database: Database, reports: Sequence[StatusReport], verdicts: Sequence[Verdict]) -> None:
     """Bounces, spam reports, drops and dead numbers go on the suppression list, but only from
     reports that passed the checks: a misdirected report must not silence anyone."""
-    from dispatcher import suppressions
+    from dispatcher.engine import suppressions
 
     checked = [
         (r, CHANNEL_OF[r.provider].value)

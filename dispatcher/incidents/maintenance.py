@@ -2,7 +2,7 @@
 
 A maintenance is an Incident row of kind maintenance. Scheduling it sends the "scheduled" notice at
 once and writes every later notice as a ScheduledNotice row (reminders before the start, the start,
-the end); the scheduler (`dispatcher.scheduler`) polls those rows and claims each one atomically,
+the end); the scheduler (`dispatcher.incidents.scheduler`) polls those rows and claims each one atomically,
 so nothing here relies on far-future Celery ETAs.
 
 With `maintenance_auto_transition` (the default) the start and end notices also move the status
@@ -24,9 +24,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from config import Settings
-from dispatcher.broadcasts import create_broadcast, open_incident, post_update
-from dispatcher.errors import Conflict, NotFound, ValidationFailed
-from dispatcher.message import EventKind, Kind, OutageMessage, Status
+from dispatcher.domain.errors import Conflict, NotFound, ValidationFailed
+from dispatcher.domain.message import EventKind, Kind, OutageMessage, Status
+from dispatcher.incidents.broadcasts import create_broadcast, open_incident, post_update
 from dispatcher.store.models import Broadcast, Incident, ScheduledNotice
 
 

@@ -1,6 +1,5 @@
-"""The delivery state machine, and the progress counters that move with it.
-
-pending -> sending -> sent -> delivered, or failed / bounced / undelivered / suppressed.
+"""Moving deliveries between states (dispatcher/domain/states.py), and the progress counters that
+move with them.
 
 Every change is a conditional UPDATE on the state the caller expects, with RETURNING, so a task
 delivered twice, a webhook arriving twice or out of order, or a sweeper racing a slow worker can
@@ -20,39 +19,23 @@ from sqlalchemy import ColumnElement, Row, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from dispatcher.domain.states import RANK, UNACCEPTED, DeliveryState
 from dispatcher.store.bulk import id_in, update_rows
 from dispatcher.store.models import BroadcastCount, BroadcastTier, Delivery
 
-
-class State(StrEnum):
-    PENDING = "pending"
-    SENDING = "sending"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    BOUNCED = "bounced"
-    UNDELIVERED = "undelivered"
-    SUPPRESSED = "suppressed"
-
-
-UNACCEPTED = frozenset({State.PENDING, State.SENDING})
-FINAL = frozenset({State.DELIVERED, State.FAILED, State.BOUNCED, State.UNDELIVERED, State.SUPPRESSED})
-# Provider events only move a row forward. A bounce can follow "delivered" (mail servers bounce late).
-RANK = {
-    State.PENDING: 0,
-    State.SENDING: 1,
-    State.SENT: 2,
-    State.DELIVERED: 3,
-    State.UNDELIVERED: 3,
-    State.FAILED: 3,
-    State.SUPPRESSED: 3,
-    State.BOUNCED: 4,
-}
 _TIMESTAMP = {
-    State.SENDING: "sending_at",
-    State.SENT: "sent_at",
-    State.DELIVERED: "delivered_at",
-    **{s: "final_at" for s in (State.FAILED, State.BOUNCED, State.UNDELIVERED, State.SUPPRESSED)},
+    DeliveryState.SENDING: "sending_at",
+    DeliveryState.SENT: "sent_at",
+    DeliveryState.DELIVERED: "delivered_at",
+    **{
+        s: "final_at"
+        for s in (
+            DeliveryState.FAILED,
+            DeliveryState.BOUNCED,
+            DeliveryState.UNDELIVERED,
+            DeliveryState.SUPPRESSED,
+        )
+    },
 }
 
 
@@ -92,8 +75,8 @@ def transition(
     session: Session,
     ids: Sequence[int],
     *,
-    expect: State,
-    to: State,
+    expect: DeliveryState,
+    to: DeliveryState,
     now: datetime,
     values: dict[str, Any] | None = None,
     where: ColumnElement[bool] | None = None,
@@ -118,7 +101,7 @@ def transition(
 
 
 def count_moves(
-    session: Session, keys: Sequence[tuple[int, int, str]], old: State | None, new: State
+    session: Session, keys: Sequence[tuple[int, int, str]], old: DeliveryState | None, new: DeliveryState
 ) -> None:
     """Applies counter deltas (and tier `outstanding`) for rows moved from `old` to `new`."""
     if not keys:
@@ -190,7 +173,7 @@ class Checked(NamedTuple):
 def apply_provider_status(
     session: Session,
     delivery_id: int,
-    to: State,
+    to: DeliveryState,
     now: datetime,
     *,
     channel: str,
@@ -215,12 +198,14 @@ def apply_provider_status(
         ).first()
         if row is None:
             return Checked(Verdict.UNKNOWN_DELIVERY)
-        current, recorded = State(row.state), row.provider_message_id
+        current, recorded = DeliveryState(row.state), row.provider_message_id
         if row.channel != channel:
             return Checked(Verdict.WRONG_CHANNEL, row.broadcast_id)
-        if current is State.SENDING:
+        if current is DeliveryState.SENDING:
             return Checked(Verdict.NOT_RECORDED, row.broadcast_id)
-        if current is State.PENDING or not recorded:  # never accepted by the provider (as far as we know)
+        if (
+            current is DeliveryState.PENDING or not recorded
+        ):  # never accepted by the provider (as far as we know)
             return Checked(Verdict.NOT_SENT, row.broadcast_id)
         if not provider_message_id or not same_message(recorded, provider_message_id):
             return Checked(Verdict.ID_MISMATCH, row.broadcast_id)

@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dispatcher.errors import NotFound
-from dispatcher.receipts import State
+from dispatcher.domain.errors import NotFound
+from dispatcher.domain.states import DeliveryState
 from dispatcher.store.models import (
     Broadcast,
     BroadcastCount,
@@ -48,7 +48,7 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
             "channels": {},
             "gates": {},
         }
-    totals: dict[str, int] = {s.value: 0 for s in State}
+    totals: dict[str, int] = {s.value: 0 for s in DeliveryState}
     for tier, channel, state, n in session.execute(
         select(BroadcastCount.tier, BroadcastCount.channel, BroadcastCount.state, BroadcastCount.n).where(
             BroadcastCount.broadcast_id == broadcast_id
@@ -65,7 +65,7 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
         if tier in tiers:
             tiers[tier]["sends"] += sends
             tiers[tier]["extra_sends"] += extra
-    # Each channel's gate of each tier (dispatcher/gates.py): shown for the channels the broadcast
+    # Each channel's gate of each tier (dispatcher/domain/gates.py): shown for the channels the broadcast
     # sends on and any a failover reached.
     sending_on = set(broadcast.policy.get("channels", []))
     for gate in session.scalars(

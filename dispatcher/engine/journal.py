@@ -22,7 +22,7 @@ import redis
 
 from channels.base import ChannelName, Failure, Outcome
 from config import Settings
-from dispatcher.redis_client import key
+from dispatcher.store.redis_client import key
 
 
 def answers_key(settings: Settings) -> str:

@@ -7,7 +7,7 @@ import os
 import redis
 
 from config import Settings, get_settings
-from dispatcher.errors import ConfigurationError
+from dispatcher.domain.errors import ConfigurationError
 
 
 def require_redis_url(settings: Settings) -> str:

@@ -1,0 +1,63 @@
+"""Tasks enqueued only after the transaction that made their rows visible has committed.
+
+A worker never looks for rows it cannot see yet, and a transaction that rolls back enqueues
+nothing. The queue a batch goes to is chosen here: the first tier's batches jump every queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.base import ChannelName
+from dispatcher.engine.broker import URGENT_QUEUE, app
+
+URGENT_TIER = 0  # the first tier (admins): its batches jump every queue
+
+
+@dataclass
+class Outbox:
+    """Tasks to enqueue once the current transaction has committed."""
+
+    items: list[tuple[str, list[Any], str, float]] = field(default_factory=list)
+
+    def add(self, task: str, args: list[Any], queue: str, countdown: float = 0.0) -> None:
+        self.items.append((task, args, queue, countdown))
+
+    def send_batch(
+        self, broadcast_id: int, channel: ChannelName | str, ids: list[int], tier: int, countdown: float = 0.0
+    ) -> None:
+        """A batch of one channel's deliveries, on the queue `batch_queue` picks."""
+        channel = ChannelName(channel)
+        self.add(
+            "dispatcher.send_batch", [broadcast_id, channel.value, ids], batch_queue(channel, tier), countdown
+        )
+
+    def flush(self) -> None:
+        for task, args, queue, countdown in self.items:
+            app.send_task(task, args=args, queue=queue, countdown=countdown or None)
+        self.items.clear()
+
+    def hand_off(self) -> bool:
+        """`flush` for callers that already committed and must not fail for it (an API answer): a
+        broker that is down is logged, and the sweeper queues what this could not (see
+        sweeper.requeue_unqueued). Returns whether everything reached the broker."""
+        try:
+            self.flush()
+        except Exception as exc:  # whatever the broker raised, the records are committed
+            logging.getLogger(__name__).warning(
+                "broker unreachable after commit; the sweeper will queue %d task(s): %s: %s",
+                len(self.items),
+                type(exc).__name__,
+                exc,
+            )
+            self.items.clear()
+            return False
+        return True
+
+
+def batch_queue(channel: ChannelName, tier: int) -> str:
+    """The first tier's batches go to the urgent queue, which workers take before any other: admins
+    never wait behind another broadcast's customers. The rest go to their channel's queue."""
+    return URGENT_QUEUE if tier == URGENT_TIER else channel.value

@@ -1,0 +1,351 @@
+"""Releasing a broadcast tier by tier, admins first: the gate rule applied to the database.
+
+The rule itself lives in dispatcher/domain/gates.py (pure). Here a gate per tier and channel opens
+when that channel's outstanding count (the progress counters) reaches zero, or its gate timeout
+passes, and records which. No chords: plain conditional updates decide, so exactly one caller wins
+each step whichever worker gets there first.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from channels.base import ChannelName
+from config import Settings
+from dispatcher.domain import gates
+from dispatcher.domain.states import DeliveryState
+from dispatcher.engine.clock import utcnow
+from dispatcher.engine.deliveries import QUIET_HOURS_CODE
+from dispatcher.engine.outbox import Outbox
+from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastGate, BroadcastTier, Delivery
+
+
+def start_due_channels(
+    session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox
+) -> None:
+    """While a tier is planned page by page: starts it on each channel whose turn has come and
+    enqueues the page's rows there. Touches only this tier's gates (never an earlier tier's rows,
+    which a recording transaction may hold)."""
+    now = utcnow()
+    snapshot = gate_snapshot(session, broadcast_id, now)
+    tiers = sorted({g.tier for g in snapshot})
+    public = public_tier_of(session, broadcast_id, tiers)
+    for gate in snapshot:
+        if gate.tier != tier or gate.started_at is not None:
+            continue
+        if gates.turn_has_come(snapshot, tier, gate.channel, public):
+            session.execute(
+                update(BroadcastGate)
+                .where(
+                    BroadcastGate.broadcast_id == broadcast_id,
+                    BroadcastGate.tier == tier,
+                    BroadcastGate.channel == gate.channel,
+                    BroadcastGate.started_at.is_(None),
+                )
+                .values(started_at=now)
+            )
+    dispatch_started(session, settings, broadcast_id, tier, outbox)
+
+
+def tiers_of(session: Session, broadcast_id: int) -> list[BroadcastTier]:
+    return list(
+        session.scalars(
+            select(BroadcastTier)
+            .where(BroadcastTier.broadcast_id == broadcast_id)
+            .order_by(BroadcastTier.tier)
+            .execution_options(populate_existing=True)  # gates are moved by UPDATEs: re-read them
+        )
+    )
+
+
+def add_gates(session: Session, broadcast_id: int, tiers: Sequence[int]) -> None:
+    """A gate row per tier and channel (every channel: failover can reach one the policy left out)."""
+    for tier in tiers:
+        for channel in ChannelName:
+            session.add(BroadcastGate(broadcast_id=broadcast_id, tier=tier, channel=channel.value))
+
+
+def public_tier_of(session: Session, broadcast_id: int, tiers: Sequence[int]) -> int | None:
+    """The last tier is the public post's, except in a broadcast to named contacts (a reminder)."""
+    policy = session.scalar(select(Broadcast.policy).where(Broadcast.id == broadcast_id)) or {}
+    return None if policy.get("contacts") is not None or not tiers else max(tiers)
+
+
+def try_dispatch(session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox) -> bool:
+    """Applies the gates, then enqueues the tier's rows not yet enqueued on every channel where its
+    turn has come (rows a page wrote while a gate opened elsewhere included). Whether any channel
+    of the tier is sending.
+
+    The tier's row is locked first: every transaction that settles one of the tier's deliveries
+    holds it (its `outstanding`), so the gates are read after those commit. Without it, a recording
+    that still saw the tier as being planned and this check that did not yet see the recording
+    would both leave the gate shut, until its timeout."""
+    session.execute(
+        select(BroadcastTier.tier)
+        .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
+        .with_for_update()
+    )
+    check_gates(session, settings, broadcast_id, outbox)
+    return dispatch_started(session, settings, broadcast_id, tier, outbox) > 0
+
+
+def dispatch_started(
+    session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox
+) -> int:
+    """Enqueues new due rows of `tier` on each channel already started; returns how many channels.
+
+    Every gate row of the tier is locked, started or not, and `started_at` is read under the lock:
+    a gate being started by another transaction (an earlier tier's recording that opened its gate
+    while this tier's planning committed) is waited for and then seen started. Filtering on
+    `started_at` in SQL would skip that row without waiting: the other side dispatched before the
+    planned rows were visible to it, this side saw the gate shut, and the tier's rows were never
+    queued (seen in CI: 40 customers pending until the gate's timeout, and after it)."""
+    rows = session.execute(
+        select(BroadcastGate.channel, BroadcastGate.started_at)
+        .where(BroadcastGate.broadcast_id == broadcast_id, BroadcastGate.tier == tier)
+        .order_by(BroadcastGate.channel)
+        .with_for_update()
+    ).all()
+    channels = [channel for channel, started_at in rows if started_at is not None]
+    for channel in channels:
+        _dispatch_channel(session, settings, broadcast_id, tier, channel, outbox)
+    return len(channels)
+
+
+def _dispatch_channel(
+    session: Session, settings: Settings, broadcast_id: int, tier: int, channel: str, outbox: Outbox
+) -> None:
+    """Enqueues the due pending rows of one tier on one channel that no earlier call enqueued (those
+    above its watermark). Rows waiting out quiet hours are not enqueued now: the sweeper releases
+    them when they fall due."""
+    where = (
+        BroadcastGate.broadcast_id == broadcast_id,
+        BroadcastGate.tier == tier,
+        BroadcastGate.channel == channel,
+    )
+    started_at, through = session.execute(
+        select(BroadcastGate.started_at, BroadcastGate.dispatched_through).where(*where).with_for_update()
+    ).one()
+    now = utcnow()
+    started_at = started_at or now
+    delay = max(0.0, settings.tier_delay_s.get(tier, 0.0) - (now - started_at).total_seconds())
+    highest = through or 0
+    for name, ids in pending_batches(
+        session, settings, broadcast_id, tier, due_by=now, above_id=highest, channel=channel
+    ):
+        outbox.send_batch(broadcast_id, name, ids, tier, delay)
+        highest = max(highest, ids[-1])
+    if highest != (through or 0):
+        session.execute(update(BroadcastGate).where(*where).values(dispatched_through=highest))
+
+
+def pending_batches(
+    session: Session,
+    settings: Settings,
+    broadcast_id: int,
+    tier: int,
+    *,
+    stale_before: datetime | None = None,
+    due_by: datetime | None = None,
+    above_id: int = 0,
+    channel: str | None = None,
+) -> Iterator[tuple[ChannelName, list[int]]]:
+    """Pending delivery ids of a tier on the channels where it has started (a channel still behind
+    its gate sends nothing), cut into batches sized for each channel's provider."""
+    from channels.registry import CHANNEL_CLASSES
+    from dispatcher.engine.ratelimit import batch_size
+
+    started = select(BroadcastGate.channel).where(
+        BroadcastGate.broadcast_id == broadcast_id,
+        BroadcastGate.tier == tier,
+        BroadcastGate.started_at.is_not(None),
+    )
+    query = select(Delivery.channel, Delivery.id).where(
+        Delivery.broadcast_id == broadcast_id,
+        Delivery.tier == tier,
+        Delivery.state == DeliveryState.PENDING.value,
+        Delivery.channel.in_(started.scalar_subquery()),
+    )
+    if channel is not None:
+        query = query.where(Delivery.channel == channel)
+    if above_id:
+        query = query.where(Delivery.id > above_id)
+    if stale_before is not None:
+        query = query.where(Delivery.updated_at < stale_before)
+    if due_by is not None:
+        query = query.where(Delivery.next_attempt_at.is_(None) | (Delivery.next_attempt_at <= due_by))
+    by_channel: dict[str, list[int]] = {}
+    for name, delivery_id in session.execute(query.order_by(Delivery.channel, Delivery.id)):
+        by_channel.setdefault(name, []).append(delivery_id)
+    for channel_value, ids in by_channel.items():
+        channel_name = ChannelName(channel_value)
+        size = batch_size(channel_name, CHANNEL_CLASSES[channel_name].max_batch, settings)
+        for start in range(0, len(ids), size):
+            yield channel_name, ids[start : start + size]
+
+
+def gate_snapshot(session: Session, broadcast_id: int, now: datetime) -> list[gates.Gate]:
+    """The broadcast's gates as the rule sees them: from the gate rows, the tiers' planning state
+    and the progress counters (never a scan of deliveries, except for rows in quiet hours)."""
+    policy = session.scalar(select(Broadcast.policy).where(Broadcast.id == broadcast_id)) or {}
+    planned = {t.tier: t.state != "planning" for t in tiers_of(session, broadcast_id)}
+    outstanding: Counter[tuple[int, str]] = Counter()
+    for tier, channel, n in session.execute(
+        select(BroadcastCount.tier, BroadcastCount.channel, BroadcastCount.n).where(
+            BroadcastCount.broadcast_id == broadcast_id,
+            BroadcastCount.state.in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value]),
+        )
+    ):
+        outstanding[(tier, channel)] += n
+    if policy.get("quiet_hours"):
+        for (tier, channel), n in quiet_waiting_by_channel(session, broadcast_id, now).items():
+            outstanding[(tier, channel)] -= n
+    rows = session.execute(
+        select(BroadcastGate)
+        .where(BroadcastGate.broadcast_id == broadcast_id)
+        .order_by(BroadcastGate.tier, BroadcastGate.channel)
+        .execution_options(populate_existing=True)
+    ).scalars()
+    return [
+        gates.Gate(
+            tier=g.tier,
+            channel=g.channel,
+            planned=planned.get(g.tier, False),
+            started_at=g.started_at,
+            opened_by=gates.OpenedBy(g.opened_by) if g.opened_by else None,
+            outstanding=outstanding[(g.tier, g.channel)],
+        )
+        for g in rows
+    ]
+
+
+def check_gates(
+    session: Session,
+    settings: Settings,
+    broadcast_id: int,
+    outbox: Outbox,
+    *,
+    timeout_tier: int | None = None,
+) -> None:
+    """Applies the gate rule (dispatcher/domain/gates.py) to the broadcast: starts each tier on each
+    channel whose turn has come and enqueues its rows, opens the gates that are accepted or timed
+    out, keeps each tier's summary, and completes the broadcast once every gate is open and nothing
+    is outstanding. Every step is a conditional UPDATE, so one caller wins it whoever gets there
+    first. `timeout_tier` is accepted for callers of old; timeouts are read from the clock."""
+    del timeout_tier
+    now = utcnow()
+    snapshot = gate_snapshot(session, broadcast_id, now)
+    if not snapshot:
+        return
+    tiers = sorted({g.tier for g in snapshot})
+    decision = gates.decide(
+        snapshot,
+        now=now,
+        timeout_s=settings.tier_gate_timeout_s,
+        public_tier=public_tier_of(session, broadcast_id, tiers),
+        delays=settings.tier_delay_s,
+    )
+    started_tiers: set[int] = set()
+    for tier, channel in decision.starts:
+        won = session.execute(
+            update(BroadcastGate)
+            .where(
+                BroadcastGate.broadcast_id == broadcast_id,
+                BroadcastGate.tier == tier,
+                BroadcastGate.channel == channel,
+                BroadcastGate.started_at.is_(None),
+            )
+            .values(started_at=now)
+        ).rowcount
+        if won:
+            _dispatch_channel(session, settings, broadcast_id, tier, channel, outbox)
+            started_tiers.add(tier)
+    for tier, channel, reason in decision.opens:
+        session.execute(
+            update(BroadcastGate)
+            .where(
+                BroadcastGate.broadcast_id == broadcast_id,
+                BroadcastGate.tier == tier,
+                BroadcastGate.channel == channel,
+                BroadcastGate.opened_by.is_(None),
+            )
+            .values(opened_by=reason.value, opened_at=now)
+        )
+    for tier in sorted(started_tiers):  # a gate that is not accepted opens by timeout, checked then
+        gate_in = settings.tier_delay_s.get(tier, 0.0) + settings.tier_gate_timeout_s
+        outbox.add("dispatcher.check_gate", [broadcast_id, tier], "control", gate_in)
+    if decision.starts or decision.opens:
+        session.flush()
+        snapshot = gate_snapshot(session, broadcast_id, now)
+    _summarize_tiers(session, broadcast_id, snapshot, now)
+    unfinished = session.scalar(
+        select(func.count())
+        .select_from(BroadcastTier)
+        .where(
+            BroadcastTier.broadcast_id == broadcast_id,
+            (BroadcastTier.state != "done") | (BroadcastTier.outstanding > 0),
+        )
+    )
+    if unfinished == 0:
+        session.execute(
+            update(Broadcast)
+            .where(Broadcast.id == broadcast_id, Broadcast.state == "sending")
+            .values(state="completed", completed_at=now)
+        )
+
+
+def _summarize_tiers(session: Session, broadcast_id: int, snapshot: list[gates.Gate], now: datetime) -> None:
+    """Each tier's row as dashboards and the sweeper read it: `sending` once it started on some
+    channel, `done` with how its gate opened once open on every channel."""
+    by_tier: dict[int, list[gates.Gate]] = {}
+    for gate in snapshot:
+        by_tier.setdefault(gate.tier, []).append(gate)
+    for tier_row in tiers_of(session, broadcast_id):
+        tier_gates = by_tier.get(tier_row.tier, [])
+        starts = [g.started_at for g in tier_gates if g.started_at is not None]
+        where = (BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier_row.tier)
+        values: dict[str, Any] = {}
+        if starts and tier_row.started_at is None:
+            values["started_at"] = min(starts)
+        if starts and tier_row.state == "planned":
+            values["state"] = "sending"
+        opened = gates.tier_gate(tier_gates)
+        if opened is not None and tier_row.state in ("planned", "sending"):
+            values |= {"state": "done", "gate": opened.value}
+        settled = tier_row.outstanding <= 0 and tier_row.state != "planning"
+        if settled and starts and tier_row.all_accepted_at is None:
+            values["all_accepted_at"] = now
+        if values:
+            session.execute(update(BroadcastTier).where(*where).values(**values))
+
+
+def quiet_waiting_by_channel(
+    session: Session, broadcast_id: int, now: datetime
+) -> dict[tuple[int, str], int]:
+    """Pending rows of the broadcast still inside their recipient's quiet hours, per tier and channel."""
+    return {
+        (tier, channel): int(n)
+        for tier, channel, n in session.execute(
+            select(Delivery.tier, Delivery.channel, func.count())
+            .where(
+                Delivery.broadcast_id == broadcast_id,
+                Delivery.state == DeliveryState.PENDING.value,
+                Delivery.last_error_code == QUIET_HOURS_CODE,
+                Delivery.next_attempt_at > now,
+            )
+            .group_by(Delivery.tier, Delivery.channel)
+        )
+    }
+
+
+def check_gate(session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox) -> None:
+    """A tier's gate timeout came round (its countdown, or the sweeper's pass): apply the gates,
+    which open every channel of it that has been started for longer than the timeout."""
+    del tier
+    check_gates(session, settings, broadcast_id, outbox)
