@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from channels.base import ChannelName
-from dispatcher.message import EventKind, Impact
+from dispatcher.domain.message import EventKind, Impact
 
 SECRET_FIELDS = frozenset(
     {
