@@ -48,7 +48,8 @@ def build_channels(settings: Settings, templates: Templates | None = None) -> di
         from channels.rendering import Templates
 
         templates = Templates(settings.templates_override_dir)
-    return {name: CHANNEL_CLASSES[name](settings, templates) for name in settings.channels_enabled}
+    # settings name channels as strings (config imports none of ours): keys become ChannelName here
+    return {ChannelName(n): CHANNEL_CLASSES[n](settings, templates) for n in settings.channels_enabled}
 
 
 def provider_modes(settings: Settings) -> dict[ChannelName, str]:
@@ -56,5 +57,5 @@ def provider_modes(settings: Settings) -> dict[ChannelName, str]:
     modes: dict[ChannelName, str] = {}
     for name in settings.channels_enabled:
         adapter = CHANNEL_CLASSES[name](settings)
-        modes[name] = "live" if getattr(adapter, "live", True) else "sandbox"
+        modes[ChannelName(name)] = "live" if getattr(adapter, "live", True) else "sandbox"  # str in settings
     return modes

@@ -11,13 +11,28 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from channels.base import ChannelName
-from dispatcher.domain.message import EventKind, Impact
+# The vocabularies settings may name. Settings import nothing of the service, so they can be read
+# first and by anything; the enums (channels.base.ChannelName, dispatcher.domain.message.EventKind and
+# Impact) carry the same values, and tests/test_settings_vocabulary.py keeps them equal. StrEnum
+# members equal and hash as their values, so these strings work as enum keys and in enum lookups.
+ChannelKey = Literal["email", "chat", "sms", "social", "webhook"]
+EventKey = Literal[
+    "incident_opened",
+    "incident_updated",
+    "incident_resolved",
+    "maintenance_scheduled",
+    "maintenance_reminder",
+    "maintenance_started",
+    "maintenance_completed",
+    "maintenance_cancelled",
+    "maintenance_rescheduled",
+]
+ImpactKey = Literal["none", "minor", "major", "critical"]
 
 SECRET_FIELDS = frozenset(
     {
@@ -65,13 +80,7 @@ class Settings(BaseSettings):
     failover_tiers: list[int] = [0]
 
     # channels
-    channels_enabled: list[ChannelName] = [
-        ChannelName.EMAIL,
-        ChannelName.CHAT,
-        ChannelName.SMS,
-        ChannelName.SOCIAL,
-        ChannelName.WEBHOOK,
-    ]
+    channels_enabled: list[ChannelKey] = ["email", "chat", "sms", "social", "webhook"]
     templates_override_dir: Path | None = None
     sms_segment_budget: int = Field(default=1, ge=1, le=10)
     provider_timeout_s: float = 10.0
@@ -142,7 +151,7 @@ class Settings(BaseSettings):
     reconcile_batch: int = Field(default=100, ge=1, le=1000)  # rows asked about per channel per pass
 
     # per-channel update policy: channel -> event kinds it carries; a channel not named keeps its default
-    channel_policy: dict[ChannelName, list[EventKind]] = {}
+    channel_policy: dict[ChannelKey, list[EventKey]] = {}
 
     # scheduler (maintenance notices and update-cadence reminders, polled from the database)
     scheduler_poll_s: float = 5.0
@@ -153,7 +162,7 @@ class Settings(BaseSettings):
     maintenance_auto_transition: bool = True  # start/end notices move the status at the window's times
 
     # incident update cadence: commanders are reminded when an open incident goes this long unupdated
-    update_cadence_s: dict[Impact, float] = {impact: 1800.0 for impact in Impact}
+    update_cadence_s: dict[ImpactKey, float] = dict.fromkeys(get_args(ImpactKey), 1800.0)
     commander_contacts: list[str] = []  # emails and Slack channels (#name or C0123ABC) for reminders
 
     # compensation on long outages

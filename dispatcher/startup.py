@@ -38,7 +38,7 @@ def env_name(field: str) -> str:
 
 
 def check_credentials(settings: Settings) -> None:
-    for channel in settings.channels_enabled:
+    for channel in map(ChannelName, settings.channels_enabled):  # settings hold plain strings
         fields = CREDENTIALS.get(channel, ())
         missing = [f for f in fields if getattr(settings, f) is None]
         if missing and len(missing) < len(fields):

@@ -139,7 +139,7 @@ def sending_channels(
     its preview share, so a configured `channel_policy` counts the audience the broadcast plans."""
     return channels_for(
         event,
-        enabled=settings.channels_enabled,
+        enabled=[ChannelName(c) for c in settings.channels_enabled],  # strings in settings; callers get enums
         impact_rose=impact_rose,
         override=override,
         policy=settings.channel_policy,
