@@ -27,7 +27,6 @@ from markupsafe import Markup, escape
 
 import templates as _templates_package
 from channels.base import ChannelName, RenderContext
-from dispatcher.errors import TemplateError
 from dispatcher.message import EventKind, Impact, Kind, OutageMessage, Status
 
 PACKAGED_DIR = Path(_templates_package.__file__).parent
@@ -47,6 +46,20 @@ Facts = dict[str, Any]
 
 def _identity(value: str) -> str:
     return value
+
+
+class TemplateError(Exception):
+    """A template that does not render; reported at start or preview, never first at send time.
+
+    The channel's own error, not the service's: templates are the channels' wording, and the
+    service decides how a broken one is reported (its API answers it like any of its errors)."""
+
+    code = "template_error"
+
+    def __init__(self, message: str, *, fields: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or []
 
 
 # --------------------------------------------------------------------------------------------------

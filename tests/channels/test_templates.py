@@ -16,6 +16,7 @@ from channels.base import ChannelName, RenderContext
 from channels.chat.condense import condense_chat
 from channels.email.condense import condense_email
 from channels.rendering import (
+    TemplateError,
     Templates,
     details_html,
     eta_text,
@@ -27,7 +28,6 @@ from channels.rendering import (
 from channels.sms.condense import condense_sms
 from channels.social.condense import condense_social
 from channels.webhook.condense import condense_webhook
-from dispatcher.errors import TemplateError
 from dispatcher.message import EventKind, OutageMessage
 
 GOLDEN = Path(__file__).parent / "golden"
