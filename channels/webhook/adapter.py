@@ -16,12 +16,12 @@ import httpx
 
 from channels.base import ChannelName, Failure, Outcome, Recipient, RenderContext, Throttle, Variant
 from channels.clients import PerProcess, announce_mode, executor, retry_after, send_each
+from channels.notice import Notice
 from channels.rendering import Templates
 from channels.webhook.condense import WebhookVariant, condense_webhook
 from channels.webhook.safe_url import CheckedConnections, problem, refused_connection
 from channels.webhook.signing import sign_webhook
 from config.settings import Settings, get_settings
-from dispatcher.message import OutageMessage
 
 
 def encode_payload(payload: dict[str, Any]) -> bytes:
@@ -69,7 +69,7 @@ class WebhookChannel:
         """Builds this process's client now, so the first message of an outage pays no set-up."""
         self._client.get()
 
-    def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
+    def condense(self, message: Notice, ctx: RenderContext) -> Variant:
         return condense_webhook(message, ctx, templates=self.templates)
 
     def load_variant(self, data: dict[str, Any]) -> Variant:
