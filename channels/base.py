@@ -1,6 +1,6 @@
 """The one small interface every channel adapter implements.
 
-An adapter does two things: `condense` (pure: canonical message -> this channel's variant) and
+An adapter does two things: `condense` (pure: a `Notice` -> this channel's variant) and
 `send` (I/O: one variant to a batch of recipients through the provider's SDK, one outcome per
 recipient). Everything the fan-out engine needs to know about a provider is in `Outcome`.
 """
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
-from dispatcher.domain.message import EventKind, OutageMessage
+from channels.notice import Notice
 
 
 class ChannelName(StrEnum):
@@ -27,7 +27,7 @@ class ChannelName(StrEnum):
 class RenderContext:
     """What a condenser needs besides the message: which notice, for whom, within which limits."""
 
-    event: EventKind
+    event: str  # the notice's event kind ("incident_opened", ...): picks the template wording
     locale: str = "en"
     timezone: str = "UTC"  # the reader's zone for displayed times; the offset is always shown
     sms_segment_budget: int = 1
@@ -150,7 +150,7 @@ class Channel(Protocol):
     name: ClassVar[ChannelName]
     max_batch: ClassVar[int]  # recipients per `send` call the provider accepts in one go
 
-    def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant: ...
+    def condense(self, message: Notice, ctx: RenderContext) -> Variant: ...
 
     def warm(self) -> None:
         """Builds the per-process SDK client ahead of the first send."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -27,8 +28,7 @@ from markupsafe import Markup, escape
 
 import templates as _templates_package
 from channels.base import ChannelName, RenderContext
-from dispatcher.domain.errors import TemplateError
-from dispatcher.domain.message import EventKind, Impact, Kind, OutageMessage, Status
+from channels.notice import Notice
 
 PACKAGED_DIR = Path(_templates_package.__file__).parent
 
@@ -49,37 +49,55 @@ def _identity(value: str) -> str:
     return value
 
 
+class TemplateError(Exception):
+    """A template that does not render; reported at start or preview, never first at send time.
+
+    The channel's own error, not the service's: templates are the channels' wording, and the
+    service decides how a broken one is reported (its API answers it like any of its errors)."""
+
+    code = "template_error"
+
+    def __init__(self, message: str, *, fields: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or []
+
+
 # --------------------------------------------------------------------------------------------------
 # labels and times
 
 
-STATUS_LABELS: dict[Status, str] = {
-    Status.INVESTIGATING: "Investigating",
-    Status.IDENTIFIED: "Identified",
-    Status.MONITORING: "Monitoring",
-    Status.RESOLVED: "Resolved",
-    Status.SCHEDULED: "Scheduled",
-    Status.IN_PROGRESS: "In progress",
-    Status.COMPLETED: "Completed",
-    Status.CANCELLED: "Cancelled",
+# Keyed by the vocabulary's string values (see channels/notice.py); a str enum member looks up the same.
+STATUS_LABELS: dict[str, str] = {
+    "investigating": "Investigating",
+    "identified": "Identified",
+    "monitoring": "Monitoring",
+    "resolved": "Resolved",
+    "scheduled": "Scheduled",
+    "in_progress": "In progress",
+    "completed": "Completed",
+    "cancelled": "Cancelled",
 }
 
-IMPACT_LABELS: dict[Impact, str] = {
-    Impact.NONE: "None",
-    Impact.MINOR: "Minor",
-    Impact.MAJOR: "Major",
-    Impact.CRITICAL: "Critical",
+IMPACT_LABELS: dict[str, str] = {
+    "none": "None",
+    "minor": "Minor",
+    "major": "Major",
+    "critical": "Critical",
 }
+
+RESOLVED = "resolved"  # the incident status whose notice carries `prevention` on the short channels
+FINAL_STATUSES = frozenset({RESOLVED, "completed", "cancelled"})  # nothing more happens after these
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
-def status_label(status: Status) -> str:
+def status_label(status: str) -> str:
     return STATUS_LABELS[status]
 
 
-def impact_label(impact: Impact) -> str:
+def impact_label(impact: str) -> str:
     return IMPACT_LABELS[impact]
 
 
@@ -133,7 +151,7 @@ def format_window(
 
 
 def eta_text(
-    message: OutageMessage, timezone: str = "UTC", *, short: bool = False, long: bool = False
+    message: Notice, timezone: str = "UTC", *, short: bool = False, long: bool = False
 ) -> str | None:
     """The ETA as customers should read it. Only a confirmed ETA is worded as a promise; an
     unconfirmed one always says 'estimate, not confirmed'. None once the message is final."""
@@ -147,13 +165,13 @@ def eta_text(
     return f"We expect service to be restored by {when} (estimate, not confirmed)."
 
 
-def shows_prevention(message: OutageMessage) -> bool:
+def shows_prevention(message: Notice) -> bool:
     """The short channels carry `prevention` on a resolved incident only: that is the notice where
     customers ask "will it happen again?"; the email always carries every field."""
-    return message.lifecycle_status is Status.RESOLVED and message.prevention is not None
+    return message.lifecycle_status == RESOLVED and message.prevention is not None
 
 
-def scope_text(components: list[str], regions: list[str]) -> str | None:
+def scope_text(components: Sequence[str], regions: Sequence[str]) -> str | None:
     """Who is affected, in one phrase: 'API, Dashboard in eu-west'."""
     if components and regions:
         return f"{', '.join(components)} in {', '.join(regions)}"
@@ -243,7 +261,7 @@ def _largest_fitting(ends: list[int], fits: Callable[[int], bool]) -> int | None
 
 
 def build_facts(
-    message: OutageMessage,
+    message: Notice,
     ctx: RenderContext,
     *,
     escape_text: Escape = _identity,
@@ -266,12 +284,12 @@ def build_facts(
     # non-HTML template prints its arguments unescaped even when an HTML template calls it, so the
     # facts themselves must already be safe for the channel.
     return {
-        "event": ctx.event.value,
-        "kind": message.kind.value,
-        "status": status.value,
+        "event": str(ctx.event),
+        "kind": str(message.kind),
+        "status": str(status),
         "status_label": text(status_label(status)),
         "is_final": message.is_final,
-        "impact": message.impact.value,
+        "impact": str(message.impact),
         "impact_label": text(impact_label(message.impact)),
         "title": escape_text(message.title),
         "summary": text(message.summary),
@@ -307,7 +325,7 @@ def build_facts(
     }
 
 
-def html_facts(message: OutageMessage, ctx: RenderContext, *, long_times: bool = True) -> Facts:
+def html_facts(message: Notice, ctx: RenderContext, *, long_times: bool = True) -> Facts:
     """Facts for `.html.j2` templates: every string is already escaped `Markup`, so autoescape
     leaves it alone and a macro from a plain-text template cannot print it raw."""
     return build_facts(message, ctx, escape_text=escape, escape_url=escape, long_times=long_times)
@@ -345,40 +363,43 @@ def stripped_facts(facts: Mapping[str, Any]) -> Facts:
 
 
 # --------------------------------------------------------------------------------------------------
-# sample messages: for `check()`, previews and golden tests
+# sample notices: for `check()`, previews and golden tests
 
 
 SAMPLE_POSTED = datetime(2025, 11, 22, 14, 5, tzinfo=UTC)
 
-_SAMPLE_STATUS: dict[EventKind, Status] = {
-    EventKind.INCIDENT_OPENED: Status.INVESTIGATING,
-    EventKind.INCIDENT_UPDATED: Status.IDENTIFIED,
-    EventKind.INCIDENT_RESOLVED: Status.RESOLVED,
-    EventKind.MAINTENANCE_SCHEDULED: Status.SCHEDULED,
-    EventKind.MAINTENANCE_REMINDER: Status.SCHEDULED,
-    EventKind.MAINTENANCE_STARTED: Status.IN_PROGRESS,
-    EventKind.MAINTENANCE_COMPLETED: Status.COMPLETED,
-    EventKind.MAINTENANCE_CANCELLED: Status.CANCELLED,
-    EventKind.MAINTENANCE_RESCHEDULED: Status.SCHEDULED,
+# Each notice (event kind) the templates are written for, with the status its sample has.
+_SAMPLE_STATUS: dict[str, str] = {
+    "incident_opened": "investigating",
+    "incident_updated": "identified",
+    "incident_resolved": "resolved",
+    "maintenance_scheduled": "scheduled",
+    "maintenance_reminder": "scheduled",
+    "maintenance_started": "in_progress",
+    "maintenance_completed": "completed",
+    "maintenance_cancelled": "cancelled",
+    "maintenance_rescheduled": "scheduled",
 }
+SAMPLE_EVENTS: tuple[str, ...] = tuple(_SAMPLE_STATUS)
 
 
-def sample_message(event: EventKind, *, full: bool = True) -> OutageMessage:
-    """A realistic message for `event`; `full` fills every optional field."""
+def sample_fields(event: str, *, full: bool = True) -> dict[str, Any]:
+    """A realistic notice for `event` as plain data (a message's field names, string values);
+    `full` fills every optional field. The service validates it into its own message for its tests."""
     status = _SAMPLE_STATUS[event]
-    maintenance = event.value.startswith("maintenance")
+    maintenance = event.startswith("maintenance")
     base: dict[str, Any] = {
         "title": "Database upgrade" if maintenance else "Elevated API error rates",
-        "kind": Kind.MAINTENANCE if maintenance else Kind.INCIDENT,
+        "kind": "maintenance" if maintenance else "incident",
         "status": status,
         "posted_at": SAMPLE_POSTED,
     }
     if maintenance:
         base["starts_at"] = datetime(2025, 11, 23, 2, 0, tzinfo=UTC)
     if not full:
-        return OutageMessage.model_validate(base)
+        return base
     base.update(
-        impact=Impact.MAJOR,
+        impact="major",
         components=["API", "Dashboard"],
         regions=["eu-west"],
         summary="Some API requests fail with 503 errors.",
@@ -407,11 +428,67 @@ def sample_message(event: EventKind, *, full: bool = True) -> OutageMessage:
             status_page_url="https://status.example.com/maintenance/7",
         )
         del base["eta"], base["eta_confirmed"]
-    if status in (Status.RESOLVED, Status.COMPLETED, Status.CANCELLED):
+    if status in FINAL_STATUSES:
         base.pop("eta", None)
         base.pop("eta_confirmed", None)
         del base["next_update_at"]
-    return OutageMessage.model_validate(base)
+    return base
+
+
+@dataclass(frozen=True)
+class SampleContact:
+    """A `Contact` for the sample notices."""
+
+    label: str
+    email: str | None = None
+    phone: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class SampleNotice:
+    """A `Notice` built from `sample_fields`, so templates are checked without the service's model."""
+
+    title: str
+    kind: str
+    status: str
+    posted_at: datetime | None = None
+    impact: str = "minor"
+    components: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    summary: str | None = None
+    details: str | None = None
+    cause: str | None = None
+    workarounds: tuple[str, ...] = ()
+    eta: datetime | None = None
+    eta_confirmed: bool = False
+    next_update_at: datetime | None = None
+    data_safety: str | None = None
+    compensation: str | None = None
+    prevention: str | None = None
+    status_page_url: str | None = None
+    support_contacts: tuple[SampleContact, ...] = ()
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+    @property
+    def lifecycle_status(self) -> str:
+        return self.status
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+def sample_notice(event: str, *, full: bool = True) -> SampleNotice:
+    """`sample_fields(event)` as a `Notice`."""
+    data = sample_fields(event, full=full)
+    for key in ("components", "regions", "workarounds"):
+        if key in data:
+            data[key] = tuple(data[key])
+    if "support_contacts" in data:
+        data["support_contacts"] = tuple(SampleContact(**c) for c in data["support_contacts"])
+    return SampleNotice(**data)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -438,18 +515,18 @@ class Templates:
         )
 
     @staticmethod
-    def names(channel: ChannelName, event: EventKind, part: str) -> list[str]:
+    def names(channel: ChannelName, event: str, part: str) -> list[str]:
         """The names tried, in order, for one channel, notice and part."""
-        return [f"{channel.value}/{event.value}.{part}.j2", f"{channel.value}/default.{part}.j2"]
+        return [f"{channel.value}/{event!s}.{part}.j2", f"{channel.value}/default.{part}.j2"]
 
-    def template(self, channel: ChannelName, event: EventKind, part: str) -> jinja2.Template:
+    def template(self, channel: ChannelName, event: str, part: str) -> jinja2.Template:
         names = self.names(channel, event, part)
         try:
             return self.env.select_template(names)
         except jinja2.TemplateError as exc:
             raise _template_error(names[0], exc) from exc
 
-    def render(self, channel: ChannelName, event: EventKind, part: str, facts: Mapping[str, Any]) -> str:
+    def render(self, channel: ChannelName, event: str, part: str, facts: Mapping[str, Any]) -> str:
         """Render one part; any failure is a TemplateError naming the template file."""
         tmpl = self.template(channel, event, part)
         try:
@@ -460,10 +537,10 @@ class Templates:
     def check(self) -> None:
         """Render every template for every channel and notice, with a full and an empty message, so
         a broken template is found at start or preview, never first at send time."""
-        for event in EventKind:
-            full = sample_message(event, full=True)
+        for event in SAMPLE_EVENTS:
+            full = sample_notice(event, full=True)
             ctx = RenderContext(event=event)
-            minimal = sample_message(event, full=False)
+            minimal = sample_notice(event, full=False)
             for channel, parts in PARTS.items():
                 for part in parts:
                     make = html_facts if part == "html" else build_facts

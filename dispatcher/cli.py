@@ -231,13 +231,14 @@ def show_settings() -> None:
 
 def _start_checks() -> None:
     """Fails fast, naming the setting, on broken templates or unusable provider settings."""
+    from channels.rendering import TemplateError
     from dispatcher.domain.errors import DispatcherError
     from dispatcher.startup import check
 
     try:
         for line in check(get_settings()):
             typer.echo(f"channel {line}", err=True)
-    except DispatcherError as exc:
+    except (DispatcherError, TemplateError) as exc:
         typer.echo(f"cannot start: {exc.message}", err=True)
         raise typer.Exit(2) from None
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from channels.rendering import TemplateError
 from channels.sandbox.secret import SECRET_ENV, new_secret
 from config import Settings, get_settings
 from dispatcher.domain.errors import DispatcherError
@@ -268,7 +269,7 @@ class Supervisor:
         try:
             try:
                 self.start()
-            except DispatcherError as exc:
+            except (DispatcherError, TemplateError) as exc:
                 print(f"cannot start: {exc.message}", file=sys.stderr, flush=True)
                 return 2
             url = f"http://{self.host}:{self.port}"

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from channels.rendering import TemplateError
 from config import Settings
-from dispatcher.domain.errors import ConfigurationError, TemplateError
+from dispatcher.domain.errors import ConfigurationError
 from dispatcher.startup import check
 from tests.conftest import free_port
 

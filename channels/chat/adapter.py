@@ -16,9 +16,9 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from channels.base import ChannelName, Failure, Outcome, Recipient, RenderContext, Throttle, Variant
 from channels.chat.condense import ChatVariant, condense_chat
 from channels.clients import SANDBOX_SLACK_TOKEN, PerProcess, announce_mode, executor, retry_after, send_each
+from channels.notice import Notice
 from channels.rendering import Templates
 from config.settings import Settings, get_settings
-from dispatcher.domain.message import OutageMessage
 
 SLACK_API = "https://slack.com/api/"
 # Slack errors that say "try again later" rather than "this will never work"
@@ -59,7 +59,7 @@ class ChatChannel:
         """Builds this process's client now, so the first message of an outage pays no set-up."""
         self._client.get()
 
-    def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
+    def condense(self, message: Notice, ctx: RenderContext) -> Variant:
         return condense_chat(message, ctx, templates=self.templates)
 
     def load_variant(self, data: dict[str, Any]) -> Variant:

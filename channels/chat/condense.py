@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from channels.base import ChannelName, RenderContext, Variant
+from channels.notice import Notice
 from channels.rendering import (
     Templates,
     build_facts,
@@ -22,7 +23,6 @@ from channels.rendering import (
     shows_prevention,
     truncate_to_fit,
 )
-from dispatcher.domain.message import OutageMessage
 
 MAX_BLOCKS = 50
 MAX_SECTION_CHARS = 3000
@@ -72,9 +72,7 @@ def _clip(text: str, limit: int) -> str:
     return truncate_to_fit(text, lambda t: len(t) <= limit) or ""
 
 
-def condense_chat(
-    message: OutageMessage, ctx: RenderContext, templates: Templates | None = None
-) -> ChatVariant:
+def condense_chat(message: Notice, ctx: RenderContext, templates: Templates | None = None) -> ChatVariant:
     templates = templates or default_templates()
     facts = build_facts(message, ctx, escape_text=_user_text, escape_url=_url)
     if not shows_prevention(message):

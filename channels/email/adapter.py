@@ -37,9 +37,9 @@ from channels.base import (
 )
 from channels.clients import PerProcess, announce_mode, retry_after, sandbox_secret
 from channels.email.condense import EmailVariant, condense_email
+from channels.notice import Notice
 from channels.rendering import Templates
 from config.settings import Settings, get_settings
-from dispatcher.domain.message import OutageMessage
 
 SENDGRID_API = "https://api.sendgrid.com"
 PROVIDER = "sendgrid"
@@ -152,7 +152,7 @@ class EmailChannel:
         """Builds this process's client now, so the first message of an outage pays no set-up."""
         self._client.get()
 
-    def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
+    def condense(self, message: Notice, ctx: RenderContext) -> Variant:
         return condense_email(message, ctx, templates=self.templates)
 
     def load_variant(self, data: dict[str, Any]) -> Variant:

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 
 from channels.base import ChannelName, RenderContext, Variant
+from channels.notice import Notice
 from channels.rendering import Templates, build_facts, collapse_whitespace, default_templates, html_facts
-from dispatcher.domain.message import OutageMessage
 
 UNSUBSCRIBE_PLACEHOLDER = "%unsubscribe_url%"
 
@@ -35,9 +35,7 @@ def _tidy_text(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
-def condense_email(
-    message: OutageMessage, ctx: RenderContext, templates: Templates | None = None
-) -> EmailVariant:
+def condense_email(message: Notice, ctx: RenderContext, templates: Templates | None = None) -> EmailVariant:
     templates = templates or default_templates()
     facts = build_facts(message, ctx, long_times=True)
     subject = collapse_whitespace(templates.render(ChannelName.EMAIL, ctx.event, "subject.txt", facts))

@@ -49,10 +49,10 @@ from channels.clients import (
     sandbox_secret,
     send_each,
 )
+from channels.notice import Notice
 from channels.rendering import Templates
 from channels.sms.condense import SmsVariant, condense_sms
 from config.settings import Settings, get_settings
-from dispatcher.domain.message import OutageMessage
 
 TWILIO_API = "https://api.twilio.com"
 PROVIDER = "twilio"
@@ -165,7 +165,7 @@ class SmsChannel:
         client, _ = self._client.get()
         _ = client.messages  # twilio imports its API domains on first use
 
-    def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
+    def condense(self, message: Notice, ctx: RenderContext) -> Variant:
         return condense_sms(message, ctx, templates=self.templates)
 
     def load_variant(self, data: dict[str, Any]) -> Variant:

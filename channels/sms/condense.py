@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from channels.base import ChannelName, RenderContext, Variant
+from channels.notice import Notice
 from channels.rendering import (
     Facts,
     Templates,
@@ -20,7 +21,6 @@ from channels.rendering import (
     shows_prevention,
 )
 from channels.sms.segments import fits_segments, measure, transliterate
-from dispatcher.domain.message import OutageMessage
 
 # First dropped first. Status, the posted time and the title stay; the title is shortened (with an
 # ellipsis) before the link goes.
@@ -52,9 +52,7 @@ def _tidy(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def condense_sms(
-    message: OutageMessage, ctx: RenderContext, templates: Templates | None = None
-) -> SmsVariant:
+def condense_sms(message: Notice, ctx: RenderContext, templates: Templates | None = None) -> SmsVariant:
     templates = templates or default_templates()
     budget = max(1, ctx.sms_segment_budget)
     facts = build_facts(message, ctx, escape_text=collapse_whitespace)

@@ -25,10 +25,10 @@ from channels.base import (
     Variant,
 )
 from channels.clients import SANDBOX_X_CREDENTIAL, PerProcess, announce_mode, retry_after
+from channels.notice import Notice
 from channels.rendering import Templates
 from channels.social.condense import SocialVariant, condense_social
 from config.settings import Settings, get_settings
-from dispatcher.domain.message import OutageMessage
 
 X_API = "https://api.twitter.com"
 
@@ -90,7 +90,7 @@ class SocialChannel:
         """Builds this process's client now, so the first message of an outage pays no set-up."""
         self._client.get()
 
-    def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
+    def condense(self, message: Notice, ctx: RenderContext) -> Variant:
         return condense_social(message, ctx, templates=self.templates)
 
     def load_variant(self, data: dict[str, Any]) -> Variant:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from channels.base import ChannelName, RenderContext, Variant
+from channels.notice import Notice
 from channels.rendering import (
     Facts,
     Templates,
@@ -20,7 +21,6 @@ from channels.rendering import (
     default_templates,
 )
 from channels.social.weight import MAX_WEIGHT, strip_invalid, weighted_length
-from dispatcher.domain.message import OutageMessage
 
 # First dropped first; then the title is shortened, then the link goes.
 SOCIAL_DROP_ORDER: tuple[str, ...] = ("eta_short", "next_update", "scope", "impact_label", "window")
@@ -64,9 +64,7 @@ def _tidy(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def condense_social(
-    message: OutageMessage, ctx: RenderContext, templates: Templates | None = None
-) -> SocialVariant:
+def condense_social(message: Notice, ctx: RenderContext, templates: Templates | None = None) -> SocialVariant:
     templates = templates or default_templates()
     facts = build_facts(message, ctx, escape_text=_public_text)
     for key in PRIVATE_FACTS:

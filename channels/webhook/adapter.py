@@ -16,11 +16,12 @@ import httpx
 
 from channels.base import ChannelName, Failure, Outcome, Recipient, RenderContext, Throttle, Variant
 from channels.clients import PerProcess, announce_mode, executor, retry_after, send_each
+from channels.notice import Notice
 from channels.rendering import Templates
 from channels.webhook.condense import WebhookVariant, condense_webhook
+from channels.webhook.safe_url import CheckedConnections, problem, refused_connection
 from channels.webhook.signing import sign_webhook
 from config.settings import Settings, get_settings
-from dispatcher.domain.message import OutageMessage
 
 
 def encode_payload(payload: dict[str, Any]) -> bytes:
@@ -32,12 +33,10 @@ def checked_transport(
     settings: Settings, limits: httpx.Limits, resolver: Callable[[str, int], Sequence[str]] | None = None
 ) -> httpx.HTTPTransport:
     """An HTTP transport whose connections check their address as they are made (see
-    dispatcher/safe_url.py). httpx does not take a network backend, so its connection pool is
+    channels/webhook/safe_url.py). httpx does not take a network backend, so its connection pool is
     given one; behind an egress proxy (HTTPS_PROXY) the proxy connects, and the check before each
     send is what remains."""
     import httpcore
-
-    from dispatcher.safe_url import CheckedConnections
 
     transport = httpx.HTTPTransport(limits=limits)
     if type(transport._pool) is httpcore.ConnectionPool:
@@ -70,7 +69,7 @@ class WebhookChannel:
         """Builds this process's client now, so the first message of an outage pays no set-up."""
         self._client.get()
 
-    def condense(self, message: OutageMessage, ctx: RenderContext) -> Variant:
+    def condense(self, message: Notice, ctx: RenderContext) -> Variant:
         return condense_webhook(message, ctx, templates=self.templates)
 
     def load_variant(self, data: dict[str, Any]) -> Variant:
@@ -91,8 +90,6 @@ class WebhookChannel:
             "X-Dispatcher-Signature": sign_webhook(secret, timestamp, body),
             "X-Dispatcher-Delivery": str(recipient.delivery_id),
         }
-        from dispatcher.safe_url import problem
-
         unsafe = problem(recipient.address, self.settings)  # again before each send: DNS may have moved
         if unsafe:
             return Outcome.failed(recipient.delivery_id, Failure.PERMANENT, code="unsafe_url", error=unsafe)
@@ -103,8 +100,6 @@ class WebhookChannel:
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             return Outcome.failed(recipient.delivery_id, Failure.PERMANENT, code="bad_url", error=str(exc))
         except httpx.HTTPError as exc:
-            from dispatcher.safe_url import refused_connection
-
             refused = refused_connection(exc)  # the host re-resolved to a refused address (rebinding)
             if refused:
                 return Outcome.failed(

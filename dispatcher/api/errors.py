@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from channels.rendering import TemplateError
 from dispatcher.domain.errors import DispatcherError
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DispatcherError)
     async def _dispatcher(request: Request, exc: DispatcherError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message, exc.fields), status_code=exc.http_status)
+
+    @app.exception_handler(TemplateError)
+    async def _template(request: Request, exc: TemplateError) -> JSONResponse:
+        # The service's fault, not the caller's: a 500, as when it was one of our own errors.
+        return JSONResponse(error_body(exc.code, exc.message, exc.fields), status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _request(request: Request, exc: RequestValidationError) -> JSONResponse:

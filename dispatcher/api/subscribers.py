@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from channels.base import ChannelName
+from channels.webhook import safe_url
 from config import Settings
-from dispatcher import safe_url
 from dispatcher.api.broadcasts import decode_cursor, encode_cursor
 from dispatcher.api.deps import MANAGE, Caller, get_db, get_settings
 from dispatcher.api.errors import error_body, field_path

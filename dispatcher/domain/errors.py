@@ -44,12 +44,6 @@ class ConfigurationError(DispatcherError):
     code = "configuration_error"
 
 
-class TemplateError(DispatcherError):
-    """A template that does not render; reported at start or preview, never first at send time."""
-
-    code = "template_error"
-
-
 class MalformedJson(DispatcherError):
     code = "malformed_json"
     http_status = 400

@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from channels.base import RenderContext, Variant
 from channels.chat.condense import ChatVariant, condense_chat
 from channels.email.condense import EmailVariant, condense_email
-from channels.rendering import sample_message
 from channels.sms.condense import SmsVariant, condense_sms
 from channels.social.condense import SocialVariant, condense_social
 from channels.webhook.condense import WebhookVariant, condense_webhook
 from dispatcher.domain.message import EventKind, OutageMessage
+from tests.channels.samples import sample_message
 from tests.channels.strategies import message_and_context
 
 Condenser = Callable[[OutageMessage, RenderContext], Any]

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 
 from channels.base import RenderContext
 from channels.chat.condense import ChatVariant, condense_chat
-from channels.rendering import sample_message
 from dispatcher.domain.message import EventKind, OutageMessage, Status
+from tests.channels.samples import sample_message
 from tests.channels.strategies import message_and_context
 
 OUR_LINK = re.compile(r"<https?://[^<>\s|]+\|Status page>")

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 
 from channels.base import RenderContext
 from channels.email.condense import EmailVariant, condense_email
-from channels.rendering import sample_message
 from dispatcher.domain.message import EventKind, OutageMessage
+from tests.channels.samples import sample_message
 from tests.channels.strategies import message_and_context
 
 ALLOWED_TAGS = {

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 
 from channels.base import RenderContext
-from channels.rendering import sample_message
 from channels.sms.condense import SmsVariant, condense_sms
 from dispatcher.domain.message import EventKind, Impact, Kind, OutageMessage, Status
+from tests.channels.samples import sample_message
 from tests.channels.strategies import message_and_context
 
 # GSM 03.38, written out again here on purpose: an independent check of channels/sms/segments.py.

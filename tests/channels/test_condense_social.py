@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from twitter_text import parse_tweet
 
 from channels.base import RenderContext
-from channels.rendering import sample_message
 from channels.social.condense import SocialVariant, condense_social
 from dispatcher.domain.message import EventKind, Impact, OutageMessage
+from tests.channels.samples import sample_message
 from tests.channels.strategies import message_and_context
 
 

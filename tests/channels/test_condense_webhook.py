@@ -7,9 +7,9 @@ import json
 from hypothesis import given, settings
 
 from channels.base import RenderContext
-from channels.rendering import sample_message
 from channels.webhook.condense import WebhookVariant, condense_webhook
 from dispatcher.domain.message import EventKind, OutageMessage
+from tests.channels.samples import sample_message
 from tests.channels.strategies import message_and_context
 
 

@@ -16,19 +16,19 @@ from channels.base import ChannelName, RenderContext
 from channels.chat.condense import condense_chat
 from channels.email.condense import condense_email
 from channels.rendering import (
+    TemplateError,
     Templates,
     details_html,
     eta_text,
     format_time,
     format_window,
-    sample_message,
     truncate_to_fit,
 )
 from channels.sms.condense import condense_sms
 from channels.social.condense import condense_social
 from channels.webhook.condense import condense_webhook
-from dispatcher.domain.errors import TemplateError
 from dispatcher.domain.message import EventKind, OutageMessage
+from tests.channels.samples import sample_message
 
 GOLDEN = Path(__file__).parent / "golden"
 POSTED = datetime(2025, 11, 22, 14, 5, tzinfo=UTC)
