@@ -26,10 +26,10 @@ from sqlalchemy.orm import Session
 
 from channels.base import ChannelName
 from config import Settings
-from dispatcher.domain.states import DeliveryState
+from dispatcher.domain.states import BroadcastState, DeliveryState, TierState
 from dispatcher.engine import suppressions
 from dispatcher.engine.clock import utcnow
-from dispatcher.engine.deliveries import insert_one
+from dispatcher.engine.deliveries import delivery_row, insert_one
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.tier_gates import add_gates, try_dispatch
 from dispatcher.engine.transitions import bump_counts
@@ -181,33 +181,21 @@ def send_notice(
     broadcast = Broadcast(
         incident_id=None,
         event=CONFIRMATION_EVENT,
-        state="sending",
+        state=BroadcastState.SENDING,
         policy={"channels": [channel.value], "notice": True},
         planned_at=now,
     )
     session.add(broadcast)
     session.flush()
-    session.add(BroadcastTier(broadcast_id=broadcast.id, tier=0, state="planned", planned=1, outstanding=1))
+    session.add(
+        BroadcastTier(broadcast_id=broadcast.id, tier=0, state=TierState.PLANNED, planned=1, outstanding=1)
+    )
     add_gates(session, broadcast.id, [0])  # its one tier's per-channel gates, as every broadcast has
     session.add(
         BroadcastVariant(broadcast_id=broadcast.id, channel=channel.value, locale="en", variant=variant)
     )
     session.flush()
-    insert_one(
-        session,
-        {
-            "broadcast_id": broadcast.id,
-            "tier": 0,
-            "channel": channel.value,
-            "address": address,
-            "subscriber_id": None,
-            "locale": "en",
-            "state": DeliveryState.PENDING.value,
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    insert_one(session, delivery_row(broadcast.id, 0, channel, address, None, "en", now))
     from collections import Counter
 
     bump_counts(session, Counter({(broadcast.id, 0, channel.value, DeliveryState.PENDING.value): 1}))

@@ -21,7 +21,7 @@ from channels.base import ChannelName
 from config import Settings
 from dispatcher.domain import audience
 from dispatcher.domain.quiet_hours import quiet_until
-from dispatcher.domain.states import DeliveryState
+from dispatcher.domain.states import BroadcastState, DeliveryState, TierState
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.deliveries import QUIET_HOURS_CODE, delivery_row, insert_ignore
 from dispatcher.engine.outbox import Outbox
@@ -169,9 +169,9 @@ def plan_pages(
             .where(
                 BroadcastTier.broadcast_id == broadcast_id,
                 BroadcastTier.tier == tier,
-                BroadcastTier.state == "planning",
+                BroadcastTier.state == TierState.PLANNING,
             )
-            .values(state="planned")
+            .values(state=TierState.PLANNED)
         )
     return None
 
@@ -215,8 +215,11 @@ def run_broadcast(database: Database, settings: Settings, broadcast_id: int) -> 
     with database.session() as session:
         claimed = session.execute(
             update(Broadcast)
-            .where(Broadcast.id == broadcast_id, Broadcast.state.in_(["queued", "planning"]))
-            .values(state="planning")
+            .where(
+                Broadcast.id == broadcast_id,
+                Broadcast.state.in_([BroadcastState.QUEUED, BroadcastState.PLANNING]),
+            )
+            .values(state=BroadcastState.PLANNING)
         ).rowcount
         tiers = [t.tier for t in tiers_of(session, broadcast_id)]
     if claimed and tiers:
@@ -252,8 +255,8 @@ def plan_tier(database: Database, settings: Settings, broadcast_id: int, tier: i
         else:
             session.execute(
                 update(Broadcast)
-                .where(Broadcast.id == broadcast_id, Broadcast.state == "planning")
-                .values(state="sending", planned_at=utcnow())
+                .where(Broadcast.id == broadcast_id, Broadcast.state == BroadcastState.PLANNING)
+                .values(state=BroadcastState.SENDING, planned_at=utcnow())
             )
             check_gates(session, settings, broadcast_id, outbox)
     outbox.flush()

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from channels.base import ChannelName
 from config import Settings
 from dispatcher.domain import gates
-from dispatcher.domain.states import DeliveryState
+from dispatcher.domain.states import BroadcastState, DeliveryState, TierState
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.deliveries import QUIET_HOURS_CODE
 from dispatcher.engine.outbox import Outbox
@@ -194,7 +194,7 @@ def gate_snapshot(session: Session, broadcast_id: int, now: datetime) -> list[ga
     """The broadcast's gates as the rule sees them: from the gate rows, the tiers' planning state
     and the progress counters (never a scan of deliveries, except for rows in quiet hours)."""
     policy = session.scalar(select(Broadcast.policy).where(Broadcast.id == broadcast_id)) or {}
-    planned = {t.tier: t.state != "planning" for t in tiers_of(session, broadcast_id)}
+    planned = {t.tier: t.state != TierState.PLANNING for t in tiers_of(session, broadcast_id)}
     outstanding: Counter[tuple[int, str]] = Counter()
     for tier, channel, n in session.execute(
         select(BroadcastCount.tier, BroadcastCount.channel, BroadcastCount.n).where(
@@ -289,14 +289,14 @@ def check_gates(
         .select_from(BroadcastTier)
         .where(
             BroadcastTier.broadcast_id == broadcast_id,
-            (BroadcastTier.state != "done") | (BroadcastTier.outstanding > 0),
+            (BroadcastTier.state != TierState.DONE) | (BroadcastTier.outstanding > 0),
         )
     )
     if unfinished == 0:
         session.execute(
             update(Broadcast)
-            .where(Broadcast.id == broadcast_id, Broadcast.state == "sending")
-            .values(state="completed", completed_at=now)
+            .where(Broadcast.id == broadcast_id, Broadcast.state == BroadcastState.SENDING)
+            .values(state=BroadcastState.COMPLETED, completed_at=now)
         )
 
 
@@ -313,12 +313,12 @@ def _summarize_tiers(session: Session, broadcast_id: int, snapshot: list[gates.G
         values: dict[str, Any] = {}
         if starts and tier_row.started_at is None:
             values["started_at"] = min(starts)
-        if starts and tier_row.state == "planned":
-            values["state"] = "sending"
+        if starts and tier_row.state == TierState.PLANNED:
+            values["state"] = TierState.SENDING
         opened = gates.tier_gate(tier_gates)
-        if opened is not None and tier_row.state in ("planned", "sending"):
-            values |= {"state": "done", "gate": opened.value}
-        settled = tier_row.outstanding <= 0 and tier_row.state != "planning"
+        if opened is not None and tier_row.state in (TierState.PLANNED, TierState.SENDING):
+            values |= {"state": TierState.DONE, "gate": opened.value}
+        settled = tier_row.outstanding <= 0 and tier_row.state != TierState.PLANNING
         if settled and starts and tier_row.all_accepted_at is None:
             values["all_accepted_at"] = now
         if values:

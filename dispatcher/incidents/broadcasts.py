@@ -18,6 +18,7 @@ from dispatcher.domain.errors import NotFound
 from dispatcher.domain.message import EventKind, Impact, Kind, OutageMessage, Status, check_transition
 from dispatcher.domain.policy import channels_for, impact_rose
 from dispatcher.domain.quiet_hours import QUIET_IMPACTS
+from dispatcher.domain.states import BroadcastState, TierState
 from dispatcher.engine.tier_gates import add_gates
 from dispatcher.engine.variants import COMPENSATION_LOCALE, render_variants
 from dispatcher.store.models import Broadcast, BroadcastTier, Incident, IncidentUpdate, SubscriberList
@@ -173,14 +174,14 @@ def create_broadcast(
         incident_id=incident.id,
         update_id=update.id if update else None,
         event=event.value,
-        state="queued",
+        state=BroadcastState.QUEUED,
         policy=policy,
     )
     session.add(broadcast)
     session.flush()
     tiers, _ = tier_layout(session, settings)
     for tier in tiers:
-        session.add(BroadcastTier(broadcast_id=broadcast.id, tier=tier, state="planning"))
+        session.add(BroadcastTier(broadcast_id=broadcast.id, tier=tier, state=TierState.PLANNING))
     add_gates(session, broadcast.id, tiers)
     adapters = build_channels(settings)
     if compensation:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from channels.base import ChannelName, Variant
 from config import Settings
 from dispatcher.domain.message import FINAL_STATUSES, Impact, Kind, OutageMessage
+from dispatcher.domain.states import BroadcastState, TierState
 from dispatcher.incidents.broadcasts import enqueue
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastTier, BroadcastVariant, Incident
@@ -143,12 +144,12 @@ def record_reminder(
         incident_id=incident_id,
         update_id=None,
         event=REMINDER_EVENT,
-        state="queued",
+        state=BroadcastState.QUEUED,
         policy={"channels": [c.value for c in channels], "contacts": [[c.value, a] for c, a in contacts]},
     )
     session.add(broadcast)
     session.flush()
-    session.add(BroadcastTier(broadcast_id=broadcast.id, tier=REMINDER_TIER, state="planning"))
+    session.add(BroadcastTier(broadcast_id=broadcast.id, tier=REMINDER_TIER, state=TierState.PLANNING))
     add_gates(session, broadcast.id, [REMINDER_TIER])
     for channel in channels:
         variant: Variant

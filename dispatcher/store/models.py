@@ -22,6 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from dispatcher.domain.states import BroadcastState, DeliveryState, TierState
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores UTC, returns aware UTC: SQLite would otherwise hand back naive datetimes."""
@@ -165,7 +167,7 @@ class Broadcast(Base):
     )
     update_id: Mapped[int | None] = mapped_column(ForeignKey("incident_updates.id", ondelete="SET NULL"))
     event: Mapped[str] = mapped_column(String(40))
-    state: Mapped[str] = mapped_column(String(20), default="queued")  # queued/sending/completed
+    state: Mapped[str] = mapped_column(String(20), default=BroadcastState.QUEUED.value)  # BroadcastState
     policy: Mapped[dict[str, Any]] = mapped_column(default=dict)  # channels per this update
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     planned_at: Mapped[datetime | None]
@@ -181,7 +183,7 @@ class BroadcastTier(Base):
         ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
     )
     tier: Mapped[int] = mapped_column(Integer, primary_key=True)
-    state: Mapped[str] = mapped_column(String(20), default="waiting")  # waiting/planning/sending/done
+    state: Mapped[str] = mapped_column(String(20), default=TierState.PLANNING.value)  # TierState
     planned: Mapped[int] = mapped_column(Integer, default=0)
     outstanding: Mapped[int] = mapped_column(Integer, default=0)  # not yet accepted nor final
     gate: Mapped[str | None] = mapped_column(String(20))  # how the next tier was released
@@ -270,7 +272,7 @@ class Delivery(Base):
     channel: Mapped[str] = mapped_column(String(20))
     address: Mapped[str] = mapped_column(String(2000))
     locale: Mapped[str] = mapped_column(String(20), default="en")
-    state: Mapped[str] = mapped_column(String(20), default="pending")
+    state: Mapped[str] = mapped_column(String(20), default=DeliveryState.PENDING.value)  # DeliveryState
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
     last_error_code: Mapped[str | None] = mapped_column(String(100))
