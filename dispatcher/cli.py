@@ -93,7 +93,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     from dispatcher.store.db import get_database
     from dispatcher.store.migrate import current_revision, upgrade
 
-    database = get_database()
+    database = get_database(get_settings())
     upgrade(database, revision)
     typer.echo(f"database at revision {current_revision(database)}")
 
@@ -111,7 +111,7 @@ def keys_create(
         parsed = Role(role)
     except ValueError:
         raise typer.BadParameter("role must be commander, viewer or admin", param_hint="--role") from None
-    with get_database().session() as session:
+    with get_database(get_settings()).session() as session:
         key_id, key = issue_key(session, parsed, label)
     typer.echo(key)
     typer.echo(
@@ -127,7 +127,7 @@ def keys_revoke(
     from dispatcher.auth import revoke_key
     from dispatcher.store.db import get_database
 
-    with get_database().session() as session:
+    with get_database(get_settings()).session() as session:
         revoked = revoke_key(session, key_id)
     if not revoked:
         typer.echo(f"no active key with id {key_id}", err=True)

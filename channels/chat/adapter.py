@@ -18,7 +18,7 @@ from channels.chat.condense import ChatVariant, condense_chat
 from channels.clients import SANDBOX_SLACK_TOKEN, PerProcess, announce_mode, executor, retry_after, send_each
 from channels.notice import Notice
 from channels.rendering import Templates
-from config.settings import Settings, get_settings
+from config.settings import Settings
 
 SLACK_API = "https://slack.com/api/"
 # Slack errors that say "try again later" rather than "this will never work"
@@ -29,8 +29,8 @@ class ChatChannel:
     name: ClassVar[ChannelName] = ChannelName.CHAT
     max_batch: ClassVar[int] = 50
 
-    def __init__(self, settings: Settings | None = None, templates: Templates | None = None) -> None:
-        self.settings = settings or get_settings()
+    def __init__(self, settings: Settings, templates: Templates | None = None) -> None:
+        self.settings = settings
         self.templates = templates
         self._client: PerProcess[WebClient] = PerProcess(self._make_client)
         self._pool = executor(self.settings.send_concurrency)

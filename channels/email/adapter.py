@@ -39,7 +39,7 @@ from channels.clients import PerProcess, announce_mode, retry_after, sandbox_sec
 from channels.email.condense import EmailVariant, condense_email
 from channels.notice import Notice
 from channels.rendering import Templates
-from config.settings import Settings, get_settings
+from config.settings import Settings
 
 SENDGRID_API = "https://api.sendgrid.com"
 PROVIDER = "sendgrid"
@@ -127,8 +127,8 @@ class EmailChannel:
     name: ClassVar[ChannelName] = ChannelName.EMAIL
     max_batch: ClassVar[int] = 1000
 
-    def __init__(self, settings: Settings | None = None, templates: Templates | None = None) -> None:
-        self.settings = settings or get_settings()
+    def __init__(self, settings: Settings, templates: Templates | None = None) -> None:
+        self.settings = settings
         self.templates = templates
         self._client: PerProcess[SendGridAPIClient] = PerProcess(self._make_client)
 

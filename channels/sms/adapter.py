@@ -52,7 +52,7 @@ from channels.clients import (
 from channels.notice import Notice
 from channels.rendering import Templates
 from channels.sms.condense import SmsVariant, condense_sms
-from config.settings import Settings, get_settings
+from config.settings import Settings
 
 TWILIO_API = "https://api.twilio.com"
 PROVIDER = "twilio"
@@ -131,8 +131,8 @@ class SmsChannel:
     # (not 100) makes that happen a third as often (limits benchmark: 34.3 s -> 32.9 s).
     max_batch: ClassVar[int] = 250
 
-    def __init__(self, settings: Settings | None = None, templates: Templates | None = None) -> None:
-        self.settings = settings or get_settings()
+    def __init__(self, settings: Settings, templates: Templates | None = None) -> None:
+        self.settings = settings
         self.templates = templates
         self._client: PerProcess[tuple[Client, RoutedHttpClient]] = PerProcess(self._make_client)
         self._pool = executor(self.settings.send_concurrency)

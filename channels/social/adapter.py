@@ -28,7 +28,7 @@ from channels.clients import SANDBOX_X_CREDENTIAL, PerProcess, announce_mode, re
 from channels.notice import Notice
 from channels.rendering import Templates
 from channels.social.condense import SocialVariant, condense_social
-from config.settings import Settings, get_settings
+from config.settings import Settings
 
 X_API = "https://api.twitter.com"
 
@@ -53,8 +53,8 @@ class SocialChannel:
     name: ClassVar[ChannelName] = ChannelName.SOCIAL
     max_batch: ClassVar[int] = 1
 
-    def __init__(self, settings: Settings | None = None, templates: Templates | None = None) -> None:
-        self.settings = settings or get_settings()
+    def __init__(self, settings: Settings, templates: Templates | None = None) -> None:
+        self.settings = settings
         self.templates = templates
         self._client: PerProcess[tweepy.Client] = PerProcess(self._make_client)
 

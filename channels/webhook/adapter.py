@@ -21,7 +21,7 @@ from channels.rendering import Templates
 from channels.webhook.condense import WebhookVariant, condense_webhook
 from channels.webhook.safe_url import CheckedConnections, problem, refused_connection
 from channels.webhook.signing import sign_webhook
-from config.settings import Settings, get_settings
+from config.settings import Settings
 
 
 def encode_payload(payload: dict[str, Any]) -> bytes:
@@ -48,8 +48,8 @@ class WebhookChannel:
     name: ClassVar[ChannelName] = ChannelName.WEBHOOK
     max_batch: ClassVar[int] = 50
 
-    def __init__(self, settings: Settings | None = None, templates: Templates | None = None) -> None:
-        self.settings = settings or get_settings()
+    def __init__(self, settings: Settings, templates: Templates | None = None) -> None:
+        self.settings = settings
         self.templates = templates
         self._client: PerProcess[httpx.Client] = PerProcess(self._make_client)
         self._pool = executor(self.settings.send_concurrency)

@@ -41,6 +41,7 @@ from dispatcher.engine.transitions import RETURNING, Moved, set_details, transit
 from dispatcher.store.bulk import id_in, on_postgres
 from dispatcher.store.db import Database
 from dispatcher.store.models import BroadcastSends, BroadcastTier, BroadcastVariant, Delivery, Subscriber
+from dispatcher.store.per_process import PerProcess
 from dispatcher.store.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,15 @@ def build_services(settings: Settings, database: Database) -> Services:
         breaker=Breaker(client, settings),
         retry=RetryPolicy(settings.retry_max_attempts, settings.retry_base_s, settings.retry_cap_s),
     )
+
+
+SERVICES: PerProcess[tuple[int, int], Services] = PerProcess()
+
+
+def services(settings: Settings, database: Database) -> Services:
+    """This process's services for these settings and database, built once (SDK clients, pools);
+    the cached value keeps both alive, so their ids stay theirs."""
+    return SERVICES.get((id(settings), id(database)), lambda: build_services(settings, database))
 
 
 @lru_cache(maxsize=256)

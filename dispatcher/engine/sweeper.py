@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import exists, select, update
 
 from config import Settings
-from dispatcher.domain.states import DeliveryState
+from dispatcher.domain.states import BroadcastState, DeliveryState, TierState
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.deliveries import QUIET_HOURS_CODE
 from dispatcher.engine.outbox import Outbox, batch_queue
@@ -33,7 +32,7 @@ from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastTier, Delivery
 
 if TYPE_CHECKING:
-    from dispatcher.engine.sending import Services
+    pass
 
 
 def idle_queues(settings: Settings) -> set[str]:
@@ -69,7 +68,7 @@ def release_quiet_rows(database: Database, now: datetime, outbox: Outbox) -> int
                 exists().where(
                     BroadcastTier.broadcast_id == Delivery.broadcast_id,
                     BroadcastTier.tier == Delivery.tier,
-                    BroadcastTier.state.in_(["sending", "done"]),
+                    BroadcastTier.state.in_([TierState.SENDING, TierState.DONE]),
                 ),
             )
             .values(last_error_code=None, last_error=None, updated_at=now)
@@ -85,21 +84,15 @@ def release_quiet_rows(database: Database, now: datetime, outbox: Outbox) -> int
     return len(released)
 
 
-_services: dict[tuple[int, int, int], Services] = {}
-
-
 def apply_kept(database: Database, settings: Settings) -> int:
     """Records the answers kept in Redis (dispatcher/engine/journal.py); 0 when there are none."""
     from dispatcher.engine import journal
-    from dispatcher.engine.sending import apply_kept_answers, build_services
+    from dispatcher.engine.sending import apply_kept_answers, services
     from dispatcher.store.redis_client import get_redis
 
     if not get_redis(settings).exists(journal.answers_key(settings)):
         return 0
-    cache_key = (os.getpid(), id(database), id(settings))  # the cached value keeps both alive
-    if cache_key not in _services:
-        _services[cache_key] = build_services(settings, database)
-    return apply_kept_answers(_services[cache_key])
+    return apply_kept_answers(services(settings, database))
 
 
 def _without_answers(settings: Settings, ids: list[int]) -> list[int]:
@@ -147,7 +140,7 @@ def requeue_unqueued(database: Database, settings: Settings, now: datetime, outb
     with database.session() as session:
         ids = session.scalars(
             select(Broadcast.id).where(
-                Broadcast.state == "queued",
+                Broadcast.state == BroadcastState.QUEUED,
                 Broadcast.created_at < now - timedelta(seconds=HANDOFF_GRACE_S),
                 Broadcast.created_at >= now - timedelta(seconds=settings.lease_s),  # older: the rule below
             )
@@ -197,7 +190,7 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
     with database.session() as session:
         released = session.execute(
             select(BroadcastTier.broadcast_id, BroadcastTier.tier).where(
-                BroadcastTier.state.in_(["sending", "done"]), BroadcastTier.outstanding > 0
+                BroadcastTier.state.in_([TierState.SENDING, TierState.DONE]), BroadcastTier.outstanding > 0
             )
         ).all()
         for broadcast_id, tier in released:
@@ -210,14 +203,14 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
         gate_deadline = now - timedelta(seconds=settings.tier_gate_timeout_s)
         for broadcast_id, tier in session.execute(
             select(BroadcastTier.broadcast_id, BroadcastTier.tier).where(
-                BroadcastTier.state == "sending", BroadcastTier.started_at < gate_deadline
+                BroadcastTier.state == TierState.SENDING, BroadcastTier.started_at < gate_deadline
             )
         ).all():
             check_gate(session, settings, broadcast_id, tier, outbox)
             report["gates_timed_out"] += 1
         lost = session.scalars(
             select(Broadcast.id).where(
-                Broadcast.state.in_(["queued", "planning"]),
+                Broadcast.state.in_([BroadcastState.QUEUED, BroadcastState.PLANNING]),
                 Broadcast.created_at < orphan_before,
             )
         ).all()
@@ -225,7 +218,7 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
             outbox.add("dispatcher.run_broadcast", [broadcast_id], "control")
             report["replanned"] += 1
         for (broadcast_id,) in session.execute(
-            select(Broadcast.id).where(Broadcast.state == "sending")
+            select(Broadcast.id).where(Broadcast.state == BroadcastState.SENDING)
         ).all():
             check_gates(session, settings, broadcast_id, outbox)
     outbox.flush()

@@ -5,7 +5,6 @@ Engines are per process: a Celery worker forks, and a connection pool must never
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +13,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from config import Settings, get_settings
+from config import Settings
+from dispatcher.store.per_process import PerProcess
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -68,13 +68,10 @@ class Database:
         self.engine.dispose()
 
 
-_databases: dict[tuple[int, str], Database] = {}
+DATABASES: PerProcess[str, Database] = PerProcess()
 
 
-def get_database(settings: Settings | None = None) -> Database:
+def get_database(settings: Settings) -> Database:
     """This process's Database for the configured URL (a fresh one after a fork)."""
-    url = (settings or get_settings()).effective_database_url
-    key = (os.getpid(), url)
-    if key not in _databases:
-        _databases[key] = Database(url)
-    return _databases[key]
+    url = settings.effective_database_url
+    return DATABASES.get(url, lambda: Database(url))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import redis
 
-from config import Settings, get_settings
+from config import Settings
 from dispatcher.domain.errors import ConfigurationError
+from dispatcher.store.per_process import PerProcess
 
 
 def require_redis_url(settings: Settings) -> str:
@@ -19,20 +18,20 @@ def require_redis_url(settings: Settings) -> str:
     return settings.redis_url
 
 
-_clients: dict[tuple[int, str], redis.Redis] = {}
+CLIENTS: PerProcess[str, redis.Redis] = PerProcess()
 
 
-def get_redis(settings: Settings | None = None) -> redis.Redis:
+def get_redis(settings: Settings) -> redis.Redis:
     """One pooled client per process and URL (a fresh one after a fork)."""
-    url = require_redis_url(settings or get_settings())
-    cache_key = (os.getpid(), url)
-    if cache_key not in _clients:
-        _clients[cache_key] = redis.Redis.from_url(
+    url = require_redis_url(settings)
+    return CLIENTS.get(
+        url,
+        lambda: redis.Redis.from_url(
             url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
-        )
-    return _clients[cache_key]
+        ),
+    )
 
 
-def key(*parts: object, settings: Settings | None = None) -> str:
-    prefix = (settings or get_settings()).redis_prefix
+def key(*parts: object, settings: Settings) -> str:
+    prefix = settings.redis_prefix
     return prefix + "od:" + ":".join(str(p) for p in parts)

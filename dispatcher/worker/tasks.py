@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from typing import Any
 
 from celery.signals import worker_process_init
@@ -12,36 +11,36 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 import channels.registry  # noqa: F401  (imported before the pool forks: SDK imports are slow)
 from channels.base import ChannelName
 from config import get_settings
-from dispatcher.engine import planner, tier_gates
+from dispatcher.engine import planner, sending, tier_gates
 from dispatcher.engine.broker import app
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.planner import run_broadcast as _run_broadcast
-from dispatcher.engine.sending import Services, build_services
+from dispatcher.engine.sending import Services
 from dispatcher.engine.sending import send_batch as _send_batch
-from dispatcher.store.db import get_database
+from dispatcher.store.db import Database, get_database
 
 
-@lru_cache
-def _services(pid: int) -> Services:
-    del pid  # per process: clients must not cross a fork
-    return build_services(get_settings(), get_database())
+def _database() -> Database:
+    """The worker's database, from the settings the worker was started with."""
+    return get_database(get_settings())
 
 
 def services() -> Services:
-    return _services(os.getpid())
+    """This worker process's services (engine/sending.py `services`: built once per process)."""
+    return sending.services(get_settings(), _database())
 
 
 @app.task(name="dispatcher.ping", bind=True)
 def ping(self: Any, value: str) -> dict[str, object]:
     """A round trip through the broker, a worker and the database; names the worker that answered
     (remote control is off, so this is how a launcher knows each worker is up)."""
-    get_database().ping()
+    _database().ping()
     return {"pong": value, "pid": os.getpid(), "worker": self.request.hostname}
 
 
 @app.task(name="dispatcher.run_broadcast")
 def run_broadcast(broadcast_id: int) -> None:
-    _run_broadcast(get_database(), get_settings(), broadcast_id)
+    _run_broadcast(_database(), get_settings(), broadcast_id)
 
 
 # A PostgreSQL deadlock victim (planning's inserts or a gate check against a batch's recording)
@@ -58,7 +57,7 @@ DB_RETRY: dict[str, Any] = {
 @app.task(name="dispatcher.plan_tier", **DB_RETRY)
 def plan_tier(broadcast_id: int, tier: int, after: int = 0) -> None:
     """Plans a tier after the first from subscriber id `after`, a page per task (engine/planner.py)."""
-    planner.plan_tier(get_database(), get_settings(), broadcast_id, tier, after)
+    planner.plan_tier(_database(), get_settings(), broadcast_id, tier, after)
 
 
 # A claim chosen as a deadlock victim left its rows pending with no task: the same retry.
@@ -68,14 +67,14 @@ def send_batch(broadcast_id: int, channel: str, ids: list[int]) -> int:
     if claimed:  # status reports that beat the recording of these rows (dispatcher/engine/status_reports.py)
         from dispatcher.engine.status_reports import reapply_parked
 
-        reapply_parked(get_database(), get_settings(), broadcast_id, ids)
+        reapply_parked(_database(), get_settings(), broadcast_id, ids)
     return claimed
 
 
 @app.task(name="dispatcher.check_gate", **DB_RETRY)
 def check_gate(broadcast_id: int, tier: int) -> None:
     outbox = Outbox()
-    with get_database().session() as session:
+    with _database().session() as session:
         tier_gates.check_gate(session, get_settings(), broadcast_id, tier, outbox)
     outbox.flush()
 
@@ -84,7 +83,7 @@ def check_gate(broadcast_id: int, tier: int) -> None:
 def sweep() -> dict[str, int]:
     from dispatcher.engine.sweeper import sweep as _sweep
 
-    return _sweep(get_database(), get_settings())
+    return _sweep(_database(), get_settings())
 
 
 @app.task(name="dispatcher.poll_schedule")
@@ -94,7 +93,7 @@ def poll_schedule() -> dict[str, int]:
     from dispatcher.incidents.broadcasts import enqueue
     from dispatcher.incidents.scheduler import poll_schedule as _poll_schedule
 
-    report = _poll_schedule(get_database(), get_settings(), enqueue=enqueue)
+    report = _poll_schedule(_database(), get_settings(), enqueue=enqueue)
     return {"sent": len(report.sent), "skipped": len(report.skipped), "reminded": len(report.reminded)}
 
 
@@ -104,7 +103,7 @@ def reconcile() -> dict[str, int]:
     from dispatcher.engine.reconcile import pollable
     from dispatcher.engine.reconcile import reconcile as _reconcile
 
-    return _reconcile(get_database(), get_settings(), list(pollable(services().adapters)))
+    return _reconcile(_database(), get_settings(), list(pollable(services().adapters)))
 
 
 @app.task(name="dispatcher.reconcile_rows")
@@ -117,15 +116,15 @@ def reconcile_rows(channel: str, ids: list[int]) -> dict[str, int]:
     source = pollable(services().adapters).get(name)
     if source is None:
         return {"asked": 0, "moved": 0}
-    return _reconcile_rows(get_database(), get_settings(), source, services().limiter, name, ids)
+    return _reconcile_rows(_database(), get_settings(), source, services().limiter, name, ids)
 
 
 @worker_process_init.connect
 def _after_fork(**_kwargs: Any) -> None:
     """Clients are cached per pid, so a forked child builds its own; drop the parent's pool too."""
-    from dispatcher.store.db import _databases
+    from dispatcher.store.db import DATABASES
 
-    for database in _databases.values():
+    for database in DATABASES.inherited():
         database.engine.dispose(close=False)
     if get_settings().redis_url:
         for adapter in services().adapters.values():  # the first admin message must not wait on set-up
