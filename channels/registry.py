@@ -5,18 +5,14 @@ The service reports `provider_modes` at start, so nobody mistakes a sandboxed ru
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from channels.base import Channel, ChannelName
 from channels.chat.adapter import ChatChannel
 from channels.email.adapter import EmailChannel
+from channels.rendering import Templates, templates_for
 from channels.sms.adapter import SmsChannel
 from channels.social.adapter import SocialChannel
 from channels.webhook.adapter import WebhookChannel
 from config.settings import Settings
-
-if TYPE_CHECKING:
-    from channels.rendering import Templates
 
 CHANNEL_CLASSES: dict[
     ChannelName, type[EmailChannel | ChatChannel | SmsChannel | SocialChannel | WebhookChannel]
@@ -44,10 +40,7 @@ def provider_for(channel: ChannelName | str) -> str:
 
 def build_channels(settings: Settings, templates: Templates | None = None) -> dict[ChannelName, Channel]:
     """An adapter per enabled channel. Cheap: SDK clients are created at first send, per process."""
-    if templates is None and settings.templates_override_dir is not None:
-        from channels.rendering import Templates
-
-        templates = Templates(settings.templates_override_dir)
+    templates = templates or templates_for(settings)
     # settings name channels as strings (config imports none of ours): keys become ChannelName here
     return {ChannelName(n): CHANNEL_CLASSES[n](settings, templates) for n in settings.channels_enabled}
 

@@ -29,6 +29,7 @@ from markupsafe import Markup, escape
 import templates as _templates_package
 from channels.base import ChannelName, RenderContext
 from channels.notice import Notice
+from config.settings import Settings
 
 PACKAGED_DIR = Path(_templates_package.__file__).parent
 
@@ -558,8 +559,16 @@ def _template_error(name: str, exc: Exception) -> TemplateError:
 
 @lru_cache(maxsize=1)
 def default_templates() -> Templates:
-    """The packaged templates only; the service builds `Templates(settings.templates_override_dir)`."""
+    """The packaged templates only, built once per process."""
     return Templates()
+
+
+def templates_for(settings: Settings) -> Templates:
+    """The one place the service's templates are built: the packaged ones, with the override
+    directory's (DISPATCHER_TEMPLATES_OVERRIDE_DIR) over them when one is set."""
+    if settings.templates_override_dir is None:
+        return default_templates()
+    return Templates(settings.templates_override_dir)
 
 
 # --------------------------------------------------------------------------------------------------

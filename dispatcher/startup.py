@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from channels.base import ChannelName
 from channels.registry import PROVIDERS, provider_modes
-from channels.rendering import Templates
+from channels.rendering import templates_for
 from config import Settings
 from dispatcher.domain.errors import ConfigurationError
 
@@ -99,7 +99,7 @@ def check_api_keys(settings: Settings) -> None:
 
 
 def check_templates(settings: Settings) -> None:
-    Templates(settings.templates_override_dir).check()
+    templates_for(settings).check()
 
 
 def sandboxed(settings: Settings) -> list[ChannelName]:
