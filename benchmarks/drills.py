@@ -731,7 +731,8 @@ def up_sigkill(size: str) -> dict[str, Any]:
 
     import psutil
 
-    from benchmarks.stack import COMMANDER_KEY, Sandbox, free_port
+    from benchmarks.stack import COMMANDER_KEY, Sandbox
+    from dispatcher.supervisor import free_port
 
     n = SIZES[size].get("up_sigkill", 1000 if size == "small" else 10000)
     workdir = Path(tempfile.mkdtemp(prefix="drill-up-"))
