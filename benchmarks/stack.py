@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import psutil
 
-from dispatcher.supervisor import REDIS_READY, Supervisor, free_port, redis_server_argv
+from dispatcher.supervisor import REDIS_READY, Supervisor, free_port, is_200, redis_server_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -376,7 +376,7 @@ class Stack:
         raise RuntimeError(f"workers did not come up; logs in {self.tmp}")
 
     def wait_http(self, url: str, timeout_s: float = 60) -> None:
-        if not self.processes.wait_http(url, timeout_s, ok=lambda status: status == 200):
+        if not self.processes.wait_http(url, timeout_s, ok=is_200):
             dead = self.processes.dead()
             raise RuntimeError(
                 f"{dead} exited; logs in {self.tmp}" if dead else f"{url} did not answer; logs in {self.tmp}"

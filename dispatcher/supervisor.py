@@ -86,6 +86,30 @@ def serving(status: int) -> bool:
     return status < 500
 
 
+def is_200(status: int) -> bool:
+    """200 alone: a health check that answers anything else is not ready."""
+    return status == 200
+
+
+def wait_http(
+    url: str,
+    timeout_s: float,
+    alive: Sequence[subprocess.Popen[bytes]] = (),
+    ok: Callable[[int], bool] = serving,
+) -> bool:
+    """Until `url` answers with a status `ok` accepts; False when time runs out or one of `alive`
+    has exited meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(proc.poll() is not None for proc in alive):
+            return False
+        with contextlib.suppress(httpx.HTTPError):
+            if ok(httpx.get(url, timeout=1.0).status_code):
+                return True
+        time.sleep(0.1)
+    return False
+
+
 def _stop_rank(name: str) -> int:
     """Where `name` stands in STOP_ORDER by its prefix (`worker0` is a worker); unnamed ones first."""
     return next((i for i, prefix in enumerate(STOP_ORDER) if name.startswith(prefix)), 0)
@@ -154,15 +178,7 @@ class Supervisor:
     def wait_http(self, url: str, timeout_s: float, ok: Callable[[int], bool] = serving) -> bool:
         """Until `url` answers with a status `ok` accepts; False when time runs out or any child has
         exited meanwhile (`dead()` names them)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.dead():
-                return False
-            with contextlib.suppress(httpx.HTTPError):
-                if ok(httpx.get(url, timeout=1.0).status_code):
-                    return True
-            time.sleep(0.1)
-        return False
+        return wait_http(url, timeout_s, list(self.children.values()), ok)
 
     def wait_log(self, name: str, needle: str, timeout_s: float) -> bool:
         """Until a line `name` wrote since it was last started contains `needle`; False when it
