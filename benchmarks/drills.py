@@ -731,7 +731,8 @@ def up_sigkill(size: str) -> dict[str, Any]:
 
     import psutil
 
-    from benchmarks.stack import COMMANDER_KEY, Sandbox, free_port
+    from benchmarks.stack import COMMANDER_KEY, Sandbox
+    from dispatcher.supervisor import Supervisor, free_port, is_200
 
     n = SIZES[size].get("up_sigkill", 1000 if size == "small" else 10000)
     workdir = Path(tempfile.mkdtemp(prefix="drill-up-"))
@@ -747,28 +748,18 @@ def up_sigkill(size: str) -> dict[str, Any]:
         "DISPATCHER_RATE_TWILIO_PER_S": "200",
         "DISPATCHER_SANDBOX_SECRET": secrets.token_urlsafe(32),  # one per run, for the sandbox and up
     }
-    sandbox_log = (workdir / "sandbox.log").open("ab")
-    sandbox_proc = subprocess.Popen(
-        [sys.executable, "-m", "channels.sandbox", "--port", str(sandbox_port), "--log-level", "warning"],
-        env=env,
-        stdout=sandbox_log,
-        stderr=subprocess.STDOUT,
-    )
+    # the supervisor `up` itself uses, here without restarts: this drill kills `up` on purpose
+    processes = Supervisor(logs=workdir, cwd=workdir, die_with_parent=False)  # the drills run threads
+    sandbox_argv = [sys.executable, "-m", "channels.sandbox", "--port", str(sandbox_port)]
+    processes.spawn("sandbox", [*sandbox_argv, "--log-level", "warning"], env)
     sandbox = Sandbox(f"http://127.0.0.1:{sandbox_port}")
     argv = [sys.executable, "-m", "dispatcher.cli", "up", "--port", str(api_port)]
     argv += ["--sandbox-port", str(sandbox_port), "--data-dir", str(workdir / "data")]
-    up_log = (workdir / "up.log").open("ab")
-    procs: list[subprocess.Popen[bytes]] = []
 
     def start_up() -> None:
-        procs.append(subprocess.Popen(argv, env=env, stdout=up_log, stderr=subprocess.STDOUT, cwd=workdir))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{api}/readyz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"up did not become ready; see {workdir / 'up.log'}")
+        processes.spawn("up", argv, env)
+        if not processes.wait_http(f"{api}/readyz", 120, ok=is_200):
+            raise RuntimeError(f"up did not become ready; see {processes.log('up')}")
 
     def kill_everything(root: subprocess.Popen[bytes]) -> int:
         family = [psutil.Process(root.pid), *psutil.Process(root.pid).children(recursive=True)]
@@ -780,12 +771,8 @@ def up_sigkill(size: str) -> dict[str, Any]:
         return len(family)
 
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{sandbox.url}/sandbox/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
+        if not processes.wait_http(f"{sandbox.url}/sandbox/health", 30, ok=is_200):
+            raise RuntimeError(f"the sandbox did not start; see {processes.log('sandbox')}")
         sandbox.faults("twilio", latency_ms=30)
         start_up()
         client = httpx.Client(base_url=api, timeout=120)
@@ -812,7 +799,7 @@ def up_sigkill(size: str) -> dict[str, Any]:
         while sandbox.stats()["twilio"]["accepted"] < wait_accepted_at and time.monotonic() < deadline:
             time.sleep(0.05)
         accepted_at_kill = sandbox.stats()["twilio"]["accepted"]
-        killed = kill_everything(procs[-1])
+        killed = kill_everything(processes.children["up"])
         restarted = time.time()
         start_up()
         state: dict[str, Any] = {}
@@ -852,17 +839,8 @@ def up_sigkill(size: str) -> dict[str, Any]:
             "complete_s": round(completed - started, 2),
         }
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    kill_everything(proc)
-        sandbox_proc.terminate()
-        sandbox_proc.wait(timeout=20)
-        up_log.close()
-        sandbox_log.close()
+        processes.stop(["up"], grace_s=60)  # `up` stops its own children on SIGTERM
+        processes.stop(["sandbox"], grace_s=20)
 
 
 DRILLS = {

