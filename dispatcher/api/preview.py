@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from channels.base import ChannelName, RenderContext
@@ -15,12 +13,10 @@ from channels.rendering import Templates, default_templates
 from config import Settings
 from dispatcher.api.deps import BROADCAST, Caller, get_db, get_settings
 from dispatcher.api.schemas import ERRORS, PreviewIn
-from dispatcher.domain import audience
 from dispatcher.domain.message import EventKind, Kind
-from dispatcher.engine.planner import PAGE, PLANNING_COLUMNS, SCOPE_COLUMNS
+from dispatcher.engine.audience_count import count_planned
 from dispatcher.incidents.broadcasts import sending_channels, tier_layout
 from dispatcher.store.db import Database
-from dispatcher.store.models import Membership, Subscriber, SubscriberList
 
 router = APIRouter(prefix="/v1", tags=["preview"], responses=ERRORS)
 
@@ -69,42 +65,17 @@ def count_audience(
     components: list[str],
     regions: list[str],
 ) -> dict[str, Any]:
-    """What planning would write, counted: each subscriber at the earliest tier of their lists,
-    scoped, by preference and opt-outs, de-duplicated by (channel, address) at the earlier tier."""
-    first_tier: dict[tuple[ChannelName, str], int] = {}
-    after = 0
-    while True:
-        page = session.execute(
-            select(*PLANNING_COLUMNS, *SCOPE_COLUMNS, func.min(SubscriberList.tier).label("tier"))
-            .join(Membership, Membership.subscriber_id == Subscriber.id)
-            .join(SubscriberList, SubscriberList.id == Membership.list_id)
-            .where(Subscriber.id > after)
-            .group_by(Subscriber.id)
-            .order_by(Subscriber.id)
-            .limit(PAGE)
-        ).all()
-        if not page:
-            break
-        for row in page:
-            after, tier = row.id, row.tier
-            if not audience.in_scope(row.components, row.regions, components, regions):
-                continue
-            for target in audience.targets(
-                row.channels, row.opt_outs, audience.addresses_of(row), sending_on
-            ):
-                key = (target.channel, target.address)
-                first_tier[key] = min(tier, first_tier.get(key, tier))
-    counts: Counter[tuple[int, str]] = Counter((tier, ch.value) for (ch, _), tier in first_tier.items())
+    """The broadcast's tiers with what planning would write on each, counted by the engine's own
+    walk (dispatcher/engine/audience_count.py); here only put in the response's shape."""
     tiers, public_tier = tier_layout(session, settings)
-    if ChannelName.SOCIAL in sending_on:
-        counts[(public_tier, ChannelName.SOCIAL.value)] += 1
-    tiers = [
+    counts = count_planned(session, tiers, public_tier, sending_on, components, regions)
+    by_tier = [
         {
             "tier": tier,
             "public": tier == public_tier,
-            "channels": {ch: n for (t, ch), n in sorted(counts.items()) if t == tier},
+            "channels": {ch.value: n for (t, ch), n in sorted(counts.items()) if t == tier},
             "total": sum(n for (t, _), n in counts.items() if t == tier),
         }
         for tier in tiers
     ]
-    return {"total": sum(counts.values()), "tiers": tiers}
+    return {"total": sum(counts.values()), "tiers": by_tier}

@@ -86,6 +86,30 @@ def targets(
     ]
 
 
+def broadcast_targets(
+    channels: Sequence[str],
+    opt_outs: Iterable[str],
+    addresses: Mapping[ChannelName, str | None],
+    sending_on: Iterable[ChannelName],
+    *,
+    wanted_components: Sequence[str] = (),
+    wanted_regions: Sequence[str] = (),
+    components: Sequence[str] = (),
+    regions: Sequence[str] = (),
+) -> list[Target]:
+    """A subscriber's deliveries for one broadcast: none if the message is outside the scope they
+    asked for (`wanted_*`), else their preferences less opt-outs on the channels it goes out on.
+    The one rule planning and its preview both apply, so the preview counts what is planned."""
+    if not in_scope(wanted_components, wanted_regions, components, regions):
+        return []
+    return targets(channels, opt_outs, addresses, sending_on)
+
+
+def public_targets(sending_on: Iterable[ChannelName]) -> list[Target]:
+    """The public tier's one delivery: a social post, if the broadcast goes out on social."""
+    return [Target(ChannelName.SOCIAL, PUBLIC_ADDRESS)] if ChannelName.SOCIAL in set(sending_on) else []
+
+
 def next_channel(
     failed: ChannelName,
     channels: Sequence[str],

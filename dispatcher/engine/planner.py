@@ -59,7 +59,36 @@ SCOPE_COLUMNS = (Subscriber.components, Subscriber.regions)
 _QUIET_COLUMNS = (Subscriber.timezone, Subscriber.quiet_hours)  # quiet hours are local
 
 
-def _subscribers_in_tier(
+def planning_columns(scoped: bool, respect_quiet: bool = False) -> tuple[Any, ...]:
+    """The subscriber columns planning reads: the scope only for a scoped message, quiet hours only
+    when the broadcast respects them. The preview's count (audience_count.py) reads the same."""
+    return (
+        *PLANNING_COLUMNS,
+        *(SCOPE_COLUMNS if scoped else ()),
+        *(_QUIET_COLUMNS if respect_quiet else ()),
+    )
+
+
+def targets_of(
+    sub: Any, sending_on: Sequence[ChannelName], components: Sequence[str], regions: Sequence[str]
+) -> list[audience.Target]:
+    """One subscriber row's deliveries for a message scoped to `components`/`regions`: the pure rule
+    on the row's plain values, shared with the preview's count. The row holds scope columns only
+    when the message is scoped (planning_columns)."""
+    scoped = bool(components or regions)
+    return audience.broadcast_targets(
+        sub.channels,
+        sub.opt_outs,
+        audience.addresses_of(sub),
+        sending_on,
+        wanted_components=sub.components if scoped else (),
+        wanted_regions=sub.regions if scoped else (),
+        components=components,
+        regions=regions,
+    )
+
+
+def subscribers_in_tier(
     session: Session, tier: int, after_id: int, columns: Sequence[Any] = PLANNING_COLUMNS
 ) -> list[Any]:
     """One page of a tier's subscribers, in id order, as plain rows.
@@ -121,36 +150,31 @@ def plan_pages(
         ]
         _write_page(database, settings, broadcast_id, tier, rows)
     elif tier == public_tier:
-        if ChannelName.SOCIAL in sending_on:
-            row = delivery_row(
-                broadcast_id, tier, ChannelName.SOCIAL, audience.PUBLIC_ADDRESS, None, "en", now
-            )
-            _write_page(database, settings, broadcast_id, tier, [row])
+        rows = [
+            delivery_row(broadcast_id, tier, t.channel, t.address, None, "en", now)
+            for t in audience.public_targets(sending_on)
+        ]
+        if rows:
+            _write_page(database, settings, broadcast_id, tier, rows)
     else:
-        scoped = bool(components or regions)
-        columns = (
-            *PLANNING_COLUMNS,
-            *(SCOPE_COLUMNS if scoped else ()),
-            *(_QUIET_COLUMNS if respect_quiet else ()),
-        )
+        columns = planning_columns(bool(components or regions), respect_quiet)
         pages = 0
         while True:
             if max_pages is not None and pages >= max_pages:
                 return after  # the rest in a task of its own
             with database.session() as session:
-                page = _subscribers_in_tier(session, tier, after, columns)
+                page = subscribers_in_tier(session, tier, after, columns)
             if not page:
                 break
             pages += 1
             rows = []
             for sub in page:
-                if scoped and not audience.in_scope(sub.components, sub.regions, components, regions):
+                reached = targets_of(sub, sending_on, components, regions)
+                if not reached:
                     continue
                 locale = COMPENSATION_LOCALE if compensated else sub.locale
                 wait = quiet_until(now, sub.timezone, sub.quiet_hours) if respect_quiet else None
-                for target in audience.targets(
-                    sub.channels, sub.opt_outs, audience.addresses_of(sub), sending_on
-                ):
+                for target in reached:
                     row = delivery_row(
                         broadcast_id, tier, target.channel, target.address, sub.id, locale, now
                     )
