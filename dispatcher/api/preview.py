@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from channels.base import ChannelName, RenderContext
 from channels.registry import build_channels
-from channels.rendering import Templates, default_templates
+from channels.rendering import templates_for
 from config import Settings
 from dispatcher.api.deps import BROADCAST, Caller, get_db, get_settings
 from dispatcher.api.schemas import ERRORS, PreviewIn
@@ -19,12 +19,6 @@ from dispatcher.incidents.broadcasts import sending_channels, tier_layout
 from dispatcher.store.db import Database
 
 router = APIRouter(prefix="/v1", tags=["preview"], responses=ERRORS)
-
-
-def templates_for(settings: Settings) -> Templates:
-    if settings.templates_override_dir is None:
-        return default_templates()
-    return Templates(settings.templates_override_dir)
 
 
 @router.post("/preview", summary="Render every channel's variant and count the audience; sends nothing")
