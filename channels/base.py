@@ -138,6 +138,16 @@ class NoSlot(Exception):
         self.bucket = bucket
 
 
+class SignatureMismatch(ValueError):
+    """A provider's webhook whose signature is missing, wrong or stale, or that no key is configured
+    to check. Raised by the providers' webhook checks (channels/<channel>/webhook.py), which know
+    their provider's scheme; `header` names the request header at fault, for the API to report."""
+
+    def __init__(self, message: str, header: str) -> None:
+        super().__init__(message)
+        self.header = header
+
+
 Throttle = Callable[[Recipient], "str | None"]
 """Called by an adapter right before each provider request, with the request's first recipient.
 The engine passes one that waits (at most about a second) for the global rate limit's slot (Redis)
