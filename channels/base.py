@@ -48,7 +48,27 @@ class Failure(StrEnum):
     RETRYABLE = "retryable"  # 5xx, timeouts, connection errors: back off and try again
     RATE_LIMITED = "rate_limited"  # 429: try again after `retry_after`
     PERMANENT = "permanent"  # invalid/opted-out number, hard bounce, rejected content: final
+    # (whether a final failure is the person's refusal, recorded as suppressed, is Outcome.suppression)
     NO_SLOT = "no_slot"  # not attempted: no rate-limit slot in the batch's window; handed back, not counted
+
+
+class SuppressionReason(StrEnum):
+    """Why an address must not be sent to again on its channel: what goes on the suppression list.
+    Adapters and status parsers translate their provider's own codes into these (Outcome.suppression,
+    StatusReport.suppression), so the engine records a reason without knowing any provider's code."""
+
+    BOUNCE = "bounce"  # a hard bounce
+    SPAM_REPORT = "spam_report"  # the person marked a message as spam
+    DROPPED = "dropped"  # the provider refused it: an earlier bounce, unsubscribe or spam report
+    INVALID_NUMBER = "invalid_number"  # not a number that can take messages
+    OPTED_OUT = "opted_out"  # the person opted out at the provider (an SMS STOP)
+    UNSUBSCRIBED = "unsubscribed"  # the person unsubscribed with us
+    WEBHOOK_FAILING = "webhook_failing"  # a receiver that has failed too long (the engine decides)
+
+
+# The reasons that are the person saying no: a send refused for one is final and ends `suppressed`,
+# not `failed` (nothing went wrong; they asked for no more).
+REFUSALS = frozenset({SuppressionReason.OPTED_OUT, SuppressionReason.UNSUBSCRIBED})
 
 
 # The code of an outcome that failed on our side before the provider answered (the rate limiter's
@@ -67,6 +87,14 @@ class Outcome:
     code: str | None = None  # the provider's own error code or HTTP status
     error: str | None = None
     retry_after: float | None = None  # seconds, when the provider said so
+    # The provider's answer means this address must not be tried again (a SuppressionReason value)
+    suppression: str | None = None
+
+    @property
+    def recipient_refused(self) -> bool:
+        """The recipient refused further messages (opted out, unsubscribed): final, and recorded
+        as `suppressed` rather than `failed`. The kind stays PERMANENT for the retry policy."""
+        return self.suppression in REFUSALS
 
     @classmethod
     def ok(cls, delivery_id: int, provider_message_id: str | None) -> Outcome:
@@ -86,8 +114,17 @@ class Outcome:
         code: str | None = None,
         error: str | None = None,
         retry_after: float | None = None,
+        suppression: str | None = None,
     ) -> Outcome:
-        return cls(delivery_id, False, failure=failure, code=code, error=error, retry_after=retry_after)
+        return cls(
+            delivery_id,
+            False,
+            failure=failure,
+            code=code,
+            error=error,
+            retry_after=retry_after,
+            suppression=suppression,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +152,7 @@ class StatusReport(NamedTuple):
     state: str  # a delivery state: sent, delivered, bounced, undelivered, failed, suppressed
     error_code: str | None = None
     error: str | None = None
+    suppression: str | None = None  # a SuppressionReason: the address goes on the suppression list
 
 
 class Sent(NamedTuple):

@@ -113,9 +113,9 @@ def _suppress(database: Database, reports: Sequence[StatusReport], verdicts: Seq
     from dispatcher.engine import suppressions
 
     checked = [
-        (r, CHANNEL_OF[r.provider].value)
+        r
         for r, v in zip(reports, verdicts, strict=True)
-        if v in (Verdict.APPLIED, Verdict.UNCHANGED) and r.error_code
+        if v in (Verdict.APPLIED, Verdict.UNCHANGED) and r.suppression
     ]
     if checked:
         with database.session() as session:
