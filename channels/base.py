@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from channels.notice import Notice
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 
 class ChannelName(StrEnum):
@@ -197,6 +200,12 @@ raises NoSlot."""
 class Channel(Protocol):
     name: ClassVar[ChannelName]
     max_batch: ClassVar[int]  # recipients per `send` call the provider accepts in one go
+
+    @staticmethod
+    def rate_per_s(settings: Settings) -> float:
+        """The provider's request rate limit, per bucket (dispatcher/engine/ratelimit.py pools them),
+        from the settings: the provider's fact, declared by its adapter."""
+        ...
 
     def condense(self, message: Notice, ctx: RenderContext) -> Variant: ...
 

@@ -137,6 +137,11 @@ class EmailChannel:
     name: ClassVar[ChannelName] = ChannelName.EMAIL
     max_batch: ClassVar[int] = 1000
 
+    @staticmethod
+    def rate_per_s(settings: Settings) -> float:
+        """SendGrid's request rate for the account (one request carries up to `max_batch` people)."""
+        return settings.rate_sendgrid_per_s
+
     def __init__(self, settings: Settings | None = None, templates: Templates | None = None) -> None:
         self.settings = settings or get_settings()
         self.templates = templates

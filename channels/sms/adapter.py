@@ -135,6 +135,14 @@ class SmsChannel:
     # (not 100) makes that happen a third as often (limits benchmark: 34.3 s -> 32.9 s).
     max_batch: ClassVar[int] = 250
 
+    @staticmethod
+    def rate_per_s(settings: Settings) -> float:
+        """Twilio's message rate: a Messaging Service's own throughput when one sends, else each
+        sending number's (a long code takes 1/s; the pool of numbers multiplies it)."""
+        if settings.twilio_messaging_service_sid:
+            return settings.rate_twilio_messaging_service_per_s
+        return settings.rate_twilio_per_s
+
     def __init__(self, settings: Settings | None = None, templates: Templates | None = None) -> None:
         self.settings = settings or get_settings()
         self.templates = templates
