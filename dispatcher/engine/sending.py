@@ -651,7 +651,7 @@ def record_outcomes(
                     tier = min(ours[i].tier for i in due)
                     outbox.send_batch(broadcast_id, channel, due, tier, delay)
         set_details(session, details)
-        suppressions.from_outcomes(session, settings, rows, outcomes)  # refusals, dead webhooks
+        suppressions.from_outcomes(session, settings, rows, outcomes)  # adapters' suppressions, dead webhooks
         session.flush()
         check_gates(session, settings, broadcast_id, outbox)
         _count_sends(session, unsent, -1)
