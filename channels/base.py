@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from channels.notice import Notice
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 
 class ChannelName(StrEnum):
@@ -48,7 +51,27 @@ class Failure(StrEnum):
     RETRYABLE = "retryable"  # 5xx, timeouts, connection errors: back off and try again
     RATE_LIMITED = "rate_limited"  # 429: try again after `retry_after`
     PERMANENT = "permanent"  # invalid/opted-out number, hard bounce, rejected content: final
+    # (whether a final failure is the person's refusal, recorded as suppressed, is Outcome.suppression)
     NO_SLOT = "no_slot"  # not attempted: no rate-limit slot in the batch's window; handed back, not counted
+
+
+class SuppressionReason(StrEnum):
+    """Why an address must not be sent to again on its channel: what goes on the suppression list.
+    Adapters and status parsers translate their provider's own codes into these (Outcome.suppression,
+    StatusReport.suppression), so the engine records a reason without knowing any provider's code."""
+
+    BOUNCE = "bounce"  # a hard bounce
+    SPAM_REPORT = "spam_report"  # the person marked a message as spam
+    DROPPED = "dropped"  # the provider refused it: an earlier bounce, unsubscribe or spam report
+    INVALID_NUMBER = "invalid_number"  # not a number that can take messages
+    OPTED_OUT = "opted_out"  # the person opted out at the provider (an SMS STOP)
+    UNSUBSCRIBED = "unsubscribed"  # the person unsubscribed with us
+    WEBHOOK_FAILING = "webhook_failing"  # a receiver that has failed too long (the engine decides)
+
+
+# The reasons that are the person saying no: a send refused for one is final and ends `suppressed`,
+# not `failed` (nothing went wrong; they asked for no more).
+REFUSALS = frozenset({SuppressionReason.OPTED_OUT, SuppressionReason.UNSUBSCRIBED})
 
 
 # The code of an outcome that failed on our side before the provider answered (the rate limiter's
@@ -67,6 +90,14 @@ class Outcome:
     code: str | None = None  # the provider's own error code or HTTP status
     error: str | None = None
     retry_after: float | None = None  # seconds, when the provider said so
+    # The provider's answer means this address must not be tried again (a SuppressionReason value)
+    suppression: str | None = None
+
+    @property
+    def recipient_refused(self) -> bool:
+        """The recipient refused further messages (opted out, unsubscribed): final, and recorded
+        as `suppressed` rather than `failed`. The kind stays PERMANENT for the retry policy."""
+        return self.suppression in REFUSALS
 
     @classmethod
     def ok(cls, delivery_id: int, provider_message_id: str | None) -> Outcome:
@@ -86,8 +117,17 @@ class Outcome:
         code: str | None = None,
         error: str | None = None,
         retry_after: float | None = None,
+        suppression: str | None = None,
     ) -> Outcome:
-        return cls(delivery_id, False, failure=failure, code=code, error=error, retry_after=retry_after)
+        return cls(
+            delivery_id,
+            False,
+            failure=failure,
+            code=code,
+            error=error,
+            retry_after=retry_after,
+            suppression=suppression,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +155,7 @@ class StatusReport(NamedTuple):
     state: str  # a delivery state: sent, delivered, bounced, undelivered, failed, suppressed
     error_code: str | None = None
     error: str | None = None
+    suppression: str | None = None  # a SuppressionReason: the address goes on the suppression list
 
 
 class Sent(NamedTuple):
@@ -138,6 +179,16 @@ class NoSlot(Exception):
         self.bucket = bucket
 
 
+class SignatureMismatch(ValueError):
+    """A provider's webhook whose signature is missing, wrong or stale, or that no key is configured
+    to check. Raised by the providers' webhook checks (channels/<channel>/webhook.py), which know
+    their provider's scheme; `header` names the request header at fault, for the API to report."""
+
+    def __init__(self, message: str, header: str) -> None:
+        super().__init__(message)
+        self.header = header
+
+
 Throttle = Callable[[Recipient], "str | None"]
 """Called by an adapter right before each provider request, with the request's first recipient.
 The engine passes one that waits (at most about a second) for the global rate limit's slot (Redis)
@@ -149,6 +200,12 @@ raises NoSlot."""
 class Channel(Protocol):
     name: ClassVar[ChannelName]
     max_batch: ClassVar[int]  # recipients per `send` call the provider accepts in one go
+
+    @staticmethod
+    def rate_per_s(settings: Settings) -> float:
+        """The provider's request rate limit, per bucket (dispatcher/engine/ratelimit.py pools them),
+        from the settings: the provider's fact, declared by its adapter."""
+        ...
 
     def condense(self, message: Notice, ctx: RenderContext) -> Variant: ...
 

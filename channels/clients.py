@@ -133,3 +133,13 @@ def retry_after(headers: Mapping[str, Any] | Any, now: float | None = None) -> f
         except ValueError:
             return None
     return None
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A request header by name, whatever its case: a framework's headers already look up that way,
+    a plain dict (a test, another server) may not."""
+    value = headers.get(name)
+    if value is None:
+        wanted = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
+    return value

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from dispatcher.domain.message import OutageMessage
 from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.engine.clock import utcnow
-from dispatcher.store.models import Delivery
+from dispatcher.store.models import Delivery, Subscriber, Suppression
 from tests.harness import Harness
 
 pytestmark = pytest.mark.slow
@@ -139,6 +139,32 @@ def test_permanent_errors_are_final_and_admins_fail_over(harness: Harness) -> No
     assert failover.failover_of == admin_sms.id and failover.state == "sent"
     assert ("email", "cust@example.com") not in rows  # failover is for the admin tier by default
     assert [m["recipient"] for m in harness.sandbox.messages("email")] == ["oncall@example.com"]
+
+
+def test_the_provider_says_which_refusals_are_suppressions(harness: Harness) -> None:
+    """Twilio's 21610 (opted out) ends `suppressed` and opts the person out of SMS; its 21211
+    (invalid) ends `failed`; both go on the suppression list with the reason the adapter gave."""
+    people = [
+        SubscriberIn(external_id=f"c{i}", lists=["customers"], phone=phone(i), channels=["sms"])
+        for i in (1, 2, 3)
+    ]
+    harness.subscribers(people)
+    harness.sandbox.set_faults("twilio", opted_out=[phone(1)], invalid_numbers=[phone(2)])
+    harness.worker()
+    broadcast_id = harness.open(channels=["sms"])
+    harness.wait(broadcast_id)
+
+    rows = {d.address: (d.state, d.last_error_code) for d in deliveries(harness, broadcast_id)}
+    assert rows == {
+        phone(1): ("suppressed", "21610"),
+        phone(2): ("failed", "21211"),
+        phone(3): ("sent", None),
+    }
+    with harness.database.session() as session:
+        listed = dict(session.execute(select(Suppression.address, Suppression.reason)).all())
+        opted = session.scalar(select(Subscriber.opt_outs).where(Subscriber.external_id == "c1"))
+    assert listed == {phone(1): "opted_out", phone(2): "invalid_number"}
+    assert opted == ["sms"]
 
 
 def _sms_audience(harness: Harness, n: int) -> None:

@@ -37,3 +37,18 @@ def test_keeping_with_redis_down_says_so_instead_of_raising() -> None:
     settings = get_settings()
     down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
     assert not journal.keep(down, settings, 7, ChannelName.SMS, "c", [Outcome.ok(1, "x")])
+
+
+def test_a_kept_answer_keeps_the_providers_suppression_reason() -> None:
+    """A refusal recorded by the sweeper must still end `suppressed` and reach the suppression list."""
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis_url or "")
+    client.delete(journal.answers_key(settings))
+    refused = Outcome.failed(201, Failure.PERMANENT, code="21610", error="opted out", suppression="opted_out")
+    try:
+        assert journal.keep(client, settings, 7, ChannelName.SMS, "claim-b", [refused])
+        [kept] = journal.kept(client, settings)
+        assert kept.outcome == refused and kept.outcome.recipient_refused
+    finally:
+        client.delete(journal.answers_key(settings))
+        client.close()

@@ -10,8 +10,9 @@ import pytest
 import redis
 
 from channels.base import ChannelName, NoSlot, Recipient
+from channels.registry import CHANNEL_CLASSES
 from config import Settings
-from dispatcher.engine.ratelimit import Limit, Pacer, RateLimiter, pool_for
+from dispatcher.engine.ratelimit import Limit, Pacer, RateLimiter, pool_for, provider_limits
 from tests.conftest import PREFIX, REDIS_URL
 
 ADMIN = Recipient(1, "+14155550100")
@@ -122,3 +123,23 @@ def test_a_stalled_thread_gives_its_slot_up_and_reserves_again(limiter: RateLimi
     # it woke 0.2 s past its slot, so it took a fresh one (now): the bucket is booked 50 ms ahead
     # again, where without the re-reserve it would be free
     assert 0.02 <= limiter.reserve(bucket, Limit(20)) <= 0.051
+
+
+def test_each_adapter_declares_its_providers_rate_and_the_limiter_uses_it() -> None:
+    """The limits are the providers' facts (their adapters say them); the engine only pools them."""
+    config = settings(
+        rate_sendgrid_per_s=12,
+        rate_twilio_per_s=2,
+        rate_slack_per_channel_per_s=3,
+        rate_x_per_window=90,
+        rate_x_window_s=900,
+        rate_webhook_per_s=40,
+    )
+    assert provider_limits(config) == {
+        ChannelName.EMAIL: Limit(12),
+        ChannelName.SMS: Limit(2),
+        ChannelName.CHAT: Limit(3),
+        ChannelName.SOCIAL: Limit(0.1),
+        ChannelName.WEBHOOK: Limit(40),
+    }
+    assert all(provider_limits(config)[n] == Limit(c.rate_per_s(config)) for n, c in CHANNEL_CLASSES.items())

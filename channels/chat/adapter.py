@@ -29,6 +29,11 @@ class ChatChannel:
     name: ClassVar[ChannelName] = ChannelName.CHAT
     max_batch: ClassVar[int] = 50
 
+    @staticmethod
+    def rate_per_s(settings: Settings) -> float:
+        """Slack's chat.postMessage rate, which it counts per channel posted to."""
+        return settings.rate_slack_per_channel_per_s
+
     def __init__(self, settings: Settings, templates: Templates | None = None) -> None:
         self.settings = settings
         self.templates = templates

@@ -32,6 +32,7 @@ from channels.base import (
     RenderContext,
     Sent,
     StatusReport,
+    SuppressionReason,
     Throttle,
     Variant,
 )
@@ -51,6 +52,13 @@ SENDGRID_EVENTS = {
     "bounce": "bounced",
     "blocked": "bounced",
     "dropped": "suppressed",  # SendGrid refused it: an earlier bounce, unsubscribe or spam report
+}
+# Event Webhook events that mean "never again": a hard bounce, a spam complaint, SendGrid's own drop.
+# (A `spamreport` event makes no report yet: SENDGRID_EVENTS has no delivery state for it.)
+SENDGRID_REASONS = {
+    "bounce": SuppressionReason.BOUNCE,
+    "spamreport": SuppressionReason.SPAM_REPORT,
+    "dropped": SuppressionReason.DROPPED,
 }
 # Email Activity API summary statuses (`processed` says nothing new).
 ACTIVITY_STATES = {"delivered": "delivered", "not_delivered": "bounced"}
@@ -80,14 +88,16 @@ def event_reports(events: Iterable[Mapping[str, Any]]) -> list[StatusReport]:
         except (TypeError, ValueError):
             ident = None
         reason = event.get("reason") or event.get("response")
+        code = _error_code(name, event) if state in ("bounced", "suppressed") else None
         reports.append(
             StatusReport(
                 PROVIDER,
                 ident,
                 str(event["sg_message_id"]) if event.get("sg_message_id") else None,
                 state,
-                _error_code(name, event) if state in ("bounced", "suppressed") else None,
+                code,
                 str(reason)[:2000] if reason and state != "delivered" else None,
+                SENDGRID_REASONS.get(code or ""),
             )
         )
     return reports
@@ -126,6 +136,11 @@ def split_requests(recipients: Sequence[Recipient], size: int) -> list[list[Reci
 class EmailChannel:
     name: ClassVar[ChannelName] = ChannelName.EMAIL
     max_batch: ClassVar[int] = 1000
+
+    @staticmethod
+    def rate_per_s(settings: Settings) -> float:
+        """SendGrid's request rate for the account (one request carries up to `max_batch` people)."""
+        return settings.rate_sendgrid_per_s
 
     def __init__(self, settings: Settings, templates: Templates | None = None) -> None:
         self.settings = settings

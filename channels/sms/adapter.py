@@ -37,6 +37,7 @@ from channels.base import (
     RenderContext,
     Sent,
     StatusReport,
+    SuppressionReason,
     Throttle,
     Variant,
 )
@@ -59,6 +60,9 @@ PROVIDER = "twilio"
 # Twilio's message statuses that a receipt needs, as delivery states (queued, sending, accepted...
 # say nothing new). The same words in status callbacks and in the Message resource.
 TWILIO_STATES = {"sent": "sent", "delivered": "delivered", "undelivered": "undelivered", "failed": "failed"}
+# Twilio error codes that mean the number must not be tried again (at send, in callbacks, in queries).
+# 21610 is also the person's refusal (they texted STOP): such a send ends `suppressed`, not `failed`.
+TWILIO_REASONS = {"21211": SuppressionReason.INVALID_NUMBER, "21610": SuppressionReason.OPTED_OUT}
 # Twilio's client logs five INFO lines per request; at 30k messages that drowns the worker's log.
 _twilio_log = logging.getLogger("channels.sms.twilio_http")
 _twilio_log.setLevel(logging.WARNING)
@@ -130,6 +134,14 @@ class SmsChannel:
     # share its slots and finish together, leaving Twilio idle while both record and claim; 250
     # (not 100) makes that happen a third as often (limits benchmark: 34.3 s -> 32.9 s).
     max_batch: ClassVar[int] = 250
+
+    @staticmethod
+    def rate_per_s(settings: Settings) -> float:
+        """Twilio's message rate: a Messaging Service's own throughput when one sends, else each
+        sending number's (a long code takes 1/s; the pool of numbers multiplies it)."""
+        if settings.twilio_messaging_service_sid:
+            return settings.rate_twilio_messaging_service_per_s
+        return settings.rate_twilio_per_s
 
     def __init__(self, settings: Settings, templates: Templates | None = None) -> None:
         self.settings = settings
@@ -256,19 +268,23 @@ def _report(delivery_id: int | None, sid: str | None, status: str, code: str | N
     if state is None:
         return None
     code = code or None
-    return StatusReport(PROVIDER, delivery_id, sid, state, code, f"twilio error {code}" if code else None)
+    error = f"twilio error {code}" if code else None
+    return StatusReport(PROVIDER, delivery_id, sid, state, code, error, TWILIO_REASONS.get(code or ""))
 
 
 def _classify(
     delivery_id: int, status: int, code: int | None, error: str, headers: Mapping[str, Any] | None
 ) -> Outcome:
     """Twilio's own code when it gave one (21211 invalid number, 21610 opted out, 21614 not a mobile):
-    any 4xx is final for this message; 429 waits; 5xx is Twilio's trouble, not the number's."""
+    any 4xx is final for this message; 429 waits; 5xx is Twilio's trouble, not the number's. The
+    first two also put the number on the suppression list (TWILIO_REASONS)."""
     shown = str(code) if code else str(status)
+    reason = TWILIO_REASONS.get(str(code)) if code else None
     if status == 429:
+        wait = retry_after(headers)
         return Outcome.failed(
-            delivery_id, Failure.RATE_LIMITED, code=shown, error=error, retry_after=retry_after(headers)
+            delivery_id, Failure.RATE_LIMITED, code=shown, error=error, retry_after=wait, suppression=reason
         )
     if status >= 500 or status == 408:
-        return Outcome.failed(delivery_id, Failure.RETRYABLE, code=shown, error=error)
-    return Outcome.failed(delivery_id, Failure.PERMANENT, code=shown, error=error)
+        return Outcome.failed(delivery_id, Failure.RETRYABLE, code=shown, error=error, suppression=reason)
+    return Outcome.failed(delivery_id, Failure.PERMANENT, code=shown, error=error, suppression=reason)

@@ -53,6 +53,11 @@ class SocialChannel:
     name: ClassVar[ChannelName] = ChannelName.SOCIAL
     max_batch: ClassVar[int] = 1
 
+    @staticmethod
+    def rate_per_s(settings: Settings) -> float:
+        """X counts posts per window (100 per 15 minutes by default): spread evenly over it."""
+        return settings.rate_x_per_window / settings.rate_x_window_s
+
     def __init__(self, settings: Settings, templates: Templates | None = None) -> None:
         self.settings = settings
         self.templates = templates

@@ -48,6 +48,11 @@ class WebhookChannel:
     name: ClassVar[ChannelName] = ChannelName.WEBHOOK
     max_batch: ClassVar[int] = 50
 
+    @staticmethod
+    def rate_per_s(settings: Settings) -> float:
+        """Our own cap on outgoing webhook requests, over all receivers."""
+        return settings.rate_webhook_per_s
+
     def __init__(self, settings: Settings, templates: Templates | None = None) -> None:
         self.settings = settings
         self.templates = templates

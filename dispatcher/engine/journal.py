@@ -49,6 +49,7 @@ def _encode(broadcast_id: int, channel: ChannelName, claim: str, outcome: Outcom
             "k": claim,
             "o": [o.accepted, o.provider_message_id, o.failure and o.failure.value, o.code, o.error],
             "r": o.retry_after,
+            "s": o.suppression,
             "t": round(time.time(), 3),
         },
         separators=(",", ":"),
@@ -66,6 +67,7 @@ def _decode(delivery_id: int, raw: bytes | str) -> Kept:
         code=code,
         error=error,
         retry_after=data.get("r"),
+        suppression=data.get("s"),  # absent in answers kept before it existed
     )
     return Kept(int(data["b"]), ChannelName(data["c"]), str(data["k"]), outcome, float(data.get("t", 0)))
 

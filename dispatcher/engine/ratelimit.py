@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import redis
 
 from channels.base import ChannelName, NoSlot, Recipient
+from channels.registry import CHANNEL_CLASSES
 from config import Settings
 from dispatcher.store.redis_client import key
 
@@ -146,17 +147,8 @@ class RateLimiter:
 
 
 def provider_limits(settings: Settings) -> dict[ChannelName, Limit]:
-    return {
-        ChannelName.EMAIL: Limit(settings.rate_sendgrid_per_s),
-        ChannelName.SMS: Limit(
-            settings.rate_twilio_messaging_service_per_s
-            if settings.twilio_messaging_service_sid
-            else settings.rate_twilio_per_s
-        ),
-        ChannelName.CHAT: Limit(settings.rate_slack_per_channel_per_s),
-        ChannelName.SOCIAL: Limit(settings.rate_x_per_window / settings.rate_x_window_s),
-        ChannelName.WEBHOOK: Limit(settings.rate_webhook_per_s),
-    }
+    """Each channel's limit, as its adapter declares it (`rate_per_s`): the provider's fact."""
+    return {name: Limit(adapter.rate_per_s(settings)) for name, adapter in CHANNEL_CLASSES.items()}
 
 
 def pool_for(channel: ChannelName, recipient: Recipient, settings: Settings) -> Pool:

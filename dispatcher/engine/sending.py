@@ -46,9 +46,6 @@ from dispatcher.store.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
-# Provider codes that mean "this person asked not to get these": recorded as suppressed, not failed.
-SUPPRESSION_CODES = frozenset({"21610", "unsubscribed"})
-
 
 @dataclass
 class Services:
@@ -596,7 +593,8 @@ def record_outcomes(
         else:
             delay = services.retry.decide(outcome, attempts)
         if delay is None:
-            state = DeliveryState.SUPPRESSED if outcome.code in SUPPRESSION_CODES else DeliveryState.FAILED
+            # the person said no (the adapter says so): suppressed, not failed
+            state = DeliveryState.SUPPRESSED if outcome.recipient_refused else DeliveryState.FAILED
             final[(state, refused)].append(outcome)
         else:
             retry_at[(max(1, ceil(delay)), refused)].append(outcome.delivery_id)
@@ -663,7 +661,7 @@ def record_outcomes(
                     tier = min(ours[i].tier for i in due)
                     outbox.send_batch(broadcast_id, channel, due, tier, delay)
         set_details(session, details)
-        suppressions.from_outcomes(session, settings, rows, outcomes)  # 21211 / 21610, dead webhooks
+        suppressions.from_outcomes(session, settings, rows, outcomes)  # adapters' suppressions, dead webhooks
         session.flush()
         check_gates(session, settings, broadcast_id, outbox)
         _count_sends(session, unsent, -1)

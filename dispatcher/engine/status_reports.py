@@ -14,8 +14,9 @@ then read the parked reports), so at least one of them sees the other and no rep
 A parked report that never finds its row sent (the worker died; the row is sent again with a new
 id) expires; reconciliation covers what it would have said.
 
-Signature checks happen at the HTTP edge (dispatcher/api); this module trusts who sent a report,
-never what it claims.
+Signature checks happen at the HTTP edge (dispatcher/api, with the provider's own check from
+channels/*/webhook.py); this module trusts who sent a report, never what it claims. What a report
+means (its state, whether it is a suppression) is the provider's parser's to say.
 """
 
 from __future__ import annotations
@@ -113,9 +114,9 @@ def _suppress(database: Database, reports: Sequence[StatusReport], verdicts: Seq
     from dispatcher.engine import suppressions
 
     checked = [
-        (r, CHANNEL_OF[r.provider].value)
+        r
         for r, v in zip(reports, verdicts, strict=True)
-        if v in (Verdict.APPLIED, Verdict.UNCHANGED) and r.error_code
+        if v in (Verdict.APPLIED, Verdict.UNCHANGED) and r.suppression
     ]
     if checked:
         with database.session() as session:

@@ -20,7 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from channels.base import ChannelName, Outcome, StatusReport
+from channels.base import ChannelName, Outcome, StatusReport, SuppressionReason
 from config import Settings
 from dispatcher.domain import audience
 from dispatcher.domain.states import DeliveryState
@@ -33,11 +33,9 @@ from dispatcher.store.models import BroadcastTier, Delivery, Subscriber, Suppres
 from dispatcher.store.redis_client import get_redis, key
 
 SUPPRESSED_CODE = "suppressed"
-# SendGrid events that mean "never again": a hard bounce, a spam complaint, SendGrid's own drop.
-SENDGRID_REASONS = {"bounce": "bounce", "spamreport": "spam_report", "dropped": "dropped"}
-# Twilio error codes that mean the number must not be tried again.
-TWILIO_REASONS = {"21211": "invalid_number", "21610": "opted_out"}
-REASONS = frozenset({*SENDGRID_REASONS.values(), *TWILIO_REASONS.values(), "webhook_failing", "unsubscribed"})
+# Which provider answers mean "never again" is the provider's to say (Outcome.suppression and
+# StatusReport.suppression, set by each adapter and parser); this module only records them.
+REASONS = frozenset(r.value for r in SuppressionReason)
 
 
 def record(
@@ -52,7 +50,7 @@ def record(
         .values(
             channel=channel.value,
             address=audience.normalise_address(channel, address),
-            reason=reason,
+            reason=str(reason),  # a SuppressionReason is stored as its plain value
             detail=(detail or None) and str(detail)[:200],
             created_at=utcnow(),
         )
@@ -72,18 +70,15 @@ def _addresses(session: Session, ids: Iterable[int]) -> dict[int, tuple[str, str
     return {i: (channel, address) for i, channel, address in rows}
 
 
-def from_reports(session: Session, reports: Sequence[tuple[StatusReport, str]]) -> int:
-    """Hard bounces, spam reports and drops (SendGrid) and dead or opted-out numbers (Twilio) among
-    status reports that passed the provider checks (dispatcher/engine/status_reports.py), each with its
-    delivery's channel and address from our own row, never from the report's text."""
+def from_reports(session: Session, reports: Sequence[StatusReport]) -> int:
+    """The suppressions status reports carry (hard bounces, spam reports, drops, dead or opted-out
+    numbers: whatever the provider's parser set), from reports that passed the checks
+    (dispatcher/engine/status_reports.py), each with its delivery's channel and address from our own
+    row, never from the report's text."""
     wanted: dict[int, tuple[str, str | None]] = {}
-    for report, channel in reports:
-        code = report.error_code or ""
-        reason = (
-            SENDGRID_REASONS.get(code) if channel == ChannelName.EMAIL.value else TWILIO_REASONS.get(code)
-        )
-        if reason is not None and report.delivery_id is not None:
-            wanted[report.delivery_id] = (reason, (report.error or "")[:200] or None)
+    for report in reports:
+        if report.suppression is not None and report.delivery_id is not None:
+            wanted[report.delivery_id] = (report.suppression, (report.error or "")[:200] or None)
     found = _addresses(session, wanted)
     added = 0
     for delivery_id, (reason, detail) in wanted.items():
@@ -95,20 +90,24 @@ def from_reports(session: Session, reports: Sequence[tuple[StatusReport, str]]) 
 def from_outcomes(
     session: Session, settings: Settings, rows: Sequence[Moved], outcomes: Sequence[Outcome]
 ) -> int:
-    """Twilio refusing a send with 21211 (invalid) or 21610 (opted out, also an SMS opt-out), and
-    webhook receivers that have failed for `webhook_suppress_after_s` without one success."""
+    """Sends the provider refused for good with a suppression reason (Twilio: an invalid number, or
+    an opted-out one, which also opts the subscriber out of the channel), and webhook receivers that
+    have failed for `webhook_suppress_after_s` without one success."""
     by_id = {r.id: r for r in rows}
     added = 0
     for address in failing_webhooks(settings, by_id, outcomes):
-        added += record(session, ChannelName.WEBHOOK, address, "webhook_failing", "no success since")
+        added += record(
+            session, ChannelName.WEBHOOK, address, SuppressionReason.WEBHOOK_FAILING, "no success since"
+        )
     for outcome in outcomes:
         row = by_id.get(outcome.delivery_id)
-        reason = TWILIO_REASONS.get(outcome.code or "")
-        if row is None or reason is None or row.channel != ChannelName.SMS.value:
+        reason = outcome.suppression
+        if row is None or reason is None:
             continue
-        added += record(session, ChannelName.SMS, row.address, reason, (outcome.error or "")[:200])
-        if reason == "opted_out" and row.subscriber_id is not None:
-            opt_out(session, row.subscriber_id, ChannelName.SMS)
+        channel = ChannelName(row.channel)
+        added += record(session, channel, row.address, reason, (outcome.error or "")[:200])
+        if reason == SuppressionReason.OPTED_OUT and row.subscriber_id is not None:
+            opt_out(session, row.subscriber_id, channel)
     return added
 
 

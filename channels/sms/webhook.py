@@ -1,0 +1,54 @@
+"""Twilio's request signature (X-Twilio-Signature), for status callbacks and inbound messages alike.
+
+Twilio HMAC-SHA1s the full URL it called plus the sorted POST parameters with the account's auth
+token. The URL is the one Twilio saw: our public URL (we may be behind a proxy), not the one the
+server was reached on. A sandboxed Twilio signs with the sandbox's per-run secret (its account's
+auth token), never a constant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import parse_qsl
+
+from twilio.request_validator import RequestValidator
+
+from channels.base import SignatureMismatch
+from channels.clients import header
+from channels.sandbox.secret import SECRET_ENV
+from config.settings import Settings
+
+SIGNATURE_HEADER = "X-Twilio-Signature"
+
+
+def auth_token(settings: Settings) -> str:
+    """The live account's auth token, else the sandbox's secret (its account's token)."""
+    if settings.twilio_account_sid is not None and settings.twilio_auth_token is not None:
+        return settings.twilio_auth_token.get_secret_value()
+    if settings.sandbox_secret is None:
+        raise SignatureMismatch(f"Twilio is sandboxed and {SECRET_ENV} is unset", SIGNATURE_HEADER)
+    return settings.sandbox_secret.get_secret_value()
+
+
+def called_url(settings: Settings, path: str, query: str = "") -> str:
+    """The URL Twilio called as it saw it: our public URL + path + query."""
+    return settings.public_url.rstrip("/") + path + (f"?{query}" if query else "")
+
+
+def verified_form(
+    settings: Settings, path: str, query: str, body: bytes, headers: Mapping[str, str]
+) -> dict[str, str]:
+    """The request's form fields, once its signature matches them and the URL Twilio called (`path`
+    and `query` as we received them); raises SignatureMismatch otherwise. A body that is not UTF-8
+    cannot match and is refused the same way."""
+    signature = header(headers, SIGNATURE_HEADER)
+    if not signature:
+        raise SignatureMismatch(f"missing {SIGNATURE_HEADER}", SIGNATURE_HEADER)
+    try:
+        params: dict[str, str] | None = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        params = None
+    validator = RequestValidator(auth_token(settings))
+    if params is None or not validator.validate(called_url(settings, path, query), params, signature):
+        raise SignatureMismatch("the Twilio signature does not match", SIGNATURE_HEADER)
+    return params
