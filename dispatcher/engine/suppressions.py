@@ -25,7 +25,7 @@ from config import Settings
 from dispatcher.domain import audience
 from dispatcher.domain.states import DeliveryState
 from dispatcher.engine.clock import utcnow
-from dispatcher.engine.deliveries import insert_one
+from dispatcher.engine.deliveries import delivery_row, insert_one
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.transitions import Moved, count_moves, set_details, transition
 from dispatcher.store.bulk import id_in
@@ -229,22 +229,10 @@ def insert_failover(
             break
         failed = target.channel
     now = utcnow()
-    new_id = insert_one(
-        session,
-        {
-            "broadcast_id": moved.broadcast_id,
-            "subscriber_id": sub.id,
-            "tier": moved.tier,
-            "channel": target.channel.value,
-            "address": target.address,
-            "locale": moved.locale,
-            "state": DeliveryState.PENDING.value,
-            "attempts": 0,
-            "failover_of": moved.id,
-            "created_at": now,
-            "updated_at": now,
-        },
+    row = delivery_row(
+        moved.broadcast_id, moved.tier, target.channel, target.address, sub.id, moved.locale, now
     )
+    new_id = insert_one(session, row | {"failover_of": moved.id})
     if new_id is None:
         return None
     counts = {"outstanding": BroadcastTier.outstanding + 1}
