@@ -217,11 +217,14 @@ async def _read_rows(request: Request) -> tuple[list[dict[str, Any]], Any]:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
-    if (
-        not isinstance(data, dict)
-        or not isinstance(data.get("subscribers"), list)
-        or set(data) - {"subscribers"}
-    ):
+    if isinstance(data, dict) and set(data) - {"subscribers"}:
+        unknown = sorted(set(data) - {"subscribers"})
+        raise ValidationFailed(
+            f'unknown field(s) {", ".join(unknown)}: send {{"subscribers": [...]}} (each subscriber '
+            "names its own lists) or a CSV file",
+            fields=unknown,
+        )
+    if not isinstance(data, dict) or not isinstance(data.get("subscribers"), list):
         raise ValidationFailed('send {"subscribers": [...]} or a CSV file', fields=["subscribers"])
     rows = data["subscribers"]
     if len(rows) > MAX_ROWS:

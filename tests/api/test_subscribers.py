@@ -96,3 +96,16 @@ def test_json_import_is_idempotent(client: TestClient, keys: dict[str, str], db:
         headers={**auth(keys["admin"]), "Content-Type": "application/json"},
     )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "malformed_json"
+
+
+def test_json_import_with_an_unknown_top_level_field_names_it_and_imports_nothing(
+    client: TestClient, keys: dict[str, str], db: Database
+) -> None:
+    """A caller who sends `{"list": "admins", "subscribers": [...]}` is told which field is wrong
+    (lists belong to each subscriber), and nobody is imported."""
+    body = {"list": "admins", "subscribers": [{"external_id": "x1", "email": "x1@example.com"}]}
+    response = client.post("/v1/subscribers/import", json=body, headers=auth(keys["admin"]))
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["fields"] == ["list"] and "list" in error["message"]
+    assert count(db, Subscriber) == 0
