@@ -135,7 +135,9 @@ class Up:
         def _handle(signum: int, _frame: object) -> None:
             raise KeyboardInterrupt
 
-        signal.signal(signal.SIGTERM, _handle)
+        # SIGINT too: started from a script's background job, a process inherits SIGINT as ignored,
+        # and Ctrl-C (or `kill -INT`) must still stop everything `up` started.
+        previous = {sig: signal.signal(sig, _handle) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             try:
                 self.start()
@@ -162,5 +164,6 @@ class Up:
         except KeyboardInterrupt:
             return 0
         finally:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            for sig in previous:
+                signal.signal(sig, signal.SIG_DFL if sig == signal.SIGTERM else signal.default_int_handler)
             self.stop()

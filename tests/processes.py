@@ -74,7 +74,8 @@ def alive(pid: int) -> bool:
 class Up:
     """One `up` process on free ports, its output collected line by line as it comes."""
 
-    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, cwd: Path, env: dict[str, str], *, sigint_ignored: bool = False) -> None:
+        """With `sigint_ignored`, `up` starts as a script's background job does: SIGINT ignored."""
         self.port, self.sandbox_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -84,6 +85,7 @@ class Up:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
         )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()

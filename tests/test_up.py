@@ -38,6 +38,23 @@ def test_up_starts_everything_answers_and_stops_clean(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_up_stops_on_sigint_even_when_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A background job of a script inherits SIGINT as ignored; `kill -INT` (Ctrl-C) must still stop
+    `up` and everything it started."""
+    up = Up(tmp_path, newcomer_env(DISPATCHER_REDIS_PREFIX=""), sigint_ignored=True)
+    try:
+        up.wait_ready(90)
+        family = descendants(up.proc.pid)
+        assert family, up.output()
+        up.proc.send_signal(signal.SIGINT)
+        assert up.proc.wait(timeout=60) == 0, up.output()
+    finally:
+        up.stop()
+    time.sleep(0.5)
+    assert [pid for pid in family if alive(pid)] == []
+
+
+@pytest.mark.slow
 def test_up_refuses_to_start_on_a_broken_template_and_names_it(tmp_path: Path) -> None:
     overrides = tmp_path / "overrides" / "sms"
     overrides.mkdir(parents=True)
