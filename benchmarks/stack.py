@@ -318,7 +318,7 @@ class Stack:
         self.spawn(
             "api",
             [
-                *(py, "-m", "uvicorn", "dispatcher.api.app:create_app", "--factory", "--host", "127.0.0.1"),
+                *(py, "-m", "uvicorn", "dispatcher.app:create_app", "--factory", "--host", "127.0.0.1"),
                 *("--port", str(self.api_port), "--no-access-log", "--log-level", "warning"),
             ],
         )

@@ -55,7 +55,7 @@ def web(
     """The API alone (Procfile `web`); applies migrations first."""
     import uvicorn
 
-    from dispatcher.api.app import create_app
+    from dispatcher.app import create_app
 
     _start_checks()
     _migrate_and_bootstrap()

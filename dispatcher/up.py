@@ -106,7 +106,7 @@ class Up:
             sandbox = ["--host", "127.0.0.1", "--port", str(self.sandbox_port)]
             sandbox += ["--event-webhook-url", f"{public}/v1/webhooks/sendgrid"]
             self.spawn("sandbox", [py, "-m", "channels.sandbox", *sandbox], env)
-        api = ["dispatcher.api.app:create_app", "--factory", "--host", self.host, "--port", str(self.port)]
+        api = ["dispatcher.app:create_app", "--factory", "--host", self.host, "--port", str(self.port)]
         self.spawn("api", [py, "-m", "uvicorn", *api, "--no-access-log"], env)
         worker = [
             "-Q",

@@ -127,11 +127,11 @@ class Up:
 
 
 def start_api(env: dict[str, str], log: Path, port: int) -> subprocess.Popen[bytes]:
-    """The API (`dispatcher.api.app:create_app` under uvicorn) on `port`, once it answers /healthz
+    """The API (`dispatcher.app:create_app` under uvicorn) on `port`, once it answers /healthz
     (the supervisor's readiness check); its output goes to `log`, which a start that fails is
     reported with. In the test run's own process group, so a Ctrl-C of the run reaches it too."""
     url = f"http://127.0.0.1:{port}"
-    argv = ["dispatcher.api.app:create_app", "--factory", "--port", str(port), "--no-access-log"]
+    argv = ["dispatcher.app:create_app", "--factory", "--port", str(port), "--no-access-log"]
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", *argv], env=env, stdout=out, stderr=subprocess.STDOUT

@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 
 from channels.base import ChannelName
 from config import Settings
-from dispatcher.api.app import create_app
 from dispatcher.api.schemas import PreviewIn
+from dispatcher.app import create_app
 from dispatcher.auth import Role, create_key
 from dispatcher.domain.message import EventKind
 from dispatcher.domain.subscribers import SubscriberIn

@@ -1,2 +1,1 @@
-"""The HTTP API (FastAPI). `dispatcher.api.app.create_app()` is the factory uvicorn runs; it mounts the
-public pages (dispatcher/public/) beside the API."""
+"""The HTTP API (FastAPI routers). `dispatcher.app.create_app()` mounts them, with the public pages."""

@@ -1,7 +1,7 @@
 """Maintenance windows over HTTP: schedule, move, cancel, list. Thin: the rules live in
 `dispatcher.incidents.maintenance`; each call answers with the notices that will go out and when.
 
-Not mounted here: the app (dispatcher/api/app.py) includes `router`.
+Not mounted here: the app (dispatcher/app.py) includes `router`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from channels.sandbox.secret import event_webhook_key
 from channels.sandbox.signing import EventWebhookSigner
 from config import Settings
-from dispatcher.api.app import create_app
+from dispatcher.app import create_app
 from dispatcher.auth import Role, create_key
 from dispatcher.engine.broker import QUEUES
 from dispatcher.store.db import Database

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from channels.sandbox.inbound import inbound_params
 from channels.sandbox.signing import twilio_signature
 from config import Settings
-from dispatcher.api.app import create_app
+from dispatcher.app import create_app
 from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.store.db import Database
 from dispatcher.store.models import BroadcastVariant, Delivery, Signup, Subscriber, Suppression

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from config import Settings, get_settings
-from dispatcher.api.app import create_app
+from dispatcher.app import create_app
 from dispatcher.auth import Role, create_key, find_key, revoke_key
 from dispatcher.cli import app as cli
 from dispatcher.domain.errors import ConfigurationError

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from channels.base import ChannelName
 from config import Settings
-from dispatcher.api.app import create_app
+from dispatcher.app import create_app
 from dispatcher.domain.message import EventKind
 from dispatcher.store.db import Database
 from dispatcher.store.models import Base, Broadcast

@@ -14,7 +14,7 @@ from channels.sandbox import SandboxServer
 from channels.webhook.adapter import WebhookChannel, checked_transport
 from channels.webhook.safe_url import UnsafeUrl, check, refused_address, refused_connection
 from config import Settings
-from dispatcher.api.app import create_app
+from dispatcher.app import create_app
 from dispatcher.store.db import Database
 from dispatcher.store.models import Subscriber
 from tests.api.conftest import auth, count

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
 from config import Settings
-from dispatcher.api.app import create_app
+from dispatcher.app import create_app
 from tests.api.conftest import purge_queues
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 
-from dispatcher.api.app import create_app
 from dispatcher.api.maintenances import router
+from dispatcher.app import create_app
 from dispatcher.auth import bootstrap_keys
 from dispatcher.store.db import Database
 from tests.scheduler.conftest import settings_for

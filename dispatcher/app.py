@@ -1,4 +1,5 @@
-"""App factory: routers are mounted here and nowhere else."""
+"""The HTTP composition root: the API (dispatcher/api/) and the public pages (dispatcher/public/)
+mounted on one app, here and nowhere else. Above both, so neither imports the other's floor back."""
 
 from __future__ import annotations
 
