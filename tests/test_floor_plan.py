@@ -159,9 +159,9 @@ def package_of(name: str) -> str:
 
 
 def test_no_circles_between_packages() -> None:
-    """Two of dispatcher's folders that import each other are one floor pretending to be two (the API and the public
-    pages once did: the app mounted the pages, which took the API's error shape): each pair of
-    packages is tied one way at most."""
+    """Two of dispatcher's folders that import each other are one floor pretending to be two (the
+    API and the public pages once did: the app mounted the pages, which took the API's error
+    shape): each pair of packages is tied one way at most."""
     edges = {
         (package_of(name), package_of(target))
         for name, targets in GRAPH.items()
