@@ -25,6 +25,7 @@ from dispatcher.domain.states import BroadcastState, DeliveryState, TierState
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.deliveries import QUIET_HOURS_CODE, delivery_row, insert_ignore
 from dispatcher.engine.outbox import Outbox
+from dispatcher.engine.suppressions import suppress_planned
 from dispatcher.engine.tier_gates import (
     check_gates,
     public_tier_of,
@@ -226,10 +227,6 @@ def _write_page(
                     outstanding=BroadcastTier.outstanding + len(inserted),
                 )
             )
-            from dispatcher.engine.suppressions import (
-                suppress_planned,  # suppressed addresses: recorded, not sent
-            )
-
             suppress_planned(session, settings, broadcast_id, tier, [row_id for row_id, _ in inserted])
     outbox.flush()
 

@@ -36,6 +36,7 @@ from dispatcher.engine.breaker import Breaker
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.outbox import URGENT_TIER, Outbox
 from dispatcher.engine.ratelimit import Pacer, RateLimiter, bucket_for
+from dispatcher.engine.status_reports import reapply_parked
 from dispatcher.engine.tier_gates import check_gates
 from dispatcher.engine.transitions import RETURNING, Moved, set_details, transition
 from dispatcher.store.bulk import id_in, on_postgres
@@ -133,6 +134,8 @@ def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids:
         return len(rows)
     if kept:
         journal.forget(get_redis(services.settings), services.settings, [o.delivery_id for o in outcomes])
+    # status reports that beat the recording of these rows (engine/status_reports.py)
+    reapply_parked(services.database, services.settings, broadcast_id, ids)
     return len(rows)
 
 
@@ -369,8 +372,6 @@ def apply_kept_answers(services: Services) -> int:
         journal.forget(client, services.settings, ids)
         applied += len(ids)
         # status reports that arrived while these rows waited in `sending` (as send_batch does)
-        from dispatcher.engine.status_reports import reapply_parked
-
         reapply_parked(services.database, services.settings, broadcast_id, ids)
     return applied
 

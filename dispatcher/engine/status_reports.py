@@ -36,6 +36,7 @@ from channels.base import StatusReport
 from channels.registry import CHANNEL_CLASSES, PROVIDERS
 from config import Settings
 from dispatcher.domain.states import DeliveryState
+from dispatcher.engine import suppressions
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.tier_gates import check_gates
@@ -111,8 +112,6 @@ def apply_reports(
 def _suppress(database: Database, reports: Sequence[StatusReport], verdicts: Sequence[Verdict]) -> None:
     """Bounces, spam reports, drops and dead numbers go on the suppression list, but only from
     reports that passed the checks: a misdirected report must not silence anyone."""
-    from dispatcher.engine import suppressions
-
     checked = [
         r
         for r, v in zip(reports, verdicts, strict=True)

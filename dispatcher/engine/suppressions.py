@@ -27,6 +27,7 @@ from dispatcher.domain.states import DeliveryState
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.deliveries import delivery_row, insert_one
 from dispatcher.engine.outbox import Outbox
+from dispatcher.engine.tier_gates import check_gates
 from dispatcher.engine.transitions import Moved, count_moves, set_details, transition
 from dispatcher.store.bulk import id_in
 from dispatcher.store.models import BroadcastTier, Delivery, Subscriber, Suppression
@@ -277,8 +278,6 @@ def withdraw_pending(
         ],
     )
     if moved:
-        from dispatcher.engine.tier_gates import check_gates
-
         session.flush()
         for broadcast_id in sorted({m.broadcast_id for m in moved}):  # a tier may be done now
             check_gates(session, settings, broadcast_id, outbox)

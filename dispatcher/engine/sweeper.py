@@ -17,29 +17,26 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import exists, select, update
 
 from config import Settings
 from dispatcher.domain.states import BroadcastState, DeliveryState, TierState
+from dispatcher.engine import journal
+from dispatcher.engine.broker import CONTROL_QUEUE, QUEUES, queue_keys
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.deliveries import QUIET_HOURS_CODE
 from dispatcher.engine.outbox import Outbox, batch_queue
+from dispatcher.engine.sending import apply_kept_answers, services
 from dispatcher.engine.tier_gates import check_gate, check_gates, pending_batches
 from dispatcher.engine.transitions import transition
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastTier, Delivery
-
-if TYPE_CHECKING:
-    pass
+from dispatcher.store.redis_client import get_redis
 
 
 def idle_queues(settings: Settings) -> set[str]:
     """Channel queues with nothing waiting in Redis (kombu keeps one list per priority step)."""
-    from dispatcher.engine.broker import QUEUES, queue_keys
-    from dispatcher.store.redis_client import get_redis
-
     client = get_redis(settings)
     idle = set()
     for queue in QUEUES:
@@ -86,10 +83,6 @@ def release_quiet_rows(database: Database, now: datetime, outbox: Outbox) -> int
 
 def apply_kept(database: Database, settings: Settings) -> int:
     """Records the answers kept in Redis (dispatcher/engine/journal.py); 0 when there are none."""
-    from dispatcher.engine import journal
-    from dispatcher.engine.sending import apply_kept_answers, services
-    from dispatcher.store.redis_client import get_redis
-
     if not get_redis(settings).exists(journal.answers_key(settings)):
         return 0
     return apply_kept_answers(services(settings, database))
@@ -97,9 +90,6 @@ def apply_kept(database: Database, settings: Settings) -> int:
 
 def _without_answers(settings: Settings, ids: list[int]) -> list[int]:
     """Leases whose answer arrived after `apply_kept` read the answers are left for the next sweep."""
-    from dispatcher.engine import journal
-    from dispatcher.store.redis_client import get_redis
-
     answered = journal.kept_for(get_redis(settings), settings, ids)
     return [i for i in ids if i not in answered]
 
@@ -112,9 +102,6 @@ def planning_queued(settings: Settings) -> set[int] | None:
     """The broadcasts whose planning task waits in the control queue, or None when it is too long
     to search. Beat's own sweep and poll tasks share that queue, so "the queue is empty" would
     rarely hold while beat runs often; looking for the broadcast's own task always answers."""
-    from dispatcher.engine.broker import CONTROL_QUEUE, queue_keys
-    from dispatcher.store.redis_client import get_redis
-
     client = get_redis(settings)
     found: set[int] = set()
     for key in queue_keys(CONTROL_QUEUE, settings):

@@ -17,12 +17,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from channels.base import ChannelName
+from channels.registry import CHANNEL_CLASSES
 from config import Settings
 from dispatcher.domain import gates
 from dispatcher.domain.states import BroadcastState, DeliveryState, TierState
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.deliveries import QUIET_HOURS_CODE
 from dispatcher.engine.outbox import Outbox
+from dispatcher.engine.ratelimit import batch_size
 from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastGate, BroadcastTier, Delivery
 
 
@@ -158,9 +160,6 @@ def pending_batches(
 ) -> Iterator[tuple[ChannelName, list[int]]]:
     """Pending delivery ids of a tier on the channels where it has started (a channel still behind
     its gate sends nothing), cut into batches sized for each channel's provider."""
-    from channels.registry import CHANNEL_CLASSES
-    from dispatcher.engine.ratelimit import batch_size
-
     started = select(BroadcastGate.channel).where(
         BroadcastGate.broadcast_id == broadcast_id,
         BroadcastGate.tier == tier,

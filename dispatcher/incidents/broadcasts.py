@@ -19,6 +19,7 @@ from dispatcher.domain.message import EventKind, Impact, Kind, OutageMessage, St
 from dispatcher.domain.policy import channels_for, impact_rose
 from dispatcher.domain.quiet_hours import QUIET_IMPACTS
 from dispatcher.domain.states import BroadcastState, TierState
+from dispatcher.engine.broker import app
 from dispatcher.engine.tier_gates import add_gates
 from dispatcher.engine.variants import COMPENSATION_LOCALE, render_variants
 from dispatcher.store.models import Broadcast, BroadcastTier, Incident, IncidentUpdate, SubscriberList
@@ -215,6 +216,4 @@ def compensation_text(
 
 def enqueue(broadcast_id: int) -> None:
     """Hands the broadcast to the workers; call after the creating transaction committed."""
-    from dispatcher.engine.broker import app
-
     app.send_task("dispatcher.run_broadcast", args=[broadcast_id], queue="control")

@@ -29,6 +29,7 @@ from channels.base import ChannelName, Variant
 from config import Settings
 from dispatcher.domain.message import FINAL_STATUSES, Impact, Kind, OutageMessage
 from dispatcher.domain.states import BroadcastState, TierState
+from dispatcher.engine.tier_gates import add_gates
 from dispatcher.incidents.broadcasts import enqueue
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastTier, BroadcastVariant, Incident
@@ -129,7 +130,6 @@ def record_reminder(
     returns its id (None when no contact's channel is enabled)."""
     from channels.chat.condense import ChatVariant
     from channels.email.condense import EmailVariant
-    from dispatcher.engine.tier_gates import add_gates
 
     contacts = reminder_contacts(settings, settings.channels_enabled)
     if not contacts:

@@ -11,13 +11,16 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 import channels.registry  # noqa: F401  (imported before the pool forks: SDK imports are slow)
 from channels.base import ChannelName
 from config import get_settings
-from dispatcher.engine import planner, sending, tier_gates
+from dispatcher.engine import planner, sending, sweeper, tier_gates
+from dispatcher.engine import reconcile as reconciliation
 from dispatcher.engine.broker import app
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.planner import run_broadcast as _run_broadcast
 from dispatcher.engine.sending import Services
 from dispatcher.engine.sending import send_batch as _send_batch
-from dispatcher.store.db import Database, get_database
+from dispatcher.incidents import scheduler
+from dispatcher.incidents.broadcasts import enqueue
+from dispatcher.store.db import DATABASES, Database, get_database
 
 
 def _database() -> Database:
@@ -63,12 +66,7 @@ def plan_tier(broadcast_id: int, tier: int, after: int = 0) -> None:
 # A claim chosen as a deadlock victim left its rows pending with no task: the same retry.
 @app.task(name="dispatcher.send_batch", **DB_RETRY)
 def send_batch(broadcast_id: int, channel: str, ids: list[int]) -> int:
-    claimed = _send_batch(services(), broadcast_id, ChannelName(channel), ids)
-    if claimed:  # status reports that beat the recording of these rows (dispatcher/engine/status_reports.py)
-        from dispatcher.engine.status_reports import reapply_parked
-
-        reapply_parked(_database(), get_settings(), broadcast_id, ids)
-    return claimed
+    return _send_batch(services(), broadcast_id, ChannelName(channel), ids)
 
 
 @app.task(name="dispatcher.check_gate", **DB_RETRY)
@@ -81,49 +79,38 @@ def check_gate(broadcast_id: int, tier: int) -> None:
 
 @app.task(name="dispatcher.sweep")
 def sweep() -> dict[str, int]:
-    from dispatcher.engine.sweeper import sweep as _sweep
-
-    return _sweep(_database(), get_settings())
+    return sweeper.sweep(_database(), get_settings())
 
 
 @app.task(name="dispatcher.poll_schedule")
 def poll_schedule() -> dict[str, int]:
     """The scheduler pass beat runs every `scheduler_poll_s`: due maintenance notices (each claimed
     atomically, enqueued after commit) and update-cadence reminders to commanders."""
-    from dispatcher.incidents.broadcasts import enqueue
-    from dispatcher.incidents.scheduler import poll_schedule as _poll_schedule
-
-    report = _poll_schedule(_database(), get_settings(), enqueue=enqueue)
+    report = scheduler.poll_schedule(_database(), get_settings(), enqueue=enqueue)
     return {"sent": len(report.sent), "skipped": len(report.skipped), "reminded": len(report.reminded)}
 
 
 @app.task(name="dispatcher.reconcile")
 def reconcile() -> dict[str, int]:
     """Beat's pass: claims a page of stale `sent` rows per polled channel and queues their queries."""
-    from dispatcher.engine.reconcile import pollable
-    from dispatcher.engine.reconcile import reconcile as _reconcile
-
-    return _reconcile(_database(), get_settings(), list(pollable(services().adapters)))
+    adapters = services().adapters
+    return reconciliation.reconcile(_database(), get_settings(), list(reconciliation.pollable(adapters)))
 
 
 @app.task(name="dispatcher.reconcile_rows")
 def reconcile_rows(channel: str, ids: list[int]) -> dict[str, int]:
     """Asks one channel's provider about claimed rows (on that channel's queue, paced)."""
-    from dispatcher.engine.reconcile import pollable
-    from dispatcher.engine.reconcile import reconcile_rows as _reconcile_rows
-
     name = ChannelName(channel)
-    source = pollable(services().adapters).get(name)
+    source = reconciliation.pollable(services().adapters).get(name)
     if source is None:
         return {"asked": 0, "moved": 0}
-    return _reconcile_rows(_database(), get_settings(), source, services().limiter, name, ids)
+    limiter = services().limiter
+    return reconciliation.reconcile_rows(_database(), get_settings(), source, limiter, name, ids)
 
 
 @worker_process_init.connect
 def _after_fork(**_kwargs: Any) -> None:
     """Clients are cached per pid, so a forked child builds its own; drop the parent's pool too."""
-    from dispatcher.store.db import DATABASES
-
     for database in DATABASES.inherited():
         database.engine.dispose(close=False)
     if get_settings().redis_url:
