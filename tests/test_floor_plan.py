@@ -35,6 +35,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "dispatcher.store",
         "dispatcher.engine",
     ),
+    # what dashboards read back; the API and the dashboard import it
+    "dispatcher.reads": ("config", "channels", "dispatcher.domain", "dispatcher.store", "dispatcher.engine"),
 }
 
 

@@ -108,7 +108,8 @@ def _receipt(d: Delivery, external_id: str | None) -> dict[str, Any]:
         "last_error": d.last_error,
         "failover_of": d.failover_of,
         "sends": d.sends,  # sends that may have reached the recipient; more than one = duplicates
-        "possible_duplicate": d.sends > 1,  # kept for existing clients: `sends` is the truth
+        "resends": d.resends,  # of `sends`, the deliberate resends a commander ordered
+        "possible_duplicate": d.sends > 1 + d.resends,  # more copies than the first and those resends
         "created_at": _iso(d.created_at),
         "sending_at": _iso(d.sending_at),
         "sent_at": _iso(d.sent_at),
