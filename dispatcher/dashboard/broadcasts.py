@@ -10,6 +10,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from sqlalchemy import select
 
 from channels.base import ChannelName
 from dispatcher.api.deps import get_db, get_settings
@@ -27,6 +28,7 @@ from dispatcher.reads.receipts import receipts
 from dispatcher.reads.story import delivery_story
 from dispatcher.store.audit import record_audit
 from dispatcher.store.db import Database
+from dispatcher.store.models import Delivery
 
 router = APIRouter()
 STATES = tuple(s.value for s in DeliveryState)
@@ -160,6 +162,7 @@ def _story_page(request: Request, dash: sessions.DashSession, delivery_id: int, 
     try:
         with get_db(request).session() as db:
             story = delivery_story(db, settings, delivery_id, mask=not reveal)
+            broadcast_id = db.scalar(select(Delivery.broadcast_id).where(Delivery.id == delivery_id))
             if reveal:
                 record_audit(
                     db,
@@ -170,10 +173,19 @@ def _story_page(request: Request, dash: sessions.DashSession, delivery_id: int, 
                     status=200,
                     client=client_address(request, settings.trusted_proxy_hops),
                     request_id=getattr(request.state, "request_id", None),
+                    key_id=dash.key_id,
                 )
     except NotFound:
         return problem(settings, dash, 404, "Not found", f"There is no delivery {delivery_id}.")
-    return page(settings, "delivery.html.j2", f"Delivery #{delivery_id}", dash, story=story, revealed=reveal)
+    return page(
+        settings,
+        "delivery.html.j2",
+        f"Delivery #{delivery_id}",
+        dash,
+        story=story,
+        revealed=reveal,
+        broadcast_id=broadcast_id,
+    )
 
 
 @router.get("/deliveries/{delivery_id}")
