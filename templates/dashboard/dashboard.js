@@ -30,6 +30,11 @@
       var note = document.getElementById("live-note");
       if (note) note.textContent = event.data + " The figures above stopped updating.";
     });
+    // Leaving the page ends the stream from this side first, so it is closed, not cut off.
+    window.addEventListener("pagehide", function () {
+      done = true;
+      source.close();
+    });
     source.addEventListener("error", function () {
       if (done) return;
       var note = document.getElementById("live-note");

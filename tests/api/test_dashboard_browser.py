@@ -87,20 +87,39 @@ class Watched:
         self.context = browser.new_context(viewport=viewport)
         self.page = self.context.new_page()
         self.problems: list[str] = []
+        self.left_streams: list[str] = []  # live streams cut by leaving their page (browser's abort)
         self.urls: list[str] = []
         self.page.on("console", lambda m: self.problems.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        self.page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url} {r.failure}"))
+        self.page.on("requestfailed", self._failed)
         self.page.on("request", lambda r: self.urls.append(r.url))
+
+    def _failed(self, request: Any) -> None:
+        left = request.failure == "net::ERR_ABORTED" and request.url.endswith("/events")
+        (self.left_streams if left else self.problems).append(f"failed: {request.url} {request.failure}")
 
     def sign_in(self, url: str, key: str) -> None:
         self.page.goto(f"{url}/dashboard")
         self.page.get_by_label("API key").fill(key)
-        self.page.keyboard.press("Enter")
-        self.page.wait_for_load_state()
+        with self.page.expect_navigation():
+            self.page.keyboard.press("Enter")
 
     def close(self) -> None:
         self.context.close()
+
+
+@pytest.fixture
+def tabs(site: str, browser: Any) -> Iterator[Any]:
+    """Opens tabs; closes them before the API stops (an open live stream would hold it up)."""
+    opened: list[Watched] = []
+
+    def _open(viewport: dict[str, int]) -> Watched:
+        opened.append(Watched(browser, viewport))
+        return opened[-1]
+
+    yield _open
+    for tab in opened:
+        tab.close()
 
 
 def _key(database: Database, role: Role) -> str:
@@ -109,7 +128,7 @@ def _key(database: Database, role: Role) -> str:
 
 
 def test_a_viewer_watches_a_broadcast_live_and_opens_its_failed_receipts(
-    site: str, harness: Harness, database: Database, browser: Any, tmp_path: Path
+    site: str, harness: Harness, database: Database, tabs: Any, tmp_path: Path
 ) -> None:
     key = _key(database, Role.VIEWER)
     harness.subscribers(
@@ -117,7 +136,7 @@ def test_a_viewer_watches_a_broadcast_live_and_opens_its_failed_receipts(
     )
     harness.sandbox.set_faults("twilio", invalid_numbers=[phone(i) for i in INVALID])
     harness.worker()
-    tab = Watched(browser, DESKTOP)
+    tab = tabs(DESKTOP)
     tab.sign_in(site, key)
     assert tab.page.url == f"{site}/dashboard/incidents"
 
@@ -170,14 +189,13 @@ def test_a_viewer_watches_a_broadcast_live_and_opens_its_failed_receipts(
     assert all(key not in c["value"] for c in cookies)
     assert [c["httpOnly"] for c in cookies if c["name"] == "od_dash"] == [True]
     tab.page.screenshot(path=str(tmp_path / "dashboard-broadcast.png"), full_page=True)
-    assert tab.problems == []
-    tab.close()
+    assert tab.problems == [] and tab.left_streams == []  # the stream ended itself, at completion
 
 
 def test_a_wrong_key_shows_no_data_and_a_post_without_csrf_is_refused(
-    site: str, database: Database, browser: Any
+    site: str, database: Database, tabs: Any
 ) -> None:
-    tab = Watched(browser, DESKTOP)
+    tab = tabs(DESKTOP)
     tab.sign_in(site, "od_" + "x" * 40)
     assert tab.page.get_by_role("alert").inner_text().startswith("That key is not valid")
     assert tab.page.locator("table").count() == 0 and tab.page.get_by_text("Sign out").count() == 0
@@ -188,7 +206,8 @@ def test_a_wrong_key_shows_no_data_and_a_post_without_csrf_is_refused(
     assert tab.page.get_by_role("button", name="Sign out").is_visible()
     status = tab.page.evaluate(
         "fetch('/dashboard/sign-out', {method: 'POST', headers: {'Content-Type': "
-        "'application/x-www-form-urlencoded'}, body: 'csrf_token=forged'}).then(r => r.status)"
+        "'application/x-www-form-urlencoded'}, body: 'csrf_token=forged'})"
+        ".then(r => r.text().then(() => r.status))"
     )
     assert status == 403
     tab.page.goto(f"{site}/dashboard/incidents")
@@ -197,17 +216,20 @@ def test_a_wrong_key_shows_no_data_and_a_post_without_csrf_is_refused(
     tab.page.wait_for_url(f"{site}/dashboard")
     tab.page.goto(f"{site}/dashboard/incidents")
     assert tab.page.url == f"{site}/dashboard"
-    # The one expected failure: the forged POST's 403 is logged by Chromium as a failed resource.
-    assert [p for p in tab.problems if "403" not in p] == []
-    tab.close()
+    # Chromium logs the two refusals this test asks for (the wrong key's 401, the forged POST's
+    # 403) as console errors; nothing else may show up.
+    assert tab.problems == [
+        "Failed to load resource: the server responded with a status of 401 (Unauthorized)",
+        "Failed to load resource: the server responded with a status of 403 (Forbidden)",
+    ]
 
 
 def test_the_dashboard_is_usable_on_a_phone_from_the_keyboard(
-    site: str, harness: Harness, database: Database, browser: Any
+    site: str, harness: Harness, database: Database, tabs: Any
 ) -> None:
     harness.subscribers([SubscriberIn(external_id="adm0", lists=["admins"], phone=phone(0))])
     broadcast_id = harness.open(channels=["sms"], send=False)
-    tab = Watched(browser, PHONE)
+    tab = tabs(PHONE)
     tab.page.goto(f"{site}/dashboard")
     for _ in range(10):  # Tab to the key field, as a keyboard user would
         tab.page.keyboard.press("Tab")
@@ -226,4 +248,4 @@ def test_the_dashboard_is_usable_on_a_phone_from_the_keyboard(
     tab.page.wait_for_url(f"**/dashboard/broadcasts/{broadcast_id}?state=failed*")
     assert tab.page.locator("#no-receipts").is_visible()
     assert tab.problems == []
-    tab.close()
+    assert len(tab.left_streams) == 1  # the queued broadcast's live stream, cut by filtering
