@@ -19,24 +19,27 @@
     }
 
     source.addEventListener("progress", swap);
+    // The server ends the stream right after `completed`; closing only then (in the error event
+    // that ending fires, before the browser's reconnect is due) never cuts a response short.
     source.addEventListener("completed", function (event) {
       done = true;
-      source.close();
       swap(event);
     });
     source.addEventListener("signed-out", function (event) {
       done = true;
-      source.close();
       var note = document.getElementById("live-note");
       if (note) note.textContent = event.data + " The figures above stopped updating.";
     });
-    // Leaving the page ends the stream from this side first, so it is closed, not cut off.
+    // Leaving the page ends the stream (the browser reports that as an aborted request).
     window.addEventListener("pagehide", function () {
       done = true;
       source.close();
     });
     source.addEventListener("error", function () {
-      if (done) return;
+      if (done) {
+        source.close();
+        return;
+      }
       var note = document.getElementById("live-note");
       if (note) note.textContent = "Reconnecting…";
     });

@@ -161,6 +161,7 @@ def test_a_viewer_watches_a_broadcast_live_and_opens_its_failed_receipts(
     sent = tab.page.locator('#totals td[data-state="sent"]').inner_text()
     assert int(sent) == done["totals"]["sent"] and done["totals"]["failed"] == len(INVALID)
     assert tab.page.locator("svg.chart polyline").count() >= 1
+    tab.page.screenshot(path=str(tmp_path / "dashboard-completed.png"), full_page=True)
 
     tab.page.goto(f"{site}/dashboard/broadcasts/{broadcast_id}?state=failed")
     with database.session() as session:
@@ -188,7 +189,7 @@ def test_a_viewer_watches_a_broadcast_live_and_opens_its_failed_receipts(
     cookies = tab.context.cookies()
     assert all(key not in c["value"] for c in cookies)
     assert [c["httpOnly"] for c in cookies if c["name"] == "od_dash"] == [True]
-    tab.page.screenshot(path=str(tmp_path / "dashboard-broadcast.png"), full_page=True)
+    tab.page.screenshot(path=str(tmp_path / "dashboard-story.png"), full_page=True)
     assert tab.problems == [] and tab.left_streams == []  # the stream ended itself, at completion
 
 
