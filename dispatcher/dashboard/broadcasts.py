@@ -102,6 +102,7 @@ def broadcast_page(
         broadcast_id=broadcast_id,
         receipts=found["receipts"],
         next_query=_query({**shown, "cursor": found["next_cursor"]}) if found["next_cursor"] else None,
+        this_query=_query({**shown, "cursor": cursor}),
         filters=shown,
         channels=CHANNELS,
         tiers=[t["tier"] for t in first["tiers"]],
