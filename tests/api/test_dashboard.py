@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from config import Settings
 from dispatcher.app import create_app
 from dispatcher.auth import find_key, revoke_key
+from dispatcher.dashboard import session as sessions
 from dispatcher.dashboard.rendering import CSP
 from dispatcher.store.db import Database
 from dispatcher.store.models import AuditEntry, Delivery
@@ -250,3 +252,31 @@ def test_the_static_files_are_ours_and_nothing_else_is_served(dash: TestClient) 
     assert "EventSource" in js.text and "localStorage" not in js.text
     for name in ("base.html.j2", "..%2Fpages%2Fsite.css", "x.js"):
         assert dash.get(f"/dashboard/static/{name}").status_code == 404
+
+
+def test_the_live_stream_sends_the_rendered_section_and_ends_with_the_session(
+    settings: Settings, keys: dict[str, str], db: Database
+) -> None:
+    fast = settings.model_copy(update={"sse_heartbeat_s": 0.3, "dashboard_sign_ins_per_hour": 100_000})
+    lines: list[str] = []
+    with TestClient(create_app(fast), base_url="https://testserver", follow_redirects=False) as client:
+        broadcast_id = _broadcast_with_deliveries(client, keys, db)[0]  # no worker: it stays queued
+        sign_in(client, keys["viewer"])
+        token = client.cookies["od_dash"]
+
+        def read() -> None:
+            with client.stream("GET", f"/dashboard/broadcasts/{broadcast_id}/events") as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/event-stream")
+                for line in response.iter_lines():
+                    lines.append(line)
+                    if line.startswith("event: progress"):
+                        sessions.sign_out(fast, token)  # as a sign-out in another tab would
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout=30)
+        assert not reader.is_alive(), f"the stream outlived its session: {lines}"
+    assert any(line.startswith('data: <section id="live"') for line in lines), lines
+    assert "event: signed-out" in lines
+    assert not any("<script" in line for line in lines)
