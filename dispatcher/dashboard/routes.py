@@ -20,7 +20,7 @@ from dispatcher.dashboard.rendering import HEADERS, asset, page, problem
 from dispatcher.dashboard.session import COOKIE
 from dispatcher.domain.errors import NotFound, ValidationFailed
 from dispatcher.domain.message import Kind, Status
-from dispatcher.public.pages import client_address, over_limit, too_many
+from dispatcher.public.pages import client_address, over_limit
 from dispatcher.reads.audit import list_audit
 from dispatcher.reads.incidents import incident_story, list_incidents
 
@@ -63,7 +63,10 @@ async def sign_in(request: Request) -> Response:
     who = client_address(request, settings.trusted_proxy_hops)
     wait = over_limit(settings, "dash-sign-in", who, settings.dashboard_sign_ins_per_hour)
     if wait is not None:
-        return too_many(settings, wait, wants_json=False)
+        text = f"Too many sign-in attempts from your address; try again in {wait} seconds."
+        response = problem(settings, None, 429, "Please wait", text)
+        response.headers["Retry-After"] = str(wait)
+        return response
     fields = await access.form(request)
     cookie, sent = request.cookies.get(SIGN_IN_COOKIE) or "", fields.get("csrf_token") or ""
     if not cookie or not compare_digest(cookie.encode(), sent.encode()):

@@ -19,6 +19,8 @@ from config import Settings
 from dispatcher.app import create_app
 from dispatcher.auth import find_key, revoke_key
 from dispatcher.dashboard import session as sessions
+from dispatcher.dashboard.broadcasts import PAGE_SIZE
+from dispatcher.dashboard.charts import chart_svg, legend
 from dispatcher.dashboard.rendering import CSP
 from dispatcher.store.db import Database
 from dispatcher.store.models import AuditEntry, Delivery
@@ -280,3 +282,65 @@ def test_the_live_stream_sends_the_rendered_section_and_ends_with_the_session(
     assert any(line.startswith('data: <section id="live"') for line in lines), lines
     assert "event: signed-out" in lines
     assert not any("<script" in line for line in lines)
+
+
+def test_the_incidents_and_an_incidents_timeline_link_their_broadcasts(
+    dash: TestClient, keys: dict[str, str], db: Database
+) -> None:
+    broadcast_id = _broadcast_with_deliveries(dash, keys, db)[0]
+    sign_in(dash, keys["viewer"])
+    listing = dash.get("/dashboard/incidents")
+    found = re.search(r'href="/dashboard/incidents/(\d+)">Checkout is failing<', listing.text)
+    assert listing.status_code == 200 and found, listing.text
+    assert "Checkout is failing" in dash.get("/dashboard/incidents?status=investigating").text
+    assert "Checkout is failing" not in dash.get("/dashboard/incidents?status=resolved").text
+    wrong = dash.get("/dashboard/incidents?status=gone")
+    assert wrong.status_code == 422 and "status" in wrong.text
+
+    timeline = dash.get(f"/dashboard/incidents/{found.group(1)}")
+    assert timeline.status_code == 200 and "incident_opened" in timeline.text
+    assert (
+        f'href="/dashboard/broadcasts/{broadcast_id}">Broadcast #{broadcast_id}</a> (queued)' in timeline.text
+    )
+    assert dash.get("/dashboard/incidents/999999").status_code == 404
+
+
+def test_receipts_page_on_with_next_keeping_the_filters(
+    dash: TestClient, keys: dict[str, str], db: Database
+) -> None:
+    broadcast_id = _broadcast_with_deliveries(dash, keys, db)[0]
+    with db.session() as session:
+        session.add_all(
+            Delivery(
+                broadcast_id=broadcast_id, tier=0, channel="email", address=f"p{i}@example.com", state="sent"
+            )
+            for i in range(PAGE_SIZE + 5)
+        )
+    sign_in(dash, keys["viewer"])
+    first = dash.get(f"/dashboard/broadcasts/{broadcast_id}?state=sent&channel=email")
+    assert first.text.count('<tr class="state-sent">') == PAGE_SIZE
+    found = re.search(r'<a rel="next" href="([^"]+)">Next</a>', first.text)
+    assert found and "state=sent" in found.group(1) and "channel=email" in found.group(1)
+    second = dash.get(found.group(1).replace("&amp;", "&"))
+    assert second.text.count('<tr class="state-sent">') == 6  # the 55 new rows and the first one
+    assert 'rel="next"' not in second.text
+    first_ids = set(re.findall(r'href="/dashboard/deliveries/(\d+)"', first.text))
+    second_ids = set(re.findall(r'href="/dashboard/deliveries/(\d+)"', second.text))
+    assert first_ids and second_ids and not first_ids & second_ids
+
+
+def test_the_chart_is_drawn_from_the_series_and_escapes_what_it_shows() -> None:
+    over_time = {
+        "bucket_s": 1,
+        "series": {
+            "sms": [["2026-12-02T14:00:00+00:00", 2], ["2026-12-02T14:00:01+00:00", 4]],
+            "<email>": [["2026-12-02T14:00:00+00:00", 0], ["2026-12-02T14:00:01+00:00", 1]],
+        },
+    }
+    svg = str(chart_svg(over_time))
+    assert svg.count("<polyline") == 2 and "<email>" not in svg and "&lt;email&gt;" in svg
+    assert ">4</text>" in svg  # the tallest bucket labels the y axis
+    assert "sms 6" in svg  # the accessible label totals each channel
+    assert legend(over_time) == [(0, "<email>", 1), (1, "sms", 6)]
+    empty = str(chart_svg({"series": {}}))
+    assert "<polyline" not in empty and "none yet" in empty
