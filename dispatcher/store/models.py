@@ -263,6 +263,8 @@ class Delivery(Base):
         ),
         Index("ix_deliveries_broadcast_tier_state", "broadcast_id", "tier", "state"),
         Index("ix_deliveries_state_lease", "state", "lease_until"),
+        # receipts filtered by state, in id order (the first page of `failed` at 100k rows)
+        Index("ix_deliveries_broadcast_state_id", "broadcast_id", "state", "id"),
         # receipts searched by subscriber (`q` = an external_id); also what ON DELETE SET NULL reads
         Index("ix_deliveries_subscriber_broadcast", "subscriber_id", "broadcast_id"),
         # receipts filtered by time (`since`/`until` on the last change)

@@ -43,6 +43,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_delivery_events_delivery", "delivery_events", ["delivery_id", "id"], unique=False)
     op.create_index(
+        "ix_deliveries_broadcast_state_id", "deliveries", ["broadcast_id", "state", "id"], unique=False
+    )
+    op.create_index(
         "ix_deliveries_subscriber_broadcast", "deliveries", ["subscriber_id", "broadcast_id"], unique=False
     )
     op.create_index(
@@ -53,5 +56,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_deliveries_broadcast_updated", table_name="deliveries")
     op.drop_index("ix_deliveries_subscriber_broadcast", table_name="deliveries")
+    op.drop_index("ix_deliveries_broadcast_state_id", table_name="deliveries")
     op.drop_index("ix_delivery_events_delivery", table_name="delivery_events")
     op.drop_table("delivery_events")
