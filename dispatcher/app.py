@@ -11,6 +11,7 @@ from dispatcher.api import (
     actions,
     audit,
     broadcasts,
+    deliveries,
     errors,
     health,
     incidents,
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (health, metrics, incidents, maintenances, preview, broadcasts, subscribers, webhooks):
         app.include_router(module.router)
+    app.include_router(deliveries.router)  # one delivery's story, for the dashboards
     app.include_router(actions.router)  # a commander's retry and resend, an admin's reveal
     app.include_router(audit.router)
     app.include_router(suppressions.router)  # the subscribers' front door: admin side

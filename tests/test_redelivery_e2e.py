@@ -99,6 +99,10 @@ def test_failed_deliveries_are_retried_once_and_a_resend_is_one_deliberate_copy(
         row = receipts(client, admin, broadcast_id)[sms0]
         assert (row["sends"], row["resends"], row["possible_duplicate"]) == (2, 1, False)
         assert again["sends"] == done["sends"] + 1 and again["extra_sends"] == 0
+        story = client.get(f"/v1/deliveries/{sms0}", headers={"Authorization": f"Bearer {admin}"}).json()
+        assert (story["sends"], story["resends"], story["possible_duplicate"]) == (2, 1, False)
+        moves = [(e["kind"], e["from"], e["to"]) for e in story["events"]]
+        assert ("resend", "sent", "pending") in moves or ("resend", "delivered", "pending") in moves
         assert not any(r["possible_duplicate"] for r in receipts(client, admin, broadcast_id).values())
         entries = client.get("/v1/audit", headers={"Authorization": f"Bearer {admin}"}).json()["entries"]
         assert Counter(e["action"] for e in entries) == {"broadcast.retry_failed": 4, "delivery.resend": 1}

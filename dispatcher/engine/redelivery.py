@@ -64,7 +64,13 @@ def retry_failed(session: Session, broadcast_id: int, now: datetime) -> list[int
         )
     )
     moved = transition(
-        session, ids, expect=DeliveryState.FAILED, to=DeliveryState.PENDING, now=now, values=_FRESH
+        session,
+        ids,
+        expect=DeliveryState.FAILED,
+        to=DeliveryState.PENDING,
+        now=now,
+        values=_FRESH,
+        kind="retry",
     )
     if moved:
         _reopen(session, broadcast_id)
@@ -91,7 +97,9 @@ def resend(session: Session, delivery_id: int, now: datetime) -> bool:
             f"delivery {delivery_id}'s address is on the suppression list: remove it there to send again"
         )
     values = {**_FRESH, "resends": Delivery.resends + 1}
-    moved = transition(session, [delivery_id], expect=state, to=DeliveryState.PENDING, now=now, values=values)
+    moved = transition(
+        session, [delivery_id], expect=state, to=DeliveryState.PENDING, now=now, values=values, kind="resend"
+    )
     if moved:
         _reopen(session, row.broadcast_id)
     return bool(moved)
