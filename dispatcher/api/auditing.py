@@ -43,7 +43,7 @@ ACTIONS: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/suppressions/{suppression_id}"): "suppression.remove",
     ("POST", "/v1/broadcasts/{broadcast_id}/retry-failed"): "broadcast.retry_failed",
     ("POST", "/v1/deliveries/{delivery_id}/resend"): "delivery.resend",
-    ("POST", "/v1/deliveries/{delivery_id}/reveal"): "delivery.reveal",
+    ("POST", "/v1/deliveries/{delivery_id}/reveal"): "delivery.reveal_address",  # as the dashboard's
 }
 
 
@@ -90,6 +90,23 @@ def route_of(scope: Scope) -> tuple[str | None, dict[str, Any]]:
     return None, {}
 
 
+def client_of(scope: Scope, trusted_hops: int) -> str | None:
+    """The client's address by the rule the public pages' limits use (public/pages.py
+    `client_address`): behind `DISPATCHER_TRUSTED_PROXY_HOPS` proxies of our own, the address the
+    outermost of them saw in X-Forwarded-For, counted from the right; else the peer."""
+    peer = scope["client"][0] if scope.get("client") else None
+    if trusted_hops <= 0:
+        return peer
+    forwarded = [
+        part.strip()
+        for name, value in scope["headers"]
+        if name.lower() == b"x-forwarded-for"
+        for part in value.decode("latin-1").split(",")
+        if part.strip()
+    ]
+    return forwarded[-trusted_hops] if len(forwarded) >= trusted_hops else peer
+
+
 def _bearer(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name.lower() == b"authorization":
@@ -133,7 +150,6 @@ class AuditTrail:
             state = scope.get("state", {})
             caller = state.get("caller")
             template, params = route_of(scope)
-            client = scope.get("client")
             with get_database(self.settings).session() as session:
                 actor, role, key_id = UNKNOWN_ACTOR, None, None
                 if caller is None:  # refused before the key was checked (413, 400): look it up
@@ -151,7 +167,7 @@ class AuditTrail:
                     action=action_of(scope["method"], template, scope["path"]),
                     target=target_of(params) if template else None,
                     status=status,
-                    client=client[0] if client else None,
+                    client=client_of(scope, self.settings.trusted_proxy_hops),
                     request_id=state.get("request_id"),
                 )
         except Exception:

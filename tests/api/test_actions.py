@@ -101,9 +101,9 @@ def test_reveal_is_admin_only_and_audited_without_the_address(
     assert [(e["action"], e["target"], e["role"], e["status"]) for e in found] == [
         ("delivery.resend", f"delivery {ids[0]}", "commander", 409),
         ("broadcast.retry_failed", f"broadcast {broadcast_id}", "commander", 200),
-        ("delivery.reveal", f"delivery {ids[0] + 9}", "admin", 404),
-        ("delivery.reveal", f"delivery {ids[0]}", "admin", 200),
-        ("delivery.reveal", f"delivery {ids[0]}", "commander", 403),
-        ("delivery.reveal", f"delivery {ids[0]}", "viewer", 403),
+        ("delivery.reveal_address", f"delivery {ids[0] + 9}", "admin", 404),
+        ("delivery.reveal_address", f"delivery {ids[0]}", "admin", 200),
+        ("delivery.reveal_address", f"delivery {ids[0]}", "commander", 403),
+        ("delivery.reveal_address", f"delivery {ids[0]}", "viewer", 403),
     ]
     assert "p0@example.com" not in repr(found)

@@ -159,3 +159,14 @@ def test_cli_writes_that_bypass_the_api_are_audited_as_cli(
     ]
     assert all("@" in (r.client or "") and r.request_id for r in rows)
     assert key[:8] not in repr([r.__dict__ for r in rows])
+
+
+def test_behind_our_own_proxies_the_client_is_the_address_the_outermost_one_saw(
+    db: Database, keys: dict[str, str]
+) -> None:
+    settings = Settings(database_url=db.url, trusted_proxy_hops=1, max_body_bytes=20_000)
+    with TestClient(create_app(settings)) as client:
+        forwarded = {**auth(keys["admin"]), "X-Forwarded-For": "198.51.100.7, 203.0.113.9"}
+        client.delete("/v1/subscribers/nobody", headers=forwarded)  # a client may prepend anything
+        found = entries(client, keys["admin"])
+    assert [e["client"] for e in found] == ["203.0.113.9"]
