@@ -138,7 +138,7 @@ class AuditTrail:
 
         try:
             await self.app(scope, receive, capture)
-        except BaseException:
+        except Exception:  # not a cancellation (the client went away): there is no answer to record
             if not written:
                 written = True
                 await run_in_threadpool(self._write, scope, 500)
