@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from config import Settings, get_settings
 from dispatcher import logs
 from dispatcher.api import (
+    actions,
+    audit,
     broadcasts,
     deliveries,
     errors,
@@ -21,6 +23,7 @@ from dispatcher.api import (
     suppressions,
     webhooks,
 )
+from dispatcher.api.auditing import AuditTrail
 from dispatcher.api.middleware import AccessLog, BodyLimit
 from dispatcher.dashboard import routes as dashboard
 from dispatcher.public import routes as public
@@ -40,10 +43,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, metrics, incidents, maintenances, preview, broadcasts, subscribers, webhooks):
         app.include_router(module.router)
     app.include_router(deliveries.router)  # one delivery's story, for the dashboards
+    app.include_router(actions.router)  # a commander's retry and resend, an admin's reveal
+    app.include_router(audit.router)
     app.include_router(suppressions.router)  # the subscribers' front door: admin side
     app.include_router(public.router)  # and the public pages (no API key; limited per client)
     app.include_router(dashboard.router)  # the ops dashboard (a session cookie, from an API key)
-    # Outermost last: the access log sees every response, 413s included.
+    # Outermost last: the access log sees every response, 413s included, and gives each request the
+    # id the audit trail (inside it, outside the body limit) records with every write.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuditTrail, settings=settings)
     app.add_middleware(AccessLog)
     return app

@@ -17,7 +17,7 @@ from dispatcher.engine.transitions import count_moves
 from dispatcher.reads.audit import list_audit
 from dispatcher.store.audit import record_audit
 from dispatcher.store.db import Database
-from dispatcher.store.models import Broadcast, BroadcastTier, Delivery, Incident
+from dispatcher.store.models import Broadcast, BroadcastTier, Delivery, DeliveryEvent, Incident
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -71,6 +71,12 @@ def test_retry_failed_moves_each_failed_row_once(db: Database) -> None:
         assert view["tiers"][0]["outstanding"] == 2
         row = session.get(Delivery, ids[0])
         assert row.final_at is None and row.resends == 0 and row.last_error_code == "550"
+        history = session.execute(
+            select(DeliveryEvent.kind, DeliveryEvent.from_state, DeliveryEvent.to_state).where(
+                DeliveryEvent.delivery_id == ids[0]
+            )
+        ).all()
+        assert [tuple(h) for h in history] == [("retry", "failed", "pending")]  # in the delivery's story
 
 
 def test_resend_is_deliberate_and_refused_while_on_its_way(db: Database) -> None:

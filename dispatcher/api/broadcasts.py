@@ -29,7 +29,6 @@ from dispatcher.store.db import Database
 router = APIRouter(prefix="/v1/broadcasts", tags=["broadcasts"], responses=ERRORS)
 
 
-
 @router.get("", summary="Broadcasts, newest first, filterable by incident and state, cursor-paged")
 def list_all(
     incident_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,

@@ -170,7 +170,7 @@ def _story_page(request: Request, dash: sessions.DashSession, delivery_id: int, 
                     actor=dash.prefix,
                     role=dash.role.value,
                     action="delivery.reveal_address",
-                    target=f"delivery:{delivery_id}",
+                    target=f"delivery {delivery_id}",  # as the API names it (api/auditing.py)
                     status=200,
                     client=client_address(request, settings.trusted_proxy_hops),
                     request_id=getattr(request.state, "request_id", None),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from channels.base import ChannelName
@@ -26,9 +26,10 @@ from dispatcher.domain.errors import Conflict, NotFound
 from dispatcher.domain.states import UNACCEPTED, BroadcastState, DeliveryState
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.ratelimit import batch_size
+from dispatcher.engine.suppressions import is_suppressed
 from dispatcher.engine.transitions import transition
 from dispatcher.store.bulk import id_in
-from dispatcher.store.models import Broadcast, Delivery
+from dispatcher.store.models import Broadcast, Delivery, Suppression
 
 # What a row sent again starts from: no claim, no lease, due now, not final.
 _FRESH: dict[str, Any] = {"claim": None, "lease_until": None, "next_attempt_at": None, "final_at": None}
@@ -44,19 +45,32 @@ def _reopen(session: Session, broadcast_id: int) -> None:
 
 
 def retry_failed(session: Session, broadcast_id: int, now: datetime) -> list[int]:
-    """Moves the broadcast's `failed` deliveries back to pending; returns the ids it moved (none
-    on a second call: they are no longer failed)."""
+    """Moves the broadcast's `failed` deliveries back to pending, except those whose address is on
+    the suppression list; returns the ids it moved (none on a second call: they are not failed now)."""
     if session.get(Broadcast, broadcast_id) is None:
         raise NotFound(f"broadcast {broadcast_id} not found", fields=["broadcast_id"])
+    suppressed = exists().where(
+        Suppression.channel == Delivery.channel, Suppression.address == Delivery.address
+    )
     ids = list(
         session.scalars(
             select(Delivery.id)
-            .where(Delivery.broadcast_id == broadcast_id, Delivery.state == DeliveryState.FAILED.value)
+            .where(
+                Delivery.broadcast_id == broadcast_id,
+                Delivery.state == DeliveryState.FAILED.value,
+                ~suppressed,  # an invalid number stays failed: remove its suppression to try it again
+            )
             .order_by(Delivery.id)
         )
     )
     moved = transition(
-        session, ids, expect=DeliveryState.FAILED, to=DeliveryState.PENDING, now=now, values=_FRESH
+        session,
+        ids,
+        expect=DeliveryState.FAILED,
+        to=DeliveryState.PENDING,
+        now=now,
+        values=_FRESH,
+        kind="retry",
     )
     if moved:
         _reopen(session, broadcast_id)
@@ -66,20 +80,26 @@ def retry_failed(session: Session, broadcast_id: int, now: datetime) -> list[int
 def resend(session: Session, delivery_id: int, now: datetime) -> bool:
     """Sends one delivery again whatever it reached (sent, delivered, failed, bounced, undelivered),
     counting the copy as a deliberate resend. 409 while it is pending or sending (it is on its way)
-    and for a suppressed one (the address asked us to stop, or does not exist). False when a
+    and when its address is suppressed (it asked us to stop, or does not exist). False when a
     concurrent move got there first."""
     row = session.execute(
-        select(Delivery.state, Delivery.broadcast_id).where(Delivery.id == delivery_id)
+        select(Delivery.state, Delivery.broadcast_id, Delivery.channel, Delivery.address).where(
+            Delivery.id == delivery_id
+        )
     ).first()
     if row is None:
         raise NotFound(f"delivery {delivery_id} not found", fields=["delivery_id"])
     state = DeliveryState(row.state)
     if state in UNACCEPTED:
         raise Conflict(f"delivery {delivery_id} is {state.value}: it is being sent already")
-    if state is DeliveryState.SUPPRESSED:
-        raise Conflict(f"delivery {delivery_id} is suppressed: its address must not be sent to")
+    if state is DeliveryState.SUPPRESSED or is_suppressed(session, ChannelName(row.channel), row.address):
+        raise Conflict(
+            f"delivery {delivery_id}'s address is on the suppression list: remove it there to send again"
+        )
     values = {**_FRESH, "resends": Delivery.resends + 1}
-    moved = transition(session, [delivery_id], expect=state, to=DeliveryState.PENDING, now=now, values=values)
+    moved = transition(
+        session, [delivery_id], expect=state, to=DeliveryState.PENDING, now=now, values=values, kind="resend"
+    )
     if moved:
         _reopen(session, row.broadcast_id)
     return bool(moved)

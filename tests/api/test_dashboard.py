@@ -240,7 +240,7 @@ def test_an_admin_reveals_an_address_and_the_reveal_is_audited(
         entry = session.scalars(
             select(AuditEntry).where(AuditEntry.action == "delivery.reveal_address")
         ).one()
-        assert entry.target == f"delivery:{failed_id}" and entry.role == "admin"
+        assert entry.target == f"delivery {failed_id}" and entry.role == "admin" and entry.request_id
         assert entry.actor == keys["admin"][:8] and entry.status == 200
     audit = dash.get("/dashboard/audit")
     assert audit.status_code == 200 and "delivery.reveal_address" in audit.text

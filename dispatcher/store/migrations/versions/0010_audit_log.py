@@ -1,7 +1,7 @@
 """audit log: every write through the API or the CLI; deliveries.resends (a commander's deliberate resends)
 
 Revision ID: 0010
-Revises: 0008 (rechained onto 0009 when the dashboard branches merge)
+Revises: 0009
 Create Date: 2026-12-02 14:45:00.000000
 """
 
