@@ -191,7 +191,7 @@ def _broadcast_with_deliveries(client: TestClient, keys: dict[str, str], db: Dat
             state="failed",
             attempts=1,
             last_error_code="21211",
-            last_error="Invalid 'To' number",
+            last_error="Invalid 'To' number: +14155550123",  # Twilio's 21211 quotes the number
         )
         sent = Delivery(
             broadcast_id=broadcast_id, tier=0, channel="email", address="ann@example.com", state="sent"
@@ -209,7 +209,7 @@ def test_the_broadcast_page_filters_receipts_from_the_url(
     page = dash.get(f"/dashboard/broadcasts/{broadcast_id}?state=failed&channel=&tier=&q=")
     assert page.status_code == 200 and page.headers["content-security-policy"] == EXPECTED_CSP
     assert f'href="/dashboard/deliveries/{failed_id}"' in page.text
-    assert "21211 Invalid &#39;To&#39; number" in page.text  # escaped, as all user text is
+    assert "21211 Invalid &#39;To&#39; number: +14•••••••23" in page.text  # escaped and masked
     assert "+14155550123" not in page.text and "ann@example.com" not in page.text  # masked
     assert page.text.count('<tr class="state-') == 1
     assert f'data-stream="/dashboard/broadcasts/{broadcast_id}/events"' in page.text

@@ -178,11 +178,13 @@ def test_a_viewer_watches_a_broadcast_live_and_opens_its_failed_receipts(
         shown.add(int(row.locator("td").first.inner_text().lstrip("#")))
         assert "21211" in row.locator("td.provider").inner_text()
     assert shown == failed
+    assert not any(phone(i) in tab.page.content() for i in range(PEOPLE))  # a viewer sees them masked
     assert tab.page.get_by_label("State").input_value() == "failed"
 
     rows.first.locator("a").first.click()  # the delivery's story
     tab.page.wait_for_selector("text=Timeline")
     assert "21211" in tab.page.locator("#attempts").inner_text()
+    assert not any(phone(i) in tab.page.content() for i in INVALID)  # not even in Twilio's message
 
     assert tab.page.evaluate("window.localStorage.length + window.sessionStorage.length") == 0
     assert not any(key in u for u in tab.urls), "the key went into a URL"
