@@ -344,3 +344,56 @@ def test_the_chart_is_drawn_from_the_series_and_escapes_what_it_shows() -> None:
     assert legend(over_time) == [(0, "<email>", 1), (1, "sms", 6)]
     empty = str(chart_svg({"series": {}}))
     assert "<polyline" not in empty and "none yet" in empty
+
+
+def test_a_commander_retries_failed_deliveries_once_however_often_it_is_clicked(
+    dash: TestClient, keys: dict[str, str], db: Database
+) -> None:
+    broadcast_id, failed_id = _broadcast_with_deliveries(dash, keys, db)
+    sign_in(dash, keys["viewer"])
+    page = dash.get(f"/dashboard/broadcasts/{broadcast_id}")
+    assert "Retry the failed deliveries" not in page.text
+    assert (
+        dash.post(
+            f"/dashboard/broadcasts/{broadcast_id}/retry-failed", data={"csrf_token": csrf(page.text)}
+        ).status_code
+        == 403
+    )
+    dash.cookies.clear()
+
+    token = sign_in(dash, keys["commander"])
+    page = dash.get(f"/dashboard/broadcasts/{broadcast_id}")
+    assert "Retry the failed deliveries" in page.text
+    assert dash.post(f"/dashboard/broadcasts/{broadcast_id}/retry-failed", data={}).status_code == 403
+    first = dash.post(f"/dashboard/broadcasts/{broadcast_id}/retry-failed", data={"csrf_token": token})
+    second = dash.post(f"/dashboard/broadcasts/{broadcast_id}/retry-failed", data={"csrf_token": token})
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"].endswith("?retried=1") and second.headers["location"].endswith(
+        "?retried=0"
+    )
+    assert "1 failed delivery queued to be sent again" in dash.get(first.headers["location"]).text
+    with db.session() as session:
+        assert session.get(Delivery, failed_id).state == "pending"  # type: ignore[union-attr]
+        actions = list(
+            session.scalars(select(AuditEntry.action).where(AuditEntry.actor == keys["commander"][:8]))
+        )
+    assert actions.count("broadcast.retry_failed") == 2  # both clicks audited; one row queued
+
+    story = dash.get(f"/dashboard/deliveries/{failed_id}")
+    assert "Resend this delivery" in story.text
+    refused = dash.post(f"/dashboard/deliveries/{failed_id}/resend", data={"csrf_token": token})
+    assert refused.status_code == 409 and "being sent already" in refused.text  # it is pending now
+    with db.session() as session:
+        sent_id = session.scalar(select(Delivery.id).where(Delivery.address == "ann@example.com"))
+    resent = dash.post(f"/dashboard/deliveries/{sent_id}/resend", data={"csrf_token": token})
+    assert (
+        resent.status_code == 303
+        and resent.headers["location"] == f"/dashboard/deliveries/{sent_id}?resent=1"
+    )
+    assert "Queued to be sent again" in dash.get(resent.headers["location"]).text
+    with db.session() as session:
+        row = session.get(Delivery, sent_id)
+        assert row is not None and row.state == "pending" and row.resends == 1
+        assert session.scalar(select(AuditEntry.target).where(AuditEntry.action == "delivery.resend")) == (
+            f"delivery {sent_id}"
+        )
