@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,10 @@ def phone(i: int) -> str:
     return f"+1415557{i:04d}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def database() -> Iterator[Database]:
-    db = Database(fresh_database_url("sqlite", "dashboard-browser"))
+    """A database of the test's own: each test's subscribers and broadcasts are all there is."""
+    db = Database(fresh_database_url("sqlite", f"dashboard-{uuid.uuid4().hex[:8]}"))
     upgrade(db)
     yield db
     db.dispose()
