@@ -230,7 +230,7 @@ def test_a_wrong_key_shows_no_data_and_a_post_without_csrf_is_refused(
 
 
 def test_the_dashboard_is_usable_on_a_phone_from_the_keyboard(
-    site: str, harness: Harness, database: Database, tabs: Any
+    site: str, harness: Harness, database: Database, tabs: Any, tmp_path: Path
 ) -> None:
     harness.subscribers([SubscriberIn(external_id="adm0", lists=["admins"], phone=phone(0))])
     broadcast_id = harness.open(channels=["sms"], send=False)
@@ -252,6 +252,7 @@ def test_the_dashboard_is_usable_on_a_phone_from_the_keyboard(
     tab.page.get_by_role("button", name="Filter").press("Enter")
     tab.page.wait_for_url(f"**/dashboard/broadcasts/{broadcast_id}?state=failed*")
     assert tab.page.locator("#no-receipts").is_visible()
+    tab.page.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
     assert tab.problems == []
     assert len(tab.left_streams) == 1  # the queued broadcast's live stream, cut by filtering
 
