@@ -635,10 +635,19 @@ def record_outcomes(
             moved = _to_sent(session, ids, now, {"provider_message_id": message_id}, notes)
             moved_ok += moved
             # A status webhook can move a row past `sent` before we record it: it still gets its id,
-            # and its history the attempt.
+            # and its history the attempt (unless this answer was recorded before: a kept answer
+            # applied again finds the id there).
             overtaken = sorted(set(ids) - {m.id for m in moved})
             details += [{"id": i, "provider_message_id": message_id} for i in overtaken]
-            record_events(session, [event_row(i, now, "attempt", None, None, notes[i]) for i in overtaken])
+            if overtaken:
+                unrecorded = session.scalars(
+                    select(Delivery.id).where(
+                        id_in(session, Delivery.id, overtaken), Delivery.provider_message_id.is_(None)
+                    )
+                )
+                record_events(
+                    session, [event_row(i, now, "attempt", None, None, notes[i]) for i in unrecorded]
+                )
         if moved_ok:
             tiers = sorted({m.tier for m in moved_ok})
             session.execute(

@@ -96,10 +96,11 @@ def update_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Appends `rows` in one statement: INSERT ... SELECT unnest(...) on PostgreSQL (a column with
-    one value for every row is sent once), executemany on SQLite."""
+    one value for every row is sent once), executemany on SQLite. A column that is None in every
+    row is left to its default (NULL) rather than bound once per row."""
     if not rows:
         return
-    columns = sorted({column for row in rows for column in row})
+    columns = sorted({column for row in rows for column, value in row.items() if value is not None})
     if on_postgres(session):
         values = select(*(_column_values(table, c, rows) for c in columns))
         session.execute(postgresql.insert(table).from_select(columns, values))
