@@ -44,11 +44,10 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 @app.callback()
 def _root(
-    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="every command prints the API's JSON body")] = False,
 ) -> None:
     """The `--json` given before any command holds for the command that follows."""
-    ctx.meta[client.JSON_FLAG] = as_json
+    client.json_everywhere(as_json)
 
 
 @app.command()

@@ -87,7 +87,7 @@ def preview_lines(body: Mapping[str, Any]) -> list[str]:
     """POST /v1/preview: who would get it, per tier and channel, and the gist of each variant."""
     audience = body["audience"]
     lines = [
-        f"Preview ({body['event']}), nothing sent: {plural(audience['total'], 'recipient')} "
+        f"Preview ({body['event']}), nothing sent: {plural(audience['total'], 'delivery', 'deliveries')} "
         f"on {listed(body['channels'])}"
     ]
     for tier in audience["tiers"]:
@@ -98,7 +98,7 @@ def preview_lines(body: Mapping[str, Any]) -> list[str]:
         variant = body["variants"].get(channel) or {}
         gist = variant.get("subject") or (variant.get("text") or "").strip().splitlines()[0:1]
         gist = gist if isinstance(gist, str) else (gist[0] if gist else "")
-        segments = f" [{variant['segments']} segments]" if variant.get("segments") else ""
+        segments = f" [{plural(variant['segments'], 'segment')}]" if variant.get("segments") else ""
         lines.append(f"  {channel:<8} {gist[:100]}{segments}")
     return lines
 
@@ -192,7 +192,9 @@ def receipt_problem(receipt: Mapping[str, Any]) -> str:
 def receipts_table(body: Mapping[str, Any]) -> Table:
     """The receipts as a table: one row per delivery, the provider's code and message where it failed."""
     table = Table(title=f"Broadcast #{body['broadcast_id']}: {plural(len(body['receipts']), 'receipt')}")
-    for column in ("delivery", "subscriber", "address", "channel", "tier", "state", "sends", "provider says"):
+    addresses = any(r.get("address") for r in body["receipts"])  # masked by the API for viewers
+    columns = ("delivery", "subscriber", "address", "channel", "tier", "state", "sends", "provider says")
+    for column in columns if addresses else tuple(c for c in columns if c != "address"):
         table.add_column(column, justify="right" if column in ("delivery", "tier", "sends") else "left")
     for r in body["receipts"]:
         duplicate = Text(str(r["sends"]), style="bold yellow" if r["sends"] > 1 else "")
@@ -200,7 +202,7 @@ def receipts_table(body: Mapping[str, Any]) -> Table:
         table.add_row(
             str(r["delivery_id"]),
             r.get("subscriber") or "-",
-            r.get("address") or "",
+            *([r.get("address") or ""] if addresses else []),
             r["channel"],
             str(r["tier"]),
             state,

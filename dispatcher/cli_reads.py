@@ -27,7 +27,13 @@ PAGE_MAX = 1000  # the API's largest page
 
 
 def read_pages(
-    url: str, api_key: str | None, path: str, key: str, params: dict[str, Any], limit: int
+    url: str,
+    api_key: str | None,
+    path: str,
+    key: str,
+    params: dict[str, Any],
+    limit: int,
+    page_size: int = PAGE_MAX,
 ) -> dict[str, Any]:
     """Pages of `key` rows from `path` until `limit` rows or the last page; the first page's body with
     every row read, and the cursor to go on from (None when nothing is left)."""
@@ -35,7 +41,7 @@ def read_pages(
     cursor: str | None = None
     body: dict[str, Any] = {}
     while True:
-        page_params = {**params, "limit": min(PAGE_MAX, limit - len(rows)), "cursor": cursor}
+        page_params = {**params, "limit": min(page_size, limit - len(rows)), "cursor": cursor}
         page = client.call(url, api_key, "GET", path, params=page_params)
         body = body or page
         rows += page[key]
@@ -65,6 +71,7 @@ def receipts(
     tier: Annotated[int | None, typer.Option(min=0)] = None,
     q: Annotated[str | None, typer.Option("--q", help="a subscriber's external_id or address")] = None,
     limit: Limit = 100,
+    page_size: Annotated[int, typer.Option(min=1, max=PAGE_MAX, help="rows per request")] = PAGE_MAX,
     as_json: Json = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
@@ -72,7 +79,7 @@ def receipts(
     """A broadcast's receipts as a table; failed rows show the provider's code and message."""
     params = {"state": state, "channel": channel, "tier": tier, "q": q}
     path = f"/v1/broadcasts/{broadcast_id}/receipts"
-    body = read_pages(url, api_key, path, "receipts", params, limit)
+    body = read_pages(url, api_key, path, "receipts", params, limit, page_size)
     if client.json_wanted(as_json):
         client.emit(body)
         return

@@ -9,12 +9,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
 import httpx
 import typer
 import yaml
 
-JSON_FLAG = "json"  # the root context's meta key the global `--json` sets (cli.py `_root`)
+# The global `--json` (`outage-dispatcher --json ...`), set by cli.py's root callback, which runs
+# before every command, so each invocation starts from what it was given (typer offers no public
+# way to read the parent command's options from inside a subcommand).
+_json_everywhere = False
+
+
+def json_everywhere(flag: bool) -> None:
+    global _json_everywhere
+    _json_everywhere = flag
 
 
 def load_file(path: Path) -> dict[str, Any]:
@@ -40,10 +47,7 @@ def message_body(path: Path | None, **options: Any) -> dict[str, Any]:
 
 def json_wanted(flag: bool = False) -> bool:
     """`--json` given to the command itself or before it (`outage-dispatcher --json ...`)."""
-    if flag:
-        return True
-    context = click.get_current_context(silent=True)
-    return bool(context and context.find_root().meta.get(JSON_FLAG))
+    return flag or _json_everywhere
 
 
 def headers(api_key: str | None, idempotency_key: str | None = None) -> dict[str, str]:
