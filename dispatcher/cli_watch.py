@@ -24,7 +24,13 @@ from dispatcher import client
 
 
 def _bar(done: int, total: int) -> ProgressBar:
-    return ProgressBar(total=max(total, 1), completed=done if total else 0, width=30)
+    return ProgressBar(
+        total=max(total, 1),
+        completed=done if total else 0,
+        width=30,
+        complete_style="cyan",
+        finished_style="green",
+    )
 
 
 def progress_view(progress: Mapping[str, Any]) -> RenderableType:

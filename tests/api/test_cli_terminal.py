@@ -67,8 +67,9 @@ def keys(db: Database) -> dict[Role, str]:
         return {role: create_key(session, role) for role in Role}
 
 
-def run(url: str, key: str, *args: str, code: int = 0) -> Result:
-    result = CliRunner().invoke(cli, list(args), env={"DISPATCHER_URL": url, "DISPATCHER_API_KEY": key})
+def run(url: str, key: str, *args: str, code: int = 0, **env: str) -> Result:
+    env = {"DISPATCHER_URL": url, "DISPATCHER_API_KEY": key, **env}
+    result = CliRunner().invoke(cli, list(args), env=env)
     assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
     return result
 
@@ -124,6 +125,10 @@ def test_a_commander_runs_an_incident_from_the_terminal(
     assert re.search(r"^  sms +5 accepted \(\d+ delivered\), 1 failed$", watched, re.M), watched
     assert re.search(r"^  email +6 accepted \(\d+ delivered\), 0 failed$", watched, re.M), watched
     assert re.search(r"^    sms +4/4 ", watched, re.M)  # the customers' tier, line by line
+    # on a terminal (rich's TTY_COMPATIBLE says this one is): drawn bars, then the same summary
+    drawn = run(api, viewer, "broadcast", "watch", str(broadcast_id), TTY_COMPATIBLE="1").stdout
+    assert "\x1b[" in drawn and "━" in drawn and "4/4" in drawn
+    assert re.search(done, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn), re.M), drawn
     events = [
         json.loads(line)
         for line in run(api, viewer, "broadcast", "watch", str(broadcast_id), "--json").stdout.splitlines()
