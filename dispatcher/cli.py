@@ -131,7 +131,7 @@ def keys_create(
     try:
         parsed = Role(role)
     except ValueError:
-        raise typer.BadParameter("role must be commander, viewer or admin", param_hint="--role") from None
+        raise client.bad_input("--role", "must be commander, viewer or admin") from None
     with get_database(get_settings()).session() as session:
         key_id, key = issue_key(session, parsed, label)
     if client.json_wanted(as_json):
@@ -181,7 +181,7 @@ def incident_open(
         file, title=title, impact=impact, summary=summary, status=status, channels=channel
     )
     if "title" not in body:
-        raise typer.BadParameter("give a message FILE or --title", param_hint="FILE / --title")
+        raise client.bad_input("FILE / --title", "give a message FILE or --title")
     created = client.call(url, api_key, "POST", "/v1/incidents", body, idempotency_key=idempotency_key)
     _show_created(created, url, api_key, plan_wait, as_json, fmt.incident_opened)
 

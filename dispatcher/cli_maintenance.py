@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from dispatcher import cli_format as fmt
 from dispatcher import client
@@ -46,7 +45,7 @@ def schedule(
     api_key: ApiKey = None,
 ) -> None:
     """Schedule maintenance from FILE, or from the options (which also override FILE's fields)."""
-    body: dict[str, Any] = yaml.safe_load(file.read_text()) if file else {}
+    body: dict[str, Any] = client.load_file(file) if file else {}
     options = {
         "title": title,
         "starts_at": starts_at,

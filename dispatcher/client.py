@@ -24,15 +24,25 @@ def json_everywhere(flag: bool) -> None:
     _json_everywhere = flag
 
 
+def bad_input(field: str, message: str) -> typer.Exit:
+    """A mistake on the command line, as one line naming the option or argument; exit 2 (as a
+    usage error). Raise what it returns: `raise bad_input("--api-key", "...")`."""
+    typer.echo(f"error: {field}: {message}", err=True)
+    return typer.Exit(2)
+
+
 def load_file(path: Path) -> dict[str, Any]:
     """A message in YAML or JSON (JSON is YAML, but a JSON error message reads better)."""
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise bad_input("FILE", f"{path}: {exc.strerror}") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise typer.BadParameter(f"{path}: {exc}", param_hint="FILE") from None
+        raise bad_input("FILE", f"{path}: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
-        raise typer.BadParameter(f"{path}: expected a mapping of message fields", param_hint="FILE")
+        raise bad_input("FILE", f"{path}: expected a mapping of message fields")
     return data
 
 
@@ -52,7 +62,7 @@ def json_wanted(flag: bool = False) -> bool:
 
 def headers(api_key: str | None, idempotency_key: str | None = None) -> dict[str, str]:
     if not api_key:
-        raise typer.BadParameter("set DISPATCHER_API_KEY or pass --api-key", param_hint="--api-key")
+        raise bad_input("--api-key", "no API key: set DISPATCHER_API_KEY or pass --api-key")
     found = {"Authorization": f"Bearer {api_key}"}
     if idempotency_key:
         found["Idempotency-Key"] = idempotency_key
@@ -106,6 +116,8 @@ def call(
                 response = httpx.request(method, target, headers=sent, params=query, files=files, timeout=60)
         else:
             response = httpx.request(method, target, headers=sent, params=query, json=body, timeout=30)
+    except OSError as exc:  # the file (httpx's own failures are HTTPErrors, below)
+        raise bad_input("FILE", f"{csv_file}: {exc.strerror}") from None
     except httpx.HTTPError as exc:
         typer.echo(f"error: cannot reach the API at {url}: {exc}", err=True)
         raise typer.Exit(2) from None

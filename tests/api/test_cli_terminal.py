@@ -210,3 +210,28 @@ def test_errors_are_one_line_on_stderr_naming_the_field(api: str, keys: dict[Rol
     assert "(forbidden, HTTP 403)" in forbidden.stderr
     cursor = run(api, viewer, "receipts", "1", "--state", "nope", code=1)
     assert cursor.stderr.startswith("error: state: ") and len(cursor.stderr.splitlines()) == 1
+
+
+def test_command_line_mistakes_are_one_line_too(tmp_path: Path) -> None:
+    """Caught before any request: no server needed."""
+    env = {"DISPATCHER_URL": "http://127.0.0.1:9"}
+    no_key = CliRunner().invoke(cli, ["receipts", "1"], env=env)
+    assert no_key.exit_code == 2 and no_key.stderr == (
+        "error: --api-key: no API key: set DISPATCHER_API_KEY or pass --api-key\n"
+    )
+    missing = CliRunner().invoke(
+        cli, ["preview", str(tmp_path / "nope.yaml")], env={**env, "DISPATCHER_API_KEY": "k"}
+    )
+    assert (
+        missing.exit_code == 2
+        and missing.stderr.startswith("error: FILE: ")
+        and len(missing.stderr.splitlines()) == 1
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("title: [unclosed\n")
+    bad = CliRunner().invoke(cli, ["incident", "open", str(broken)], env={**env, "DISPATCHER_API_KEY": "k"})
+    assert (
+        bad.exit_code == 2
+        and bad.stderr.startswith(f"error: FILE: {broken}: ")
+        and len(bad.stderr.splitlines()) == 1
+    )
