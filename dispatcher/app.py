@@ -9,6 +9,7 @@ from config import Settings, get_settings
 from dispatcher import logs
 from dispatcher.api import (
     broadcasts,
+    deliveries,
     errors,
     health,
     incidents,
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (health, metrics, incidents, maintenances, preview, broadcasts, subscribers, webhooks):
         app.include_router(module.router)
+    app.include_router(deliveries.router)  # one delivery's story, for the dashboards
     app.include_router(suppressions.router)  # the subscribers' front door: admin side
     app.include_router(public.router)  # and the public pages (no API key; limited per client)
     # Outermost last: the access log sees every response, 413s included.

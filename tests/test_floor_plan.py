@@ -4,7 +4,8 @@ Pure: parses the source (every import, function-level and TYPE_CHECKING ones inc
 The floors, bottom up (README "Architecture"):
 
     config  <  channels  <  dispatcher.domain  <  dispatcher.store  <  dispatcher.engine
-            <  dispatcher.incidents  <  the edges: worker, api, public, cli and the top-level modules
+            <  dispatcher.incidents, dispatcher.reads (side by side)
+            <  the edges: worker, api, public, cli and the top-level modules
 
 A package may import its own modules and any floor below it, never one above.
 """
@@ -29,6 +30,14 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "dispatcher.store": ("config", "dispatcher.domain"),
     "dispatcher.engine": ("config", "channels", "dispatcher.domain", "dispatcher.store", "dispatcher.logs"),
     "dispatcher.incidents": (
+        "config",
+        "channels",
+        "dispatcher.domain",
+        "dispatcher.store",
+        "dispatcher.engine",
+    ),
+    # what dashboards read back: the API and the dashboard import it
+    "dispatcher.reads": (
         "config",
         "channels",
         "dispatcher.domain",

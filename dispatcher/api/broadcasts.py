@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 
 from channels.base import ChannelName
 from config import Settings
@@ -20,35 +18,30 @@ from dispatcher.api.deps import READ, Caller, get_db, get_settings
 from dispatcher.api.errors import error_body
 from dispatcher.api.schemas import ERRORS, RowId
 from dispatcher.auth import key_active
-from dispatcher.domain.errors import NotFound, ValidationFailed
-from dispatcher.domain.states import DeliveryState
+from dispatcher.domain.states import BroadcastState, DeliveryState
 from dispatcher.engine.progress import progress
+from dispatcher.reads.broadcasts import MAX_BUCKETS, accepted_over_time, list_broadcasts
+from dispatcher.reads.paging import MAX_ID
+from dispatcher.reads.receipts import MAX_Q, receipts
+from dispatcher.reads.values import MAX_LIMIT
 from dispatcher.store.db import Database
-from dispatcher.store.models import Broadcast, Delivery, Subscriber
 
 router = APIRouter(prefix="/v1/broadcasts", tags=["broadcasts"], responses=ERRORS)
 
 POLL_S = 0.5
-MAX_ID = 2**63 - 1
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def encode_cursor(delivery_id: int) -> str:
-    return base64.urlsafe_b64encode(f"d:{delivery_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = raw.partition(":")
-        if kind != "d" or not value.isdigit() or int(value) > MAX_ID:
-            raise ValueError
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationFailed("cursor is not one this API returned", fields=["cursor"]) from None
+@router.get("", summary="Broadcasts, newest first, filterable by incident and state, cursor-paged")
+def list_all(
+    incident_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    state: BroadcastState | None = None,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    _: Caller = Depends(READ),
+    database: Database = Depends(get_db),
+) -> dict[str, Any]:
+    with database.session() as session:
+        return list_broadcasts(session, incident_id=incident_id, state=state, cursor=cursor, limit=limit)
 
 
 @router.get("/{broadcast_id}", summary="Progress per tier and channel, counts by delivery state")
@@ -59,63 +52,46 @@ def get_progress(
         return progress(session, broadcast_id)
 
 
-@router.get("/{broadcast_id}/receipts", summary="Per-recipient receipts, filterable, cursor-paged")
+@router.get(
+    "/{broadcast_id}/receipts", summary="Per-recipient receipts, filterable, searchable, cursor-paged"
+)
 def get_receipts(
     broadcast_id: RowId,
     state: DeliveryState | None = None,
     channel: ChannelName | None = None,
     tier: Annotated[int | None, Query(ge=0, le=1000)] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=MAX_Q)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     _: Caller = Depends(READ),
     database: Database = Depends(get_db),
 ) -> dict[str, Any]:
-    after = decode_cursor(cursor) if cursor else 0
     with database.session() as session:
-        if session.get(Broadcast, broadcast_id) is None:
-            raise NotFound(f"broadcast {broadcast_id} not found", fields=["broadcast_id"])
-        query = (
-            select(Delivery, Subscriber.external_id)
-            .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(Delivery.broadcast_id == broadcast_id, Delivery.id > after)
-            .order_by(Delivery.id)
-            .limit(limit + 1)
+        return receipts(
+            session,
+            broadcast_id,
+            state=state,
+            channel=channel,
+            tier=tier,
+            q=q,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
         )
-        if state is not None:
-            query = query.where(Delivery.state == state.value)
-        if channel is not None:
-            query = query.where(Delivery.channel == channel.value)
-        if tier is not None:
-            query = query.where(Delivery.tier == tier)
-        rows = session.execute(query).all()
-    page = rows[:limit]
-    return {
-        "broadcast_id": broadcast_id,
-        "receipts": [_receipt(d, external_id) for d, external_id in page],
-        "next_cursor": encode_cursor(page[-1][0].id) if len(rows) > limit else None,
-    }
 
 
-def _receipt(d: Delivery, external_id: str | None) -> dict[str, Any]:
-    return {
-        "delivery_id": d.id,
-        "subscriber": external_id,
-        "channel": d.channel,
-        "tier": d.tier,
-        "state": d.state,
-        "provider_message_id": d.provider_message_id,
-        "attempts": d.attempts,
-        "last_error_code": d.last_error_code,
-        "last_error": d.last_error,
-        "failover_of": d.failover_of,
-        "sends": d.sends,  # sends that may have reached the recipient; more than one = duplicates
-        "possible_duplicate": d.sends > 1,  # kept for existing clients: `sends` is the truth
-        "created_at": _iso(d.created_at),
-        "sending_at": _iso(d.sending_at),
-        "sent_at": _iso(d.sent_at),
-        "delivered_at": _iso(d.delivered_at),
-        "final_at": _iso(d.final_at),
-    }
+@router.get("/{broadcast_id}/accepted", summary="Deliveries the providers accepted over time, per channel")
+def get_accepted(
+    broadcast_id: RowId,
+    buckets: Annotated[int, Query(ge=1, le=MAX_BUCKETS)] = 60,
+    _: Caller = Depends(READ),
+    database: Database = Depends(get_db),
+) -> dict[str, Any]:
+    with database.session() as session:
+        return accepted_over_time(session, broadcast_id, buckets)
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:

@@ -3,11 +3,10 @@ a broadcast and the request returns at once; workers do the sending."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config import Settings
@@ -15,35 +14,17 @@ from dispatcher.api.deps import BROADCAST, READ, Caller, get_db, get_settings
 from dispatcher.api.idempotency import Outcome, run_once
 from dispatcher.api.metrics import BROADCASTS_CREATED
 from dispatcher.api.schemas import ERRORS, IncidentIn, RowId, UpdateIn
-from dispatcher.domain.errors import NotFound
+from dispatcher.domain.message import Kind, Status
 from dispatcher.engine.broker import CONTROL_QUEUE
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.progress import progress
 from dispatcher.incidents.broadcasts import open_incident, post_update
+from dispatcher.reads.incidents import incident_json, incident_story, list_incidents
+from dispatcher.reads.values import MAX_LIMIT
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, Incident
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"], responses=ERRORS)
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def incident_json(incident: Incident) -> dict[str, Any]:
-    return {
-        "id": incident.id,
-        "kind": incident.kind,
-        "title": incident.title,
-        "status": incident.status,
-        "impact": incident.impact,
-        "message": incident.message,
-        "starts_at": _iso(incident.starts_at),
-        "ends_at": _iso(incident.ends_at),
-        "created_at": _iso(incident.created_at),
-        "updated_at": _iso(incident.updated_at),
-        "resolved_at": _iso(incident.resolved_at),
-    }
 
 
 def hand_off(broadcast_id: int) -> bool:
@@ -99,29 +80,22 @@ def create_update(
     return run_once(request, database, caller, body.model_dump(mode="json", exclude_unset=True), create)
 
 
+@router.get("", summary="Incidents, newest first, filterable by status and kind, cursor-paged")
+def list_all(
+    status: Status | None = None,
+    kind: Kind | None = None,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    _: Caller = Depends(READ),
+    database: Database = Depends(get_db),
+) -> dict[str, Any]:
+    with database.session() as session:
+        return list_incidents(session, status=status, kind=kind, cursor=cursor, limit=limit)
+
+
 @router.get("/{incident_id}", summary="The incident with its timeline of updates")
 def get_incident(
     incident_id: RowId, _: Caller = Depends(READ), database: Database = Depends(get_db)
 ) -> dict[str, Any]:
     with database.session() as session:
-        incident = session.get(Incident, incident_id)
-        if incident is None:
-            raise NotFound(f"incident {incident_id} not found", fields=["incident_id"])
-        broadcasts = {
-            update_id: broadcast_id
-            for broadcast_id, update_id in session.execute(
-                select(Broadcast.id, Broadcast.update_id).where(Broadcast.incident_id == incident_id)
-            )
-        }
-        timeline = [
-            {
-                "seq": u.seq,
-                "event": u.event,
-                "status": u.status,
-                "posted_at": _iso(u.posted_at),
-                "message": u.message,
-                "broadcast_id": broadcasts.get(u.id),
-            }
-            for u in incident.updates
-        ]
-        return {**incident_json(incident), "updates": timeline}
+        return incident_story(session, incident_id)

@@ -16,13 +16,13 @@ from sqlalchemy.orm import Session
 from channels.base import ChannelName
 from channels.webhook import safe_url
 from config import Settings
-from dispatcher.api.broadcasts import decode_cursor, encode_cursor
 from dispatcher.api.deps import MANAGE, Caller, get_db, get_settings
 from dispatcher.api.errors import error_body, field_path
 from dispatcher.api.idempotency import Outcome, run_once
 from dispatcher.api.schemas import ERRORS
 from dispatcher.domain.errors import MalformedJson, NotFound, ValidationFailed
 from dispatcher.domain.subscribers import SubscriberIn
+from dispatcher.reads.paging import decode_cursor, encode_cursor
 from dispatcher.store.db import Database
 from dispatcher.store.models import Subscriber
 from dispatcher.store.subscribers import import_many, remove, upsert
@@ -121,7 +121,7 @@ def list_subscribers(
     _: Caller = Depends(MANAGE),
     database: Database = Depends(get_db),
 ) -> dict[str, Any]:
-    after = decode_cursor(cursor) if cursor else 0
+    after = decode_cursor(cursor, "d") if cursor else 0
     with database.session() as session:
         rows = list(
             session.scalars(
@@ -131,7 +131,7 @@ def list_subscribers(
         page = rows[:limit]
         return {
             "subscribers": [subscriber_json(r) for r in page],
-            "next_cursor": encode_cursor(page[-1].id) if len(rows) > limit else None,
+            "next_cursor": encode_cursor("d", page[-1].id) if len(rows) > limit else None,
         }
 
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from sqlalchemy import select
 
 from channels.base import ChannelName
-from dispatcher.api.broadcasts import decode_cursor, encode_cursor
 from dispatcher.api.deps import MANAGE, Caller, get_db
 from dispatcher.api.schemas import ERRORS
 from dispatcher.domain.errors import NotFound
 from dispatcher.engine import suppressions
+from dispatcher.reads.paging import decode_cursor, encode_cursor
 from dispatcher.store.db import Database
 from dispatcher.store.models import Subscriber
 
@@ -31,7 +31,7 @@ def list_suppressions(
     _: Caller = Depends(MANAGE),
     database: Database = Depends(get_db),
 ) -> dict[str, Any]:
-    after = decode_cursor(cursor) if cursor else 0
+    after = decode_cursor(cursor, "d") if cursor else 0
     with database.session() as session:
         rows = suppressions.list_entries(
             session,
@@ -44,7 +44,7 @@ def list_suppressions(
         page = rows[:limit]
         return {
             "suppressions": [suppressions.as_json(r) for r in page],
-            "next_cursor": encode_cursor(page[-1].id) if len(rows) > limit else None,
+            "next_cursor": encode_cursor("d", page[-1].id) if len(rows) > limit else None,
         }
 
 

@@ -38,7 +38,15 @@ from dispatcher.engine.outbox import URGENT_TIER, Outbox
 from dispatcher.engine.ratelimit import Pacer, RateLimiter, bucket_for
 from dispatcher.engine.status_reports import reapply_parked
 from dispatcher.engine.tier_gates import check_gates
-from dispatcher.engine.transitions import RETURNING, Moved, set_details, transition
+from dispatcher.engine.transitions import (
+    RETURNING,
+    Moved,
+    Note,
+    event_row,
+    record_events,
+    set_details,
+    transition,
+)
 from dispatcher.store.bulk import id_in, on_postgres
 from dispatcher.store.db import Database
 from dispatcher.store.models import BroadcastSends, BroadcastTier, BroadcastVariant, Delivery, Subscriber
@@ -190,6 +198,7 @@ def _claim(
             # A row due later (quiet hours) is left for the task that is due then. The second of slack
             # keeps a retry or breaker task whose timer fires a hair early from finding nothing to send.
             where=Delivery.next_attempt_at.is_(None) | (Delivery.next_attempt_at <= now + EARLY_SLACK),
+            kind="claim",
         )
         people = _people(session, rows)
         _count_sends(session, rows, +1)
@@ -300,6 +309,7 @@ def _hand_back(
                     "next_attempt_at": now + timedelta(seconds=countdown) if countdown else None,
                 },
                 where=Delivery.claim == claim,  # only rows this claim still holds
+                kind="no_slot",
             )
             unsent += back
             if back:
@@ -397,6 +407,11 @@ def defer_while_open(
             .returning(*RETURNING)
         ).all()
         deferred = [Moved._make(row) for row in pending]
+        note = Note("breaker_open", f"{provider} circuit breaker open")
+        pending_state = DeliveryState.PENDING.value
+        record_events(
+            session, [event_row(m.id, now, "deferred", pending_state, pending_state, note) for m in deferred]
+        )
         for moved in deferred:
             if moved.tier in services.settings.failover_tiers:
                 fail_over(session, services, moved, channel, outbox)
@@ -567,6 +582,17 @@ def record_outcomes(
     retry_at: dict[tuple[int, bool], list[int]] = defaultdict(list)  # (delay s, refused) -> ids
     final: dict[tuple[DeliveryState, bool], list[Outcome]] = defaultdict(list)
     details: list[dict[str, Any]] = []
+    notes = {
+        o.delivery_id: Note(
+            o.code,
+            o.error,
+            attempt=by_id[o.delivery_id].attempts,
+            accepted=o.accepted,
+            provider_message_id=o.provider_message_id,
+        )
+        for o in outcomes
+        if o.delivery_id in by_id
+    }
     # A request-level message id (SendGrid's: one for up to 1,000 rows) is written with the state
     # change; per-message ids (Twilio's SIDs) follow in one UPDATE. Writing every row a second time
     # was a third of recording an email batch.
@@ -603,13 +629,15 @@ def record_outcomes(
     unsent: list[Moved] = []  # refused sends, taken off the totals last
     outbox = Outbox()
     with services.database.session() as session:
-        moved_ok = _to_sent(session, [o.delivery_id for o in singles], now, {})
+        moved_ok = _to_sent(session, [o.delivery_id for o in singles], now, {}, notes)
         for message_id, ids in shared.items():
-            moved = _to_sent(session, ids, now, {"provider_message_id": message_id})
+            moved = _to_sent(session, ids, now, {"provider_message_id": message_id}, notes)
             moved_ok += moved
-            # A status webhook can move a row past `sent` before we record it: it still gets its id.
-            overtaken = set(ids) - {m.id for m in moved}
-            details += [{"id": i, "provider_message_id": message_id} for i in sorted(overtaken)]
+            # A status webhook can move a row past `sent` before we record it: it still gets its id,
+            # and its history the attempt.
+            overtaken = sorted(set(ids) - {m.id for m in moved})
+            details += [{"id": i, "provider_message_id": message_id} for i in overtaken]
+            record_events(session, [event_row(i, now, "attempt", None, None, notes[i]) for i in overtaken])
         if moved_ok:
             tiers = sorted({m.tier for m in moved_ok})
             session.execute(
@@ -631,6 +659,8 @@ def record_outcomes(
                 now=now,
                 values={**values, **_unsent(refused)},
                 where=mine,
+                kind="attempt",
+                notes=notes,
             )
             unsent += back if refused else []
         for (state, refused), failed in final.items():
@@ -642,6 +672,8 @@ def record_outcomes(
                 now=now,
                 values=_unsent(refused),
                 where=mine,
+                kind="attempt",
+                notes=notes,
             )
             unsent += gone if refused else []
             for moved in gone:
@@ -669,17 +701,34 @@ def record_outcomes(
     outbox.flush()
 
 
-def _to_sent(session: Session, ids: list[int], now: datetime, values: dict[str, Any]) -> list[Moved]:
+def _to_sent(
+    session: Session, ids: list[int], now: datetime, values: dict[str, Any], notes: dict[int, Note]
+) -> list[Moved]:
     """Accepted: from `sending`, or from `pending` if the lease ran out before this answer was
     recorded (the sweeper's retry task then finds nothing to send)."""
+    sent = DeliveryState.SENT
     moved = transition(
-        session, ids, expect=DeliveryState.SENDING, to=DeliveryState.SENT, now=now, values=values
+        session,
+        ids,
+        expect=DeliveryState.SENDING,
+        to=sent,
+        now=now,
+        values=values,
+        kind="attempt",
+        notes=notes,
     )
     rest = sorted(set(ids) - {m.id for m in moved})
     if rest:
         late = {**values, "next_attempt_at": None}
         moved += transition(
-            session, rest, expect=DeliveryState.PENDING, to=DeliveryState.SENT, now=now, values=late
+            session,
+            rest,
+            expect=DeliveryState.PENDING,
+            to=sent,
+            now=now,
+            values=late,
+            kind="attempt",
+            notes=notes,
         )
     return moved
 

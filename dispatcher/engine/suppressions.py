@@ -28,7 +28,7 @@ from dispatcher.engine.clock import utcnow
 from dispatcher.engine.deliveries import delivery_row, insert_one
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.tier_gates import check_gates
-from dispatcher.engine.transitions import Moved, count_moves, set_details, transition
+from dispatcher.engine.transitions import Moved, Note, count_moves, set_details, transition
 from dispatcher.store.bulk import id_in
 from dispatcher.store.models import BroadcastTier, Delivery, Subscriber, Suppression
 from dispatcher.store.redis_client import get_redis, key
@@ -171,7 +171,13 @@ def suppress_planned(
         return []
     reasons = dict(hits)
     moved = transition(
-        session, sorted(reasons), expect=DeliveryState.PENDING, to=DeliveryState.SUPPRESSED, now=utcnow()
+        session,
+        sorted(reasons),
+        expect=DeliveryState.PENDING,
+        to=DeliveryState.SUPPRESSED,
+        now=utcnow(),
+        kind="suppressed",
+        notes={i: Note(SUPPRESSED_CODE, f"suppressed: {r}") for i, r in reasons.items()},
     )
     set_details(
         session,
@@ -269,7 +275,16 @@ def withdraw_pending(
             )
         )
     )
-    moved = transition(session, ids, expect=DeliveryState.PENDING, to=DeliveryState.SUPPRESSED, now=utcnow())
+    note = Note(SUPPRESSED_CODE, f"suppressed: {reason}")
+    moved = transition(
+        session,
+        ids,
+        expect=DeliveryState.PENDING,
+        to=DeliveryState.SUPPRESSED,
+        now=utcnow(),
+        kind="suppressed",
+        notes=dict.fromkeys(ids, note),
+    )
     set_details(
         session,
         [

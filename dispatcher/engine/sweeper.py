@@ -162,6 +162,7 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
             expect=DeliveryState.SENDING,
             to=DeliveryState.PENDING,
             now=now,
+            kind="lease_expired",
         )
         report["expired_leases"] = len(moved)
         groups: dict[tuple[int, str, int], list[int]] = {}

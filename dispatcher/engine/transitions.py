@@ -10,7 +10,7 @@ accepted nor final) change in the same transaction as the rows, so progress read
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -20,8 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dispatcher.domain.states import RANK, UNACCEPTED, DeliveryState
-from dispatcher.store.bulk import id_in, update_rows
-from dispatcher.store.models import BroadcastCount, BroadcastTier, Delivery
+from dispatcher.store.bulk import id_in, insert_rows, update_rows
+from dispatcher.store.models import BroadcastCount, BroadcastTier, Delivery, DeliveryEvent
 
 _TIMESTAMP = {
     DeliveryState.SENDING: "sending_at",
@@ -71,6 +71,49 @@ def _moved(rows: Iterable[Row[Any]]) -> list[Moved]:
     return [Moved._make(row) for row in rows]
 
 
+class Note(NamedTuple):
+    """What a delivery's history keeps beside one move: the provider's code and message, and for a
+    provider's answer the attempt it answered, whether it took the message and its id."""
+
+    code: str | None = None
+    message: str | None = None
+    attempt: int | None = None
+    accepted: bool | None = None
+    provider_message_id: str | None = None
+
+
+MESSAGE_LIMIT = 2000
+
+
+def event_row(
+    delivery_id: int, at: datetime, kind: str, old: str | None, new: str | None, note: Note
+) -> dict[str, Any]:
+    """One `delivery_events` row (the table is append-only: nothing updates or deletes one)."""
+    return {
+        "delivery_id": delivery_id,
+        "at": at,
+        "kind": kind,
+        "from_state": old,
+        "to_state": new,
+        "code": note.code,
+        "message": note.message[:MESSAGE_LIMIT] if note.message else note.message,
+        "attempt": note.attempt,
+        "accepted": note.accepted,
+        "provider_message_id": note.provider_message_id,
+    }
+
+
+def record_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Appends history rows in one statement (see store/bulk.py)."""
+    insert_rows(session, DeliveryEvent.__table__, rows)
+
+
+def _default_note(values: dict[str, Any]) -> Note:
+    """The code and message a move sets for every row it moves (a provider report's, a breaker's)."""
+    code, message = values.get("last_error_code"), values.get("last_error")
+    return Note(code if isinstance(code, str) else None, message if isinstance(message, str) else None)
+
+
 def transition(
     session: Session,
     ids: Sequence[int],
@@ -80,14 +123,20 @@ def transition(
     now: datetime,
     values: dict[str, Any] | None = None,
     where: ColumnElement[bool] | None = None,
+    kind: str = "transition",
+    notes: Mapping[int, Note] | None = None,
 ) -> list[Moved]:
     """Moves the rows among `ids` that are in `expect` (and match `where`) to `to`; returns exactly
-    those it moved."""
+    those it moved. Each move is appended to the rows' history (`delivery_events`) in the same
+    transaction, one INSERT per chunk: `kind` says why, `notes` add a row's provider answer (else the
+    code and message in `values`, if any)."""
     if not ids:
         return []
     changes: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
     if to in _TIMESTAMP:
         changes[_TIMESTAMP[to]] = now
+    common = _default_note(changes)
+    notes = notes or {}
     moved: list[Moved] = []
     for start in range(0, len(ids), 2000):  # keep the IN list within every driver's limits
         chunk = list(ids[start : start + 2000])
@@ -95,7 +144,12 @@ def transition(
         if where is not None:
             query = query.where(where)
         result = session.execute(query.values(**changes).returning(*RETURNING))
-        moved.extend(_moved(result))
+        these = _moved(result)
+        record_events(
+            session,
+            [event_row(m.id, now, kind, expect.value, to.value, notes.get(m.id, common)) for m in these],
+        )
+        moved.extend(these)
     count_moves(session, [(m.broadcast_id, m.tier, m.channel) for m in moved], expect, to)
     return moved
 
@@ -216,6 +270,17 @@ def apply_provider_status(
             values["last_error_code"] = error_code
             values["last_error"] = error
         same_id = Delivery.provider_message_id == recorded
-        if transition(session, [delivery_id], expect=current, to=to, now=now, values=values, where=same_id):
+        note = Note(error_code, error, provider_message_id=provider_message_id)
+        if transition(
+            session,
+            [delivery_id],
+            expect=current,
+            to=to,
+            now=now,
+            values=values,
+            where=same_id,
+            kind="provider_report",
+            notes={delivery_id: note},
+        ):
             return Checked(Verdict.APPLIED, row.broadcast_id)
     return Checked(Verdict.UNCHANGED)

@@ -92,3 +92,16 @@ def update_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
             session.connection().execute(
                 stmt, [{"b_id": r["id"], **{c: r[c] for c in columns}} for r in group]
             )
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Appends `rows` in one statement: INSERT ... SELECT unnest(...) on PostgreSQL (a column with
+    one value for every row is sent once), executemany on SQLite."""
+    if not rows:
+        return
+    columns = sorted({column for row in rows for column in row})
+    if on_postgres(session):
+        values = select(*(_column_values(table, c, rows) for c in columns))
+        session.execute(postgresql.insert(table).from_select(columns, values))
+        return
+    session.execute(sqlite.insert(table), [{c: row.get(c) for c in columns} for row in rows])

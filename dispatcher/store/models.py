@@ -263,6 +263,12 @@ class Delivery(Base):
         ),
         Index("ix_deliveries_broadcast_tier_state", "broadcast_id", "tier", "state"),
         Index("ix_deliveries_state_lease", "state", "lease_until"),
+        # receipts filtered by state, in id order (the first page of `failed` at 100k rows)
+        Index("ix_deliveries_broadcast_state_id", "broadcast_id", "state", "id"),
+        # receipts searched by subscriber (`q` = an external_id); also what ON DELETE SET NULL reads
+        Index("ix_deliveries_subscriber_broadcast", "subscriber_id", "broadcast_id"),
+        # receipts filtered by time (`since`/`until` on the last change)
+        Index("ix_deliveries_broadcast_updated", "broadcast_id", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -290,6 +296,27 @@ class Delivery(Base):
     delivered_at: Mapped[datetime | None]
     final_at: Mapped[datetime | None]  # failed / bounced / undelivered / suppressed
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeliveryEvent(Base):
+    """A delivery's history, append-only: every state move with its time and why (`kind`: `claim`,
+    `attempt`, `provider_report`, `lease_expired`, ...), a provider attempt's answer on the move it
+    caused. Written in the transaction of the move, in bulk (dispatcher/engine/transitions.py)."""
+
+    __tablename__ = "delivery_events"
+    __table_args__ = (Index("ix_delivery_events_delivery", "delivery_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(20))
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str | None] = mapped_column(String(20))
+    code: Mapped[str | None] = mapped_column(String(100))
+    message: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int | None] = mapped_column(Integer)  # the attempt number, on a provider's answer
+    accepted: Mapped[bool | None] = mapped_column(Boolean)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
 
 
 class ScheduledNotice(Base):
