@@ -129,11 +129,11 @@ def list_broadcasts(
         client.emit(body)
         return
     table = Table(title=f"{fmt.plural(len(body['broadcasts']), 'broadcast')}")
-    for column in ("id", "incident", "state", "deliveries", "created", "completed"):
+    for column in ("id", "incident", "event", "state", "deliveries", "created", "completed"):
         table.add_column(column, justify="right" if column in ("id", "incident", "deliveries") else "left")
     for b in body["broadcasts"]:
         table.add_row(
-            str(b["id"]), str(b["incident_id"] or "-"), b["state"], fmt.n(b.get("total")),
-            b["created_at"] or "", b.get("completed_at") or "",
+            str(b["id"]), str(b["incident_id"] or "-"), b.get("event") or "", b["state"],
+            fmt.n(b.get("total")), b["created_at"] or "", b.get("completed_at") or "",
         )  # fmt: skip
     _print(table, body["next_cursor"])

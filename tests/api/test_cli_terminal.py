@@ -178,6 +178,35 @@ def test_a_commander_runs_an_incident_from_the_terminal(
         and reopened["broadcast"]["incident_id"] == incident_id
     )
 
+    incidents = run(api, viewer, "incidents", "list").stdout
+    assert re.search(rf"^\S*\s*{incident_id}\s.*\binvestigating\b.*Checkout is failing", incidents, re.M), (
+        incidents
+    )
+    assert json.loads(run(api, viewer, "incidents", "list", "--json").stdout) == api_get(
+        api, viewer, "/v1/incidents"
+    )
+    listed_broadcasts = json.loads(
+        run(api, viewer, "--json", "broadcasts", "list", "--incident", str(incident_id)).stdout
+    )
+    direct_broadcasts = api_get(api, viewer, "/v1/broadcasts", incident_id=incident_id)
+    assert [b["id"] for b in listed_broadcasts["broadcasts"]] == [
+        b["id"] for b in direct_broadcasts["broadcasts"]
+    ]
+    assert (
+        len(listed_broadcasts["broadcasts"]) == 3
+        and listed_broadcasts["broadcasts"][-1]["id"] == broadcast_id
+    )
+    table = run(api, viewer, "broadcasts", "list", "--incident", str(incident_id)).stdout
+    assert "3 broadcasts" in table
+    assert re.search(
+        rf"^\S*\s*{broadcast_id}\s+\S\s+{incident_id}\s.*\bcompleted\b\s+\S\s+12\s", table, re.M
+    ), table
+
+    found = run(api, viewer, "receipts", str(broadcast_id), "--q", "cus1").stdout
+    assert "2 receipts" in found and found.count("cus1") == 2 and "cus0" not in found
+    # a viewer sees masked addresses (the provider's own message may still quote the number)
+    assert "customer1@example.com" not in found and found.count("•••") >= 2
+
     starts = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
     scheduled = run(
         api, commander, "maintenance", "schedule", "--title", "Database upgrade", "--impact", "minor",
