@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from config import get_settings
+from dispatcher import cli_format as fmt
+from dispatcher import client
 from dispatcher.cli_maintenance import maintenance_app
+from dispatcher.cli_reads import broadcasts_app, incidents_app, receipts
 from dispatcher.cli_suppressions import suppressions_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -25,10 +30,24 @@ app.add_typer(broadcast_app, name="broadcast")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(suppressions_app, name="suppressions")
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(broadcasts_app, name="broadcasts")
 
 Url = Annotated[str, typer.Option("--url", envvar="DISPATCHER_URL", help="the API")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="DISPATCHER_API_KEY", show_default=False)]
+Json = Annotated[bool, typer.Option("--json", help="print the API's JSON body instead")]
+PlanWait = Annotated[
+    float, typer.Option(min=0, help="seconds to wait for planning to count the deliveries (0: don't)")
+]
 DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@app.callback()
+def _root(
+    as_json: Annotated[bool, typer.Option("--json", help="every command prints the API's JSON body")] = False,
+) -> None:
+    """The `--json` given before any command holds for the command that follows."""
+    client.json_everywhere(as_json)
 
 
 @app.command()
@@ -110,8 +129,10 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 def keys_create(
     role: Annotated[str, typer.Option(help="commander, viewer or admin")],
     label: Annotated[str | None, typer.Option()] = None,
+    as_json: Json = False,
 ) -> None:
-    """Create a key and print it once (stdout), and its id (stderr); only its hash is stored."""
+    """Create a key and print it once: the key alone on stdout (for `KEY=$(...)`), what it is and how
+    to revoke it on stderr; only its hash is stored. `--json`: {"id", "role", "label", "key"}."""
     from dispatcher.auth import Role, issue_key
     from dispatcher.cli_audit import audit_cli
     from dispatcher.store.db import get_database
@@ -119,13 +140,19 @@ def keys_create(
     try:
         parsed = Role(role)
     except ValueError:
-        raise typer.BadParameter("role must be commander, viewer or admin", param_hint="--role") from None
+        raise client.bad_input("--role", "must be commander, viewer or admin") from None
     with get_database(get_settings()).session() as session:
         key_id, key = issue_key(session, parsed, label)
         audit_cli(session, "keys.create", f"key {key_id}", 201)
+    if client.json_wanted(as_json):
+        client.emit({"id": key_id, "role": parsed.value, "label": label, "key": key})
+        return
     typer.echo(key)
+    named = f" '{label}'" if label else ""
     typer.echo(
-        f"key id {key_id} ({parsed.value}); revoke it with: outage-dispatcher keys revoke {key_id}", err=True
+        f"Created {parsed.value} key{named}, key id {key_id}. The key above is shown only this once: "
+        f"store it now. Revoke it with: outage-dispatcher keys revoke {key_id}",
+        err=True,
     )
 
 
@@ -142,9 +169,9 @@ def keys_revoke(
         revoked = revoke_key(session, key_id)
         audit_cli(session, "keys.revoke", f"key {key_id}", 200 if revoked else 404)
     if not revoked:
-        typer.echo(f"no active key with id {key_id}", err=True)
+        typer.echo(f"error: no active key with id {key_id}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"revoked key {key_id}")
+    typer.echo(f"revoked key {key_id}: requests with it are refused from now on")
 
 
 @incident_app.command("open")
@@ -156,18 +183,19 @@ def incident_open(
     status: Annotated[str | None, typer.Option()] = None,
     channel: Annotated[list[str] | None, typer.Option("--channel", help="override; repeat")] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
+    plan_wait: PlanWait = 2.0,
+    as_json: Json = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
     """Open an incident from FILE and/or options, and broadcast it."""
-    from dispatcher import client
-
     body = client.message_body(
         file, title=title, impact=impact, summary=summary, status=status, channels=channel
     )
     if "title" not in body:
-        raise typer.BadParameter("give a message FILE or --title", param_hint="FILE / --title")
-    client.emit(client.call(url, api_key, "POST", "/v1/incidents", body, idempotency_key=idempotency_key))
+        raise client.bad_input("FILE / --title", "give a message FILE or --title")
+    created = client.call(url, api_key, "POST", "/v1/incidents", body, idempotency_key=idempotency_key)
+    _show_created(created, url, api_key, plan_wait, as_json, fmt.incident_opened)
 
 
 @incident_app.command("update")
@@ -182,57 +210,81 @@ def incident_update(
     reopen: Annotated[bool, typer.Option(help="reopen a resolved incident")] = False,
     channel: Annotated[list[str] | None, typer.Option("--channel", help="override; repeat")] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
+    plan_wait: PlanWait = 2.0,
+    as_json: Json = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
     """Post an update to incident ID and broadcast it."""
-    from dispatcher import client
-
     body = client.message_body(
         file, title=title, impact=impact, summary=summary, status=status, channels=channel, eta=eta
     )
     if reopen:
         body["reopen"] = True
     path = f"/v1/incidents/{incident_id}/updates"
-    client.emit(client.call(url, api_key, "POST", path, body, idempotency_key=idempotency_key))
+    created = client.call(url, api_key, "POST", path, body, idempotency_key=idempotency_key)
+    _show_created(created, url, api_key, plan_wait, as_json, fmt.incident_updated)
+
+
+def _show_created(
+    created: dict[str, Any],
+    url: str,
+    api_key: str | None,
+    plan_wait: float,
+    as_json: bool,
+    lines: Callable[[dict[str, Any], dict[str, Any]], list[str]],
+) -> None:
+    """The API's answer with `--json`; else the incident, the broadcast's size once planning has
+    counted it (read back for up to `plan_wait` seconds, else how far it got) and the watch command."""
+    if client.json_wanted(as_json):
+        client.emit(created)
+        return
+    progress = created["broadcast"]
+    deadline = time.monotonic() + plan_wait
+    while progress["planned_at"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        progress = client.call(url, api_key, "GET", f"/v1/broadcasts/{progress['id']}")
+    typer.echo("\n".join(lines(created, progress)))
 
 
 @app.command("preview")
 def preview_cmd(
     file: Annotated[Path, typer.Argument(help="message as YAML or JSON")],
+    as_json: Json = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
     """Show every channel's variant and the audience per tier; sends nothing."""
-    from dispatcher import client
-
-    client.emit(client.call(url, api_key, "POST", "/v1/preview", client.message_body(file)))
+    body = client.call(url, api_key, "POST", "/v1/preview", client.message_body(file))
+    client.show(body, fmt.preview_lines(body), as_json)
 
 
 @broadcast_app.command("watch")
 def broadcast_watch(
     broadcast_id: Annotated[int, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="each event's JSON body, one per line")] = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Live progress per tier and channel until the broadcast completes."""
-    from dispatcher import client
+    """Live progress bars per tier and channel until the broadcast completes, then its outcome.
+    Plain lines when stdout is not a terminal."""
+    from dispatcher.cli_watch import watch
 
-    client.watch(url, api_key, broadcast_id)
+    watch(url, api_key, broadcast_id, as_json=client.json_wanted(as_json))
 
 
 @subscribers_app.command("import")
 def subscribers_import(
     file: Annotated[Path, typer.Argument(help="CSV with a header row")],
     atomic: Annotated[bool, typer.Option(help="import nothing if any row is bad")] = False,
+    as_json: Json = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Import subscribers from a CSV file; bad rows are reported by row number."""
-    from dispatcher import client
-
+    """Import subscribers from a CSV file; bad rows are reported by row number and field."""
     path = "/v1/subscribers/import" + ("?atomic=true" if atomic else "")
-    client.emit(client.call(url, api_key, "POST", path, csv_file=file))
+    body = client.call(url, api_key, "POST", path, csv_file=file)
+    client.show(body, fmt.import_lines(body), as_json)
 
 
 @app.command("settings")
@@ -269,6 +321,9 @@ def _migrate_and_bootstrap() -> None:
             added = bootstrap_keys(session, settings.api_keys.get_secret_value())
             if added:
                 audit_cli(session, "keys.bootstrap", f"{added} keys from DISPATCHER_API_KEYS", 201)
+
+
+app.command("receipts")(receipts)  # defined with the other read-back commands
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
-"""The CLI's side of the HTTP API: message files in, JSON or a live progress display out."""
+"""The CLI's side of the HTTP API: message files in; one call out; errors as one line on stderr.
+
+What a command prints is dispatcher/cli_format.py's (people) or the API's body as it came (`--json`).
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +13,36 @@ import httpx
 import typer
 import yaml
 
+# The global `--json` (`outage-dispatcher --json ...`), set by cli.py's root callback, which runs
+# before every command, so each invocation starts from what it was given (typer offers no public
+# way to read the parent command's options from inside a subcommand).
+_json_everywhere = False
+
+
+def json_everywhere(flag: bool) -> None:
+    global _json_everywhere
+    _json_everywhere = flag
+
+
+def bad_input(field: str, message: str) -> typer.Exit:
+    """A mistake on the command line, as one line naming the option or argument; exit 2 (as a
+    usage error). Raise what it returns: `raise bad_input("--api-key", "...")`."""
+    typer.echo(f"error: {field}: {message}", err=True)
+    return typer.Exit(2)
+
 
 def load_file(path: Path) -> dict[str, Any]:
     """A message in YAML or JSON (JSON is YAML, but a JSON error message reads better)."""
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise bad_input("FILE", f"{path}: {exc.strerror}") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise typer.BadParameter(f"{path}: {exc}", param_hint="FILE") from None
+        raise bad_input("FILE", f"{path}: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
-        raise typer.BadParameter(f"{path}: expected a mapping of message fields", param_hint="FILE")
+        raise bad_input("FILE", f"{path}: expected a mapping of message fields")
     return data
 
 
@@ -33,13 +55,43 @@ def message_body(path: Path | None, **options: Any) -> dict[str, Any]:
     return json.loads(json.dumps(body, default=lambda v: v.isoformat()))
 
 
-def _headers(api_key: str | None, idempotency_key: str | None = None) -> dict[str, str]:
+def json_wanted(flag: bool = False) -> bool:
+    """`--json` given to the command itself or before it (`outage-dispatcher --json ...`)."""
+    return flag or _json_everywhere
+
+
+def headers(api_key: str | None, idempotency_key: str | None = None) -> dict[str, str]:
     if not api_key:
-        raise typer.BadParameter("set DISPATCHER_API_KEY or pass --api-key", param_hint="--api-key")
-    headers = {"Authorization": f"Bearer {api_key}"}
+        raise bad_input("--api-key", "no API key: set DISPATCHER_API_KEY or pass --api-key")
+    found = {"Authorization": f"Bearer {api_key}"}
     if idempotency_key:
-        headers["Idempotency-Key"] = idempotency_key
-    return headers
+        found["Idempotency-Key"] = idempotency_key
+    return found
+
+
+def error_line(status: int, body: Any) -> str:
+    """One line a person can act on: the API's message (which names the field), its code and status,
+    and the fields when the message does not already name them."""
+    try:
+        error = body["error"]
+        message, code = str(error["message"]), str(error["code"])
+        fields = [str(f) for f in error.get("fields") or [] if f and str(f) not in message]
+    except (KeyError, TypeError):
+        return f"error: HTTP {status}: {str(body)[:300]}"
+    named = f" [{', '.join(fields)}]" if fields else ""
+    return f"error: {message}{named} ({code}, HTTP {status})"
+
+
+def fail(status: int, body: Any) -> None:
+    """Prints the error (and each bad import row) on stderr and exits 1; with `--json` the API's
+    error body goes to stdout as well, for scripts."""
+    typer.echo(error_line(status, body), err=True)
+    rows = body.get("error", {}).get("rows", []) if isinstance(body, dict) else []
+    for row in rows:
+        typer.echo(f"  row {row['row']}: {row['field'] or '-'}: {row['message']}", err=True)
+    if json_wanted():
+        emit(body)
+    raise typer.Exit(1)
 
 
 def call(
@@ -49,77 +101,43 @@ def call(
     path: str,
     body: dict[str, Any] | None = None,
     *,
+    params: dict[str, Any] | None = None,
     csv_file: Path | None = None,
     idempotency_key: str | None = None,
 ) -> Any:
-    """One API call; an error response is printed (code and message) and exits 1."""
-    headers = _headers(api_key, idempotency_key)
+    """One API call, its JSON body returned; an error response is reported (`fail`) and exits 1."""
+    sent = headers(api_key, idempotency_key)
+    query = {k: v for k, v in (params or {}).items() if v is not None}
+    target = url.rstrip("/") + path
     try:
         if csv_file is not None:
             with csv_file.open("rb") as handle:
-                response = httpx.request(
-                    method,
-                    url.rstrip("/") + path,
-                    headers=headers,
-                    files={"file": (csv_file.name, handle, "text/csv")},
-                    timeout=60,
-                )
+                files = {"file": (csv_file.name, handle, "text/csv")}
+                response = httpx.request(method, target, headers=sent, params=query, files=files, timeout=60)
         else:
-            response = httpx.request(method, url.rstrip("/") + path, headers=headers, json=body, timeout=30)
+            response = httpx.request(method, target, headers=sent, params=query, json=body, timeout=30)
+    except OSError as exc:  # the file (httpx's own failures are HTTPErrors, below)
+        raise bad_input("FILE", f"{csv_file}: {exc.strerror}") from None
     except httpx.HTTPError as exc:
-        typer.echo(f"cannot reach the API at {url}: {exc}", err=True)
+        typer.echo(f"error: cannot reach the API at {url}: {exc}", err=True)
         raise typer.Exit(2) from None
+    try:
+        data = response.json() if response.content else None
+    except ValueError:
+        data = response.text
     if response.is_error:
-        try:
-            error = response.json()["error"]
-            typer.echo(f"error {response.status_code} {error['code']}: {error['message']}", err=True)
-            for row in error.get("rows", []):
-                typer.echo(f"  row {row['row']}: {row['field']}: {row['message']}", err=True)
-        except (ValueError, KeyError, TypeError):
-            typer.echo(f"error {response.status_code}: {response.text}", err=True)
-        raise typer.Exit(1)
-    return response.json() if response.content else None
+        fail(response.status_code, data)
+    return data
 
 
 def emit(data: Any) -> None:
+    """The API's body, exactly, as indented JSON."""
     typer.echo(json.dumps(data, indent=2))
 
 
-def progress_lines(progress: dict[str, Any]) -> list[str]:
-    """Plain text: one line for the broadcast, one per tier and channel with counts by state."""
-    totals = " ".join(f"{k}={v}" for k, v in progress["totals"].items() if v)
-    lines = [f"broadcast {progress['id']} {progress['state']}  {totals or 'nothing planned yet'}"]
-    for tier in progress["tiers"]:
-        lines.append(
-            f"  tier {tier['tier']} {tier['state']} planned={tier['planned']} gate={tier['gate'] or '-'}"
-        )
-        for channel, states in sorted(tier["channels"].items()):
-            counts = " ".join(f"{k}={v}" for k, v in sorted(states.items()))
-            lines.append(f"    {channel:<8} {counts}")
-    return lines
-
-
-def watch(url: str, api_key: str | None, broadcast_id: int) -> None:
-    """Follows the SSE stream and prints each change until the `completed` event."""
-    headers = {**_headers(api_key), "Accept": "text/event-stream"}
-    path = f"{url.rstrip('/')}/v1/broadcasts/{broadcast_id}/events"
-    event = ""
-    try:
-        with httpx.stream("GET", path, headers=headers, timeout=httpx.Timeout(30, read=60)) as response:
-            if response.is_error:
-                response.read()
-                typer.echo(f"error {response.status_code}: {response.text}", err=True)
-                raise typer.Exit(1)
-            for line in response.iter_lines():
-                if line.startswith("event:"):
-                    event = line.partition(":")[2].strip()
-                elif line.startswith("data:"):
-                    typer.echo("\n".join(progress_lines(json.loads(line.partition(":")[2]))))
-                    sys.stdout.flush()
-                    if event == "completed":
-                        return
-    except httpx.HTTPError as exc:
-        typer.echo(f"stream from {url} broke off: {exc}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo("stream ended before the broadcast completed", err=True)
-    raise typer.Exit(1)
+def show(data: Any, lines: list[str], as_json: bool = False) -> None:
+    """The API's body with `--json`, else the lines written for a person."""
+    if json_wanted(as_json):
+        emit(data)
+    else:
+        typer.echo("\n".join(lines))

@@ -106,3 +106,28 @@ def test_failed_deliveries_are_retried_once_and_a_resend_is_one_deliberate_copy(
         assert not any(r["possible_duplicate"] for r in receipts(client, admin, broadcast_id).values())
         entries = client.get("/v1/audit", headers={"Authorization": f"Bearer {admin}"}).json()["entries"]
         assert Counter(e["action"] for e in entries) == {"broadcast.retry_failed": 4, "delivery.resend": 1}
+
+
+def test_a_permanent_refusal_fixed_at_the_provider_is_retried_once(harness: Harness) -> None:
+    # Twilio refuses our From number (21606: final, but the account's fault, not the recipients')
+    harness.sandbox.set_faults("twilio", senders=["+15005550999"])
+    harness.subscribers(
+        [SubscriberIn(external_id=f"c{i}", lists=["admins"], phone=phone(i)) for i in range(3)]
+    )
+    harness.worker()
+    broadcast_id = harness.open(channels=["sms"])
+    assert harness.wait(broadcast_id)["totals"]["failed"] == 3
+    assert received(harness) == Counter()
+
+    harness.sandbox.set_faults("twilio")  # the number is fixed on the account
+    with harness.database.session() as session:
+        key = create_key(session, Role.COMMANDER)
+    with TestClient(create_app(harness.settings)) as client:
+        path = f"/v1/broadcasts/{broadcast_id}/retry-failed"
+        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "fixed"}
+        assert client.post(path, headers=headers).json()["queued"] == 3
+        done = harness.wait(broadcast_id)
+        replay = client.post(path, headers=headers)
+        assert replay.json()["queued"] == 3 and replay.headers["Idempotent-Replay"] == "true"
+    assert received(harness) == Counter({("sms", phone(i)): 1 for i in range(3)})
+    assert done["totals"]["sent"] == 3 and done["totals"]["failed"] == 0 and done["extra_sends"] == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import redis
 from fastapi.testclient import TestClient
@@ -107,3 +108,20 @@ def test_reveal_is_admin_only_and_audited_without_the_address(
         ("delivery.reveal_address", f"delivery {ids[0]}", "viewer", 403),
     ]
     assert "p0@example.com" not in repr(found)
+
+
+def test_concurrent_resends_send_one_copy(
+    client: TestClient, keys: dict[str, str], db: Database, settings: Settings
+) -> None:
+    with db.session() as session:
+        _, ids = _settled_broadcast(session, [DeliveryState.DELIVERED])
+    path = f"/v1/deliveries/{ids[0]}/resend"
+    plain = auth(keys["commander"])
+    calls = [{**plain, "Idempotency-Key": "resend-race"}] * 2 + [plain] * 2
+    with ThreadPoolExecutor(len(calls)) as pool:
+        answers = list(pool.map(lambda h: client.post(path, headers=h), calls))
+    assert sorted(a.status_code for a in answers) in ([200, 200, 409, 409], [200, 409, 409, 409])
+    assert answers[0].status_code == answers[1].status_code  # one key: one outcome, run or replayed
+    with db.session() as session:
+        assert session.get(Delivery, ids[0]).resends == 1
+    assert queued_batches(settings) == [[ids[0]]]

@@ -170,3 +170,21 @@ def test_behind_our_own_proxies_the_client_is_the_address_the_outermost_one_saw(
         client.delete("/v1/subscribers/nobody", headers=forwarded)  # a client may prepend anything
         found = entries(client, keys["admin"])
     assert [e["client"] for e in found] == ["203.0.113.9"]
+
+
+def test_a_cli_migration_that_moves_the_revision_is_audited(monkeypatch: pytest.MonkeyPatch) -> None:
+    database = Database(fresh_database_url("sqlite", "audit_migrate"))
+    monkeypatch.setenv("DATABASE_URL", database.url)
+    get_settings.cache_clear()
+    try:
+        for _ in range(2):  # the second run moves nothing, and records nothing
+            done = CliRunner().invoke(cli, ["db", "upgrade"], env={"DATABASE_URL": database.url})
+            assert done.exit_code == 0, done.output
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    with database.session() as session:
+        rows = session.scalars(select(AuditEntry)).all()
+    assert [(r.actor, r.action, r.status) for r in rows] == [("cli", "db.upgrade", 200)]
+    assert rows[0].target is not None and rows[0].target.startswith("revision None -> ")
+    database.dispose()

@@ -106,7 +106,7 @@ def test_a_broadcast_through_the_api_and_cli(
     rows += [f"{ext},customers,{email},{phone}" for ext, email, phone in CUSTOMERS]
     csv_file = tmp_path / "subscribers.csv"
     csv_file.write_text("\n".join(rows) + "\n")
-    imported = json.loads(cli_run(api, keys[Role.ADMIN], "subscribers", "import", str(csv_file)))
+    imported = json.loads(cli_run(api, keys[Role.ADMIN], "subscribers", "import", str(csv_file), "--json"))
     assert imported["imported"] == len(ADMINS) + len(CUSTOMERS)
 
     worker = harness.worker()
@@ -123,6 +123,7 @@ def test_a_broadcast_through_the_api_and_cli(
             "email",
             "--channel",
             "sms",
+            "--json",
         )
     )
     broadcast_id = opened["broadcast"]["id"]
@@ -165,7 +166,7 @@ def test_a_broadcast_through_the_api_and_cli(
     assert len(admin_sms) == len(ADMINS)
 
     watched = cli_run(api, keys[Role.VIEWER], "broadcast", "watch", str(broadcast_id))
-    assert f"broadcast {broadcast_id} completed" in watched and "email" in watched
+    assert f"Broadcast #{broadcast_id} completed: {2 * people} deliveries" in watched and "email" in watched
 
     updated = json.loads(
         cli_run(
@@ -176,6 +177,7 @@ def test_a_broadcast_through_the_api_and_cli(
             str(opened["incident"]["id"]),
             "--status",
             "resolved",
+            "--json",
         )
     )
     assert updated["incident"]["status"] == "resolved"

@@ -3,6 +3,7 @@ streams, bootstrap key length, key ids (never key characters) in logs, revoking 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -139,6 +140,14 @@ def test_keys_create_prints_the_id_and_revoke_takes_it_and_revokes_exactly_one(
     with db.session() as session:
         key_id = find_key(session, key).id  # type: ignore[union-attr]
     assert f"key id {key_id}" in created.stderr and key not in created.stderr
+    assert "shown only this once" in created.stderr and f"keys revoke {key_id}" in created.stderr
+    as_json = CliRunner().invoke(
+        cli, ["keys", "create", "--role", "admin", "--label", "ops", "--json"], env=env
+    )
+    made = json.loads(as_json.stdout)
+    with db.session() as session:
+        assert find_key(session, made["key"]).id == made["id"]  # type: ignore[union-attr]
+    assert (made["role"], made["label"]) == ("admin", "ops")
     with db.session() as session:
         shared = session.scalars(select(ApiKey.id).where(ApiKey.prefix == "od_same8")).all()
     assert len(shared) == 2
