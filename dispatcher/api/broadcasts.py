@@ -28,6 +28,10 @@ from dispatcher.store.db import Database
 
 router = APIRouter(prefix="/v1/broadcasts", tags=["broadcasts"], responses=ERRORS)
 
+Q_HELP = "an exact subscriber external_id, or an exact address (an email in any case, a phone in any spacing)"
+SINCE_HELP = "ISO 8601; rows whose last change (updated_at) is at or after it (no zone = UTC)"
+UNTIL_HELP = "ISO 8601; rows whose last change (updated_at) is before it (no zone = UTC)"
+
 
 @router.get("", summary="Broadcasts, newest first, filterable by incident and state, cursor-paged")
 def list_all(
@@ -58,9 +62,9 @@ def get_receipts(
     state: DeliveryState | None = None,
     channel: ChannelName | None = None,
     tier: Annotated[int | None, Query(ge=0, le=1000)] = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=MAX_Q)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=MAX_Q, description=Q_HELP)] = None,
+    since: Annotated[datetime | None, Query(description=SINCE_HELP)] = None,
+    until: Annotated[datetime | None, Query(description=UNTIL_HELP)] = None,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     _: Caller = Depends(READ),

@@ -97,7 +97,8 @@ def update_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Appends `rows` in one statement: INSERT ... SELECT unnest(...) on PostgreSQL (a column with
     one value for every row is sent once), executemany on SQLite. A column that is None in every
-    row is left to its default (NULL) rather than bound once per row."""
+    row is left NULL rather than bound once per row. No Python-side column defaults are applied on
+    SQLite: give every NOT NULL column."""
     if not rows:
         return
     columns = sorted({column for row in rows for column, value in row.items() if value is not None})
@@ -105,4 +106,17 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
         values = select(*(_column_values(table, c, rows) for c in columns))
         session.execute(postgresql.insert(table).from_select(columns, values))
         return
-    session.execute(sqlite.insert(table), [{c: row.get(c) for c in columns} for row in rows])
+    # executemany straight on the driver, each column's value converted once when it is the same in
+    # every row (the time, the kind): SQLAlchemy's per-row parameter handling was most of the cost.
+    dialect = session.get_bind().dialect
+    columns = [c.name for c in table.columns if c.name in columns]  # the statement's own order
+    sql = str(sqlite.insert(table).values({c: bindparam(c) for c in columns}).compile(dialect=dialect))
+    converters = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    values = []
+    for c, convert in zip(columns, converters, strict=True):
+        raw = [row.get(c) for row in rows]
+        if all(v == raw[0] for v in raw):
+            values.append([convert(raw[0]) if convert else raw[0]] * len(raw))
+        else:
+            values.append([convert(v) if convert else v for v in raw])
+    session.connection().exec_driver_sql(sql, list(zip(*values, strict=True)))

@@ -1,6 +1,6 @@
 """The dashboards' read endpoints over HTTP, on SQLite and PostgreSQL: paging, filters, search,
-auth (401 without a key, 403 for no role that reads: none, so every role reads), and bad input as a
-422 naming the parameter."""
+auth (401 without a key or with an unknown one; viewer, commander and admin all read, so no read is a
+403), and bad input as a 422 naming the parameter."""
 
 from __future__ import annotations
 

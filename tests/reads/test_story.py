@@ -81,6 +81,18 @@ def test_story_tells_every_move_attempt_and_the_failover_chain(db: Database) -> 
             same_message=str.__eq__,
         )
         assert verdict.verdict == "applied"
+        late_bounce = apply_provider_status(  # mail servers bounce after "delivered"
+            session,
+            email_id,
+            S.BOUNCED,
+            t + timedelta(seconds=5),
+            channel="email",
+            provider_message_id="sg-1",
+            same_message=str.__eq__,
+            error_code="bounce",
+            error="550 5.1.1 mailbox unknown",
+        )
+        assert late_bounce.verdict == "applied"
     with db.session() as session:
         failed = delivery_story(session, settings, sms_id)
         delivered = delivery_story(session, settings, email_id)
@@ -103,12 +115,14 @@ def test_story_tells_every_move_attempt_and_the_failover_chain(db: Database) -> 
     assert failed["failover"]["of"] is None and failed["failover"]["by"] == [email_id]
     assert delivered["failover"]["of"] == sms_id and delivered["failover"]["by"] == []
     assert [c["delivery_id"] for c in delivered["failover"]["chain"]] == [sms_id, email_id]
-    assert [(e["kind"], e["to"]) for e in delivered["events"]] == [
-        ("failover", "pending"),
-        ("claim", "sending"),
-        ("attempt", "sent"),
-        ("provider_report", "delivered"),
+    assert [(e["kind"], e["to"], e["code"]) for e in delivered["events"]] == [
+        ("failover", "pending", None),
+        ("claim", "sending", None),
+        ("attempt", "sent", None),
+        ("provider_report", "delivered", None),
+        ("provider_report", "bounced", "bounce"),
     ]
+    assert delivered["events"][-1]["message"] == "550 5.1.1 mailbox unknown"
     assert (
         delivered["attempts"][0]["accepted"] is True
         and delivered["attempts"][0]["provider_message_id"] == "sg-1"
