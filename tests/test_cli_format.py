@@ -130,3 +130,9 @@ def test_an_error_is_one_line_naming_the_field() -> None:
     unnamed = {"error": {"code": "not_found", "message": "broadcast 9 not found", "fields": ["broadcast_id"]}}
     assert error_line(404, unnamed) == "error: broadcast 9 not found [broadcast_id] (not_found, HTTP 404)"
     assert error_line(502, "Bad Gateway") == "error: HTTP 502: Bad Gateway"
+
+
+def test_times_are_shown_in_utc_to_the_second() -> None:
+    assert fmt.when("2026-12-02T15:53:12.519753+01:00") == "2026-12-02 14:53:12 UTC"
+    assert fmt.when("2026-12-02T14:53:12Z") == "2026-12-02 14:53:12 UTC"
+    assert fmt.when(None) == ""
