@@ -181,19 +181,25 @@ def completed_lines(progress: Mapping[str, Any]) -> list[str]:
 
 
 def progress_plain(progress: Mapping[str, Any]) -> list[str]:
-    """Plain lines for a stream that is not a terminal: the broadcast, then a line per tier and
-    channel with done/total and counts by state."""
+    """Plain lines for a stream that is not a terminal: the broadcast, then a line per tier and one
+    per tier and channel (done/total, counts by state), each readable on its own, so a watcher can
+    print only the lines that changed (`changed_lines`)."""
     totals = " ".join(f"{k}={n(v)}" for k, v in progress["totals"].items() if v)
     lines = [f"broadcast {progress['id']} {progress['state']}  {totals or 'nothing planned yet'}"]
     for tier in progress["tiers"]:
-        lines.append(
-            f"  tier {tier['tier']} {tier['state']} planned={n(tier['planned'])} gate={tier['gate'] or '-'}"
-        )
+        gate = tier["gate"] or "-"
+        lines.append(f"  tier {tier['tier']} {tier['state']} planned={n(tier['planned'])} gate={gate}")
         for channel, states in sorted(tier["channels"].items()):
             c = counts(states)
             by_state = " ".join(f"{k}={n(v)}" for k, v in sorted(states.items()))
-            lines.append(f"    {channel:<8} {n(c['done'])}/{n(c['total'])}  {by_state}")
+            lines.append(f"  tier {tier['tier']} {channel:<8} {n(c['done'])}/{n(c['total'])}  {by_state}")
     return lines
+
+
+def changed_lines(before: list[str], now: list[str]) -> list[str]:
+    """The broadcast's line, then only the lines of `now` that `before` did not have."""
+    seen = set(before)
+    return now[:1] + [line for line in now[1:] if line not in seen]
 
 
 def receipt_problem(receipt: Mapping[str, Any]) -> str:

@@ -101,8 +101,14 @@ def test_failed_receipts_show_the_provider_code_and_message() -> None:
 def test_plain_progress_has_no_control_codes_and_a_line_per_tier_and_channel() -> None:
     lines = fmt.progress_plain(progress())
     assert not any("\x1b" in line for line in lines)
-    assert "    sms      19,015/35,015  failed=35 sending=16,000 sent=18,980" in lines
-    assert sum(line.startswith("  tier") for line in lines) == 2
+    assert "  tier 2 sms      19,015/35,015  failed=35 sending=16,000 sent=18,980" in lines
+    assert "  tier 0 done planned=50 gate=accepted" in lines and len(lines) == 1 + 2 + 5
+    later = progress()
+    later["tiers"][1]["channels"]["chat"] = {"sent": 19, "delivered": 1}
+    assert fmt.changed_lines(lines, fmt.progress_plain(later)) == [
+        lines[0],
+        "  tier 2 chat     20/20  delivered=1 sent=19",
+    ]
 
 
 def test_the_terminal_view_draws_a_bar_per_tier_and_channel() -> None:

@@ -124,7 +124,7 @@ def test_a_commander_runs_an_incident_from_the_terminal(
     assert re.search(done, watched, re.M), watched
     assert re.search(r"^  sms +5 accepted \(\d+ delivered\), 1 failed$", watched, re.M), watched
     assert re.search(r"^  email +6 accepted \(\d+ delivered\), 0 failed$", watched, re.M), watched
-    assert re.search(r"^    sms +4/4 ", watched, re.M)  # the customers' tier, line by line
+    assert re.search(r"^  tier 2 sms +4/4 ", watched, re.M)  # the customers' tier, line by line
     # on a terminal (rich's TTY_COMPATIBLE says this one is): drawn bars, then the same summary
     drawn = run(api, viewer, "broadcast", "watch", str(broadcast_id), TTY_COMPATIBLE="1").stdout
     assert "\x1b[" in drawn and "━" in drawn and "4/4" in drawn
