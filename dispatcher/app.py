@@ -1,5 +1,6 @@
-"""The HTTP composition root: the API (dispatcher/api/) and the public pages (dispatcher/public/)
-mounted on one app, here and nowhere else. Above both, so neither imports the other's floor back."""
+"""The HTTP composition root: the API (dispatcher/api/), the public pages (dispatcher/public/) and
+the ops dashboard (dispatcher/dashboard/) mounted on one app, here and nowhere else. Above them all,
+so none imports another's floor back."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from fastapi import FastAPI
 from config import Settings, get_settings
 from dispatcher import logs
 from dispatcher.api import (
+    actions,
+    audit,
     broadcasts,
     deliveries,
     errors,
@@ -20,7 +23,9 @@ from dispatcher.api import (
     suppressions,
     webhooks,
 )
+from dispatcher.api.auditing import AuditTrail
 from dispatcher.api.middleware import AccessLog, BodyLimit
+from dispatcher.dashboard import routes as dashboard
 from dispatcher.public import routes as public
 
 
@@ -38,9 +43,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, metrics, incidents, maintenances, preview, broadcasts, subscribers, webhooks):
         app.include_router(module.router)
     app.include_router(deliveries.router)  # one delivery's story, for the dashboards
+    app.include_router(actions.router)  # a commander's retry and resend, an admin's reveal
+    app.include_router(audit.router)
     app.include_router(suppressions.router)  # the subscribers' front door: admin side
     app.include_router(public.router)  # and the public pages (no API key; limited per client)
-    # Outermost last: the access log sees every response, 413s included.
+    app.include_router(dashboard.router)  # the ops dashboard (a session cookie, from an API key)
+    # Outermost last: the access log sees every response, 413s included, and gives each request the
+    # id the audit trail (inside it, outside the body limit) records with every write.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuditTrail, settings=settings)
     app.add_middleware(AccessLog)
     return app

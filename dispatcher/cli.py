@@ -109,12 +109,20 @@ def beat() -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations up to REVISION (default: the newest)."""
+    from sqlalchemy import inspect
+
+    from dispatcher.cli_audit import audit_cli
     from dispatcher.store.db import get_database
     from dispatcher.store.migrate import current_revision, upgrade
 
     database = get_database(get_settings())
+    before = current_revision(database)
     upgrade(database, revision)
-    typer.echo(f"database at revision {current_revision(database)}")
+    after = current_revision(database)
+    if after != before and inspect(database.engine).has_table("audit_log"):  # from revision 0010 on
+        with database.session() as session:
+            audit_cli(session, "db.upgrade", f"revision {before} -> {after}", 200)
+    typer.echo(f"database at revision {after}")
 
 
 @keys_app.command("create")
@@ -126,6 +134,7 @@ def keys_create(
     """Create a key and print it once: the key alone on stdout (for `KEY=$(...)`), what it is and how
     to revoke it on stderr; only its hash is stored. `--json`: {"id", "role", "label", "key"}."""
     from dispatcher.auth import Role, issue_key
+    from dispatcher.cli_audit import audit_cli
     from dispatcher.store.db import get_database
 
     try:
@@ -134,6 +143,7 @@ def keys_create(
         raise client.bad_input("--role", "must be commander, viewer or admin") from None
     with get_database(get_settings()).session() as session:
         key_id, key = issue_key(session, parsed, label)
+        audit_cli(session, "keys.create", f"key {key_id}", 201)
     if client.json_wanted(as_json):
         client.emit({"id": key_id, "role": parsed.value, "label": label, "key": key})
         return
@@ -152,10 +162,12 @@ def keys_revoke(
 ) -> None:
     """Revoke exactly one key, by id; requests with it are refused from now on."""
     from dispatcher.auth import revoke_key
+    from dispatcher.cli_audit import audit_cli
     from dispatcher.store.db import get_database
 
     with get_database(get_settings()).session() as session:
         revoked = revoke_key(session, key_id)
+        audit_cli(session, "keys.revoke", f"key {key_id}", 200 if revoked else 404)
     if not revoked:
         typer.echo(f"error: no active key with id {key_id}", err=True)
         raise typer.Exit(1)
@@ -297,6 +309,7 @@ def _start_checks() -> None:
 
 def _migrate_and_bootstrap() -> None:
     from dispatcher.auth import bootstrap_keys
+    from dispatcher.cli_audit import audit_cli
     from dispatcher.store.db import get_database
     from dispatcher.store.migrate import upgrade
 
@@ -305,7 +318,9 @@ def _migrate_and_bootstrap() -> None:
     upgrade(database)
     if settings.api_keys:
         with database.session() as session:
-            bootstrap_keys(session, settings.api_keys.get_secret_value())
+            added = bootstrap_keys(session, settings.api_keys.get_secret_value())
+            if added:
+                audit_cli(session, "keys.bootstrap", f"{added} keys from DISPATCHER_API_KEYS", 201)
 
 
 app.command("receipts")(receipts)  # defined with the other read-back commands

@@ -22,6 +22,7 @@ FIELDS = (
     "status",
     "duration_ms",
     "api_key",
+    "request_id",
     "provider",
     "channel",
     "broadcast_id",

@@ -80,6 +80,7 @@ class Up:
         get_settings.cache_clear()
         settings = get_settings()
         from dispatcher.auth import bootstrap_keys
+        from dispatcher.cli_audit import audit_cli
         from dispatcher.startup import check
         from dispatcher.store.db import get_database
         from dispatcher.store.migrate import upgrade
@@ -89,7 +90,9 @@ class Up:
         upgrade(database)
         if settings.api_keys:
             with database.session() as session:
-                bootstrap_keys(session, settings.api_keys.get_secret_value())
+                added = bootstrap_keys(session, settings.api_keys.get_secret_value())
+                if added:
+                    audit_cli(session, "keys.bootstrap", f"{added} keys from DISPATCHER_API_KEYS", 201)
         database.dispose()
         return settings
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -16,6 +15,7 @@ from channels.base import ChannelName
 from config import Settings
 from dispatcher.api.deps import READ, Caller, get_db, get_settings
 from dispatcher.api.errors import error_body
+from dispatcher.api.progress_stream import SSE_HEADERS, progress_ticks, read_progress, sse
 from dispatcher.api.schemas import ERRORS, RowId
 from dispatcher.auth import key_active
 from dispatcher.domain.states import BroadcastState, DeliveryState
@@ -27,8 +27,6 @@ from dispatcher.reads.values import MAX_LIMIT
 from dispatcher.store.db import Database
 
 router = APIRouter(prefix="/v1/broadcasts", tags=["broadcasts"], responses=ERRORS)
-
-POLL_S = 0.5
 
 
 @router.get("", summary="Broadcasts, newest first, filterable by incident and state, cursor-paged")
@@ -94,10 +92,6 @@ def get_accepted(
         return accepted_over_time(session, broadcast_id, buckets)
 
 
-def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
 @router.get(
     "/{broadcast_id}/events",
     summary="Progress as Server-Sent Events; ends with a `completed` event",
@@ -111,43 +105,31 @@ async def stream_progress(
     database: Database = Depends(get_db),
     settings: Settings = Depends(get_settings),
 ) -> StreamingResponse:
-    first = await asyncio.to_thread(_read, database, broadcast_id)  # 404 before the stream starts
-    heartbeat_s = settings.sse_heartbeat_s
+    first = await asyncio.to_thread(read_progress, database, broadcast_id)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[str]:
-        current: dict[str, Any] | None = first
-        last: dict[str, Any] | None = None
-        beat = checked = time.monotonic()
-        while True:
-            if time.monotonic() - checked >= heartbeat_s:  # the key is checked once per heartbeat
-                checked = time.monotonic()
-                if not await asyncio.to_thread(_key_active, database, caller.key_id):
-                    yield _sse("error", error_body("unauthorized", "the API key was revoked"))
-                    return
-            if current != last:
-                assert current is not None
-                done = current["state"] == "completed"
-                yield _sse("completed" if done else "progress", current)
-                if done:
-                    return
-                last, beat = current, time.monotonic()
-            elif time.monotonic() - beat >= heartbeat_s:
+        async for tick in progress_ticks(
+            database,
+            broadcast_id,
+            first,
+            still_allowed=lambda: _key_active(database, caller.key_id),
+            disconnected=request.is_disconnected,
+            heartbeat_s=settings.sse_heartbeat_s,
+        ):
+            if tick.kind == "heartbeat":
                 yield ": heartbeat\n\n"
-                beat = time.monotonic()
-            await asyncio.sleep(POLL_S)
-            if await request.is_disconnected():
-                return
-            current = await asyncio.to_thread(_read, database, broadcast_id)
+            elif tick.kind == "revoked":
+                yield sse("error", _json(error_body("unauthorized", "the API key was revoked")))
+            else:
+                yield sse(tick.kind, _json(tick.progress))
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
 
 
 def _key_active(database: Database, key_id: int) -> bool:
     with database.session() as session:
         return key_active(session, key_id)
-
-
-def _read(database: Database, broadcast_id: int) -> dict[str, Any]:
-    with database.session() as session:
-        return progress(session, broadcast_id)

@@ -46,6 +46,7 @@ def require(*roles: Role) -> Callable[..., Caller]:
         if caller is None:
             raise Unauthorized("unknown or revoked API key")
         request.state.api_key = caller.key_id  # logs name the key by id, never by its characters
+        request.state.caller = caller  # the audit log names its prefix and role, a 403 included
         if caller.role not in roles:
             allowed = ", ".join(r.value for r in roles)
             raise Forbidden(f"a {caller.role.value} key may not do this (needs: {allowed})")

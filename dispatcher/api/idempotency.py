@@ -83,14 +83,13 @@ def run_once(
                     return _replay(record, digest, key)
             status, body, after = create(session)
             if key is not None:
+                # expired records, this key's included. Only expired ones: a record under this key
+                # that is not expired is a concurrent first attempt's, which committed after our
+                # read (SQLite runs writers one after the other); the insert below must collide
+                # with it, so that this attempt rolls back and replays it.
                 session.execute(
                     delete(IdempotencyRecord).where(IdempotencyRecord.created_at < utcnow() - KEEP)
                 )
-                session.execute(
-                    delete(IdempotencyRecord).where(
-                        IdempotencyRecord.scope == scope, IdempotencyRecord.key == key
-                    )
-                )  # an expired record under this key
                 session.add(
                     IdempotencyRecord(
                         scope=scope, key=key, request_hash=digest, status_code=status, response=body

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -110,8 +111,25 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+REQUEST_ID = b"x-request-id"
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's `X-Request-Id` when it is a plain token (a proxy's, to follow one request
+    across services), else a new one: never arbitrary text, since it goes into logs and the audit log."""
+    for name, value in headers:
+        if name.lower() == REQUEST_ID:
+            given = value.decode("latin-1")
+            if _SAFE_REQUEST_ID.fullmatch(given):
+                return given
+    return uuid.uuid4().hex
+
+
 class AccessLog:
-    """method, path, status, duration_ms and the API key's id; never key characters, headers or bodies."""
+    """method, path, status, duration_ms, the API key's id and the request id; never key characters,
+    headers or bodies. Gives every request its id (`request.state.request_id`, the `X-Request-Id`
+    response header) before anything else sees it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -123,11 +141,16 @@ class AccessLog:
         start = time.perf_counter()
         status = 500
         scope.setdefault("state", {})
+        request_id = scope["state"]["request_id"] = request_id_of(scope["headers"])
 
         async def capture(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (REQUEST_ID, request_id.encode())],
+                }
             await send(message)
 
         try:
@@ -140,6 +163,7 @@ class AccessLog:
                 "status": status,
                 "duration_ms": duration,
                 "api_key": scope["state"].get("api_key"),
+                "request_id": request_id,
             }
             access.info("%s %s %s %.1fms", scope["method"], scope["path"], status, duration, extra=extra)
             from dispatcher.api.metrics import observe_request

@@ -40,7 +40,7 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
             "planned": tier.planned,
             "outstanding": tier.outstanding,
             "sends": 0,  # sends that may have reached someone (see Delivery.sends)
-            "extra_sends": 0,  # of those, beyond each delivery's first: duplicates
+            "extra_sends": 0,  # of those, beyond each delivery's first and its deliberate resends
             "gate": tier.gate,
             "started_at": _iso(tier.started_at),
             "first_accepted_at": _iso(tier.first_accepted_at),
@@ -106,7 +106,7 @@ def possible_duplicates(session: Session, broadcast_id: int) -> int:
         session.scalar(
             select(func.count())
             .select_from(Delivery)
-            .where(Delivery.broadcast_id == broadcast_id, Delivery.sends > 1)
+            .where(Delivery.broadcast_id == broadcast_id, Delivery.sends > 1 + Delivery.resends)
         )
         or 0
     )

@@ -211,7 +211,8 @@ def _count_sends(session: Session, rows: list[Moved], sign: int) -> None:
     transaction, in a fixed order, so claims and recordings never wait on each other for it."""
     totals: dict[tuple[int, int, str], list[int]] = defaultdict(lambda: [0, 0])
     for m in rows:
-        extra = m.sends > 1 if sign > 0 else m.sends >= 1  # the send beyond the first came or went
+        # the send beyond the first (and beyond the deliberate resends) came or went
+        extra = m.sends > 1 + m.resends if sign > 0 else m.sends >= 1 + m.resends
         totals[(m.broadcast_id, m.tier, m.channel)][0] += sign
         totals[(m.broadcast_id, m.tier, m.channel)][1] += sign if extra else 0
     insert = postgresql.insert if on_postgres(session) else sqlite.insert

@@ -52,6 +52,7 @@ class Moved(NamedTuple):
     subscriber_id: int | None
     attempts: int
     sends: int
+    resends: int = 0  # deliberate resends (see Delivery.resends)
 
 
 RETURNING = (
@@ -64,6 +65,7 @@ RETURNING = (
     Delivery.subscriber_id,
     Delivery.attempts,
     Delivery.sends,
+    Delivery.resends,
 )
 
 
@@ -168,13 +170,16 @@ def count_moves(
         deltas[(broadcast_id, tier, channel, new.value)] += 1
         if old in UNACCEPTED and new not in UNACCEPTED:
             left_unaccepted[(broadcast_id, tier)] += 1
+        elif old is not None and old not in UNACCEPTED and new in UNACCEPTED:
+            left_unaccepted[(broadcast_id, tier)] -= 1  # a commander's retry or resend: outstanding again
     bump_counts(session, deltas)
     for (broadcast_id, tier), n in sorted(left_unaccepted.items()):
-        session.execute(
-            update(BroadcastTier)
-            .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
-            .values(outstanding=BroadcastTier.outstanding - n)
-        )
+        if n:
+            session.execute(
+                update(BroadcastTier)
+                .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
+                .values(outstanding=BroadcastTier.outstanding - n)
+            )
 
 
 def bump_counts(session: Session, deltas: Counter[tuple[int, int, str, str]]) -> None:

@@ -23,29 +23,48 @@ from config import Settings
 from dispatcher.api.errors import error_body
 from dispatcher.store.redis_client import get_redis, key
 
-PAGES_DIR = Path(templates.__file__).parent / "pages"
+TEMPLATES_DIR = Path(templates.__file__).parent
+PAGES_DIR = TEMPLATES_DIR / "pages"
 STYLESHEET = PAGES_DIR / "site.css"
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-PAGE_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",  # the URL holds a secret token
-    "Cache-Control": "no-store",
-}
 WINDOW_S = 3600
 
 
-@lru_cache(maxsize=1)
-def _environment() -> Environment:
+def strict_headers(csp: str) -> dict[str, str]:
+    """The headers every HTML page of ours carries (the public pages and the dashboard): this
+    policy, no sniffing, no framing, no Referer (URLs may hold secret tokens), never cached."""
+    return {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+
+
+PAGE_HEADERS = strict_headers(CSP)
+
+
+@lru_cache(maxsize=4)
+def environment(folder: str = "pages") -> Environment:
+    """The autoescaping Jinja2 environment for one folder of templates/ (user text is escaped)."""
     return Environment(
-        loader=FileSystemLoader(str(PAGES_DIR)),
+        loader=FileSystemLoader(str(TEMPLATES_DIR / folder)),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
+    )
+
+
+def static_file(path: Path, media_type: str) -> Response:
+    """One of our own assets (a stylesheet, a script), cacheable for an hour."""
+    return Response(
+        path.read_bytes(),
+        media_type=media_type,
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
     )
 
 
@@ -53,7 +72,7 @@ def page(settings: Settings, name: str, title: str, status: int = 200, **context
     """A rendered page with the service's name and support contact, and the strict headers."""
     contact = settings.support_contact
     html = (
-        _environment()
+        environment()
         .get_template(name)
         .render(
             title=title,
@@ -75,11 +94,7 @@ def message(
 
 
 def stylesheet() -> Response:
-    return Response(
-        STYLESHEET.read_bytes(),
-        media_type="text/css",
-        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
-    )
+    return static_file(STYLESHEET, "text/css")
 
 
 def client_address(request: Request, trusted_hops: int = 0) -> str:

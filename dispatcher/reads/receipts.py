@@ -47,8 +47,9 @@ def receipt_json(d: Delivery, external_id: str | None, *, mask: bool = True) -> 
         "last_error_code": d.last_error_code,
         "last_error": d.last_error,
         "failover_of": d.failover_of,
-        "sends": d.sends,  # sends that may have reached the recipient; more than one = duplicates
-        "possible_duplicate": d.sends > 1,  # kept for existing clients: `sends` is the truth
+        "sends": d.sends,  # sends that may have reached the recipient, deliberate resends included
+        "resends": d.resends,  # of `sends`, the deliberate resends a commander ordered
+        "possible_duplicate": d.sends > 1 + d.resends,  # more copies than the first and those resends
         "created_at": iso(d.created_at),
         "sending_at": iso(d.sending_at),
         "sent_at": iso(d.sent_at),

@@ -72,7 +72,8 @@ def delivery_story(
         "attempts": attempts,
         "failover": _failover(session, delivery, mask=mask),
         "sends": delivery.sends,
-        "possible_duplicate": delivery.sends > 1,
+        "resends": delivery.resends,  # deliberate copies a commander ordered: not duplicates
+        "possible_duplicate": delivery.sends > 1 + delivery.resends,
         "variant": _variant(session, delivery, mask=mask),
     }
 

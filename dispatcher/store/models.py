@@ -287,6 +287,9 @@ class Delivery(Base):
     # Sends the service allowed that may have reached the recipient: raised by every claim (in its
     # transaction), lowered only when the provider refused that send. More than one = a duplicate.
     sends: Mapped[int] = mapped_column(Integer, default=0)
+    # Of those, the deliberate resends a commander ordered (POST /v1/deliveries/{id}/resend): copies
+    # beyond the first that are not accidents. A possible duplicate is `sends > 1 + resends`.
+    resends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     claim: Mapped[str | None] = mapped_column(String(32))  # the current claim's token (see sending)
     lease_until: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
@@ -362,6 +365,29 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AuditEntry(Base):
+    """One write through the API or the CLI: who (a key's display prefix and role, or `cli`), what,
+    on which target, the answer's status, from where, with the request id. Never a key, never a
+    body: bodies may hold addresses."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_actor_id", "actor", "id"),
+        Index("ix_audit_log_action_id", "action", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(40))  # `od_AbCdE`, `cli`, or `unknown` (no valid key)
+    role: Mapped[str | None] = mapped_column(String(20))
+    key_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: the entry outlives the key
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[int] = mapped_column(Integer)
+    client: Mapped[str | None] = mapped_column(String(100))
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class Suppression(Base):

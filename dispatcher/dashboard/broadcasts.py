@@ -1,0 +1,208 @@
+"""A broadcast's page (counts, gates, chart, receipts), its live stream, and one delivery's story
+with the admin's audited reveal of the address."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from sqlalchemy import select
+
+from channels.base import ChannelName
+from dispatcher.api.deps import get_db, get_settings
+from dispatcher.api.progress_stream import SSE_HEADERS, progress_ticks, read_progress, sse
+from dispatcher.auth import key_active
+from dispatcher.dashboard import access
+from dispatcher.dashboard import session as sessions
+from dispatcher.dashboard.charts import chart_svg, legend
+from dispatcher.dashboard.rendering import page, problem, render
+from dispatcher.domain.errors import NotFound, ValidationFailed
+from dispatcher.domain.states import DeliveryState
+from dispatcher.public.pages import client_address
+from dispatcher.reads.broadcasts import accepted_over_time
+from dispatcher.reads.receipts import receipts
+from dispatcher.reads.story import delivery_story
+from dispatcher.store.audit import record_audit
+from dispatcher.store.db import Database
+from dispatcher.store.models import Delivery
+
+router = APIRouter()
+STATES = tuple(s.value for s in DeliveryState)
+CHANNELS = tuple(c.value for c in ChannelName)
+PAGE_SIZE = 50
+
+
+def receipt_filters(
+    state: str | None, channel: str | None, tier: str | None, q: str | None
+) -> dict[str, Any]:
+    """The receipts table's filters as the URL gives them (empty = any); a ValidationFailed names
+    the parameter at fault."""
+    if state and state not in STATES:
+        raise ValidationFailed(f"state: one of {', '.join(STATES)}", fields=["state"])
+    if channel and channel not in CHANNELS:
+        raise ValidationFailed(f"channel: one of {', '.join(CHANNELS)}", fields=["channel"])
+    if tier and (not tier.isdigit() or int(tier) > 1000):
+        raise ValidationFailed("tier: a whole number from 0 to 1000", fields=["tier"])
+    if q and len(q) > 200:
+        raise ValidationFailed("q: at most 200 characters", fields=["q"])
+    return {
+        "state": state or None,
+        "channel": ChannelName(channel) if channel else None,
+        "tier": int(tier) if tier else None,
+        "q": (q or "").strip() or None,
+    }
+
+
+def live_context(database: Database, broadcast_id: int, progress: dict[str, Any]) -> dict[str, Any]:
+    """What the live part of the page shows: the progress, and the chart of accepted deliveries."""
+    with database.session() as db:
+        over_time = accepted_over_time(db, broadcast_id)
+    return {
+        "progress": progress,
+        "over_time": over_time,
+        "chart": chart_svg(over_time),
+        "legend": legend(over_time),
+        "states": STATES,
+    }
+
+
+@router.get("/broadcasts/{broadcast_id}")
+def broadcast_page(
+    request: Request,
+    broadcast_id: int,
+    state: str | None = None,
+    channel: str | None = None,
+    tier: str | None = None,
+    q: str | None = None,
+    cursor: str | None = None,
+) -> Response:
+    dash = access.signed_in(request)
+    if isinstance(dash, Response):
+        return dash
+    settings, database = get_settings(request), get_db(request)
+    try:
+        filters = receipt_filters(state, channel, tier, q)
+        first = read_progress(database, broadcast_id)
+        with database.session() as db:
+            found = receipts(db, broadcast_id, cursor=cursor or None, limit=PAGE_SIZE, mask=True, **filters)
+    except NotFound:
+        return problem(settings, dash, 404, "Not found", f"There is no broadcast {broadcast_id}.")
+    except ValidationFailed as exc:
+        return problem(settings, dash, 422, "Not a valid filter", exc.message)
+    shown = {k: ("" if v is None else str(v)) for k, v in filters.items()}
+    return page(
+        settings,
+        "broadcast.html.j2",
+        f"Broadcast #{broadcast_id}",
+        dash,
+        broadcast_id=broadcast_id,
+        receipts=found["receipts"],
+        next_query=_query({**shown, "cursor": found["next_cursor"]}) if found["next_cursor"] else None,
+        this_query=_query({**shown, "cursor": cursor}),
+        filters=shown,
+        channels=CHANNELS,
+        tiers=[t["tier"] for t in first["tiers"]],
+        **live_context(database, broadcast_id, first),
+    )
+
+
+def _query(values: dict[str, str | None]) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({k: v for k, v in values.items() if v})
+
+
+@router.get("/broadcasts/{broadcast_id}/events")
+async def broadcast_events(request: Request, broadcast_id: int) -> Response:
+    """The live part of the broadcast page, re-rendered whenever the progress changes (SSE), until
+    it is completed; the session and its key are re-checked once per heartbeat."""
+    dash = await anyio.to_thread.run_sync(access.current, request)
+    if dash is None:
+        return Response("sign in first", status_code=401, media_type="text/plain")
+    settings, database = get_settings(request), get_db(request)
+    try:
+        first = await asyncio.to_thread(read_progress, database, broadcast_id)
+    except NotFound:
+        return Response("no such broadcast", status_code=404, media_type="text/plain")
+
+    def allowed() -> bool:
+        with database.session() as db:
+            return sessions.still_valid(settings, dash.token) and key_active(db, dash.key_id)
+
+    async def events() -> AsyncIterator[str]:
+        yield "retry: 5000\n\n"
+        async for tick in progress_ticks(
+            database,
+            broadcast_id,
+            first,
+            still_allowed=allowed,
+            disconnected=request.is_disconnected,
+            heartbeat_s=settings.sse_heartbeat_s,
+        ):
+            if tick.kind == "heartbeat":
+                yield ": heartbeat\n\n"
+            elif tick.kind == "revoked":
+                yield sse("signed-out", "Your session ended: sign in again.")
+            else:
+                assert tick.progress is not None
+                context = await asyncio.to_thread(live_context, database, broadcast_id, tick.progress)
+                yield sse(tick.kind, render("_live.html.j2", broadcast_id=broadcast_id, **context))
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+# ---- one delivery's story ----------------------------------------------------------------------
+
+
+def _story_page(request: Request, dash: sessions.DashSession, delivery_id: int, *, reveal: bool) -> Response:
+    settings = get_settings(request)
+    try:
+        with get_db(request).session() as db:
+            story = delivery_story(db, settings, delivery_id, mask=not reveal)
+            broadcast_id = db.scalar(select(Delivery.broadcast_id).where(Delivery.id == delivery_id))
+            if reveal:
+                record_audit(
+                    db,
+                    actor=dash.prefix,
+                    role=dash.role.value,
+                    action="delivery.reveal_address",
+                    target=f"delivery:{delivery_id}",
+                    status=200,
+                    client=client_address(request, settings.trusted_proxy_hops),
+                    request_id=getattr(request.state, "request_id", None),
+                    key_id=dash.key_id,
+                )
+    except NotFound:
+        return problem(settings, dash, 404, "Not found", f"There is no delivery {delivery_id}.")
+    return page(
+        settings,
+        "delivery.html.j2",
+        f"Delivery #{delivery_id}",
+        dash,
+        story=story,
+        revealed=reveal,
+        broadcast_id=broadcast_id,
+    )
+
+
+@router.get("/deliveries/{delivery_id}")
+def delivery(request: Request, delivery_id: int) -> Response:
+    dash = access.signed_in(request)
+    if isinstance(dash, Response):
+        return dash
+    return _story_page(request, dash, delivery_id, reveal=False)
+
+
+@router.post("/deliveries/{delivery_id}/reveal")
+async def reveal(request: Request, delivery_id: int) -> Response:
+    """An admin sees the address unmasked, once, and the audit log says who did."""
+    dash = await anyio.to_thread.run_sync(lambda: access.signed_in(request, admin=True))
+    if isinstance(dash, Response):
+        return dash
+    if not sessions.csrf_ok(dash, (await access.form(request)).get("csrf_token")):
+        return access.csrf_refused(request, dash)
+    return await anyio.to_thread.run_sync(lambda: _story_page(request, dash, delivery_id, reveal=True))
