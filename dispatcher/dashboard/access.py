@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from config import Settings
 from dispatcher.api.deps import get_db, get_settings
+from dispatcher.auth import Role
 from dispatcher.dashboard import session as sessions
 from dispatcher.dashboard.rendering import HEADERS, problem
 from dispatcher.dashboard.session import COOKIE, COOKIE_PATH, DashSession
@@ -51,15 +52,15 @@ def to_sign_in() -> Response:
     return RedirectResponse("/dashboard", status_code=303, headers=HEADERS)
 
 
-def signed_in(request: Request, *, admin: bool = False) -> DashSession | Response:
-    """The session, or the response to send instead: the sign-in form, or 403 for a non-admin."""
+def signed_in(request: Request, *, need: Role | None = None) -> DashSession | Response:
+    """The session, or the response to send instead: the sign-in form, or 403 for a key of another
+    role than `need` (the API's rule: admins manage, commanders act, everyone reads)."""
     dash = current(request)
     if dash is None:
         return to_sign_in()
-    if admin and not dash.is_admin:
-        return problem(
-            get_settings(request), dash, 403, "Admins only", f"A {dash.role.value} key may not see this page."
-        )
+    if need is not None and dash.role is not need:
+        title = "Admins only" if need is Role.ADMIN else "Commanders only"
+        return problem(get_settings(request), dash, 403, title, f"A {dash.role.value} key may not do this.")
     return dash
 
 

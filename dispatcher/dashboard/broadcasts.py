@@ -15,7 +15,7 @@ from sqlalchemy import select
 from channels.base import ChannelName
 from dispatcher.api.deps import get_db, get_settings
 from dispatcher.api.progress_stream import SSE_HEADERS, progress_ticks, read_progress, sse
-from dispatcher.auth import key_active
+from dispatcher.auth import Role, key_active
 from dispatcher.dashboard import access
 from dispatcher.dashboard import session as sessions
 from dispatcher.dashboard.charts import chart_svg, legend
@@ -79,6 +79,7 @@ def broadcast_page(
     tier: str | None = None,
     q: str | None = None,
     cursor: str | None = None,
+    retried: str | None = None,
 ) -> Response:
     dash = access.signed_in(request)
     if isinstance(dash, Response):
@@ -106,6 +107,7 @@ def broadcast_page(
         filters=shown,
         channels=CHANNELS,
         tiers=[t["tier"] for t in first["tiers"]],
+        retried=int(retried) if retried and retried.isdigit() else None,  # after a commander's retry
         **live_context(database, broadcast_id, first),
     )
 
@@ -158,7 +160,9 @@ async def broadcast_events(request: Request, broadcast_id: int) -> Response:
 # ---- one delivery's story ----------------------------------------------------------------------
 
 
-def _story_page(request: Request, dash: sessions.DashSession, delivery_id: int, *, reveal: bool) -> Response:
+def _story_page(
+    request: Request, dash: sessions.DashSession, delivery_id: int, *, reveal: bool, resent: bool = False
+) -> Response:
     settings = get_settings(request)
     try:
         with get_db(request).session() as db:
@@ -170,7 +174,7 @@ def _story_page(request: Request, dash: sessions.DashSession, delivery_id: int, 
                     actor=dash.prefix,
                     role=dash.role.value,
                     action="delivery.reveal_address",
-                    target=f"delivery:{delivery_id}",
+                    target=f"delivery {delivery_id}",  # as the API names it (api/auditing.py)
                     status=200,
                     client=client_address(request, settings.trusted_proxy_hops),
                     request_id=getattr(request.state, "request_id", None),
@@ -186,21 +190,22 @@ def _story_page(request: Request, dash: sessions.DashSession, delivery_id: int, 
         story=story,
         revealed=reveal,
         broadcast_id=broadcast_id,
+        resent=resent,
     )
 
 
 @router.get("/deliveries/{delivery_id}")
-def delivery(request: Request, delivery_id: int) -> Response:
+def delivery(request: Request, delivery_id: int, resent: str | None = None) -> Response:
     dash = access.signed_in(request)
     if isinstance(dash, Response):
         return dash
-    return _story_page(request, dash, delivery_id, reveal=False)
+    return _story_page(request, dash, delivery_id, reveal=False, resent=resent == "1")
 
 
 @router.post("/deliveries/{delivery_id}/reveal")
 async def reveal(request: Request, delivery_id: int) -> Response:
     """An admin sees the address unmasked, once, and the audit log says who did."""
-    dash = await anyio.to_thread.run_sync(lambda: access.signed_in(request, admin=True))
+    dash = await anyio.to_thread.run_sync(lambda: access.signed_in(request, need=Role.ADMIN))
     if isinstance(dash, Response):
         return dash
     if not sessions.csrf_ok(dash, (await access.form(request)).get("csrf_token")):

@@ -13,7 +13,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from config import Settings
 from dispatcher.api.deps import get_db, get_settings
-from dispatcher.dashboard import access, broadcasts
+from dispatcher.auth import Role
+from dispatcher.dashboard import access, actions, broadcasts
 from dispatcher.dashboard import session as sessions
 from dispatcher.dashboard.access import SIGN_IN_COOKIE
 from dispatcher.dashboard.rendering import HEADERS, asset, page, problem
@@ -26,6 +27,7 @@ from dispatcher.reads.incidents import incident_story, list_incidents
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 router.include_router(broadcasts.router)
+router.include_router(actions.router)
 INCIDENT_STATUSES = tuple(s.value for s in Status)
 KINDS = tuple(k.value for k in Kind)
 
@@ -162,7 +164,7 @@ def incident(request: Request, incident_id: int) -> Response:
 def audit(
     request: Request, cursor: str | None = None, actor: str | None = None, action: str | None = None
 ) -> Response:
-    dash = access.signed_in(request, admin=True)
+    dash = access.signed_in(request, need=Role.ADMIN)
     if isinstance(dash, Response):
         return dash
     settings = get_settings(request)

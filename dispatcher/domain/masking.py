@@ -64,3 +64,19 @@ def mask_address(channel: str, address: str) -> str:
     if channel == "social":
         return address
     return _HIDDEN
+
+
+def mask_within(text: str | None, channel: str, address: str) -> str | None:
+    """`text` (a provider's error message) with the recipient's address masked wherever it appears:
+    Twilio's 21211 says "Invalid 'To' Phone Number: +14155550123", which would show a viewer the
+    number the receipt masks. Matched in any case, and for a phone also without its `+`."""
+    if not text or not address or channel == "social":
+        return text
+    masked = mask_address(channel, address)
+    forms = [address] + ([address.removeprefix("+")] if channel == "sms" and address.startswith("+") else [])
+    for form in forms:
+        start = text.lower().find(form.lower())
+        while start != -1:
+            text = text[:start] + masked + text[start + len(form) :]
+            start = text.lower().find(form.lower(), start + len(masked))
+    return text

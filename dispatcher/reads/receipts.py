@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from channels.base import ChannelName
 from dispatcher.domain.audience import normalise_address
 from dispatcher.domain.errors import NotFound, ValidationFailed
-from dispatcher.domain.masking import mask_address
+from dispatcher.domain.masking import mask_address, mask_within
 from dispatcher.domain.states import DeliveryState
 from dispatcher.reads.paging import decode_cursor, next_cursor
 from dispatcher.reads.values import iso, one_of, page_limit
@@ -45,7 +45,7 @@ def receipt_json(d: Delivery, external_id: str | None, *, mask: bool = True) -> 
         "provider_message_id": d.provider_message_id,
         "attempts": d.attempts,
         "last_error_code": d.last_error_code,
-        "last_error": d.last_error,
+        "last_error": mask_within(d.last_error, d.channel, d.address) if mask else d.last_error,
         "failover_of": d.failover_of,
         "sends": d.sends,  # sends that may have reached the recipient, deliberate resends included
         "resends": d.resends,  # of `sends`, the deliberate resends a commander ordered

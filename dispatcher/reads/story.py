@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from dispatcher.domain.errors import NotFound
-from dispatcher.domain.masking import mask_address
+from dispatcher.domain.masking import mask_address, mask_within
 from dispatcher.reads.receipts import receipt_json
 from dispatcher.reads.values import iso
 from dispatcher.store.models import BroadcastVariant, Delivery, DeliveryEvent, Subscriber
@@ -35,6 +35,11 @@ def delivery_story(
             select(DeliveryEvent).where(DeliveryEvent.delivery_id == delivery_id).order_by(DeliveryEvent.id)
         )
     )
+
+    def shown(message: str | None) -> str | None:
+        """A provider's message as the story shows it: the address in it masked like the rest."""
+        return mask_within(message, delivery.channel, delivery.address) if mask else message
+
     created = {
         "at": iso(delivery.created_at),
         "kind": "failover" if delivery.failover_of is not None else "planned",
@@ -50,7 +55,7 @@ def delivery_story(
             "from": e.from_state,
             "to": e.to_state,
             "code": e.code,
-            "message": e.message,
+            "message": shown(e.message),
         }
         for e in history
     ]
@@ -60,7 +65,7 @@ def delivery_story(
             "at": iso(e.at),
             "accepted": e.accepted,
             "code": e.code,
-            "message": e.message,
+            "message": shown(e.message),
             "provider_message_id": e.provider_message_id,
         }
         for e in history

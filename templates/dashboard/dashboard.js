@@ -41,7 +41,12 @@
         return;
       }
       var note = document.getElementById("live-note");
-      if (note) note.textContent = "Reconnecting…";
+      if (!note) return;
+      // CLOSED: the server refused to go on (signed out, say); CONNECTING: the browser retries.
+      note.textContent =
+        source.readyState === EventSource.CLOSED
+          ? "Live updates stopped: reload the page (you may need to sign in again)."
+          : "Reconnecting…";
     });
   }
 

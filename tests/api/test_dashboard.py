@@ -191,7 +191,7 @@ def _broadcast_with_deliveries(client: TestClient, keys: dict[str, str], db: Dat
             state="failed",
             attempts=1,
             last_error_code="21211",
-            last_error="Invalid 'To' number",
+            last_error="Invalid 'To' number: +14155550123",  # Twilio's 21211 quotes the number
         )
         sent = Delivery(
             broadcast_id=broadcast_id, tier=0, channel="email", address="ann@example.com", state="sent"
@@ -209,7 +209,7 @@ def test_the_broadcast_page_filters_receipts_from_the_url(
     page = dash.get(f"/dashboard/broadcasts/{broadcast_id}?state=failed&channel=&tier=&q=")
     assert page.status_code == 200 and page.headers["content-security-policy"] == EXPECTED_CSP
     assert f'href="/dashboard/deliveries/{failed_id}"' in page.text
-    assert "21211 Invalid &#39;To&#39; number" in page.text  # escaped, as all user text is
+    assert "21211 Invalid &#39;To&#39; number: +14•••••••23" in page.text  # escaped and masked
     assert "+14155550123" not in page.text and "ann@example.com" not in page.text  # masked
     assert page.text.count('<tr class="state-') == 1
     assert f'data-stream="/dashboard/broadcasts/{broadcast_id}/events"' in page.text
@@ -240,7 +240,7 @@ def test_an_admin_reveals_an_address_and_the_reveal_is_audited(
         entry = session.scalars(
             select(AuditEntry).where(AuditEntry.action == "delivery.reveal_address")
         ).one()
-        assert entry.target == f"delivery:{failed_id}" and entry.role == "admin"
+        assert entry.target == f"delivery {failed_id}" and entry.role == "admin" and entry.request_id
         assert entry.actor == keys["admin"][:8] and entry.status == 200
     audit = dash.get("/dashboard/audit")
     assert audit.status_code == 200 and "delivery.reveal_address" in audit.text
@@ -344,3 +344,56 @@ def test_the_chart_is_drawn_from_the_series_and_escapes_what_it_shows() -> None:
     assert legend(over_time) == [(0, "<email>", 1), (1, "sms", 6)]
     empty = str(chart_svg({"series": {}}))
     assert "<polyline" not in empty and "none yet" in empty
+
+
+def test_a_commander_retries_failed_deliveries_once_however_often_it_is_clicked(
+    dash: TestClient, keys: dict[str, str], db: Database
+) -> None:
+    broadcast_id, failed_id = _broadcast_with_deliveries(dash, keys, db)
+    sign_in(dash, keys["viewer"])
+    page = dash.get(f"/dashboard/broadcasts/{broadcast_id}")
+    assert "Retry the failed deliveries" not in page.text
+    assert (
+        dash.post(
+            f"/dashboard/broadcasts/{broadcast_id}/retry-failed", data={"csrf_token": csrf(page.text)}
+        ).status_code
+        == 403
+    )
+    dash.cookies.clear()
+
+    token = sign_in(dash, keys["commander"])
+    page = dash.get(f"/dashboard/broadcasts/{broadcast_id}")
+    assert "Retry the failed deliveries" in page.text
+    assert dash.post(f"/dashboard/broadcasts/{broadcast_id}/retry-failed", data={}).status_code == 403
+    first = dash.post(f"/dashboard/broadcasts/{broadcast_id}/retry-failed", data={"csrf_token": token})
+    second = dash.post(f"/dashboard/broadcasts/{broadcast_id}/retry-failed", data={"csrf_token": token})
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"].endswith("?retried=1") and second.headers["location"].endswith(
+        "?retried=0"
+    )
+    assert "1 failed delivery queued to be sent again" in dash.get(first.headers["location"]).text
+    with db.session() as session:
+        assert session.get(Delivery, failed_id).state == "pending"  # type: ignore[union-attr]
+        actions = list(
+            session.scalars(select(AuditEntry.action).where(AuditEntry.actor == keys["commander"][:8]))
+        )
+    assert actions.count("broadcast.retry_failed") == 2  # both clicks audited; one row queued
+
+    story = dash.get(f"/dashboard/deliveries/{failed_id}")
+    assert "Resend this delivery" in story.text
+    refused = dash.post(f"/dashboard/deliveries/{failed_id}/resend", data={"csrf_token": token})
+    assert refused.status_code == 409 and "being sent already" in refused.text  # it is pending now
+    with db.session() as session:
+        sent_id = session.scalar(select(Delivery.id).where(Delivery.address == "ann@example.com"))
+    resent = dash.post(f"/dashboard/deliveries/{sent_id}/resend", data={"csrf_token": token})
+    assert (
+        resent.status_code == 303
+        and resent.headers["location"] == f"/dashboard/deliveries/{sent_id}?resent=1"
+    )
+    assert "Queued to be sent again" in dash.get(resent.headers["location"]).text
+    with db.session() as session:
+        row = session.get(Delivery, sent_id)
+        assert row is not None and row.state == "pending" and row.resends == 1
+        assert session.scalar(select(AuditEntry.target).where(AuditEntry.action == "delivery.resend")) == (
+            f"delivery {sent_id}"
+        )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,10 @@ def phone(i: int) -> str:
     return f"+1415557{i:04d}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def database() -> Iterator[Database]:
-    db = Database(fresh_database_url("sqlite", "dashboard-browser"))
+    """A database of the test's own: each test's subscribers and broadcasts are all there is."""
+    db = Database(fresh_database_url("sqlite", f"dashboard-{uuid.uuid4().hex[:8]}"))
     upgrade(db)
     yield db
     db.dispose()
@@ -178,11 +180,13 @@ def test_a_viewer_watches_a_broadcast_live_and_opens_its_failed_receipts(
         shown.add(int(row.locator("td").first.inner_text().lstrip("#")))
         assert "21211" in row.locator("td.provider").inner_text()
     assert shown == failed
+    assert not any(phone(i) in tab.page.content() for i in range(PEOPLE))  # a viewer sees them masked
     assert tab.page.get_by_label("State").input_value() == "failed"
 
     rows.first.locator("a").first.click()  # the delivery's story
     tab.page.wait_for_selector("text=Timeline")
     assert "21211" in tab.page.locator("#attempts").inner_text()
+    assert not any(phone(i) in tab.page.content() for i in INVALID)  # not even in Twilio's message
 
     assert tab.page.evaluate("window.localStorage.length + window.sessionStorage.length") == 0
     assert not any(key in u for u in tab.urls), "the key went into a URL"
@@ -250,3 +254,34 @@ def test_the_dashboard_is_usable_on_a_phone_from_the_keyboard(
     assert tab.page.locator("#no-receipts").is_visible()
     assert tab.problems == []
     assert len(tab.left_streams) == 1  # the queued broadcast's live stream, cut by filtering
+
+
+def test_a_commanders_retry_clicked_twice_sends_each_failed_delivery_once_more(
+    site: str, harness: Harness, database: Database, tabs: Any
+) -> None:
+    harness.subscribers(
+        [SubscriberIn(external_id=f"adm{i}", lists=["admins"], phone=phone(i)) for i in range(4)]
+    )
+    harness.sandbox.set_faults("twilio", error_rate=1.0)  # Twilio down: every SMS fails, for now
+    harness.worker(DISPATCHER_RETRY_MAX_ATTEMPTS="1")
+    broadcast_id = harness.open(channels=["sms"])
+    assert harness.wait(broadcast_id)["totals"]["failed"] == 4
+    harness.sandbox.clear_faults()  # Twilio is back
+    tab = tabs(DESKTOP)
+    tab.sign_in(site, _key(database, Role.COMMANDER))
+    tab.page.goto(f"{site}/dashboard/broadcasts/{broadcast_id}")
+    button = tab.page.get_by_role("button", name="Retry the failed deliveries")
+    with tab.page.expect_navigation():
+        button.click()
+    assert "4 failed deliveries queued to be sent again" in tab.page.content()
+    with tab.page.expect_navigation():
+        tab.page.get_by_role("button", name="Retry the failed deliveries").click()
+    assert "0 failed deliveries queued to be sent again" in tab.page.content()
+    tab.page.wait_for_selector("#state:text('completed')", timeout=60_000)  # live again, to the end
+    harness.wait(broadcast_id)
+    with database.session() as session:
+        states = list(session.scalars(select(Delivery.state).where(Delivery.broadcast_id == broadcast_id)))
+    assert states == ["sent"] * 4
+    accepted = sorted(m["recipient"] for m in harness.sandbox.messages("sms"))
+    assert accepted == sorted(phone(i) for i in range(4))  # each sent once, for two clicks
+    assert tab.problems == []
