@@ -170,6 +170,39 @@ def backtoback(d: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def plan_reads(plan: str) -> str:
+    """What an EXPLAIN read on `deliveries`: the index (or scan) names and any rows it threw away."""
+    import re
+
+    reads = re.findall(
+        r"(Seq Scan on deliveries|(?:Index|Index Only) Scan using \w+|Bitmap Index Scan on \w+)", plan
+    )
+    thrown = [int(n) for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)]
+    names = ", ".join(dict.fromkeys(r.split()[-1] if "using" in r or " on " in r else r for r in reads))
+    return names + (f"; {sum(thrown):,} rows read and thrown away" if sum(thrown) > 100 else "")
+
+
+def dashboard(d: dict[str, Any]) -> str:
+    out = [
+        f"### Dashboard reads: a {d['deliveries']:,}-delivery broadcast after {d.get('older', 1)} older "
+        f"of {d['beside']:,}, {d['runs']} requests per case"
+        + (f", with the trial index: {d['trial_index']}" if d.get("trial_index") else "")
+        + "\n"
+    ]
+    out.append(header(d))
+    out.append("| request (viewer key, first page) | median / worst, ms | page | EXPLAIN: read with |")
+    out.append("| --- | --- | --- | --- |")
+    for name, r in d["results"].items():
+        page = r["page"]
+        if "rows" in page:
+            codes = f", codes {', '.join(page['codes'])}" if page["codes"] else ""
+            shown = f"{page['rows']} row{'' if page['rows'] == 1 else 's'}{codes}"
+        else:
+            shown = "counts: " + ", ".join(f"{k} {v:,}" for k, v in page["totals"].items())
+        out.append(f"| `{name}` | {mw(r['ms'])} | {shown} | {plan_reads(d['plans'].get(name, '')) or '-'} |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     parts = []
     for name, render in (
@@ -185,6 +218,9 @@ def main() -> None:
         ("scaling-postgresql.json", scaling),
         ("drills.json", drills),
         ("drills-small.json", drills),
+        ("dashboard-postgresql-100000.json", dashboard),
+        ("dashboard-postgresql-100000-after-9.json", dashboard),
+        ("dashboard-postgresql-100000-after-9-trial-index.json", dashboard),
     ):
         data = load(name)
         if data is not None:

@@ -7,6 +7,7 @@ tested without a server; `--json` bypasses all of this and prints the body as it
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
@@ -22,6 +23,19 @@ SKIPPED = ("suppressed",)
 def n(value: int | None) -> str:
     """100050 -> '100,050'."""
     return f"{value or 0:,}"
+
+
+def when(value: str | None) -> str:
+    """'2026-12-02T14:53:12.519753+00:00' -> '2026-12-02 14:53:12 UTC' (in UTC; '' for None)."""
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
@@ -115,10 +129,10 @@ def import_lines(body: Mapping[str, Any]) -> list[str]:
 
 def maintenance_lines(data: Mapping[str, Any], verb: str | None = None) -> list[str]:
     head = f"Maintenance #{data['id']}{' ' + verb if verb else ''} [{data['status']}]: {data['title']}"
-    lines = [head, f"  window {data['starts_at']} -> {data['ends_at']}"]
+    lines = [head, f"  window {when(data['starts_at'])} -> {when(data['ends_at'])}"]
     for notice in data.get("notices", []):
         late = " (late)" if notice.get("late") else ""
-        lines.append(f"  {notice['due_at']}  {notice['event']:<24} {notice['state']}{late}")
+        lines.append(f"  {when(notice['due_at'])}  {notice['event']:<24} {notice['state']}{late}")
     return lines
 
 
@@ -167,19 +181,25 @@ def completed_lines(progress: Mapping[str, Any]) -> list[str]:
 
 
 def progress_plain(progress: Mapping[str, Any]) -> list[str]:
-    """Plain lines for a stream that is not a terminal: the broadcast, then a line per tier and
-    channel with done/total and counts by state."""
+    """Plain lines for a stream that is not a terminal: the broadcast, then a line per tier and one
+    per tier and channel (done/total, counts by state), each readable on its own, so a watcher can
+    print only the lines that changed (`changed_lines`)."""
     totals = " ".join(f"{k}={n(v)}" for k, v in progress["totals"].items() if v)
     lines = [f"broadcast {progress['id']} {progress['state']}  {totals or 'nothing planned yet'}"]
     for tier in progress["tiers"]:
-        lines.append(
-            f"  tier {tier['tier']} {tier['state']} planned={n(tier['planned'])} gate={tier['gate'] or '-'}"
-        )
+        gate = tier["gate"] or "-"
+        lines.append(f"  tier {tier['tier']} {tier['state']} planned={n(tier['planned'])} gate={gate}")
         for channel, states in sorted(tier["channels"].items()):
             c = counts(states)
             by_state = " ".join(f"{k}={n(v)}" for k, v in sorted(states.items()))
-            lines.append(f"    {channel:<8} {n(c['done'])}/{n(c['total'])}  {by_state}")
+            lines.append(f"  tier {tier['tier']} {channel:<8} {n(c['done'])}/{n(c['total'])}  {by_state}")
     return lines
+
+
+def changed_lines(before: list[str], now: list[str]) -> list[str]:
+    """The broadcast's line, then only the lines of `now` that `before` did not have."""
+    seen = set(before)
+    return now[:1] + [line for line in now[1:] if line not in seen]
 
 
 def receipt_problem(receipt: Mapping[str, Any]) -> str:

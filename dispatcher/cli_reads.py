@@ -108,7 +108,7 @@ def list_incidents(
     for i in body["incidents"]:
         table.add_row(
             str(i["id"]), i["kind"], i["status"], i["impact"] or "-", i["title"],
-            i["created_at"] or "", i.get("resolved_at") or "",
+            fmt.when(i["created_at"]), fmt.when(i.get("resolved_at")),
         )  # fmt: skip
     _print(table, body["next_cursor"])
 
@@ -134,6 +134,6 @@ def list_broadcasts(
     for b in body["broadcasts"]:
         table.add_row(
             str(b["id"]), str(b["incident_id"] or "-"), b.get("event") or "", b["state"],
-            fmt.n(b.get("total")), b["created_at"] or "", b.get("completed_at") or "",
+            fmt.n(b.get("total")), fmt.when(b["created_at"]), fmt.when(b.get("completed_at")),
         )  # fmt: skip
     _print(table, body["next_cursor"])

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from dispatcher import client
+from dispatcher.cli_format import when
 from dispatcher.cli_reads import wide_console
 
 suppressions_app = typer.Typer(no_args_is_help=True, help="The suppression list (through the API).")
@@ -48,14 +49,8 @@ def list_suppressions(
     for column in ("id", "channel", "address", "reason", "detail", "since"):
         table.add_column(column, justify="right" if column == "id" else "left")
     for entry in entries:
-        assert isinstance(entry, dict)
-        table.add_row(
-            str(entry["id"]),
-            entry["channel"],
-            entry["address"],
-            entry["reason"],
-            str(entry.get("created_at")),
-        )
+        row = [entry["channel"], entry["address"], entry["reason"], entry.get("detail") or ""]
+        table.add_row(str(entry["id"]), *row, when(entry["created_at"]))
     wide_console().print(table)
 
 

@@ -109,6 +109,7 @@ def watch(url: str, api_key: str | None, broadcast_id: int, *, as_json: bool = F
     stream = events(url, api_key, broadcast_id)
     live = Live(console=console, refresh_per_second=8, auto_refresh=False) if console.is_terminal else None
     final: dict[str, Any] | None = None
+    shown: list[str] = []  # the plain lines printed last
     try:
         if live is not None and not as_json:
             live.start()
@@ -121,7 +122,9 @@ def watch(url: str, api_key: str | None, broadcast_id: int, *, as_json: bool = F
             elif live is not None:
                 live.update(progress_view(data), refresh=True)
             else:
-                typer.echo("\n".join(fmt.progress_plain(data)))
+                lines = fmt.progress_plain(data)
+                typer.echo("\n".join(fmt.changed_lines(shown, lines)))
+                shown = lines
             if name == "completed":
                 final = data
                 break

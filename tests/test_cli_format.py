@@ -101,8 +101,14 @@ def test_failed_receipts_show_the_provider_code_and_message() -> None:
 def test_plain_progress_has_no_control_codes_and_a_line_per_tier_and_channel() -> None:
     lines = fmt.progress_plain(progress())
     assert not any("\x1b" in line for line in lines)
-    assert "    sms      19,015/35,015  failed=35 sending=16,000 sent=18,980" in lines
-    assert sum(line.startswith("  tier") for line in lines) == 2
+    assert "  tier 2 sms      19,015/35,015  failed=35 sending=16,000 sent=18,980" in lines
+    assert "  tier 0 done planned=50 gate=accepted" in lines and len(lines) == 1 + 2 + 5
+    later = progress()
+    later["tiers"][1]["channels"]["chat"] = {"sent": 19, "delivered": 1}
+    assert fmt.changed_lines(lines, fmt.progress_plain(later)) == [
+        lines[0],
+        "  tier 2 chat     20/20  delivered=1 sent=19",
+    ]
 
 
 def test_the_terminal_view_draws_a_bar_per_tier_and_channel() -> None:
@@ -130,3 +136,9 @@ def test_an_error_is_one_line_naming_the_field() -> None:
     unnamed = {"error": {"code": "not_found", "message": "broadcast 9 not found", "fields": ["broadcast_id"]}}
     assert error_line(404, unnamed) == "error: broadcast 9 not found [broadcast_id] (not_found, HTTP 404)"
     assert error_line(502, "Bad Gateway") == "error: HTTP 502: Bad Gateway"
+
+
+def test_times_are_shown_in_utc_to_the_second() -> None:
+    assert fmt.when("2026-12-02T15:53:12.519753+01:00") == "2026-12-02 14:53:12 UTC"
+    assert fmt.when("2026-12-02T14:53:12Z") == "2026-12-02 14:53:12 UTC"
+    assert fmt.when(None) == ""

@@ -4,6 +4,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -170,6 +171,15 @@ def test_one_click_unsubscribe_and_hard_bounces_protect_the_next_broadcast(
     env = {"DISPATCHER_URL": stack.url, "DISPATCHER_API_KEY": stack.admin_key}
     shown = CliRunner().invoke(cli, ["suppressions", "list", "--reason", "bounce"], env=env)
     assert shown.exit_code == 0 and "gone@example.com" in shown.output and "adm@example.com" in shown.output
+    row = next(line for line in shown.stdout.splitlines() if "gone@example.com" in line)
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+    assert re.search(rf"\b{listed[0]['id']}\b.*\bemail\b.*gone@example\.com.*\bbounce\b.*{stamp}", row), row
+    as_json = CliRunner().invoke(cli, ["--json", "suppressions", "list", "--reason", "bounce"], env=env)
+    params = {"reason": "bounce", "limit": 1000}
+    assert (
+        json.loads(as_json.stdout)
+        == httpx.get(f"{stack.url}/v1/suppressions", params=params, headers=admin).json()
+    )
     removed = CliRunner().invoke(cli, ["suppressions", "remove", str(listed[0]["id"])], env=env)
     assert removed.exit_code == 0, removed.output
     sandbox.clear_faults()
