@@ -14,9 +14,9 @@ key, after one warm-up request each. Then each receipts filter's query, as `rece
 EXPLAIN (ANALYZE, BUFFERS).
 
     .venv/bin/python -m benchmarks.dashboard                 # --deliveries 100000 --runs 20
-    .venv/bin/python -m benchmarks.dashboard --trial-index   # with an index the migrations lack
+    .venv/bin/python -m benchmarks.dashboard --older 9       # behind 900,000 older rows
 
-Writes benchmarks/results/dashboard-postgresql-<n>[-trial-index].json and prints the summary and the
+Writes benchmarks/results/dashboard-postgresql-<n>[-after-<older>].json and prints the summary and the
 plans.
 """
 
@@ -103,12 +103,7 @@ def delivery_row(broadcast_id: int, i: int, subscriber_id: int) -> dict[str, Any
     }
 
 
-# An index the migrations do not have, to try (`--trial-index`): the broadcast's rows in id order, so the
-# unfiltered page and the channel-only page need not read past every older broadcast's rows.
-TRIAL_INDEX = "CREATE INDEX ix_trial_deliveries_broadcast_id ON deliveries (broadcast_id, id)"
-
-
-def load(stack: Stack, n: int, beside: int, older: int = 1, trial_index: bool = False) -> dict[str, Any]:
+def load(stack: Stack, n: int, beside: int, older: int = 1) -> dict[str, Any]:
     """The incident, an older broadcast and the measured one after it, their tiers, counters and
     deliveries."""
     from dispatcher.store.bulk import insert_rows
@@ -180,8 +175,6 @@ def load(stack: Stack, n: int, beside: int, older: int = 1, trial_index: bool = 
                     BroadcastCount(broadcast_id=broadcast_id, tier=tier, channel=channel, state=state, n=k)
                 )
     with stack.database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if trial_index:
-            conn.execute(text(TRIAL_INDEX))
         for table in ("deliveries", "subscribers", "broadcast_counts"):
             conn.execute(text(f"VACUUM ANALYZE {table}"))  # as autovacuum would have, long since
     return {
@@ -251,11 +244,10 @@ def main() -> None:
     parser.add_argument("--beside", type=int, default=100_000, help="deliveries of each older broadcast")
     parser.add_argument("--older", type=int, default=1, help="older broadcasts, before the measured one")
     parser.add_argument("--runs", type=int, default=20, help="timed requests per case")
-    parser.add_argument("--trial-index", action="store_true", help=f"first: {TRIAL_INDEX}")
     args = parser.parse_args()
     stack = Stack(db="postgresql", workers=0, name="dash").prepare()
     try:
-        loaded = load(stack, args.deliveries, args.beside, args.older, args.trial_index)
+        loaded = load(stack, args.deliveries, args.beside, args.older)
         py = sys.executable
         stack.spawn(
             "api",
@@ -290,14 +282,12 @@ def main() -> None:
         "older": args.older,
         "runs": args.runs,
         "load_s": loaded["load_s"],
-        "trial_index": TRIAL_INDEX if args.trial_index else None,
         "results": results,
         "plans": plans,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     history = f"-after-{args.older}" if args.older != 1 else ""
-    trial = "-trial-index" if args.trial_index else ""
-    path = RESULTS / f"dashboard-postgresql-{args.deliveries}{history}{trial}.json"
+    path = RESULTS / f"dashboard-postgresql-{args.deliveries}{history}.json"
     path.write_text(json.dumps(out, indent=2))
     for name, plan in plans.items():
         print(f"\n-- {name}\n{plan}")

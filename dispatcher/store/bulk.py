@@ -97,11 +97,13 @@ def update_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Appends `rows` in one statement: INSERT ... SELECT unnest(...) on PostgreSQL (a column with
     one value for every row is sent once), executemany on SQLite. A column that is None in every
-    row is left NULL rather than bound once per row. No Python-side column defaults are applied on
-    SQLite: give every NOT NULL column."""
+    row is left NULL rather than bound once per row. Constant Python-side defaults (`default=0`) are
+    filled in; a column whose default is computed (a time) must be given."""
     if not rows:
         return
     columns = sorted({column for row in rows for column, value in row.items() if value is not None})
+    rows = _with_scalar_defaults(table, rows, columns)
+    columns = sorted({*columns, *rows[0]})
     if on_postgres(session):
         values = select(*(_column_values(table, c, rows) for c in columns))
         session.execute(postgresql.insert(table).from_select(columns, values))
@@ -120,3 +122,19 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
         else:
             values.append([convert(v) if convert else v for v in raw])
     session.connection().exec_driver_sql(sql, list(zip(*values, strict=True)))
+
+
+def _with_scalar_defaults(
+    table: Table, rows: Sequence[dict[str, Any]], given: list[str]
+) -> list[dict[str, Any]]:
+    """`rows` with every constant Python-side default the rows leave out: the compiled INSERT names
+    those columns, so a row without them would bind too few values (a column added later, with a
+    default, must not break every bulk insert that predates it)."""
+    missing = {
+        c.name: c.default.arg  # type: ignore[union-attr]
+        for c in table.columns
+        if c.name not in given and c.default is not None and c.default.is_scalar
+    }
+    if not missing:
+        return list(rows)
+    return [{**missing, **row} for row in rows]

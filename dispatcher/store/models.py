@@ -267,6 +267,9 @@ class Delivery(Base):
         Index("ix_deliveries_broadcast_state_id", "broadcast_id", "state", "id"),
         # receipts searched by subscriber (`q` = an external_id); also what ON DELETE SET NULL reads
         Index("ix_deliveries_subscriber_broadcast", "subscriber_id", "broadcast_id"),
+        # a broadcast's receipts in id order, unfiltered or by channel alone: without it the first page
+        # walks the primary key past every older broadcast's rows (benchmarks/dashboard.py)
+        Index("ix_deliveries_broadcast_id", "broadcast_id", "id"),
         # receipts filtered by time (`since`/`until` on the last change)
         Index("ix_deliveries_broadcast_updated", "broadcast_id", "updated_at"),
     )

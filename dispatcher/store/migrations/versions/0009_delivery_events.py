@@ -48,6 +48,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_deliveries_subscriber_broadcast", "deliveries", ["subscriber_id", "broadcast_id"], unique=False
     )
+    op.create_index("ix_deliveries_broadcast_id", "deliveries", ["broadcast_id", "id"], unique=False)
     op.create_index(
         "ix_deliveries_broadcast_updated", "deliveries", ["broadcast_id", "updated_at"], unique=False
     )
@@ -55,6 +56,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_deliveries_broadcast_updated", table_name="deliveries")
+    op.drop_index("ix_deliveries_broadcast_id", table_name="deliveries")
     op.drop_index("ix_deliveries_subscriber_broadcast", table_name="deliveries")
     op.drop_index("ix_deliveries_broadcast_state_id", table_name="deliveries")
     op.drop_index("ix_delivery_events_delivery", table_name="delivery_events")
