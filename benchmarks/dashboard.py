@@ -212,6 +212,36 @@ def measure(api: httpx.Client, path: str, params: dict[str, Any], runs: int) -> 
     return times, body
 
 
+def signed_in(stack: Stack) -> httpx.Client:
+    """A browser's cookies after the dashboard's sign-in form with the viewer key (its CSRF
+    double-submit included), so the page is timed as a signed-in ops engineer loads it."""
+    browser = httpx.Client(base_url=stack.api_url, timeout=60)
+    form = browser.get("/dashboard")
+    form.raise_for_status()
+    token = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    answer = browser.post("/dashboard/sign-in", data={"key": VIEWER_KEY, "csrf_token": token})
+    if answer.status_code != 303:
+        raise SystemExit(f"dashboard sign-in answered {answer.status_code}")
+    return browser
+
+
+def measure_page(
+    browser: httpx.Client, path: str, params: dict[str, Any], runs: int
+) -> tuple[list[float], dict[str, Any]]:
+    """The whole server-rendered page (its counts, gates, chart and first receipts are in the HTML,
+    so this is the time to the first paint of the counts, less the browser's own work)."""
+    browser.get(path, params=params).raise_for_status()
+    times, html = [], ""
+    for _ in range(runs):
+        started = time.perf_counter()
+        response = browser.get(path, params=params)
+        times.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+        html = response.text
+    rows = html.count('<tr class="state-')
+    return times, {"bytes": len(html), "receipt_rows": rows, "has_21211": "21211" in html}
+
+
 def what_came_back(name: str, body: dict[str, Any]) -> dict[str, Any]:
     """The page's size and what it holds, so a fast wrong answer does not pass for a fast one."""
     if "receipts" not in body:
@@ -269,6 +299,12 @@ def main() -> None:
             print(f"{name}: {json.dumps(results[name])}", flush=True)
             if "receipts" in body:
                 plans[name] = explain(stack, broadcast_id, params)
+        browser = signed_in(stack)
+        for name, params in (("page (no filter)", {}), ("page ?state=failed", {"state": "failed"})):
+            times, held = measure_page(browser, f"/dashboard/broadcasts/{broadcast_id}", params, args.runs)
+            case = f"/dashboard/broadcasts/{{id}} {name}"
+            results[case] = {"ms": summarize([round(t, 2) for t in times]), "page": held}
+            print(f"{case}: {json.dumps(results[case])}", flush=True)
     finally:
         stack.close()
     out = {

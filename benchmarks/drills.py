@@ -601,7 +601,14 @@ def hostile(size: str) -> dict[str, Any]:
             "accepted_2xx": sum(v for k, v in statuses.items() if 200 <= k < 300),
             "accepted_kinds": sorted(k for k, c in by_kind.items() if any(200 <= s < 300 for s in c)),
             "transport_errors": dict(errors),
-            "rows_changed": {t: after[t] - before[t] for t in before if after[t] != before[t]},
+            # the audit log records a key's refusals by design (dispatcher/api/auditing.py): counted
+            # apart, and every entry must be a refusal
+            "rows_changed": {
+                t: after[t] - before[t] for t in before if after[t] != before[t] and t != "audit_log"
+            },
+            "audited_statuses": dict(
+                sorted(Counter(str(s) for (s,) in stack.sql("SELECT status FROM audit_log")).items())
+            ),
             "uncounted_copies": copies["uncounted_copies"],
             "healthz_after": health.status_code,
             "readyz_after": ready.status_code,

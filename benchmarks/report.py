@@ -185,16 +185,18 @@ def plan_reads(plan: str) -> str:
 def dashboard(d: dict[str, Any]) -> str:
     out = [
         f"### Dashboard reads: a {d['deliveries']:,}-delivery broadcast after {d.get('older', 1)} older "
-        f"of {d['beside']:,}, {d['runs']} requests per case"
-        + (f", with the trial index: {d['trial_index']}" if d.get("trial_index") else "")
-        + "\n"
+        f"of {d['beside']:,}, {d['runs']} requests per case" + "\n"
     ]
     out.append(header(d))
     out.append("| request (viewer key, first page) | median / worst, ms | page | EXPLAIN: read with |")
     out.append("| --- | --- | --- | --- |")
     for name, r in d["results"].items():
         page = r["page"]
-        if "rows" in page:
+        if "bytes" in page:
+            shown = f"HTML {page['bytes']:,} bytes, {page['receipt_rows']} receipt rows" + (
+                ", shows 21211" if page["has_21211"] else ""
+            )
+        elif "rows" in page:
             codes = f", codes {', '.join(page['codes'])}" if page["codes"] else ""
             shown = f"{page['rows']} row{'' if page['rows'] == 1 else 's'}{codes}"
         else:

@@ -1,6 +1,10 @@
 """Every write through the API, in the audit log: an ASGI middleware that records one entry per
-non-GET request under /v1/ made with a key (provider webhooks, signed by the provider, excluded),
-refusals included: a 401 or 403 is an attempt worth seeing.
+non-GET request under /v1/ made with a valid key (provider webhooks, signed by the provider, and the
+preview, which writes nothing, excluded), refusals included: a key's 403 or 422 is worth seeing.
+
+A request whose key is missing, unknown or revoked writes no row: anyone on the network could send
+those by the thousand, and a table that strangers can fill is no audit. Its refusal is in the access
+log, with its request id and client address.
 
 The entry is written when the answer's status is known, before the answer goes out (so a client
 that has its answer finds the entry), in its own short transaction, so it never joins or undoes the
@@ -20,19 +24,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import Settings
 from dispatcher.auth import find_key
-from dispatcher.store.audit import UNKNOWN_ACTOR, record_audit
+from dispatcher.store.audit import record_audit
 from dispatcher.store.db import get_database
 
 log = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UNAUDITED_PREFIXES = ("/v1/webhooks/",)  # signed by providers, not made with a key
+READ_ONLY_POSTS = frozenset({"/v1/preview"})  # a POST for its body's size; it writes nothing
 
 # (method, route template) -> the action's readable name; any other route is "METHOD template".
 ACTIONS: dict[tuple[str, str], str] = {
     ("POST", "/v1/incidents"): "incident.open",
     ("POST", "/v1/incidents/{incident_id}/updates"): "incident.update",
-    ("POST", "/v1/preview"): "preview",
     ("POST", "/v1/maintenances"): "maintenance.schedule",
     ("PATCH", "/v1/maintenances/{maintenance_id}"): "maintenance.move",
     ("POST", "/v1/maintenances/{maintenance_id}/cancel"): "maintenance.cancel",
@@ -52,7 +56,7 @@ def audited(scope: Scope) -> bool:
     path: str = scope["path"]
     if scope["method"] in SAFE_METHODS or not path.startswith("/v1/"):
         return False
-    if path.startswith(UNAUDITED_PREFIXES):
+    if path.startswith(UNAUDITED_PREFIXES) or path in READ_ONLY_POSTS:
         return False
     return any(name.lower() == b"authorization" for name, _ in scope["headers"])
 
@@ -151,12 +155,12 @@ class AuditTrail:
             caller = state.get("caller")
             template, params = route_of(scope)
             with get_database(self.settings).session() as session:
-                actor, role, key_id = UNKNOWN_ACTOR, None, None
                 if caller is None:  # refused before the key was checked (413, 400): look it up
                     token = _bearer(scope)
                     row = find_key(session, token) if token else None
-                    if row is not None:
-                        actor, role, key_id = row.prefix, row.role, row.id
+                    if row is None:  # no valid key: the access log has it, the table does not
+                        return
+                    actor, role, key_id = row.prefix, row.role, row.id
                 else:
                     actor, role, key_id = caller.prefix, caller.role.value, caller.key_id
                 record_audit(

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from dispatcher.store.models import AuditEntry, utcnow
 
 CLI_ACTOR = "cli"
-UNKNOWN_ACTOR = "unknown"  # a refused attempt whose key was missing, unknown or revoked
 
 
 def _clip(value: str | None, size: int) -> str | None:

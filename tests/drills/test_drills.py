@@ -121,6 +121,9 @@ def test_hostile_requests_are_refused_and_write_nothing() -> None:
     assert result["accepted_2xx"] == 0, result
     assert result["transport_errors"] == {}, result
     assert result["rows_changed"] == {}, result
+    audited = result["audited_statuses"]
+    assert audited and all(int(status) >= 400 for status in audited), result  # refusals, each kept
+    assert sum(audited.values()) <= result["requests"] - result["statuses"].get("401", 0), result
     assert result["healthz_after"] == 200 and result["readyz_after"] == 200
 
 
