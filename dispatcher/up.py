@@ -149,6 +149,8 @@ class Up:
                 return 2
             url = f"http://{self.host}:{self.port}"
             print(f"outage-dispatcher API: {url}  (logs: {self.logs})", flush=True)
+            key_hint = "sign in with a key: outage-dispatcher keys create --role viewer"
+            print(f"  dashboard: {url}/dashboard  ({key_hint})", flush=True)
             for line in self.channel_report:
                 print(f"  {line}", flush=True)
             if not self.processes.wait_http(f"{url}/healthz", 60):
