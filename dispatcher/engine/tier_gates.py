@@ -283,20 +283,22 @@ def check_gates(
         session.flush()
         snapshot = gate_snapshot(session, broadcast_id, now)
     _summarize_tiers(session, broadcast_id, snapshot, now)
-    unfinished = session.scalar(
-        select(func.count())
-        .select_from(BroadcastTier)
+    # One statement, so the tiers are read in the same snapshot as the broadcast it completes: read
+    # apart, a commander's retry committing in between (rows pending again, the broadcast `sending`
+    # again) could be completed by this older look at the tiers.
+    unfinished = (
+        select(BroadcastTier.tier)
         .where(
             BroadcastTier.broadcast_id == broadcast_id,
             (BroadcastTier.state != TierState.DONE) | (BroadcastTier.outstanding > 0),
         )
+        .exists()
     )
-    if unfinished == 0:
-        session.execute(
-            update(Broadcast)
-            .where(Broadcast.id == broadcast_id, Broadcast.state == BroadcastState.SENDING)
-            .values(state=BroadcastState.COMPLETED, completed_at=now)
-        )
+    session.execute(
+        update(Broadcast)
+        .where(Broadcast.id == broadcast_id, Broadcast.state == BroadcastState.SENDING, ~unfinished)
+        .values(state=BroadcastState.COMPLETED, completed_at=now)
+    )
 
 
 def _summarize_tiers(session: Session, broadcast_id: int, snapshot: list[gates.Gate], now: datetime) -> None:
