@@ -8,9 +8,9 @@ from typing import Any
 
 from rich.console import Console
 
-from dispatcher import cli_format as fmt
-from dispatcher.cli_watch import progress_view
-from dispatcher.client import error_line
+from dispatcher.cli import format as fmt
+from dispatcher.cli.client import error_line
+from dispatcher.cli.watch import progress_view
 
 
 def progress(state: str = "sending", planned_at: str | None = "2026-12-02T14:00:01+00:00") -> dict[str, Any]:

@@ -5,7 +5,7 @@ The floors, bottom up (README "Architecture"):
 
     config  <  channels  <  dispatcher.domain  <  dispatcher.store  <  dispatcher.engine
             <  dispatcher.incidents, dispatcher.reads (side by side)
-            <  the edges: worker, api, public, cli and the top-level modules
+            <  the edges: worker, api, public, dashboard, cli and the top-level modules
 
 A package may import its own modules and any floor below it, never one above.
 """
@@ -108,6 +108,7 @@ def test_the_plan_is_read_from_the_real_tree() -> None:
     assert "dispatcher.engine.planner" in GRAPH and "config.settings" in GRAPH
     assert "dispatcher.domain.message" in GRAPH["dispatcher.engine.variants"]
     assert "dispatcher.domain.audience" in GRAPH["dispatcher.engine.planner"]  # `from pkg import mod`
+    assert "dispatcher.cli.up" in GRAPH["dispatcher.cli.commands"] and floor_of("dispatcher.cli") is None
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
@@ -160,7 +161,7 @@ def test_no_import_circles() -> None:
 
 def package_of(name: str) -> str:
     """The folder a module is a room of (`dispatcher.api.incidents` -> `dispatcher.api`,
-    `channels.base` -> `channels`); a module directly in `dispatcher/` (cli, up, app) is its own."""
+    `channels.base` -> `channels`); a module directly in `dispatcher/` (app, supervisor) is its own."""
     if MODULES[name].name == "__init__.py":
         return name
     parent = name.rpartition(".")[0]

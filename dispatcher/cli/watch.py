@@ -2,7 +2,7 @@
 
 On a terminal: a rich display per tier and per channel, redrawn on every event. Anywhere else (a
 pipe, a CI log): plain lines, no control codes. With `--json`: each event's body, one JSON per line.
-Every mode ends with the completed summary (dispatcher/cli_format.py `completed_lines`).
+Every mode ends with the completed summary (dispatcher/cli/format.py `completed_lines`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from dispatcher import cli_format as fmt
-from dispatcher import client
+from dispatcher.cli import client
+from dispatcher.cli import format as fmt
 
 
 def _bar(done: int, total: int) -> ProgressBar:

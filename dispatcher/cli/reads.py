@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dispatcher import cli_format as fmt
-from dispatcher import client
+from dispatcher.cli import client
+from dispatcher.cli import format as fmt
 
 incidents_app = typer.Typer(no_args_is_help=True, help="List incidents (through the API).")
 broadcasts_app = typer.Typer(no_args_is_help=True, help="List broadcasts (through the API).")

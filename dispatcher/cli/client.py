@@ -1,6 +1,6 @@
 """The CLI's side of the HTTP API: message files in; one call out; errors as one line on stderr.
 
-What a command prints is dispatcher/cli_format.py's (people) or the API's body as it came (`--json`).
+What a command prints is dispatcher/cli/format.py's (people) or the API's body as it came (`--json`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import httpx
 import typer
 import yaml
 
-# The global `--json` (`outage-dispatcher --json ...`), set by cli.py's root callback, which runs
-# before every command, so each invocation starts from what it was given (typer offers no public
-# way to read the parent command's options from inside a subcommand).
+# The global `--json` (`outage-dispatcher --json ...`), set by commands.py's root callback, which
+# runs before every command, so each invocation starts from what it was given (typer offers no
+# public way to read the parent command's options from inside a subcommand).
 _json_everywhere = False
 
 

@@ -11,11 +11,11 @@ from typing import Annotated, Any
 import typer
 
 from config import get_settings
-from dispatcher import cli_format as fmt
-from dispatcher import client
-from dispatcher.cli_maintenance import maintenance_app
-from dispatcher.cli_reads import broadcasts_app, incidents_app, receipts
-from dispatcher.cli_suppressions import suppressions_app
+from dispatcher.cli import client
+from dispatcher.cli import format as fmt
+from dispatcher.cli.maintenance import maintenance_app
+from dispatcher.cli.reads import broadcasts_app, incidents_app, receipts
+from dispatcher.cli.suppressions import suppressions_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
@@ -58,7 +58,7 @@ def up(
     workers: Annotated[int, typer.Option(help="Celery worker processes")] = 2,
 ) -> None:
     """Everything in one command on embedded defaults: Redis, SQLite, sandbox, API, worker, scheduler."""
-    from dispatcher.up import Up
+    from dispatcher.cli.up import Up
 
     everything = Up(
         port=port, sandbox_port=sandbox_port, data_dir=data_dir.resolve(), worker_concurrency=workers
@@ -111,7 +111,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from sqlalchemy import inspect
 
-    from dispatcher.cli_audit import audit_cli
+    from dispatcher.cli.audit import audit_cli
     from dispatcher.store.db import get_database
     from dispatcher.store.migrate import current_revision, upgrade
 
@@ -134,7 +134,7 @@ def keys_create(
     """Create a key and print it once: the key alone on stdout (for `KEY=$(...)`), what it is and how
     to revoke it on stderr; only its hash is stored. `--json`: {"id", "role", "label", "key"}."""
     from dispatcher.auth import Role, issue_key
-    from dispatcher.cli_audit import audit_cli
+    from dispatcher.cli.audit import audit_cli
     from dispatcher.store.db import get_database
 
     try:
@@ -162,7 +162,7 @@ def keys_revoke(
 ) -> None:
     """Revoke exactly one key, by id; requests with it are refused from now on."""
     from dispatcher.auth import revoke_key
-    from dispatcher.cli_audit import audit_cli
+    from dispatcher.cli.audit import audit_cli
     from dispatcher.store.db import get_database
 
     with get_database(get_settings()).session() as session:
@@ -268,7 +268,7 @@ def broadcast_watch(
 ) -> None:
     """Live progress bars per tier and channel until the broadcast completes, then its outcome.
     Plain lines when stdout is not a terminal."""
-    from dispatcher.cli_watch import watch
+    from dispatcher.cli.watch import watch
 
     watch(url, api_key, broadcast_id, as_json=client.json_wanted(as_json))
 
@@ -309,7 +309,7 @@ def _start_checks() -> None:
 
 def _migrate_and_bootstrap() -> None:
     from dispatcher.auth import bootstrap_keys
-    from dispatcher.cli_audit import audit_cli
+    from dispatcher.cli.audit import audit_cli
     from dispatcher.store.db import get_database
     from dispatcher.store.migrate import upgrade
 

@@ -80,7 +80,7 @@ class Up:
         get_settings.cache_clear()
         settings = get_settings()
         from dispatcher.auth import bootstrap_keys
-        from dispatcher.cli_audit import audit_cli
+        from dispatcher.cli.audit import audit_cli
         from dispatcher.startup import check
         from dispatcher.store.db import get_database
         from dispatcher.store.migrate import upgrade

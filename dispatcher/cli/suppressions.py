@@ -8,9 +8,9 @@ from urllib.parse import urlencode
 import typer
 from rich.table import Table
 
-from dispatcher import client
-from dispatcher.cli_format import when
-from dispatcher.cli_reads import wide_console
+from dispatcher.cli import client
+from dispatcher.cli.format import when
+from dispatcher.cli.reads import wide_console
 
 suppressions_app = typer.Typer(no_args_is_help=True, help="The suppression list (through the API).")
 

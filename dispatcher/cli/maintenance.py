@@ -1,6 +1,6 @@
 """`outage-dispatcher maintenance ...`: schedule, move, cancel and list maintenance through the API.
 
-A typer sub-app; dispatcher/cli.py adds it with `app.add_typer(maintenance_app, name="maintenance")`.
+A typer sub-app; dispatcher/cli/commands.py adds it with `app.add_typer(maintenance_app, name="maintenance")`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from dispatcher import cli_format as fmt
-from dispatcher import client
+from dispatcher.cli import client
+from dispatcher.cli import format as fmt
 
 maintenance_app = typer.Typer(
     no_args_is_help=True, help="Schedule, move and cancel maintenance (through the API)."
@@ -24,7 +24,7 @@ When = Annotated[str | None, typer.Option(help="ISO 8601 with a time-zone offset
 
 
 def _call(method: str, url: str, path: str, api_key: str | None, body: Any = None) -> dict[str, Any]:
-    """One API call; an error is one line on stderr naming the field, exit 1 (dispatcher/client.py)."""
+    """One API call; an error is one line on stderr naming the field, exit 1 (dispatcher/cli/client.py)."""
     return client.call(url, api_key, method, path, body)  # type: ignore[no-any-return]
 
 
