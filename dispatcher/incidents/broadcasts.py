@@ -30,6 +30,7 @@ from dispatcher.domain.policy import channels_for, impact_rose
 from dispatcher.domain.quiet_hours import QUIET_IMPACTS
 from dispatcher.domain.states import BroadcastState, TierState
 from dispatcher.engine.broker import app
+from dispatcher.engine.snapshot import rebuild_snapshot
 from dispatcher.engine.tier_gates import add_gates
 from dispatcher.engine.variants import COMPENSATION_LOCALE, render_variants
 from dispatcher.store.models import Broadcast, BroadcastTier, Incident, IncidentUpdate, SubscriberList
@@ -75,6 +76,7 @@ def publish_incident(
     incident.message = posted.model_dump(mode="json")
     event = EventKind.INCIDENT_OPENED if posted.kind is Kind.INCIDENT else EventKind.MAINTENANCE_SCHEDULED
     update = _record_update(session, incident, posted, event, publication)
+    rebuild_snapshot(session, settings)  # the status page shows it when this commits
     if not publication.notify:
         return incident, update, None
     broadcast = create_broadcast(session, settings, incident, update, posted, event, channels=channels)
@@ -147,6 +149,7 @@ def publish_update(
         if updated.lifecycle_status is Status.RESOLVED:
             incident.resolved_at = updated.posted_at
     update = _record_update(session, incident, updated, event, publication)
+    rebuild_snapshot(session, settings)  # the status page shows it (if public) when this commits
     if not publication.notify:
         return incident, update, None
     rose = impact_rose(Impact(current.impact), Impact(updated.impact))

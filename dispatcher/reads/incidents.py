@@ -45,12 +45,6 @@ def publication_json(update: IncidentUpdate) -> dict[str, Any]:
     }
 
 
-def is_public(update: IncidentUpdate) -> bool:
-    """Whether the status page, the feeds and the Statuspage JSON may show this update: every
-    public snapshot must skip the others (`public: false`, internal notes)."""
-    return bool(update.public)
-
-
 def list_incidents(
     session: Session,
     *,

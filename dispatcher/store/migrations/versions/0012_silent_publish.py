@@ -1,7 +1,7 @@
 """silent publish: incident_updates.notify, .public, .tiers (sent to nobody, or to chosen tiers only)
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-02 15:45:00.000000
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0012"
-down_revision = "0010"  # the lead rechains this onto "0011" (the status snapshots) at merge
+down_revision = "0011"  # rechained onto S1's status_snapshots when status-s1 was merged
 branch_labels = None
 depends_on = None
 
