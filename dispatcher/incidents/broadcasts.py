@@ -148,7 +148,8 @@ def publish_update(
         incident.updated_at = incident.last_update_at = updated.posted_at or datetime.now(UTC)
         if updated.lifecycle_status is Status.RESOLVED:
             incident.resolved_at = updated.posted_at
-    update = _record_update(session, incident, updated, event, publication)
+    audience_tiers = None if publication.public else publication.internal_tiers(known)
+    update = _record_update(session, incident, updated, event, publication, audience_tiers)
     rebuild_snapshot(session, settings)  # the status page shows it (if public) when this commits
     if not publication.notify:
         return incident, update, None
@@ -162,7 +163,7 @@ def publish_update(
         event,
         channels=channels,
         impact_rose=rose,
-        only_tiers=None if publication.public else publication.internal_tiers(known),
+        only_tiers=audience_tiers,
     )
     return incident, update, broadcast
 
@@ -187,7 +188,9 @@ def _record_update(
     message: OutageMessage,
     event: EventKind,
     publication: Publication | None = None,
+    tiers: list[int] | None = None,
 ) -> IncidentUpdate:
+    """The update row; `tiers`, an internal update's audience as resolved (the default made explicit)."""
     publication = publication or Publication()
     seq = (
         session.scalar(select(func.max(IncidentUpdate.seq)).where(IncidentUpdate.incident_id == incident.id))
@@ -202,7 +205,7 @@ def _record_update(
         posted_at=message.posted_at,
         notify=publication.notify,
         public=publication.public,
-        tiers=None if publication.public else publication.tiers,
+        tiers=tiers,
     )
     session.add(update)
     session.flush()

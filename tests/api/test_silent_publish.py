@@ -71,7 +71,7 @@ def test_an_internal_update_plans_the_first_tier_only_never_social_and_leaves_th
     )
     assert internal.status_code == 201, internal.text
     body = internal.json()
-    assert body["update"] == {"seq": 2, "notify": True, "public": False, "tiers": None}
+    assert body["update"] == {"seq": 2, "notify": True, "public": False, "tiers": [0]}
     assert body["broadcast"]["channels"] == ["email"]  # social is public: dropped
     assert body["incident"]["status"] == "investigating"  # the public state did not move
     assert "cause" not in body["incident"]["message"] or body["incident"]["message"]["cause"] is None
@@ -94,7 +94,7 @@ def test_an_internal_update_plans_the_first_tier_only_never_social_and_leaves_th
             select(BroadcastTier.tier).where(BroadcastTier.broadcast_id == chosen.json()["broadcast"]["id"])
         ).all()
     assert sorted(tiers) == [0, 1]
-    assert chosen.json()["update"]["tiers"] == [1, 0]
+    assert chosen.json()["update"]["tiers"] == [0, 1]
 
 
 def test_combinations_that_reach_nobody_or_the_wrong_people_are_422_naming_the_field(
