@@ -62,10 +62,16 @@ class Snapshot:
     stale: bool = False
     read_at: float = field(default_factory=time.monotonic, compare=False)  # monotonic, last good read
 
-    def age_s(self) -> int:
+    def age_s(self, now: datetime | None = None) -> int:
         """Seconds since this process last read it from the database (or built it): how old what
-        it says may be. What X-Status-Snapshot-Age and the page show; about 0 while all is well."""
+        it says may be. What X-Status-Snapshot-Age and the page show; about 0 while all is well.
+        (`now` is accepted for callers that pass one; the age is measured on the monotonic clock.)"""
         return max(0, int(time.monotonic() - self.read_at))
+
+    def checked_at(self) -> datetime:
+        """When it was last known current (wall clock): `generated_at` is when its content last
+        changed, which may be long before."""
+        return datetime.now(UTC) - timedelta(seconds=time.monotonic() - self.read_at)
 
 
 def iso(value: datetime | None) -> str | None:

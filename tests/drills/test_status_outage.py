@@ -1,7 +1,7 @@
 """The status routes stay up while everything else is down: the API as a real process (uvicorn),
 its PostgreSQL and its Redis each behind a TCP forwarder that the test cuts. With both cut, the
-status JSON still answers 200 from the process's copy, marked stale with its age; /healthz is
-unaffected and /readyz says what is down. Restored, the copy is fresh again."""
+status JSON, the page and the Atom feed still answer 200 from the process's copy, marked stale
+with its age; /healthz is unaffected and /readyz says what is down. Restored, fresh again."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from tests.drills.tcp_cut import TcpCut
 from tests.processes import start_api
 
 pytestmark = [pytest.mark.skipif(PG_UNAVAILABLE is not None, reason=str(PG_UNAVAILABLE))]
-PATHS = ["/api/v2/summary.json", "/api/v2/status.json", "/api/v2/components.json"]
+PATHS = ["/api/v2/summary.json", "/api/v2/status.json", "/api/v2/components.json", "/status", "/history.atom"]
 
 
 @pytest.fixture
@@ -98,9 +98,14 @@ def test_status_json_answers_from_the_process_copy_with_the_database_and_redis_c
             for path in PATHS:
                 during = http.get(path)
                 assert during.status_code == 200, during.text
-                assert during.json() == before[path].json()  # the last good copy, whole
-                assert during.headers["etag"] == before[path].headers["etag"]
+                assert during.headers["x-status-snapshot-stale"] == "true"
                 assert int(during.headers["x-status-snapshot-age"]) >= 1
+                if path.endswith(".json"):
+                    assert during.json() == before[path].json()  # the last good copy, whole
+                    assert during.headers["etag"] == before[path].headers["etag"]
+            page = http.get("/status").text
+            assert "API down" in page and "may be out of date" in page  # the page says how old it is
+            assert "API down" in http.get("/history.atom").text
             assert (
                 http.get(PATHS[0], headers={"If-None-Match": before[PATHS[0]].headers["etag"]}).status_code
                 == 304
