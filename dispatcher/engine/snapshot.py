@@ -329,7 +329,7 @@ def _read(settings: Settings) -> Snapshot:
     clock = time.monotonic()
     with get_database(settings).session() as session:
         row = session.get(StatusSnapshot, ROW_ID, populate_existing=True)
-        if row is None:
+        if row is None or not row.etag:  # never built (the migration's placeholder)
             built = rebuild_snapshot(session, settings)
             return replace(built, read_at=clock)
         return Snapshot(row.body, row.etag, row.generated_at, read_at=clock)
