@@ -28,6 +28,7 @@ from config import Settings
 from dispatcher.domain.status import (
     Affecting,
     ComponentSpec,
+    affects,
     component_statuses,
     default_components,
     overall,
@@ -150,10 +151,8 @@ def build_snapshot(session: Session, settings: Settings, now: datetime) -> dict[
     updated_at = max((i.updated_at for i in rows), default=None) or now
 
     def touched(name: str) -> datetime:
-        times = [
-            i.updated_at for i in rows if _affecting(i).components == () or name in _affecting(i).components
-        ]
-        return max(times, default=updated_at)
+        """When something affecting the component last changed (else when the page did)."""
+        return max((i.updated_at for i in rows if affects(_affecting(i), name)), default=updated_at)
 
     components: list[dict[str, Any]] = []
     groups: dict[str, dict[str, Any]] = {}

@@ -16,8 +16,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 from config import Settings
 from dispatcher.app import create_app
 from dispatcher.engine import snapshot as snapshots
+from dispatcher.public import status_limit
 from dispatcher.store.db import Database
 from dispatcher.store.models import SubscriberList
+from dispatcher.supervisor import free_port
 from tests.api.conftest import PUBLIC_URL, auth
 
 
@@ -311,3 +313,15 @@ def test_the_limit_is_per_client_and_generous_by_default(db: Database) -> None:
         other = client.get("/api/v2/status.json", headers={"X-Forwarded-For": "198.51.100.7"})
         assert other.status_code == 429  # no trusted proxy: the header is not believed
     assert Settings().status_requests_per_hour >= 3600
+
+
+def test_a_dead_redis_leaves_the_routes_unlimited_not_down(db: Database) -> None:
+    snapshots.COPIES.items.clear()
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    settings = Settings(database_url=db.url, redis_url=dead, status_requests_per_hour=1)
+    with TestClient(create_app(settings)) as client:
+        assert [client.get("/api/v2/summary.json").status_code for _ in range(3)] == [200, 200, 200]
+        assert client.get("/api/v2/summary.json", headers={"If-None-Match": "nonsense"}).status_code == 200
+        bad_date = client.get("/api/v2/summary.json", headers={"If-Modified-Since": "not a date"})
+        assert bad_date.status_code == 200
+    status_limit._down_until = 0.0  # the next test's Redis is alive
