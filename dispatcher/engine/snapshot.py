@@ -28,6 +28,7 @@ from config import Settings
 from dispatcher.domain.status import (
     Affecting,
     ComponentSpec,
+    affects,
     component_statuses,
     default_components,
     overall,
@@ -60,11 +61,18 @@ class Snapshot:
     etag: str
     generated_at: datetime
     stale: bool = False
-    read_at: float = field(default=0.0, compare=False)  # time.monotonic() of the last good read
+    read_at: float = field(default_factory=time.monotonic, compare=False)  # monotonic, last good read
 
     def age_s(self, now: datetime | None = None) -> int:
-        """Seconds since it was built: what the page and X-Status-Snapshot-Age show."""
-        return max(0, int(((now or datetime.now(UTC)) - self.generated_at).total_seconds()))
+        """Seconds since this process last read it from the database (or built it): how old what
+        it says may be. What X-Status-Snapshot-Age and the page show; about 0 while all is well.
+        (`now` is accepted for callers that pass one; the age is measured on the monotonic clock.)"""
+        return max(0, int(time.monotonic() - self.read_at))
+
+    def checked_at(self) -> datetime:
+        """When it was last known current (wall clock): `generated_at` is when its content last
+        changed, which may be long before."""
+        return datetime.now(UTC) - timedelta(seconds=time.monotonic() - self.read_at)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -143,10 +151,8 @@ def build_snapshot(session: Session, settings: Settings, now: datetime) -> dict[
     updated_at = max((i.updated_at for i in rows), default=None) or now
 
     def touched(name: str) -> datetime:
-        times = [
-            i.updated_at for i in rows if _affecting(i).components == () or name in _affecting(i).components
-        ]
-        return max(times, default=updated_at)
+        """When something affecting the component last changed (else when the page did)."""
+        return max((i.updated_at for i in rows if affects(_affecting(i), name)), default=updated_at)
 
     components: list[dict[str, Any]] = []
     groups: dict[str, dict[str, Any]] = {}
@@ -306,7 +312,7 @@ def rebuild_snapshot(session: Session, settings: Settings, now: datetime | None 
     elif row.etag != etag:
         row.body, row.etag, row.generated_at = body, etag, now
     session.flush()
-    built = Snapshot(body=row.body, etag=row.etag, generated_at=row.generated_at)
+    built = Snapshot(body=row.body, etag=row.etag, generated_at=row.generated_at, read_at=time.monotonic())
     url = settings.effective_database_url
     event.listen(
         session,
@@ -322,7 +328,7 @@ def _read(settings: Settings) -> Snapshot:
     clock = time.monotonic()
     with get_database(settings).session() as session:
         row = session.get(StatusSnapshot, ROW_ID, populate_existing=True)
-        if row is None:
+        if row is None or not row.etag:  # never built (the migration's placeholder)
             built = rebuild_snapshot(session, settings)
             return replace(built, read_at=clock)
         return Snapshot(row.body, row.etag, row.generated_at, read_at=clock)

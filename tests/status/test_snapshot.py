@@ -3,6 +3,7 @@ and the stored snapshot rebuilt by every incident, update and maintenance change
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,9 @@ from dispatcher.incidents.broadcasts import open_incident, post_update
 from dispatcher.incidents.maintenance import schedule
 from dispatcher.reads.status import build_snapshot, current_snapshot
 from dispatcher.store.db import Database
+from dispatcher.store.migrate import upgrade
 from dispatcher.store.models import StatusSnapshot, SubscriberList
+from tests.conftest import fresh_database_url
 
 COMPONENTS = [
     {"name": "API", "description": "The REST API", "group": "Core", "order": 1},
@@ -155,3 +158,47 @@ def test_build_reads_only_the_last_90_days(db: Database, settings: Settings) -> 
     with db.session() as session:
         assert len(build_snapshot(session, settings, datetime.now(UTC))["incidents"]) == 1
         assert build_snapshot(session, settings, datetime.now(UTC) + timedelta(days=91))["incidents"] == []
+
+
+@pytest.fixture
+def fresh(backend: str, request: pytest.FixtureRequest) -> Iterator[Database]:
+    name = "".join(c for c in request.node.originalname if c.isalnum())[-24:]
+    database = Database(fresh_database_url(backend, f"snap_{name}"))
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+def test_a_fresh_database_serves_a_built_snapshot(fresh: Database) -> None:
+    snapshots.COPIES.items.clear()
+    settings = Settings(database_url=fresh.url, service_name="Acme")
+    assert stored(fresh).etag == ""  # the migration's placeholder: locked, never inserted twice
+    snapshot = current_snapshot(settings)
+    assert [c["name"] for c in snapshot.body["components"]] == ["Acme"] and not snapshot.stale
+    assert stored(fresh).etag == snapshot.etag
+    snapshots.COPIES.items.clear()
+
+
+def test_changes_committing_at_once_both_reach_the_snapshot(fresh: Database) -> None:
+    """Each rebuild locks the row before it reads: the later one waits, then sees the earlier change."""
+    settings = Settings(database_url=fresh.url, service_name="Acme")
+    with fresh.session() as session:
+        session.add(SubscriberList(name="customers", tier=1))
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def open_one(title: str) -> None:
+        try:
+            with fresh.session() as session:
+                barrier.wait(timeout=10)
+                open_incident(session, settings, OutageMessage(title=title, impact="minor"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(t,)) for t in ("First", "Second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert sorted(i["name"] for i in stored(fresh).body["incidents"]) == ["First", "Second"]
