@@ -52,6 +52,9 @@ def test_redis_killed_mid_broadcast_is_restarted_and_every_delivery_goes_once(tm
         DISPATCHER_API_KEYS=f"commander:{COMMANDER},admin:{ADMIN}",
         DISPATCHER_SWEEP_INTERVAL_S="2",
         DISPATCHER_RATE_TWILIO_PER_S=str(RATE_PER_S),
+        # the queued batches die with Redis; the sweeper re-queues their rows once untouched for a
+        # lease (120 s by default): shortened here so the test does not wait two minutes
+        DISPATCHER_LEASE_S="15",
     )
     up = Up(tmp_path, env)
     try:
