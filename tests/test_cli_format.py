@@ -76,6 +76,19 @@ def test_incident_opened_names_the_incident_the_broadcast_and_the_next_command()
     ]
 
 
+def test_a_silent_update_says_nothing_was_sent_and_an_internal_one_says_it_is_not_public() -> None:
+    incident = {"id": 12, "impact": "major", "status": "identified", "title": "Checkout", "message": {}}
+    silent = {"incident": incident, "update": {"seq": 2, "notify": False, "public": True}, "broadcast": None}
+    assert fmt.incident_updated(silent, None) == [
+        "Incident #12 updated: identified (major): Checkout",
+        "Not sent (notify: false): shown on the status page only, no broadcast",
+    ]
+    internal = {"incident": incident, "update": {"seq": 3, "notify": True, "public": False}}
+    lines = fmt.incident_updated(internal, progress())
+    assert lines[1] == "Internal (public: false): never on the status page"
+    assert lines[2].startswith("Broadcast #31:")
+
+
 def test_the_completed_summary_splits_accepted_from_failed_per_channel() -> None:
     lines = fmt.completed_lines(progress("completed"))
     assert (

@@ -18,11 +18,11 @@ from dispatcher.domain.message import Kind, Status
 from dispatcher.engine.broker import CONTROL_QUEUE
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.progress import progress
-from dispatcher.incidents.broadcasts import open_incident, post_update
-from dispatcher.reads.incidents import incident_json, incident_story, list_incidents
+from dispatcher.incidents.broadcasts import publish_incident, publish_update
+from dispatcher.reads.incidents import incident_json, incident_story, list_incidents, publication_json
 from dispatcher.reads.values import MAX_LIMIT
 from dispatcher.store.db import Database
-from dispatcher.store.models import Broadcast, Incident
+from dispatcher.store.models import Broadcast, Incident, IncidentUpdate
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"], responses=ERRORS)
 
@@ -36,8 +36,18 @@ def hand_off(broadcast_id: int) -> bool:
     return outbox.hand_off()
 
 
-def _created(session: Session, incident: Incident, broadcast: Broadcast) -> Outcome:
-    body = {"incident": incident_json(incident), "broadcast": progress(session, broadcast.id)}
+def _created(
+    session: Session, incident: Incident, update: IncidentUpdate, broadcast: Broadcast | None
+) -> Outcome:
+    """The answer to an open or an update. A silent one (`notify: false`) has `broadcast: null`:
+    nothing was planned or sent, so there is no broadcast to follow, and the dashboard lists none."""
+    body = {
+        "incident": incident_json(incident),
+        "update": publication_json(update),
+        "broadcast": progress(session, broadcast.id) if broadcast else None,
+    }
+    if broadcast is None:
+        return 201, body, lambda: None
     broadcast_id = broadcast.id
 
     def after() -> None:
@@ -56,8 +66,10 @@ def create_incident(
     database: Database = Depends(get_db),
 ) -> JSONResponse:
     def create(session: Session) -> Outcome:
-        incident, broadcast = open_incident(session, settings, body.message(), channels=body.channels)
-        return _created(session, incident, broadcast)
+        incident, update, broadcast = publish_incident(
+            session, settings, body.message(), channels=body.channels, publication=body.publication()
+        )
+        return _created(session, incident, update, broadcast)
 
     return run_once(request, database, caller, body.model_dump(mode="json", exclude_unset=True), create)
 
@@ -72,10 +84,16 @@ def create_update(
     database: Database = Depends(get_db),
 ) -> JSONResponse:
     def create(session: Session) -> Outcome:
-        incident, broadcast = post_update(
-            session, settings, incident_id, body.changes(), reopen=body.reopen, channels=body.channels
+        incident, update, broadcast = publish_update(
+            session,
+            settings,
+            incident_id,
+            body.changes(),
+            reopen=body.reopen,
+            channels=body.channels,
+            publication=body.publication(),
         )
-        return _created(session, incident, broadcast)
+        return _created(session, incident, update, broadcast)
 
     return run_once(request, database, caller, body.model_dump(mode="json", exclude_unset=True), create)
 

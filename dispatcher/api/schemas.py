@@ -8,17 +8,22 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from channels.base import ChannelName
-from dispatcher.domain.message import OutageMessage
+from dispatcher.domain.message import OutageMessage, Publication
 
 # Row ids are 64-bit in the database: anything larger is a 422, not an overflow.
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 ChannelList = Annotated[list[ChannelName], Field(max_length=5)]
+TierList = Annotated[list[Annotated[int, Field(ge=0, le=1000)]], Field(min_length=1, max_length=20)]
+PUBLISHING = frozenset(Publication.model_fields)  # how an update is published, not what it says
 
 
 class IncidentIn(OutageMessage):
     """A canonical outage message, plus an optional list of channels overriding the policy."""
 
     channels: ChannelList | None = None
+    notify: bool = True  # false: shown on the status page, sent to nobody
+    public: bool = True  # an incident opens in public (public: false is for updates)
+    tiers: TierList | None = None
 
     def message(self) -> OutageMessage:
         return OutageMessage.model_validate(
@@ -28,6 +33,9 @@ class IncidentIn(OutageMessage):
                 if name in self.model_fields_set
             }
         )
+
+    def publication(self) -> Publication:
+        return Publication(notify=self.notify, public=self.public, tiers=self.tiers)
 
 
 def _optional(annotation: Any, metadata: list[Any]) -> Any:
@@ -51,10 +59,16 @@ class UpdateIn(_UpdateBase):  # type: ignore[misc, valid-type]
 
     reopen: bool = False
     channels: ChannelList | None = None
+    notify: bool = True  # false: shown on the status page, the feeds and the JSON, sent to nobody
+    public: bool = True  # false: internal, sent to `tiers` only, never shown anywhere public
+    tiers: TierList | None = None  # with public: false; default the first tier (the admins)
 
     def changes(self) -> dict[str, Any]:
-        sent = self.model_fields_set - {"reopen", "channels"}
+        sent = self.model_fields_set - {"reopen", "channels", *PUBLISHING}
         return self.model_dump(mode="json", include=sent)
+
+    def publication(self) -> Publication:
+        return Publication(notify=self.notify, public=self.public, tiers=self.tiers)
 
 
 class PreviewIn(IncidentIn):

@@ -36,6 +36,7 @@ app.add_typer(broadcasts_app, name="broadcasts")
 Url = Annotated[str, typer.Option("--url", envvar="DISPATCHER_URL", help="the API")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="DISPATCHER_API_KEY", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="print the API's JSON body instead")]
+Silent = Annotated[bool, typer.Option(help="notify: false: recorded and shown on the page, sent to nobody")]
 PlanWait = Annotated[
     float, typer.Option(min=0, help="seconds to wait for planning to count the deliveries (0: don't)")
 ]
@@ -182,16 +183,19 @@ def incident_open(
     summary: Annotated[str | None, typer.Option()] = None,
     status: Annotated[str | None, typer.Option()] = None,
     channel: Annotated[list[str] | None, typer.Option("--channel", help="override; repeat")] = None,
+    silent: Silent = False,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
     plan_wait: PlanWait = 2.0,
     as_json: Json = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Open an incident from FILE and/or options, and broadcast it."""
+    """Open an incident from FILE and/or options, and broadcast it (with --silent: show it only)."""
     body = client.message_body(
         file, title=title, impact=impact, summary=summary, status=status, channels=channel
     )
+    if silent:
+        body["notify"] = False
     if "title" not in body:
         raise client.bad_input("FILE / --title", "give a message FILE or --title")
     created = client.call(url, api_key, "POST", "/v1/incidents", body, idempotency_key=idempotency_key)
@@ -209,6 +213,11 @@ def incident_update(
     eta: Annotated[str | None, typer.Option(help="with a zone: 2026-01-01T10:00:00Z")] = None,
     reopen: Annotated[bool, typer.Option(help="reopen a resolved incident")] = False,
     channel: Annotated[list[str] | None, typer.Option("--channel", help="override; repeat")] = None,
+    silent: Silent = False,
+    internal: Annotated[
+        bool, typer.Option(help="public: false: to --tier only (default the admins), never on the page")
+    ] = False,
+    tier: Annotated[list[int] | None, typer.Option("--tier", help="with --internal; repeat")] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
     plan_wait: PlanWait = 2.0,
     as_json: Json = False,
@@ -221,6 +230,12 @@ def incident_update(
     )
     if reopen:
         body["reopen"] = True
+    if silent:
+        body["notify"] = False
+    if internal:
+        body["public"] = False
+    if tier:
+        body["tiers"] = tier
     path = f"/v1/incidents/{incident_id}/updates"
     created = client.call(url, api_key, "POST", path, body, idempotency_key=idempotency_key)
     _show_created(created, url, api_key, plan_wait, as_json, fmt.incident_updated)
@@ -232,7 +247,7 @@ def _show_created(
     api_key: str | None,
     plan_wait: float,
     as_json: bool,
-    lines: Callable[[dict[str, Any], dict[str, Any]], list[str]],
+    lines: Callable[[dict[str, Any], dict[str, Any] | None], list[str]],
 ) -> None:
     """The API's answer with `--json`; else the incident, the broadcast's size once planning has
     counted it (read back for up to `plan_wait` seconds, else how far it got) and the watch command."""
@@ -240,6 +255,9 @@ def _show_created(
         client.emit(created)
         return
     progress = created["broadcast"]
+    if progress is None:  # notify: false, nothing to follow
+        typer.echo("\n".join(lines(created, None)))
+        return
     deadline = time.monotonic() + plan_wait
     while progress["planned_at"] is None and time.monotonic() < deadline:
         time.sleep(0.2)

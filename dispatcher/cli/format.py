@@ -78,22 +78,29 @@ def _scope(incident: Mapping[str, Any]) -> str:
     return ", ".join(str(p) for p in parts if p)
 
 
-def incident_opened(body: Mapping[str, Any], progress: Mapping[str, Any]) -> list[str]:
+def _sending(body: Mapping[str, Any], progress: Mapping[str, Any] | None) -> list[str]:
+    """The broadcast's lines, or why there is none (a silent, `notify: false`, update)."""
+    update = body.get("update") or {}
+    if progress is None:
+        return ["Not sent (notify: false): shown on the status page only, no broadcast"]
+    internal = [] if update.get("public", True) else ["Internal (public: false): never on the status page"]
+    return [*internal, broadcast_line(progress), watch_hint(progress["id"])]
+
+
+def incident_opened(body: Mapping[str, Any], progress: Mapping[str, Any] | None) -> list[str]:
     """POST /v1/incidents' body (and the broadcast as read just after) for a person."""
     incident = body["incident"]
     return [
         f"Incident #{incident['id']} opened ({_scope(incident)}): {incident['title']}",
-        broadcast_line(progress),
-        watch_hint(progress["id"]),
+        *_sending(body, progress),
     ]
 
 
-def incident_updated(body: Mapping[str, Any], progress: Mapping[str, Any]) -> list[str]:
+def incident_updated(body: Mapping[str, Any], progress: Mapping[str, Any] | None) -> list[str]:
     incident = body["incident"]
     return [
         f"Incident #{incident['id']} updated: {incident['status']} ({_scope(incident)}): {incident['title']}",
-        broadcast_line(progress),
-        watch_hint(progress["id"]),
+        *_sending(body, progress),
     ]
 
 

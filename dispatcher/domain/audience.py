@@ -105,9 +105,17 @@ def broadcast_targets(
     return targets(channels, opt_outs, addresses, sending_on)
 
 
-def public_targets(sending_on: Iterable[ChannelName]) -> list[Target]:
-    """The public tier's one delivery: a social post, if the broadcast goes out on social."""
+def public_targets(sending_on: Iterable[ChannelName], *, internal: bool = False) -> list[Target]:
+    """The public tier's one delivery: a social post, if the broadcast goes out on social; never
+    for an internal (`public: false`) update, whatever its channels say."""
+    if internal:
+        return []
     return [Target(ChannelName.SOCIAL, PUBLIC_ADDRESS)] if ChannelName.SOCIAL in set(sending_on) else []
+
+
+def internal_channels(sending_on: Iterable[ChannelName]) -> list[ChannelName]:
+    """The channels an internal (`public: false`) update goes out on: social is public, so never it."""
+    return [c for c in sending_on if c is not ChannelName.SOCIAL]
 
 
 def next_channel(

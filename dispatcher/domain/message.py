@@ -12,6 +12,7 @@ which gets windows across a DST change wrong; channels render them in the reader
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Self
@@ -27,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from dispatcher.domain.errors import TransitionError
+from dispatcher.domain.errors import TransitionError, ValidationFailed
 
 
 class Kind(StrEnum):
@@ -220,3 +221,48 @@ class EventKind(StrEnum):
     MAINTENANCE_COMPLETED = "maintenance_completed"
     MAINTENANCE_CANCELLED = "maintenance_cancelled"
     MAINTENANCE_RESCHEDULED = "maintenance_rescheduled"
+
+
+class Publication(BaseModel):
+    """How one message is published, apart from what it says: `notify: false` records it and shows it
+    on the status page, the feeds and the JSON, but sends it to nobody (a correction, a typo fixed);
+    `public: false` is an internal update, sent to `tiers` only (default: the first tier, the admins)
+    and never shown on the status page, the feeds, the JSON or the social post.
+
+    Not part of OutageMessage: it is not carried into the next update, each update chooses anew."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    notify: bool = True
+    public: bool = True
+    tiers: Annotated[list[int], Field(min_length=1, max_length=20)] | None = None
+
+    def checked(self, known_tiers: Sequence[int], *, opening: bool = False) -> Self:
+        """Itself, if it makes sense for a service whose private tiers are `known_tiers`; else
+        ValidationFailed naming the fields (a 422). Combinations that would reach nobody, or choose
+        tiers that do not exist, are refused rather than silently sent to the wrong people."""
+        if opening and not self.public:
+            raise ValidationFailed(
+                "an incident opens in public; post internal notes as updates with public: false",
+                fields=["public"],
+            )
+        if not self.notify and not self.public:
+            raise ValidationFailed(
+                "an update that is neither public nor notified reaches nobody", fields=["notify", "public"]
+            )
+        if self.tiers is not None and self.public:
+            raise ValidationFailed(
+                "tiers choose who hears an internal update: set public to false too", fields=["tiers"]
+            )
+        unknown = sorted(set(self.tiers or ()) - set(known_tiers))
+        if unknown:
+            allowed = ", ".join(str(t) for t in known_tiers)
+            raise ValidationFailed(
+                f"no such tier: {', '.join(str(t) for t in unknown)} (tiers here: {allowed})",
+                fields=["tiers"],
+            )
+        return self
+
+    def internal_tiers(self, known_tiers: Sequence[int]) -> list[int]:
+        """The tiers an internal update goes to: those chosen, else the first (the admins)."""
+        return sorted(set(self.tiers)) if self.tiers else sorted(known_tiers)[:1]

@@ -142,6 +142,9 @@ def plan_pages(
         respect_quiet = bool(broadcast.policy.get("quiet_hours"))
         compensated = tier in broadcast.policy.get("compensation_tiers", [])
         contacts = broadcast.policy.get("contacts")
+        internal = bool(broadcast.policy.get("internal"))
+    if internal:  # a public:false update: social is public, so it is never planned, whatever the policy
+        sending_on = audience.internal_channels(sending_on)
     components, regions = message.get("components", []), message.get("regions", [])
     now = utcnow()
     if contacts is not None:  # a broadcast to named addresses (commander reminders), no subscribers
@@ -153,7 +156,7 @@ def plan_pages(
     elif tier == public_tier:
         rows = [
             delivery_row(broadcast_id, tier, t.channel, t.address, None, "en", now)
-            for t in audience.public_targets(sending_on)
+            for t in audience.public_targets(sending_on, internal=internal)
         ]
         if rows:
             _write_page(database, settings, broadcast_id, tier, rows)

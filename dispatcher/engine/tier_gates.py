@@ -74,9 +74,11 @@ def add_gates(session: Session, broadcast_id: int, tiers: Sequence[int]) -> None
 
 
 def public_tier_of(session: Session, broadcast_id: int, tiers: Sequence[int]) -> int | None:
-    """The last tier is the public post's, except in a broadcast to named contacts (a reminder)."""
+    """The last tier is the public post's, except in a broadcast to named contacts (a reminder) and
+    in an internal one (a `public: false` update), which have none."""
     policy = session.scalar(select(Broadcast.policy).where(Broadcast.id == broadcast_id)) or {}
-    return None if policy.get("contacts") is not None or not tiers else max(tiers)
+    private = policy.get("contacts") is not None or bool(policy.get("internal"))
+    return None if private or not tiers else max(tiers)
 
 
 def try_dispatch(session: Session, settings: Settings, broadcast_id: int, tier: int, outbox: Outbox) -> bool:

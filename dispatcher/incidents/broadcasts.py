@@ -9,17 +9,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from pydantic import HttpUrl
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from channels.base import ChannelName
 from config import Settings
+from dispatcher.domain import audience
 from dispatcher.domain.errors import NotFound
-from dispatcher.domain.message import EventKind, Impact, Kind, OutageMessage, Status, check_transition
+from dispatcher.domain.message import (
+    EventKind,
+    Impact,
+    Kind,
+    OutageMessage,
+    Publication,
+    Status,
+    check_transition,
+)
 from dispatcher.domain.policy import channels_for, impact_rose
 from dispatcher.domain.quiet_hours import QUIET_IMPACTS
 from dispatcher.domain.states import BroadcastState, TierState
 from dispatcher.engine.broker import app
+from dispatcher.engine.snapshot import rebuild_snapshot
 from dispatcher.engine.tier_gates import add_gates
 from dispatcher.engine.variants import COMPENSATION_LOCALE, render_variants
 from dispatcher.store.models import Broadcast, BroadcastTier, Incident, IncidentUpdate, SubscriberList
@@ -32,23 +43,54 @@ def open_incident(
     *,
     channels: Iterable[ChannelName] | None = None,
 ) -> tuple[Incident, Broadcast]:
+    incident, _, broadcast = publish_incident(session, settings, message, channels=channels)
+    assert broadcast is not None  # a default publication always notifies
+    return incident, broadcast
+
+
+def publish_incident(
+    session: Session,
+    settings: Settings,
+    message: OutageMessage,
+    *,
+    channels: Iterable[ChannelName] | None = None,
+    publication: Publication | None = None,
+) -> tuple[Incident, IncidentUpdate, Broadcast | None]:
+    """Opens the incident; its broadcast, or None for a silent opening (`notify: false`): recorded
+    and shown on the status page, sent to nobody."""
+    publication = (publication or Publication()).checked(private_tiers(session, settings), opening=True)
     posted = message.stamped()
     incident = Incident(
         kind=posted.kind.value,
         title=posted.title,
         status=posted.lifecycle_status.value,
         impact=posted.impact.value,
-        message=posted.model_dump(mode="json"),
+        message={},
         starts_at=posted.starts_at,
         ends_at=posted.ends_at,
         last_update_at=posted.posted_at,
     )
     session.add(incident)
     session.flush()
+    posted = with_page_link(settings, incident.id, posted)
+    incident.message = posted.model_dump(mode="json")
     event = EventKind.INCIDENT_OPENED if posted.kind is Kind.INCIDENT else EventKind.MAINTENANCE_SCHEDULED
-    update = _record_update(session, incident, posted, event)
+    update = _record_update(session, incident, posted, event, publication)
+    rebuild_snapshot(session, settings)  # the status page shows it when this commits
+    if not publication.notify:
+        return incident, update, None
     broadcast = create_broadcast(session, settings, incident, update, posted, event, channels=channels)
-    return incident, broadcast
+    return incident, update, broadcast
+
+
+def with_page_link(settings: Settings, incident_id: int, message: OutageMessage) -> OutageMessage:
+    """The message linking to this service's own incident page when the commander gave no
+    `status_page_url` and DISPATCHER_PUBLIC_URL is set, so every channel's link points somewhere
+    real. Stored on the incident, so every update carries it on."""
+    if message.status_page_url is not None or "public_url" not in settings.model_fields_set:
+        return message
+    link = f"{settings.public_url.rstrip('/')}/status/incidents/{incident_id}"
+    return message.model_copy(update={"status_page_url": HttpUrl(link)})
 
 
 def post_update(
@@ -65,6 +107,31 @@ def post_update(
     """Applies a commander's changes to the current message; an invalid status move raises
     TransitionError (409) before anything is written. `event` overrides the notice kind derived from
     the status (a maintenance window moved while in progress is a reschedule, not a second start)."""
+    incident, _, broadcast = publish_update(
+        session, settings, incident_id, changes, reopen=reopen, channels=channels, event=event, now=now
+    )
+    assert broadcast is not None  # a default publication always notifies
+    return incident, broadcast
+
+
+def publish_update(
+    session: Session,
+    settings: Settings,
+    incident_id: int,
+    changes: dict[str, object],
+    *,
+    reopen: bool = False,
+    channels: Iterable[ChannelName] | None = None,
+    event: EventKind | None = None,
+    now: datetime | None = None,
+    publication: Publication | None = None,
+) -> tuple[Incident, IncidentUpdate, Broadcast | None]:
+    """post_update with a choice of publication: `notify: false` records the update (the page shows
+    it) and returns no broadcast; `public: false` sends it to the chosen tiers only and leaves the
+    incident's public state (its message, status, impact, title) as the last public update left it,
+    so nothing internal leaks to the status page through the incident itself."""
+    known = private_tiers(session, settings)
+    publication = (publication or Publication()).checked(known)
     incident = session.get(Incident, incident_id, with_for_update=True)
     if incident is None:
         raise NotFound(f"incident {incident_id} not found", fields=["id"])
@@ -72,20 +139,33 @@ def post_update(
     updated = current.merged(changes).stamped(now)
     check_transition(current.lifecycle_status, updated.lifecycle_status, reopen=reopen)
     event = event or _update_event(current, updated)
-    incident.message = updated.model_dump(mode="json")
-    incident.starts_at, incident.ends_at = updated.starts_at, updated.ends_at
-    incident.status = updated.lifecycle_status.value
-    incident.impact = updated.impact.value
-    incident.title = updated.title
-    incident.updated_at = incident.last_update_at = updated.posted_at or datetime.now(UTC)
-    if updated.lifecycle_status is Status.RESOLVED:
-        incident.resolved_at = updated.posted_at
-    update = _record_update(session, incident, updated, event)
+    if publication.public:
+        incident.message = updated.model_dump(mode="json")
+        incident.starts_at, incident.ends_at = updated.starts_at, updated.ends_at
+        incident.status = updated.lifecycle_status.value
+        incident.impact = updated.impact.value
+        incident.title = updated.title
+        incident.updated_at = incident.last_update_at = updated.posted_at or datetime.now(UTC)
+        if updated.lifecycle_status is Status.RESOLVED:
+            incident.resolved_at = updated.posted_at
+    audience_tiers = None if publication.public else publication.internal_tiers(known)
+    update = _record_update(session, incident, updated, event, publication, audience_tiers)
+    rebuild_snapshot(session, settings)  # the status page shows it (if public) when this commits
+    if not publication.notify:
+        return incident, update, None
     rose = impact_rose(Impact(current.impact), Impact(updated.impact))
     broadcast = create_broadcast(
-        session, settings, incident, update, updated, event, channels=channels, impact_rose=rose
+        session,
+        settings,
+        incident,
+        update,
+        updated,
+        event,
+        channels=channels,
+        impact_rose=rose,
+        only_tiers=audience_tiers,
     )
-    return incident, broadcast
+    return incident, update, broadcast
 
 
 def _update_event(before: OutageMessage, after: OutageMessage) -> EventKind:
@@ -103,8 +183,15 @@ def _update_event(before: OutageMessage, after: OutageMessage) -> EventKind:
 
 
 def _record_update(
-    session: Session, incident: Incident, message: OutageMessage, event: EventKind
+    session: Session,
+    incident: Incident,
+    message: OutageMessage,
+    event: EventKind,
+    publication: Publication | None = None,
+    tiers: list[int] | None = None,
 ) -> IncidentUpdate:
+    """The update row; `tiers`, an internal update's audience as resolved (the default made explicit)."""
+    publication = publication or Publication()
     seq = (
         session.scalar(select(func.max(IncidentUpdate.seq)).where(IncidentUpdate.incident_id == incident.id))
         or 0
@@ -116,6 +203,9 @@ def _record_update(
         status=message.lifecycle_status.value,
         message=message.model_dump(mode="json"),
         posted_at=message.posted_at,
+        notify=publication.notify,
+        public=publication.public,
+        tiers=tiers,
     )
     session.add(update)
     session.flush()
@@ -128,6 +218,12 @@ def tier_layout(session: Session, settings: Settings) -> tuple[list[int], int]:
     list_tiers = set(session.scalars(select(SubscriberList.tier).distinct())) | set(settings.tiers.values())
     public_tier = max(list_tiers, default=0) + 1
     return sorted(list_tiers | {public_tier}), public_tier
+
+
+def private_tiers(session: Session, settings: Settings) -> list[int]:
+    """The tiers an internal (`public: false`) update may go to: every tier but the public one."""
+    tiers, public_tier = tier_layout(session, settings)
+    return [t for t in tiers if t != public_tier]
 
 
 def sending_channels(
@@ -158,16 +254,25 @@ def create_broadcast(
     *,
     channels: Iterable[ChannelName] | None = None,
     impact_rose: bool = False,
+    only_tiers: Iterable[int] | None = None,
 ) -> Broadcast:
-    """Records the broadcast, its tiers and its rendered variants; planning happens in a task."""
+    """Records the broadcast, its tiers and its rendered variants; planning happens in a task.
+
+    `only_tiers`: an internal broadcast (a `public: false` update) to those tiers alone, with no
+    public tier and never on social (audience.internal_channels)."""
     from channels.registry import build_channels
 
     sending_on = sending_channels(settings, event, override=channels, impact_rose=impact_rose)
+    internal = only_tiers is not None
+    if internal:
+        sending_on = audience.internal_channels(sending_on)
     policy: dict[str, object] = {
         "channels": [c.value for c in sending_on],
         "scope": {"components": list(message.components), "regions": list(message.regions)},
         "quiet_hours": event is EventKind.MAINTENANCE_REMINDER and message.impact in QUIET_IMPACTS,
     }
+    if internal:
+        policy["internal"] = True  # no public tier: public_tier_of answers None
     compensation = compensation_text(settings, incident, message, event)
     if compensation:
         policy["compensation_tiers"] = sorted(settings.compensation_tiers)
@@ -180,7 +285,7 @@ def create_broadcast(
     )
     session.add(broadcast)
     session.flush()
-    tiers, _ = tier_layout(session, settings)
+    tiers = sorted(set(only_tiers)) if only_tiers is not None else tier_layout(session, settings)[0]
     for tier in tiers:
         session.add(BroadcastTier(broadcast_id=broadcast.id, tier=tier, state=TierState.PLANNING))
     add_gates(session, broadcast.id, tiers)

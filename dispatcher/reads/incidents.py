@@ -12,7 +12,7 @@ from dispatcher.domain.errors import NotFound
 from dispatcher.domain.message import Kind, Status
 from dispatcher.reads.paging import decode_cursor, next_cursor
 from dispatcher.reads.values import iso, one_of, page_limit
-from dispatcher.store.models import Broadcast, Incident
+from dispatcher.store.models import Broadcast, Incident, IncidentUpdate
 
 CURSOR_KIND = "i"
 
@@ -31,6 +31,17 @@ def incident_json(incident: Incident) -> dict[str, Any]:
         "created_at": iso(incident.created_at),
         "updated_at": iso(incident.updated_at),
         "resolved_at": iso(incident.resolved_at),
+    }
+
+
+def publication_json(update: IncidentUpdate) -> dict[str, Any]:
+    """How an update was published: `notify: false` was sent to nobody (its broadcast is null),
+    `public: false` only to `tiers` and never shown publicly."""
+    return {
+        "seq": update.seq,
+        "notify": update.notify,
+        "public": update.public,
+        "tiers": update.tiers,
     }
 
 
@@ -84,6 +95,9 @@ def incident_story(session: Session, incident_id: int) -> dict[str, Any]:
                 "status": u.status,
                 "posted_at": iso(u.posted_at),
                 "message": u.message,
+                "notify": u.notify,
+                "public": u.public,
+                "tiers": u.tiers,
                 "broadcast_id": broadcast_id,
                 "broadcast_state": state,
             }

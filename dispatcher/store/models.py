@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -153,6 +154,11 @@ class IncidentUpdate(Base):
     status: Mapped[str] = mapped_column(String(20))
     message: Mapped[dict[str, Any]]
     posted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # silent publish: notify=False is shown but sent to nobody; public=False is sent to `tiers`
+    # only and never shown on the status page, the feeds, the JSON or the social post
+    notify: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    public: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    tiers: Mapped[list[int] | None] = mapped_column(Json, nullable=True)
 
     incident: Mapped[Incident] = relationship(back_populates="updates")
 
@@ -424,3 +430,16 @@ class Signup(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     confirmed_at: Mapped[datetime | None]
+
+
+class StatusSnapshot(Base):
+    """The public status page's last snapshot (one row, id 1): what /status, the feeds and the
+    Statuspage-compatible JSON serve, kept here so every API process can serve it, and kept in
+    process so they can go on serving it while this database is unreachable."""
+
+    __tablename__ = "status_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    body: Mapped[dict[str, Any]]
+    etag: Mapped[str] = mapped_column(String(64))  # a digest of the body: changes when it does
+    generated_at: Mapped[datetime] = mapped_column(default=utcnow)

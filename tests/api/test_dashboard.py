@@ -397,3 +397,26 @@ def test_a_commander_retries_failed_deliveries_once_however_often_it_is_clicked(
         assert session.scalar(select(AuditEntry.target).where(AuditEntry.action == "delivery.resend")) == (
             f"delivery {sent_id}"
         )
+
+
+def test_an_incidents_timeline_says_which_updates_were_silent_or_internal(
+    dash: TestClient, keys: dict[str, str]
+) -> None:
+    commander = {"Authorization": f"Bearer {keys['commander']}"}
+    created = dash.post("/v1/incidents", json={**MESSAGE, "notify": False}, headers=commander)
+    assert created.status_code == 201, created.text
+    incident_id = created.json()["incident"]["id"]
+    internal = dash.post(
+        f"/v1/incidents/{incident_id}/updates",
+        json={"summary": "Internal: <vendor> bug", "public": False, "tiers": [0, 1]},
+        headers=commander,
+    )
+    assert internal.status_code == 201, internal.text
+    sign_in(dash, keys["viewer"])
+    page = dash.get(f"/dashboard/incidents/{incident_id}")
+    assert page.status_code == 200
+    assert page.text.count("Not sent (notify: false)") == 1
+    assert "<strong>internal</strong> (tiers 0, 1), never on the status page" in page.text
+    assert "Internal: &lt;vendor&gt; bug" in page.text  # escaped, as all user text
+    broadcast_id = internal.json()["broadcast"]["id"]
+    assert f'href="/dashboard/broadcasts/{broadcast_id}"' in page.text
