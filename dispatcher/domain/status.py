@@ -5,8 +5,9 @@ chat bots already read, so we use its vocabulary one to one).
 Pure: no clock, no database. The rules:
 
 - an open incident's impact sets the status of each component it names (an incident that names
-  none affects every component): none -> operational, minor -> degraded_performance,
-  major -> partial_outage, critical -> major_outage;
+  none, or names only components the page does not list, affects every component: an outage must
+  never show as "operational" because of a name the page does not know): none -> operational,
+  minor -> degraded_performance, major -> partial_outage, critical -> major_outage;
 - an active maintenance puts the components it names (or every one) `under_maintenance`;
 - a component takes the worst of what affects it; one nothing names is operational;
 - the indicator is the worst open impact; with none above `none` and a maintenance active it is
@@ -74,19 +75,26 @@ def worst(statuses: Iterable[str]) -> str:
     return max(statuses, key=COMPONENT_STATUSES.index, default=OPERATIONAL)
 
 
-def affects(item: Affecting, component: str) -> bool:
-    return not item.components or component.strip().casefold() in _names(item.components)
+def affects(item: Affecting, component: str, listed: set[str] | None = None) -> bool:
+    """Whether `item` touches `component`; `listed` (the page's component names, casefolded) makes
+    an item that names none of them touch every one."""
+    named = _names(item.components)
+    if listed is not None:
+        named &= listed
+    return not named or component.strip().casefold() in named
 
 
 def component_statuses(components: Iterable[str], open_items: Iterable[Affecting]) -> dict[str, str]:
     """Each component's status from what is open (names compare case-insensitively)."""
     items = list(open_items)
+    names = list(components)
+    listed = _names(names)
     result: dict[str, str] = {}
-    for name in components:
+    for name in names:
         found = [
             UNDER_MAINTENANCE if item.maintenance else IMPACT_TO_COMPONENT.get(item.impact, OPERATIONAL)
             for item in items
-            if affects(item, name)
+            if affects(item, name, listed)
         ]
         result[name] = worst(found)
     return result

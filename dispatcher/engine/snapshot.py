@@ -148,11 +148,12 @@ def build_snapshot(session: Session, settings: Settings, now: datetime) -> dict[
     specs = component_specs(settings)
     open_items = [_affecting(i) for i in rows if _is_open(i)]
     statuses = component_statuses([s.name for s in specs], open_items)
+    listed = {s.name.strip().casefold() for s in specs}
     updated_at = max((i.updated_at for i in rows), default=None) or now
 
     def touched(name: str) -> datetime:
         """When something affecting the component last changed (else when the page did)."""
-        return max((i.updated_at for i in rows if affects(_affecting(i), name)), default=updated_at)
+        return max((i.updated_at for i in rows if affects(_affecting(i), name, listed)), default=updated_at)
 
     components: list[dict[str, Any]] = []
     groups: dict[str, dict[str, Any]] = {}

@@ -51,6 +51,18 @@ def test_no_components_named_affects_all_and_the_worst_wins() -> None:
     assert overall(items)["indicator"] == "critical"
 
 
+def test_an_incident_naming_only_unlisted_components_affects_every_component() -> None:
+    """The default page lists one component (the service): an incident naming `payments` must not
+    leave it operational."""
+    items = [Affecting(impact="major", components=("payments",))]
+    assert component_statuses(["Service status"], items) == {"Service status": "partial_outage"}
+    mixed = [Affecting(impact="minor", components=("payments", "API"))]
+    assert component_statuses(["API", "Dashboard"], mixed) == {
+        "API": "degraded_performance",
+        "Dashboard": "operational",
+    }
+
+
 def test_maintenance_alone_is_under_maintenance_and_nothing_open_is_operational() -> None:
     maintenance = [Affecting("minor", ("API",), maintenance=True)]
     assert component_statuses(["API", "Dashboard"], maintenance) == {
