@@ -39,7 +39,7 @@ from dispatcher.store.models import Incident, StatusSnapshot
 
 HISTORY_DAYS = 90
 REFRESH_S = 1.0  # how old one process's copy may get before it is re-read (in the background)
-STALE_AFTER_S = 10.0  # no good re-read for this long: the copy is served marked stale
+STALE_AFTER_S = 10.0  # a re-read running this long without an answer: the copy is served marked stale
 ROW_ID = 1
 OPEN_INCIDENT = ("investigating", "identified", "monitoring")
 # ours -> Statuspage's: maintenance has no `cancelled` there; a cancelled window is over, so completed
@@ -283,7 +283,7 @@ class _Copies:
         self.lock = threading.Lock()
         self.items: dict[str, Snapshot] = {}
         self.failed: dict[str, bool] = {}
-        self.refreshing: set[str] = set()
+        self.refreshing: dict[str, float] = {}  # url -> when its running refresh began (monotonic)
 
 
 COPIES = _Copies()
@@ -343,13 +343,15 @@ def _refresh(settings: Settings, url: str) -> None:
             COPIES.failed[url] = True
     finally:
         with COPIES.lock:
-            COPIES.refreshing.discard(url)
+            COPIES.refreshing.pop(url, None)
 
 
 def current_snapshot(settings: Settings) -> Snapshot:
     """The snapshot to serve, never waiting on the database once this process holds a copy: a copy
     older than REFRESH_S is re-read in the background (one thread at a time). While the last
-    re-read failed, or none succeeded for STALE_AFTER_S, the copy is served with stale=True.
+    re-read failed, or one has been running for STALE_AFTER_S without an answer (a database that
+    hangs), the copy is served with stale=True. An old copy alone is no evidence: after a quiet
+    spell the first request starts a re-read and is served the copy as it is, not marked stale.
     Raises SnapshotUnavailable when there is no copy and the database does not answer."""
     url = settings.effective_database_url
     with COPIES.lock:
@@ -361,11 +363,12 @@ def current_snapshot(settings: Settings) -> Snapshot:
         except Exception as exc:
             raise SnapshotUnavailable("no status snapshot: the database is unreachable") from exc
     clock = time.monotonic()
-    if clock - copy.read_at >= REFRESH_S:
-        with COPIES.lock:
-            start = url not in COPIES.refreshing
-            COPIES.refreshing.add(url)
+    with COPIES.lock:
+        started = COPIES.refreshing.get(url)
+        start = started is None and clock - copy.read_at >= REFRESH_S
         if start:
-            threading.Thread(target=_refresh, args=(settings, url), daemon=True).start()
-    stale = failed or clock - copy.read_at > STALE_AFTER_S
+            COPIES.refreshing[url] = clock
+    if start:
+        threading.Thread(target=_refresh, args=(settings, url), daemon=True).start()
+    stale = failed or (started is not None and clock - started > STALE_AFTER_S)
     return replace(copy, stale=True) if stale else copy

@@ -4,7 +4,9 @@ and the stored snapshot rebuilt by every incident, update and maintenance change
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -189,6 +191,30 @@ def test_a_fresh_database_serves_a_built_snapshot(fresh: Database) -> None:
     assert [c["name"] for c in snapshot.body["components"]] == ["Acme"] and not snapshot.stale
     assert stored(fresh).etag == snapshot.etag
     snapshots.COPIES.items.clear()
+
+
+def test_after_a_quiet_spell_an_old_copy_is_refreshed_not_called_stale(fresh: Database) -> None:
+    """Found by trying it: the first visit after a quiet minute said "we cannot reach our records"
+    with the database up. Age alone is no evidence; only a failed or hanging re-read is."""
+    snapshots.COPIES.items.clear()
+    settings = Settings(database_url=fresh.url, service_name="Acme")
+    first = current_snapshot(settings)
+    url = settings.effective_database_url
+    snapshots.COPIES.items[url] = replace(first, read_at=time.monotonic() - 60)  # a quiet minute
+    served = current_snapshot(settings)
+    assert not served.stale and served.etag == first.etag
+    deadline = time.monotonic() + 30
+    while snapshots.COPIES.items[url].age_s() >= 60 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the background re-read
+    assert snapshots.COPIES.items[url].age_s() < 60 and not current_snapshot(settings).stale
+    with snapshots.COPIES.lock:  # a re-read that has hung past STALE_AFTER_S: now it is evidence
+        snapshots.COPIES.refreshing[url] = time.monotonic() - snapshots.STALE_AFTER_S - 1
+    try:
+        assert current_snapshot(settings).stale
+    finally:
+        with snapshots.COPIES.lock:
+            snapshots.COPIES.refreshing.pop(url, None)
+        snapshots.COPIES.items.clear()
 
 
 def test_changes_committing_at_once_both_reach_the_snapshot(fresh: Database) -> None:
