@@ -114,3 +114,10 @@ def overall(open_items: Iterable[Affecting]) -> dict[str, str]:
     """Statuspage's `status` object: {indicator, description}."""
     value = indicator(open_items)
     return {"indicator": value, "description": DESCRIPTIONS[value]}
+
+
+def page_name(service_name: str) -> str:
+    """The page's own name: "Acme status", but "Service status" stays as it is (the default name
+    already says it; "Service status status" read as a typo on the page and in every feed)."""
+    name = service_name.strip() or "Service"
+    return name if name.casefold().endswith("status") else f"{name} status"

@@ -20,6 +20,7 @@ from feedgen.feed import FeedGenerator
 
 from config import Settings
 from dispatcher.api.deps import get_settings
+from dispatcher.domain.status import page_name
 from dispatcher.public.caching import cached_response
 from dispatcher.reads.status import Snapshot
 from dispatcher.statuspage.pages import (
@@ -51,15 +52,15 @@ def entries(body: dict[str, Any]) -> list[dict[str, Any]]:
 def generator(body: dict[str, Any], public_url: str, self_path: str) -> FeedGenerator:
     """The feed, the same for Atom and RSS (feedgen writes either); `self_path` its own address."""
     page = body.get("page", {})
-    name = page.get("name") or "Status"
+    name = page_name(page.get("name") or "")
     page_url = page.get("url") or public_url.rstrip("/") + "/status"
     items = entries(body)
     feed = FeedGenerator()
     feed.load_extension("dc", atom=False, rss=True)
     feed.id(page_url)
-    feed.title(f"{name} status history")
-    feed.subtitle(f"Incidents and maintenance on the {name} status page")
-    feed.description(f"Incidents and maintenance on the {name} status page")
+    feed.title(f"{name}: history")
+    feed.subtitle(f"Incidents and maintenance on the {name} page")
+    feed.description(f"Incidents and maintenance on the {name} page")
     feed.author({"name": name})
     feed.link(href=public_url.rstrip("/") + self_path, rel="self")
     feed.link(href=page_url, rel="alternate")  # the last link is RSS's <link>

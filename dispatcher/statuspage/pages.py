@@ -22,6 +22,7 @@ from jinja2 import Environment
 
 from config import Settings
 from dispatcher.api.deps import get_settings
+from dispatcher.domain.status import page_name
 from dispatcher.public.caching import cached_response
 from dispatcher.public.pages import (
     TEMPLATES_DIR,
@@ -106,6 +107,7 @@ def render(settings: Settings, snapshot: Snapshot, name: str, title: str, **cont
         .render(
             title=title,
             service_name=settings.service_name,
+            page_name=page_name(settings.service_name),
             support_contact=contact,
             support_is_email="@" in contact and not contact.startswith(("http://", "https://")),
             support_is_url=contact.startswith(("http://", "https://")),
@@ -263,6 +265,7 @@ def _plain(settings: Settings, status: int, title: str, line: str) -> Response:
             title=title,
             line=line,
             service_name=settings.service_name,
+            page_name=page_name(settings.service_name),
             support_contact=settings.support_contact,
             stale=False,
             this_month=month_slug(now),

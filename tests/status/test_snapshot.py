@@ -240,3 +240,11 @@ def test_changes_committing_at_once_both_reach_the_snapshot(fresh: Database) -> 
         t.join(timeout=60)
     assert errors == []
     assert sorted(i["name"] for i in stored(fresh).body["incidents"]) == ["First", "Second"]
+
+
+def test_the_page_name_says_status_once() -> None:
+    from dispatcher.domain.status import page_name
+
+    assert page_name("Acme") == "Acme status"
+    assert page_name("Service status") == "Service status"
+    assert page_name("ACME STATUS") == "ACME STATUS"
