@@ -41,7 +41,7 @@ PATHS = ("/status", "/api/v2/summary.json")
 # one loopback client is every client here: lift the per-address view limits (still counted in Redis)
 UNLIMITED = {
     "DISPATCHER_PUBLIC_VIEWS_PER_HOUR": "1000000000",
-    "DISPATCHER_STATUS_VIEWS_PER_HOUR": "1000000000",
+    "DISPATCHER_STATUS_REQUESTS_PER_HOUR": "1000000000",
 }
 MARK = "WRK-RESULT "
 # wrk's done() hook: the figures as one JSON line, so nothing is parsed out of its human output
