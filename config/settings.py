@@ -180,6 +180,12 @@ class Settings(BaseSettings):
     # and page views; an office behind one address signs up 10 people in 20 POSTs
     public_posts_per_hour: int = Field(default=30, ge=1)
     public_views_per_hour: int = Field(default=300, ge=1)
+    # the public status page, feeds and Statuspage-compatible JSON (README "Status page"): components
+    # as JSON [{"name","description","group","order"}] (empty = one per public_components name, else
+    # one named after the service), how long clients may cache, and a generous per-client limit
+    status_components: list[dict[str, Any]] = []
+    status_max_age_s: int = Field(default=30, ge=0)
+    status_requests_per_hour: int = Field(default=3600, ge=1)
     dashboard_session_ttl_s: int = Field(default=8 * 3600, ge=60)  # a dashboard sign-in lasts this long
     dashboard_sign_ins_per_hour: int = Field(default=20, ge=1)  # sign-in attempts per client address
     trusted_proxy_hops: int = Field(default=0, ge=0)  # our own proxies in front: X-Forwarded-For hops

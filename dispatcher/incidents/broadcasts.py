@@ -20,6 +20,7 @@ from dispatcher.domain.policy import channels_for, impact_rose
 from dispatcher.domain.quiet_hours import QUIET_IMPACTS
 from dispatcher.domain.states import BroadcastState, TierState
 from dispatcher.engine.broker import app
+from dispatcher.engine.snapshot import rebuild_snapshot
 from dispatcher.engine.tier_gates import add_gates
 from dispatcher.engine.variants import COMPENSATION_LOCALE, render_variants
 from dispatcher.store.models import Broadcast, BroadcastTier, Incident, IncidentUpdate, SubscriberList
@@ -48,6 +49,7 @@ def open_incident(
     event = EventKind.INCIDENT_OPENED if posted.kind is Kind.INCIDENT else EventKind.MAINTENANCE_SCHEDULED
     update = _record_update(session, incident, posted, event)
     broadcast = create_broadcast(session, settings, incident, update, posted, event, channels=channels)
+    rebuild_snapshot(session, settings)  # the status page shows it when this commits
     return incident, broadcast
 
 
@@ -85,6 +87,7 @@ def post_update(
     broadcast = create_broadcast(
         session, settings, incident, update, updated, event, channels=channels, impact_rose=rose
     )
+    rebuild_snapshot(session, settings)  # the status page shows it when this commits
     return incident, broadcast
 
 

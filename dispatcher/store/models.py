@@ -424,3 +424,16 @@ class Signup(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     confirmed_at: Mapped[datetime | None]
+
+
+class StatusSnapshot(Base):
+    """The public status page's last snapshot (one row, id 1): what /status, the feeds and the
+    Statuspage-compatible JSON serve, kept here so every API process can serve it, and kept in
+    process so they can go on serving it while this database is unreachable."""
+
+    __tablename__ = "status_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    body: Mapped[dict[str, Any]]
+    etag: Mapped[str] = mapped_column(String(64))  # a digest of the body: changes when it does
+    generated_at: Mapped[datetime] = mapped_column(default=utcnow)

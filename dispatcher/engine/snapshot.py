@@ -1,0 +1,364 @@
+"""The status snapshot: everything the public status page, its feeds and the Statuspage-compatible
+JSON show, built in one read and kept twice, in the database (one row every API process reads)
+and in each process (what it serves while the database is unreachable).
+
+`rebuild_snapshot` runs inside the transaction of every incident, update and maintenance change
+(dispatcher/incidents/*): it locks the row first, so two changes committing at once rebuild one
+after the other and the later build sees the earlier change (PostgreSQL re-reads after the lock;
+SQLite serialises writers). `current_snapshot` is what the routes call: the row, re-read at most
+every REFRESH_S, else this process's copy, marked stale with its age.
+
+Field names are Atlassian Statuspage's public v2 ones (README "Status page" has the mapping).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from config import Settings
+from dispatcher.domain.status import (
+    Affecting,
+    ComponentSpec,
+    component_statuses,
+    default_components,
+    overall,
+    worst,
+)
+from dispatcher.store.db import get_database
+from dispatcher.store.models import Incident, StatusSnapshot
+
+HISTORY_DAYS = 90
+REFRESH_S = 1.0  # how old one process's copy may get before it is re-read (in the background)
+STALE_AFTER_S = 10.0  # no good re-read for this long: the copy is served marked stale
+ROW_ID = 1
+OPEN_INCIDENT = ("investigating", "identified", "monitoring")
+# ours -> Statuspage's: maintenance has no `cancelled` there; a cancelled window is over, so completed
+MAINTENANCE_STATUS = {
+    "scheduled": "scheduled",
+    "in_progress": "in_progress",
+    "completed": "completed",
+    "cancelled": "completed",
+}
+
+
+class SnapshotUnavailable(RuntimeError):
+    """No snapshot at all: the database is unreachable and this process never read one."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    body: dict[str, Any]
+    etag: str
+    generated_at: datetime
+    stale: bool = False
+    read_at: float = field(default=0.0, compare=False)  # time.monotonic() of the last good read
+
+    def age_s(self, now: datetime | None = None) -> int:
+        """Seconds since it was built: what the page and X-Status-Snapshot-Age show."""
+        return max(0, int(((now or datetime.now(UTC)) - self.generated_at).total_seconds()))
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def short_id(*parts: object) -> str:
+    """A stable, Statuspage-looking id (12 lowercase characters) for things we do not number."""
+    return hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()[:12]
+
+
+def component_specs(settings: Settings) -> list[ComponentSpec]:
+    """The configured components in display order (README "Status page")."""
+    if not settings.status_components:
+        return default_components(settings.public_components, settings.service_name)
+    specs = [
+        ComponentSpec(
+            name=str(c["name"]),
+            description=c.get("description"),
+            group=c.get("group"),
+            order=int(c.get("order", i)),
+        )
+        for i, c in enumerate(settings.status_components)
+    ]
+    return sorted(specs, key=lambda s: s.order)
+
+
+def page_id(settings: Settings) -> str:
+    return short_id("page", settings.service_name)
+
+
+def page_url(settings: Settings) -> str:
+    return settings.public_url.rstrip("/") + "/status"
+
+
+def _body(message: dict[str, Any]) -> str:
+    parts = [message.get("summary"), message.get("details")]
+    return "\n\n".join(p for p in parts if p) or str(message.get("title", ""))
+
+
+def _is_public(update: Any) -> bool:
+    return bool(getattr(update, "public", True))
+
+
+def _affecting(incident: Incident) -> Affecting:
+    return Affecting(
+        impact=incident.impact,
+        components=tuple(incident.message.get("components") or ()),
+        maintenance=incident.kind == "maintenance",
+    )
+
+
+def _is_open(incident: Incident) -> bool:
+    if incident.kind == "maintenance":
+        return incident.status == "in_progress"
+    return incident.status in OPEN_INCIDENT
+
+
+def build_snapshot(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
+    """The snapshot's body: `generated_at`, `page`, `status`, `components`, `incidents` (the last
+    90 days, newest first, each with its public `incident_updates` newest first) and
+    `scheduled_maintenances` (the last 90 days and every one still to come)."""
+    since = now - timedelta(days=HISTORY_DAYS)
+    rows = list(
+        session.scalars(
+            select(Incident)
+            .where((Incident.updated_at >= since) | Incident.status.in_(("scheduled", *OPEN_INCIDENT)))
+            .order_by(Incident.created_at.desc(), Incident.id.desc())
+            .execution_options(populate_existing=True)
+        )
+    )
+    pid = page_id(settings)
+    specs = component_specs(settings)
+    open_items = [_affecting(i) for i in rows if _is_open(i)]
+    statuses = component_statuses([s.name for s in specs], open_items)
+    updated_at = max((i.updated_at for i in rows), default=None) or now
+
+    def touched(name: str) -> datetime:
+        times = [
+            i.updated_at for i in rows if _affecting(i).components == () or name in _affecting(i).components
+        ]
+        return max(times, default=updated_at)
+
+    components: list[dict[str, Any]] = []
+    groups: dict[str, dict[str, Any]] = {}
+    for position, spec in enumerate(specs, start=1):
+        group_id = short_id("group", spec.group) if spec.group else None
+        if spec.group and spec.group not in groups:
+            groups[spec.group] = {
+                "id": group_id,
+                "name": spec.group,
+                "status": "operational",
+                "created_at": iso(updated_at),
+                "updated_at": iso(updated_at),
+                "position": position,
+                "description": None,
+                "showcase": False,
+                "start_date": None,
+                "group_id": None,
+                "page_id": pid,
+                "group": True,
+                "only_show_if_degraded": False,
+                "components": [],
+            }
+            components.append(groups[spec.group])
+        component = {
+            "id": short_id("component", spec.name),
+            "name": spec.name,
+            "status": statuses[spec.name],
+            "created_at": iso(updated_at),
+            "updated_at": iso(touched(spec.name)),
+            "position": position,
+            "description": spec.description,
+            "showcase": True,
+            "start_date": None,
+            "group_id": group_id,
+            "page_id": pid,
+            "group": False,
+            "only_show_if_degraded": False,
+        }
+        components.append(component)
+        if spec.group:
+            group = groups[spec.group]
+            group["components"].append(component["id"])
+            group["status"] = worst([group["status"], component["status"]])
+    plain = [c for c in components if not c["group"]]
+
+    def affected(incident: Incident) -> list[dict[str, Any]]:
+        item = _affecting(incident)
+        names = {n.strip().casefold() for n in item.components}
+        return [c for c in plain if not names or c["name"].casefold() in names]
+
+    def incident_json(incident: Incident) -> dict[str, Any]:
+        maintenance = incident.kind == "maintenance"
+        iid = str(incident.id)
+        updates = [u for u in incident.updates if _is_public(u)]
+        monitoring = [u.posted_at for u in updates if u.status == "monitoring"]
+        status = MAINTENANCE_STATUS.get(incident.status, incident.status) if maintenance else incident.status
+        names = [c["name"] for c in affected(incident)]
+        out: dict[str, Any] = {
+            "id": iid,
+            "name": incident.title,
+            "status": status,
+            "created_at": iso(incident.created_at),
+            "updated_at": iso(incident.updated_at),
+            "monitoring_at": iso(min(monitoring)) if monitoring else None,
+            "resolved_at": iso(incident.resolved_at),
+            "impact": "maintenance" if maintenance else incident.impact,
+            "shortlink": f"{page_url(settings)}/incidents/{iid}",
+            "started_at": iso(incident.starts_at or incident.created_at),
+            "page_id": pid,
+            "incident_updates": [
+                {
+                    "id": str(u.id),
+                    "status": MAINTENANCE_STATUS.get(u.status, u.status) if maintenance else u.status,
+                    "body": _body(u.message),
+                    "incident_id": iid,
+                    "created_at": iso(u.posted_at),
+                    "updated_at": iso(u.posted_at),
+                    "display_at": iso(u.posted_at),
+                    "affected_components": [
+                        {"code": short_id("component", n), "name": n, "old_status": None, "new_status": None}
+                        for n in names
+                    ]
+                    or None,
+                    "deliver_notifications": bool(getattr(u, "notify", True)),
+                    "custom_tweet": None,
+                    "tweet_id": None,
+                }
+                for u in sorted(updates, key=lambda u: u.seq, reverse=True)
+            ],
+            "components": affected(incident),
+        }
+        if maintenance:
+            out["scheduled_for"] = iso(incident.starts_at)
+            out["scheduled_until"] = iso(incident.ends_at)
+        return out
+
+    return {
+        "generated_at": iso(now),
+        "page": {
+            "id": pid,
+            "name": settings.service_name,
+            "url": page_url(settings),
+            "time_zone": "Etc/UTC",
+            "updated_at": iso(updated_at),
+        },
+        "status": overall(open_items),
+        "components": components,
+        "incidents": [incident_json(i) for i in rows if i.kind != "maintenance"],
+        "scheduled_maintenances": [incident_json(i) for i in rows if i.kind == "maintenance"],
+    }
+
+
+def digest(body: dict[str, Any]) -> str:
+    """The snapshot's version: its content without `generated_at` (a rebuild that changes nothing
+    keeps the ETag clients hold)."""
+    content = {k: v for k, v in body.items() if k != "generated_at"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[
+        :32
+    ]
+
+
+class _Copies:
+    """This process's last good snapshot per database URL, when it was read (monotonic), whether
+    the last refresh failed, and whether one is running (one at a time, in the background)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: dict[str, Snapshot] = {}
+        self.failed: dict[str, bool] = {}
+        self.refreshing: set[str] = set()
+
+
+COPIES = _Copies()
+
+
+def _keep(url: str, snapshot: Snapshot) -> Snapshot:
+    with COPIES.lock:
+        COPIES.items[url] = snapshot
+        COPIES.failed[url] = False
+    return snapshot
+
+
+def rebuild_snapshot(session: Session, settings: Settings, now: datetime | None = None) -> Snapshot:
+    """Rebuilds the stored snapshot in `session`'s transaction (commits with the change that
+    called it; this process's copy follows on commit). The row is locked before the build reads,
+    so concurrent changes serialise."""
+    now = now or datetime.now(UTC)
+    session.flush()
+    row = session.scalars(
+        select(StatusSnapshot).where(StatusSnapshot.id == ROW_ID).with_for_update()
+    ).one_or_none()
+    body = build_snapshot(session, settings, now)
+    etag = digest(body)
+    if row is None:
+        row = StatusSnapshot(id=ROW_ID, body=body, etag=etag, generated_at=now)
+        session.add(row)
+    elif row.etag != etag:
+        row.body, row.etag, row.generated_at = body, etag, now
+    session.flush()
+    built = Snapshot(body=row.body, etag=row.etag, generated_at=row.generated_at)
+    url = settings.effective_database_url
+    event.listen(
+        session,
+        "after_commit",
+        lambda _s: _keep(url, replace(built, read_at=time.monotonic())),
+        once=True,
+    )
+    return built
+
+
+def _read(settings: Settings) -> Snapshot:
+    """The stored row (built now if there is none)."""
+    clock = time.monotonic()
+    with get_database(settings).session() as session:
+        row = session.get(StatusSnapshot, ROW_ID, populate_existing=True)
+        if row is None:
+            built = rebuild_snapshot(session, settings)
+            return replace(built, read_at=clock)
+        return Snapshot(row.body, row.etag, row.generated_at, read_at=clock)
+
+
+def _refresh(settings: Settings, url: str) -> None:
+    try:
+        _keep(url, _read(settings))
+    except Exception:  # any database failure: keep serving the copy, marked stale
+        with COPIES.lock:
+            COPIES.failed[url] = True
+    finally:
+        with COPIES.lock:
+            COPIES.refreshing.discard(url)
+
+
+def current_snapshot(settings: Settings) -> Snapshot:
+    """The snapshot to serve, never waiting on the database once this process holds a copy: a copy
+    older than REFRESH_S is re-read in the background (one thread at a time). While the last
+    re-read failed, or none succeeded for STALE_AFTER_S, the copy is served with stale=True.
+    Raises SnapshotUnavailable when there is no copy and the database does not answer."""
+    url = settings.effective_database_url
+    with COPIES.lock:
+        copy = COPIES.items.get(url)
+        failed = COPIES.failed.get(url, False)
+    if copy is None:
+        try:
+            return _keep(url, _read(settings))
+        except Exception as exc:
+            raise SnapshotUnavailable("no status snapshot: the database is unreachable") from exc
+    clock = time.monotonic()
+    if clock - copy.read_at >= REFRESH_S:
+        with COPIES.lock:
+            start = url not in COPIES.refreshing
+            COPIES.refreshing.add(url)
+        if start:
+            threading.Thread(target=_refresh, args=(settings, url), daemon=True).start()
+    stale = failed or clock - copy.read_at > STALE_AFTER_S
+    return replace(copy, stale=True) if stale else copy

@@ -1,0 +1,64 @@
+"""HTTP caching for everything served from the status snapshot (the page, the feeds, the JSON):
+an ETag of the bytes, Last-Modified of the snapshot, `Cache-Control: public, max-age=…`, and 304
+for a conditional request that already holds them. Caches and pollers then cost us nothing, and
+the snapshot's age travels in `X-Status-Snapshot-Age` (with `X-Status-Snapshot-Stale: true` while
+the database is unreachable)."""
+
+from __future__ import annotations
+
+import hashlib
+from email.utils import format_datetime, parsedate_to_datetime
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from dispatcher.engine.snapshot import Snapshot
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _not_modified(request: Request, etag: str, snapshot: Snapshot) -> bool:
+    """If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2)."""
+    match = request.headers.get("if-none-match")
+    if match is not None:
+        tags = {t.strip().removeprefix("W/") for t in match.split(",")}
+        return "*" in tags or etag in tags
+    since = request.headers.get("if-modified-since")
+    if since:
+        try:
+            when = parsedate_to_datetime(since)
+        except (TypeError, ValueError):
+            return False
+        if when.tzinfo is None:
+            return False
+        return snapshot.generated_at.replace(microsecond=0) <= when
+    return False
+
+
+def cached_response(
+    request: Request,
+    body: bytes,
+    media_type: str,
+    snapshot: Snapshot,
+    max_age_s: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """`body` as a cacheable response, or a 304 when the client's copy is current. `max_age_s`
+    defaults to DISPATCHER_STATUS_MAX_AGE_S."""
+    etag = etag_of(body)
+    if max_age_s is None:
+        max_age_s = request.app.state.settings.status_max_age_s
+    common = {
+        **(headers or {}),
+        "ETag": etag,
+        "Last-Modified": format_datetime(snapshot.generated_at, usegmt=True),
+        "Cache-Control": f"public, max-age={max_age_s}",
+        "X-Status-Snapshot-Age": str(snapshot.age_s()),
+    }
+    if snapshot.stale:
+        common["X-Status-Snapshot-Stale"] = "true"
+    if _not_modified(request, etag, snapshot):
+        return Response(status_code=304, headers=common)
+    return Response(body, media_type=media_type, headers=common)
