@@ -122,9 +122,11 @@ def loaded_run(
     stack: Stack, args: argparse.Namespace, wrk: str, script: Path, path: str | None
 ) -> dict[str, Any]:
     """The big broadcast, with wrk on `path` from `lead_s` before the incident (none: no load)."""
-    load, load_average = None, [round(x, 2) for x in os.getloadavg()]
+    load, spy, load_average = None, None, [round(x, 2) for x in os.getloadavg()]
     if path is not None:
         load = Load(wrk, stack.api_url + path, args.connections, args.duration, script)
+        if args.profile:
+            spy = profile(stack, args.profile, path, args.duration)
         time.sleep(args.lead_s)
     result = dispatcher_run(stack, args.subscribers)
     result["loaded_path"] = path
@@ -132,7 +134,37 @@ def loaded_run(
     if load is not None:
         result["load"] = load.result()
         result["load"]["lead_s"] = args.lead_s
+    if spy is not None:
+        spy.wait()
     return result
+
+
+def py_spy() -> str | None:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def profile(stack: Stack, folder: Path, path: str, seconds: int) -> subprocess.Popen[bytes]:
+    """py-spy on the API process while it is loaded (collapsed stacks, one file per path): where a
+    request's time goes, for --profile."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"api{path.replace('/', '_')}.txt"
+    pid = stack.processes.children["api"].pid
+    argv = [
+        str(py_spy()),
+        "record",
+        "-p",
+        str(pid),
+        "-d",
+        str(seconds),
+        "-f",
+        "raw",
+        "-o",
+        str(out),
+        "-r",
+        "50",
+    ]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main() -> None:
@@ -148,8 +180,11 @@ def main() -> None:
     parser.add_argument("--lead-s", type=float, default=3.0, help="load before the incident is opened")
     parser.add_argument("--idle-s", type=int, default=15, help="seconds of load on the idle service")
     parser.add_argument("--connections", type=int, default=16, help="wrk's open connections")
+    parser.add_argument("--profile", type=Path, help="py-spy the API under each load into this folder")
     args = parser.parse_args()
     wrk = wrk_binary()
+    if args.profile and not py_spy():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy (and root, or ptrace rights)")
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     script = Path(tempfile.mkstemp(prefix="statuspage-", suffix=".lua")[1])
     script.write_text(REPORT_LUA)
@@ -162,6 +197,10 @@ def main() -> None:
         warm_up(stack)
         routes = {path: check_route(stack, path) for path in paths}
         print(f"routes: {json.dumps(routes)}", flush=True)
+        if args.profile and not shutil.which("py-spy"):
+            raise SystemExit(
+                "--profile needs py-spy: .venv/bin/pip install py-spy (and root, or ptrace rights)"
+            )
         for i in range(args.rounds):
             for path in [None, *paths]:
                 result = loaded_run(stack, args, wrk, script, path)
