@@ -4,6 +4,11 @@ so none imports another's floor back."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from config import Settings, get_settings
@@ -27,6 +32,11 @@ from dispatcher.api.auditing import AuditTrail
 from dispatcher.api.middleware import AccessLog, BodyLimit
 from dispatcher.dashboard import routes as dashboard
 from dispatcher.public import routes as public
+from dispatcher.reads.status import rebuild_snapshot
+from dispatcher.statuspage import routes as statuspage
+from dispatcher.store.db import get_database
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -36,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="outage-dispatcher",
         version="0.1.0",
         description="One canonical outage message, condensed per channel, fanned out in tiers, admins first.",
+        lifespan=lambda _app: _lifespan(settings),
     )
     app.state.settings = settings
     app.state.metrics = metrics.app_registry(settings)
@@ -48,9 +59,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(suppressions.router)  # the subscribers' front door: admin side
     app.include_router(public.router)  # and the public pages (no API key; limited per client)
     app.include_router(dashboard.router)  # the ops dashboard (a session cookie, from an API key)
+    app.include_router(statuspage.router)  # Statuspage-compatible /api/v2/*.json (public, from the snapshot)
     # Outermost last: the access log sees every response, 413s included, and gives each request the
     # id the audit trail (inside it, outside the body limit) records with every write.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuditTrail, settings=settings)
     app.add_middleware(AccessLog)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(settings: Settings) -> AsyncIterator[None]:
+    await asyncio.to_thread(start_snapshot, settings)
+    yield
+
+
+def start_snapshot(settings: Settings) -> None:
+    """Rebuilds the status snapshot as the API starts (components may have been reconfigured), which
+    also gives this process its copy to serve through a later database outage. A database that does
+    not answer now must not keep the API from starting."""
+    try:
+        with get_database(settings).session() as session:
+            rebuild_snapshot(session, settings)
+    except Exception as exc:  # the status routes answer 503 until a snapshot can be read
+        log.warning("status snapshot not rebuilt at start: %s", type(exc).__name__)

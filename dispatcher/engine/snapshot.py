@@ -60,11 +60,12 @@ class Snapshot:
     etag: str
     generated_at: datetime
     stale: bool = False
-    read_at: float = field(default=0.0, compare=False)  # time.monotonic() of the last good read
+    read_at: float = field(default_factory=time.monotonic, compare=False)  # monotonic, last good read
 
-    def age_s(self, now: datetime | None = None) -> int:
-        """Seconds since it was built: what the page and X-Status-Snapshot-Age show."""
-        return max(0, int(((now or datetime.now(UTC)) - self.generated_at).total_seconds()))
+    def age_s(self) -> int:
+        """Seconds since this process last read it from the database (or built it): how old what
+        it says may be. What X-Status-Snapshot-Age and the page show; about 0 while all is well."""
+        return max(0, int(time.monotonic() - self.read_at))
 
 
 def iso(value: datetime | None) -> str | None:
@@ -306,7 +307,7 @@ def rebuild_snapshot(session: Session, settings: Settings, now: datetime | None 
     elif row.etag != etag:
         row.body, row.etag, row.generated_at = body, etag, now
     session.flush()
-    built = Snapshot(body=row.body, etag=row.etag, generated_at=row.generated_at)
+    built = Snapshot(body=row.body, etag=row.etag, generated_at=row.generated_at, read_at=time.monotonic())
     url = settings.effective_database_url
     event.listen(
         session,
