@@ -33,6 +33,8 @@ from dispatcher.api.middleware import AccessLog, BodyLimit
 from dispatcher.dashboard import routes as dashboard
 from dispatcher.public import routes as public
 from dispatcher.reads.status import rebuild_snapshot
+from dispatcher.statuspage import feeds as status_feeds
+from dispatcher.statuspage import pages as status_pages
 from dispatcher.statuspage import routes as statuspage
 from dispatcher.store.db import get_database
 
@@ -60,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(public.router)  # and the public pages (no API key; limited per client)
     app.include_router(dashboard.router)  # the ops dashboard (a session cookie, from an API key)
     app.include_router(statuspage.router)  # Statuspage-compatible /api/v2/*.json (public, from the snapshot)
+    app.include_router(status_pages.router)  # the public status page and its history (from the snapshot)
+    app.include_router(status_feeds.router)  # and its Atom and RSS feeds
     # Outermost last: the access log sees every response, 413s included, and gives each request the
     # id the audit trail (inside it, outside the body limit) records with every write.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
