@@ -205,9 +205,9 @@ def dashboard(d: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def statuspage(d: dict[str, Any]) -> str:
+def statuspage(d: dict[str, Any], note: str = "") -> str:
     out = [
-        f"### The status page under load, mid-broadcast: {d['subscribers']:,} subscribers, "
+        f"#### The status page under load, mid-broadcast{note}: {d['subscribers']:,} subscribers, "
         f"{d['workers']} workers, wrk {d['connections']} connections for {d['duration_s']} s\n"
     ]
     out.append(header(d))
@@ -258,6 +258,7 @@ def main() -> None:
         ("dashboard-postgresql-100000.json", dashboard),
         ("dashboard-postgresql-100000-after-9.json", dashboard),
         ("dashboard-postgresql-100000-after-9-trial-index.json", dashboard),
+        ("statuspage-postgresql-100000-before-freeze.json", lambda d: statuspage(d, ", before gc.freeze")),
         ("statuspage-postgresql-100000.json", statuspage),
     ):
         data = load(name)
