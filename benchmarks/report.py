@@ -205,6 +205,41 @@ def dashboard(d: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def statuspage(d: dict[str, Any], note: str = "") -> str:
+    out = [
+        f"#### The status page under load, mid-broadcast{note}: {d['subscribers']:,} subscribers, "
+        f"{d['workers']} workers, wrk {d['connections']} connections for {d['duration_s']} s\n"
+    ]
+    out.append(header(d))
+    out.append(
+        "| load | requests/s | p50 / p99, ms | non-2xx | first admin, ms | all admins, ms "
+        "| all tiers accepted, s |"
+    )
+    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, s in d["summary"].items():
+        b = s["broadcast"]
+        figures = "— | — | —"
+        if "load" in s:
+            load = {k: v["median"] for k, v in s["load"].items()}
+            figures = (
+                f"{load['requests_per_s']} | {load['p50_ms']} / {load['p99_ms']} "
+                f"| {s['non_2xx_3xx'] + s['socket_errors']}"
+            )
+        label = "none" if name == "no load" else f"`GET {name}`, mid-broadcast"
+        out.append(
+            f"| {label} | {figures} | {mw(b['first_admin_ms'])} | {mw(b['all_admins_ms'])} "
+            f"| {mw(b['all_tiers_accepted_s'])} |"
+        )
+        idle = s.get("idle")
+        if idle:
+            out.append(
+                f"| `GET {name}`, idle service | {idle['requests_per_s']} "
+                f"| {idle['p50_ms']} / {idle['p99_ms']} "
+                f"| {idle['non_2xx_3xx'] + idle['socket_errors']} | — | — | — |"
+            )
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     parts = []
     for name, render in (
@@ -223,6 +258,8 @@ def main() -> None:
         ("dashboard-postgresql-100000.json", dashboard),
         ("dashboard-postgresql-100000-after-9.json", dashboard),
         ("dashboard-postgresql-100000-after-9-trial-index.json", dashboard),
+        ("statuspage-postgresql-100000-before-freeze.json", lambda d: statuspage(d, ", before gc.freeze")),
+        ("statuspage-postgresql-100000.json", statuspage),
     ):
         data = load(name)
         if data is not None:

@@ -5,6 +5,7 @@ so none imports another's floor back."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -75,7 +76,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(settings: Settings) -> AsyncIterator[None]:
     await asyncio.to_thread(start_snapshot, settings)
+    freeze_startup_heap()
     yield
+
+
+def freeze_startup_heap() -> None:
+    """Takes what the started process holds (modules, the app and its routes, templates, the
+    snapshot) out of the cyclic collector's sight: a full collection otherwise walks all of it and
+    stalls every request in flight (benchmarks/statuspage.py: p99 at 16 connections 82 -> 28 ms).
+    Garbage made afterwards is collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 def start_snapshot(settings: Settings) -> None:

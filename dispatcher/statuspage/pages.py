@@ -112,7 +112,7 @@ def render(settings: Settings, snapshot: Snapshot, name: str, title: str, **cont
             support_is_email="@" in contact and not contact.startswith(("http://", "https://")),
             support_is_url=contact.startswith(("http://", "https://")),
             stale=snapshot.stale,
-            stale_age=_age(snapshot.age_s(now)),
+            stale_age=_age(snapshot.age_s()),
             generated_at=snapshot.body.get("generated_at"),
             this_month=month_slug(now),
             history_days=HISTORY_DAYS,
