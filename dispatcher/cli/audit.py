@@ -11,7 +11,11 @@ import uuid
 
 from sqlalchemy.orm import Session
 
+from config import Settings
+from dispatcher.auth import bootstrap_keys
 from dispatcher.store.audit import CLI_ACTOR, record_audit
+from dispatcher.store.db import Database, get_database
+from dispatcher.store.migrate import upgrade
 
 
 def _client() -> str:
@@ -33,3 +37,16 @@ def audit_cli(session: Session, action: str, target: str | None, status: int) ->
         client=_client(),
         request_id=uuid.uuid4().hex,
     )
+
+
+def migrate_and_bootstrap(settings: Settings) -> Database:
+    """The schema brought to head and DISPATCHER_API_KEYS added, each added key audited as the CLI's
+    write: what `web` and `up` both do before they serve."""
+    database = get_database(settings)
+    upgrade(database)
+    if settings.api_keys:
+        with database.session() as session:
+            added = bootstrap_keys(session, settings.api_keys.get_secret_value())
+            if added:
+                audit_cli(session, "keys.bootstrap", f"{added} keys from DISPATCHER_API_KEYS", 201)
+    return database

@@ -326,19 +326,9 @@ def _start_checks() -> None:
 
 
 def _migrate_and_bootstrap() -> None:
-    from dispatcher.auth import bootstrap_keys
-    from dispatcher.cli.audit import audit_cli
-    from dispatcher.store.db import get_database
-    from dispatcher.store.migrate import upgrade
+    from dispatcher.cli.audit import migrate_and_bootstrap
 
-    settings = get_settings()
-    database = get_database(settings)
-    upgrade(database)
-    if settings.api_keys:
-        with database.session() as session:
-            added = bootstrap_keys(session, settings.api_keys.get_secret_value())
-            if added:
-                audit_cli(session, "keys.bootstrap", f"{added} keys from DISPATCHER_API_KEYS", 201)
+    migrate_and_bootstrap(get_settings())
 
 
 app.command("receipts")(receipts)  # defined with the other read-back commands

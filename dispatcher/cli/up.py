@@ -79,21 +79,11 @@ class Up:
         os.environ.update(env)
         get_settings.cache_clear()
         settings = get_settings()
-        from dispatcher.auth import bootstrap_keys
-        from dispatcher.cli.audit import audit_cli
+        from dispatcher.cli.audit import migrate_and_bootstrap
         from dispatcher.startup import check
-        from dispatcher.store.db import get_database
-        from dispatcher.store.migrate import upgrade
 
         self.channel_report = check(settings, sandbox=False)  # the sandbox is not started yet
-        database = get_database(settings)
-        upgrade(database)
-        if settings.api_keys:
-            with database.session() as session:
-                added = bootstrap_keys(session, settings.api_keys.get_secret_value())
-                if added:
-                    audit_cli(session, "keys.bootstrap", f"{added} keys from DISPATCHER_API_KEYS", 201)
-        database.dispose()
+        migrate_and_bootstrap(settings).dispose()
         return settings
 
     def start(self) -> None:

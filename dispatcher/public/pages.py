@@ -68,21 +68,25 @@ def static_file(path: Path, media_type: str) -> Response:
     )
 
 
+def site_context(settings: Settings) -> dict[str, Any]:
+    """What every public page's layout shows: the service's name and how to reach support (the
+    subscriber pages, the dashboard and the status page all render it)."""
+    contact = settings.support_contact
+    is_url = contact.startswith(("http://", "https://"))
+    return {
+        "service_name": settings.service_name,
+        "support_contact": contact,
+        "support_is_email": "@" in contact and not is_url,
+        "support_is_url": is_url,
+    }
+
+
 def page(settings: Settings, name: str, title: str, status: int = 200, **context: Any) -> HTMLResponse:
     """A rendered page with the service's name and support contact, and the strict headers."""
-    contact = settings.support_contact
     html = (
         environment()
         .get_template(name)
-        .render(
-            title=title,
-            service_name=settings.service_name,
-            support_contact=contact,
-            support_is_email="@" in contact and not contact.startswith(("http://", "https://")),
-            support_is_url=contact.startswith(("http://", "https://")),
-            base_path="",
-            **context,
-        )
+        .render(title=title, **site_context(settings), base_path="", **context)
     )
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 

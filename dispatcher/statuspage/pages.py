@@ -29,6 +29,7 @@ from dispatcher.public.pages import (
     client_address,
     environment,
     over_limit,
+    site_context,
     static_file,
     strict_headers,
     too_many,
@@ -100,17 +101,13 @@ def _shift(year: int, month: int, by: int) -> tuple[int, int]:
 
 def render(settings: Settings, snapshot: Snapshot, name: str, title: str, **context: Any) -> bytes:
     now = datetime.now(UTC)
-    contact = settings.support_contact
     html = (
         status_environment()
         .get_template(name)
         .render(
             title=title,
-            service_name=settings.service_name,
+            **site_context(settings),
             page_name=page_name(settings.service_name),
-            support_contact=contact,
-            support_is_email="@" in contact and not contact.startswith(("http://", "https://")),
-            support_is_url=contact.startswith(("http://", "https://")),
             stale=snapshot.stale,
             stale_age=_age(snapshot.age_s()),
             generated_at=snapshot.body.get("generated_at"),
@@ -264,9 +261,8 @@ def _plain(settings: Settings, status: int, title: str, line: str) -> Response:
         .render(
             title=title,
             line=line,
-            service_name=settings.service_name,
+            **site_context(settings),
             page_name=page_name(settings.service_name),
-            support_contact=settings.support_contact,
             stale=False,
             this_month=month_slug(now),
         )
