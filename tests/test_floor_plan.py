@@ -26,7 +26,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "config": (),
     "channels.sandbox": (),  # the provider sandbox imports nothing of the service
     "channels": ("config", "templates"),
-    "dispatcher.domain": ("channels.base",),  # the channel vocabulary: names, a send's outcome
+    # the channel vocabulary (names, a send's outcome) and the locale chain
+    "dispatcher.domain": ("channels.base", "channels.locales"),
     "dispatcher.store": ("config", "dispatcher.domain"),
     "dispatcher.engine": ("config", "channels", "dispatcher.domain", "dispatcher.store", "dispatcher.logs"),
     "dispatcher.incidents": (
