@@ -20,7 +20,7 @@ from feedgen.feed import FeedGenerator
 
 from config import Settings
 from dispatcher.domain.status import page_name
-from dispatcher.public.caching import READ, cached_response
+from dispatcher.public.caching import cached_response, read_route
 from dispatcher.reads.status import Snapshot
 from dispatcher.statuspage.pages import (
     finished_at,
@@ -121,15 +121,11 @@ async def _feed(kind: str, media_type: str, request: Request) -> Response:
     return cached_response(request, WRITTEN.get(kind, settings, snapshot), media_type, snapshot)
 
 
-@router.api_route(
-    "/history.atom", methods=READ, summary="Incidents and maintenance of the last 90 days (Atom 1.0)"
-)
+@read_route(router, "/history.atom", summary="Incidents and maintenance of the last 90 days (Atom 1.0)")
 async def history_atom(request: Request) -> Response:
     return await _feed("atom", ATOM, request)
 
 
-@router.api_route(
-    "/history.rss", methods=READ, summary="Incidents and maintenance of the last 90 days (RSS 2.0)"
-)
+@read_route(router, "/history.rss", summary="Incidents and maintenance of the last 90 days (RSS 2.0)")
 async def history_rss(request: Request) -> Response:
     return await _feed("rss", RSS, request)

@@ -22,7 +22,7 @@ from jinja2 import Environment
 
 from config import Settings
 from dispatcher.domain.status import page_name
-from dispatcher.public.caching import READ, cached_response, snapshot_to_serve
+from dispatcher.public.caching import cached_response, read_route, snapshot_to_serve
 from dispatcher.public.pages import (
     TEMPLATES_DIR,
     environment,
@@ -272,9 +272,7 @@ def _html(request: Request, body: bytes, snapshot: Snapshot) -> Response:
     return cached_response(request, body, "text/html; charset=utf-8", snapshot, headers=HEADERS)
 
 
-@router.api_route(
-    "/status", methods=READ, summary="The status page: overall status, components, incidents, maintenance"
-)
+@read_route(router, "/status", summary="The status page: overall status, components, incidents, maintenance")
 async def status_page(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     if limited := limited_response(request):
@@ -291,8 +289,8 @@ async def status_page(request: Request) -> Response:
     return _html(request, body, snapshot)
 
 
-@router.api_route(
-    "/status/incidents/{incident_id}", methods=READ, summary="One incident or maintenance, its whole timeline"
+@read_route(
+    router, "/status/incidents/{incident_id}", summary="One incident or maintenance, its whole timeline"
 )
 async def incident_page(incident_id: str, request: Request) -> Response:
     settings: Settings = request.app.state.settings
@@ -325,8 +323,8 @@ async def incident_page(incident_id: str, request: Request) -> Response:
     return _html(request, _cached_render(settings, snapshot, ("incident", incident_id), build), snapshot)
 
 
-@router.api_route(
-    "/status/history/{month}", methods=READ, summary="Incidents and maintenance of one month (YYYY-MM, UTC)"
+@read_route(
+    router, "/status/history/{month}", summary="Incidents and maintenance of one month (YYYY-MM, UTC)"
 )
 async def month_page(month: str, request: Request) -> Response:
     settings: Settings = request.app.state.settings
@@ -361,7 +359,7 @@ async def month_page(month: str, request: Request) -> Response:
     return _html(request, _cached_render(settings, snapshot, key, build), snapshot)
 
 
-@router.api_route("/status/history", methods=READ, include_in_schema=False)
+@read_route(router, "/status/history", include_in_schema=False)
 async def this_month(request: Request) -> Response:
     return await month_page(month_slug(datetime.now(UTC)), request)
 

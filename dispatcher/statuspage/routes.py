@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from dispatcher.api.errors import error_body
-from dispatcher.public.caching import READ, cached_response, snapshot_to_serve
+from dispatcher.public.caching import cached_response, read_route, snapshot_to_serve
 from dispatcher.public.status_limit import over_status_limit
 from dispatcher.reads.status import Snapshot, SnapshotUnavailable
 
@@ -119,7 +119,7 @@ def _route(path: str) -> None:
         "-", "_"
     )
     endpoint.__doc__ = f"Statuspage v2 `{path}` from the status snapshot."
-    router.add_api_route(path, endpoint, methods=READ, include_in_schema=True)
+    read_route(router, path)(endpoint)
 
 
 for _path in ENDPOINTS:
