@@ -259,6 +259,10 @@ def main() -> None:
         ("dashboard-postgresql-100000-after-9.json", dashboard),
         ("dashboard-postgresql-100000-after-9-trial-index.json", dashboard),
         ("statuspage-postgresql-100000-before-freeze.json", lambda d: statuspage(d, ", before gc.freeze")),
+        (
+            "statuspage-postgresql-100000-redis-limit.json",
+            lambda d: statuspage(d, ", with the limit's round trip"),
+        ),
         ("statuspage-postgresql-100000.json", statuspage),
     ):
         data = load(name)

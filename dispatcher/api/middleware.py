@@ -129,10 +129,12 @@ def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
 class AccessLog:
     """method, path, status, duration_ms, the API key's id and the request id; never key characters,
     headers or bodies. Gives every request its id (`request.state.request_id`, the `X-Request-Id`
-    response header) before anything else sees it."""
+    response header) before anything else sees it. Requests to `quiet_paths` (prefixes) are logged
+    only when they fail (status 400 and up); every request is still counted in the metrics."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, quiet_paths: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.quiet_paths = quiet_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,15 +159,16 @@ class AccessLog:
             await self.app(scope, receive, capture)
         finally:
             duration = round((time.perf_counter() - start) * 1000, 2)
-            extra: dict[str, Any] = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "duration_ms": duration,
-                "api_key": scope["state"].get("api_key"),
-                "request_id": request_id,
-            }
-            access.info("%s %s %s %.1fms", scope["method"], scope["path"], status, duration, extra=extra)
+            if status >= 400 or not scope["path"].startswith(self.quiet_paths):
+                extra: dict[str, Any] = {
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": duration,
+                    "api_key": scope["state"].get("api_key"),
+                    "request_id": request_id,
+                }
+                access.info("%s %s %s %.1fms", scope["method"], scope["path"], status, duration, extra=extra)
             from dispatcher.api.metrics import observe_request
 
             observe_request(scope, status, duration / 1000)

@@ -346,24 +346,19 @@ def _refresh(settings: Settings, url: str) -> None:
             COPIES.refreshing.pop(url, None)
 
 
-def current_snapshot(settings: Settings) -> Snapshot:
-    """The snapshot to serve, never waiting on the database once this process holds a copy: a copy
-    older than REFRESH_S is re-read in the background (one thread at a time). While the last
+def held_snapshot(settings: Settings) -> Snapshot | None:
+    """This process's copy to serve, never waiting on the database (None when it holds none yet): a
+    copy older than REFRESH_S is re-read in the background (one thread at a time). While the last
     re-read failed, or one has been running for STALE_AFTER_S without an answer (a database that
     hangs), the copy is served with stale=True. An old copy alone is no evidence: after a quiet
-    spell the first request starts a re-read and is served the copy as it is, not marked stale.
-    Raises SnapshotUnavailable when there is no copy and the database does not answer."""
+    spell the first request starts a re-read and is served the copy as it is, not marked stale."""
     url = settings.effective_database_url
     with COPIES.lock:
         copy = COPIES.items.get(url)
         failed = COPIES.failed.get(url, False)
-    if copy is None:
-        try:
-            return _keep(url, _read(settings))
-        except Exception as exc:
-            raise SnapshotUnavailable("no status snapshot: the database is unreachable") from exc
-    clock = time.monotonic()
-    with COPIES.lock:
+        if copy is None:
+            return None
+        clock = time.monotonic()
         started = COPIES.refreshing.get(url)
         start = started is None and clock - copy.read_at >= REFRESH_S
         if start:
@@ -372,3 +367,15 @@ def current_snapshot(settings: Settings) -> Snapshot:
         threading.Thread(target=_refresh, args=(settings, url), daemon=True).start()
     stale = failed or (started is not None and clock - started > STALE_AFTER_S)
     return replace(copy, stale=True) if stale else copy
+
+
+def current_snapshot(settings: Settings) -> Snapshot:
+    """The snapshot to serve: this process's copy (held_snapshot), else one read from the database
+    now. Raises SnapshotUnavailable when there is no copy and the database does not answer."""
+    held = held_snapshot(settings)
+    if held is not None:
+        return held
+    try:
+        return _keep(settings.effective_database_url, _read(settings))
+    except Exception as exc:
+        raise SnapshotUnavailable("no status snapshot: the database is unreachable") from exc

@@ -6,16 +6,48 @@ the database is unreachable)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Callable
 from email.utils import format_datetime, parsedate_to_datetime
+from functools import lru_cache
+from typing import Any, TypeVar
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from dispatcher.engine.snapshot import Snapshot
+from config import Settings
+from dispatcher.reads.status import Snapshot, current_snapshot, held_snapshot
 
 
+def read_route(router: APIRouter, path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
+    """Registers a snapshot route for GET and for HEAD (how monitors poll cheaply). Two routes, not
+    one with two methods: the OpenAPI schema lists the GET alone, with an operation id of its own."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        router.add_api_route(path, endpoint, methods=["GET"], **options)
+        router.add_api_route(path, endpoint, methods=["HEAD"], **{**options, "include_in_schema": False})
+        return endpoint
+
+    return register
+
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+# The paths served from the snapshot: the access log keeps only their failures (dispatcher/app.py)
+SNAPSHOT_PATHS = ("/status", "/history.", "/api/v2/")
+
+
+async def snapshot_to_serve(settings: Settings) -> Snapshot:
+    """The snapshot for an async route: this process's copy at once, and only when it holds none a
+    thread reads the database, so the event loop never waits on it. Raises SnapshotUnavailable."""
+    held = held_snapshot(settings)
+    return held if held is not None else await asyncio.to_thread(current_snapshot, settings)
+
+
+@lru_cache(maxsize=256)
 def etag_of(body: bytes) -> str:
+    """Cached: the bodies are the renderers' cached bytes (the same objects until the snapshot
+    changes), whose hash Python keeps, so a hit costs no hashing of the body."""
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 

@@ -8,7 +8,15 @@ from dispatcher.engine.snapshot import (
     SnapshotUnavailable,
     build_snapshot,
     current_snapshot,
+    held_snapshot,
     rebuild_snapshot,
 )
 
-__all__ = ["Snapshot", "SnapshotUnavailable", "build_snapshot", "current_snapshot", "rebuild_snapshot"]
+__all__ = [
+    "Snapshot",
+    "SnapshotUnavailable",
+    "build_snapshot",
+    "current_snapshot",
+    "held_snapshot",
+    "rebuild_snapshot",
+]

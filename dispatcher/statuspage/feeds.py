@@ -14,14 +14,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from feedgen.feed import FeedGenerator
 
 from config import Settings
-from dispatcher.api.deps import get_settings
 from dispatcher.domain.status import page_name
-from dispatcher.public.caching import cached_response
+from dispatcher.public.caching import cached_response, read_route
 from dispatcher.reads.status import Snapshot
 from dispatcher.statuspage.pages import (
     finished_at,
@@ -112,20 +111,21 @@ class _Written:
 WRITTEN = _Written()
 
 
-def _feed(kind: str, media_type: str, request: Request, settings: Settings) -> Response:
-    if limited := limited_response(request, settings):
+async def _feed(kind: str, media_type: str, request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    if limited := limited_response(request):
         return limited
-    snapshot = snapshot_or_unavailable(settings)
+    snapshot = await snapshot_or_unavailable(settings)
     if isinstance(snapshot, Response):
         return snapshot
     return cached_response(request, WRITTEN.get(kind, settings, snapshot), media_type, snapshot)
 
 
-@router.get("/history.atom", summary="Incidents and maintenance of the last 90 days (Atom 1.0)")
-def history_atom(request: Request, settings: Settings = Depends(get_settings)) -> Response:
-    return _feed("atom", ATOM, request, settings)
+@read_route(router, "/history.atom", summary="Incidents and maintenance of the last 90 days (Atom 1.0)")
+async def history_atom(request: Request) -> Response:
+    return await _feed("atom", ATOM, request)
 
 
-@router.get("/history.rss", summary="Incidents and maintenance of the last 90 days (RSS 2.0)")
-def history_rss(request: Request, settings: Settings = Depends(get_settings)) -> Response:
-    return _feed("rss", RSS, request, settings)
+@read_route(router, "/history.rss", summary="Incidents and maintenance of the last 90 days (RSS 2.0)")
+async def history_rss(request: Request) -> Response:
+    return await _feed("rss", RSS, request)

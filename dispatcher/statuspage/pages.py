@@ -16,25 +16,23 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment
 
 from config import Settings
-from dispatcher.api.deps import get_settings
 from dispatcher.domain.status import page_name
-from dispatcher.public.caching import cached_response
+from dispatcher.public.caching import cached_response, read_route, snapshot_to_serve
 from dispatcher.public.pages import (
     TEMPLATES_DIR,
-    client_address,
     environment,
-    over_limit,
     site_context,
     static_file,
     strict_headers,
     too_many,
 )
-from dispatcher.reads.status import Snapshot, SnapshotUnavailable, current_snapshot
+from dispatcher.public.status_limit import over_status_limit
+from dispatcher.reads.status import Snapshot, SnapshotUnavailable
 
 router = APIRouter(tags=["status page (public)"])
 STATUS_DIR = TEMPLATES_DIR / "status"
@@ -236,16 +234,16 @@ def parse_month(value: str) -> tuple[int, int] | None:
 # ---- routes ------------------------------------------------------------------------------------
 
 
-def limited_response(request: Request, settings: Settings) -> Response | None:
-    """Generous, per client address; fails open when Redis is down (public/pages.py over_limit)."""
-    who = client_address(request, settings.trusted_proxy_hops)
-    wait = over_limit(settings, "status", who, settings.status_requests_per_hour)
-    return too_many(settings, wait, wants_json=False) if wait is not None else None
+def limited_response(request: Request) -> Response | None:
+    """Generous, per client address, shared by every process, counted in memory and never waiting
+    on Redis (dispatcher/public/status_limit.py): the page, the feeds and the JSON share it."""
+    wait = over_status_limit(request)
+    return too_many(request.app.state.settings, wait, wants_json=False) if wait is not None else None
 
 
-def snapshot_or_unavailable(settings: Settings) -> Snapshot | Response:
+async def snapshot_or_unavailable(settings: Settings) -> Snapshot | Response:
     try:
-        return current_snapshot(settings)
+        return await snapshot_to_serve(settings)
     except SnapshotUnavailable:
         return _plain(
             settings, 503, "Status unavailable", "We cannot show the status right now. Try again soon."
@@ -274,11 +272,12 @@ def _html(request: Request, body: bytes, snapshot: Snapshot) -> Response:
     return cached_response(request, body, "text/html; charset=utf-8", snapshot, headers=HEADERS)
 
 
-@router.get("/status", summary="The status page: overall status, components, incidents, maintenance")
-def status_page(request: Request, settings: Settings = Depends(get_settings)) -> Response:
-    if limited := limited_response(request, settings):
+@read_route(router, "/status", summary="The status page: overall status, components, incidents, maintenance")
+async def status_page(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    if limited := limited_response(request):
         return limited
-    snapshot = snapshot_or_unavailable(settings)
+    snapshot = await snapshot_or_unavailable(settings)
     if isinstance(snapshot, Response):
         return snapshot
     body = _cached_render(
@@ -290,11 +289,14 @@ def status_page(request: Request, settings: Settings = Depends(get_settings)) ->
     return _html(request, body, snapshot)
 
 
-@router.get("/status/incidents/{incident_id}", summary="One incident or maintenance, its whole timeline")
-def incident_page(incident_id: str, request: Request, settings: Settings = Depends(get_settings)) -> Response:
-    if limited := limited_response(request, settings):
+@read_route(
+    router, "/status/incidents/{incident_id}", summary="One incident or maintenance, its whole timeline"
+)
+async def incident_page(incident_id: str, request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    if limited := limited_response(request):
         return limited
-    snapshot = snapshot_or_unavailable(settings)
+    snapshot = await snapshot_or_unavailable(settings)
     if isinstance(snapshot, Response):
         return snapshot
     item = find_item(snapshot.body, incident_id)
@@ -321,15 +323,18 @@ def incident_page(incident_id: str, request: Request, settings: Settings = Depen
     return _html(request, _cached_render(settings, snapshot, ("incident", incident_id), build), snapshot)
 
 
-@router.get("/status/history/{month}", summary="Incidents and maintenance of one month (YYYY-MM, UTC)")
-def month_page(month: str, request: Request, settings: Settings = Depends(get_settings)) -> Response:
-    if limited := limited_response(request, settings):
+@read_route(
+    router, "/status/history/{month}", summary="Incidents and maintenance of one month (YYYY-MM, UTC)"
+)
+async def month_page(month: str, request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    if limited := limited_response(request):
         return limited
     parsed = parse_month(month)
     now = datetime.now(UTC)
     if parsed is None or parsed > (now.year, now.month):
         return _plain(settings, 404, "No such month", "month: give a past or the current month as YYYY-MM.")
-    snapshot = snapshot_or_unavailable(settings)
+    snapshot = await snapshot_or_unavailable(settings)
     if isinstance(snapshot, Response):
         return snapshot
     year, number = parsed
@@ -354,9 +359,9 @@ def month_page(month: str, request: Request, settings: Settings = Depends(get_se
     return _html(request, _cached_render(settings, snapshot, key, build), snapshot)
 
 
-@router.get("/status/history", include_in_schema=False)
-def this_month(request: Request, settings: Settings = Depends(get_settings)) -> Response:
-    return month_page(month_slug(datetime.now(UTC)), request, settings)
+@read_route(router, "/status/history", include_in_schema=False)
+async def this_month(request: Request) -> Response:
+    return await month_page(month_slug(datetime.now(UTC)), request)
 
 
 @router.get("/status/status.css", include_in_schema=False)

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from dispatcher.api.errors import error_body
-from dispatcher.public.caching import cached_response
-from dispatcher.public.status_limit import status_over_limit
-from dispatcher.reads.status import Snapshot, SnapshotUnavailable, current_snapshot
+from dispatcher.public.caching import cached_response, read_route, snapshot_to_serve
+from dispatcher.public.status_limit import over_status_limit
+from dispatcher.reads.status import Snapshot, SnapshotUnavailable
 
 router = APIRouter(prefix="/api/v2", tags=["statuspage"])
 MEDIA_TYPE = "application/json; charset=utf-8"
@@ -96,16 +96,15 @@ def render(snapshot: Snapshot, path: str) -> bytes:
     return body
 
 
-def serve(request: Request, path: str) -> Response:
-    settings = request.app.state.settings
-    retry_after = status_over_limit(settings, request)
+async def serve(request: Request, path: str) -> Response:
+    retry_after = over_status_limit(request)
     if retry_after is not None:
         text = f"Too many requests from your address; try again in {retry_after} seconds."
         return JSONResponse(
             error_body("rate_limited", text), 429, headers={**CORS, "Retry-After": str(retry_after)}
         )
     try:
-        snapshot = current_snapshot(settings)
+        snapshot = await snapshot_to_serve(request.app.state.settings)
     except SnapshotUnavailable:
         text = "The status is not available yet: the database is unreachable."
         return JSONResponse(error_body("unavailable", text), 503, headers={**CORS, "Retry-After": "5"})
@@ -113,14 +112,14 @@ def serve(request: Request, path: str) -> Response:
 
 
 def _route(path: str) -> None:
-    def endpoint(request: Request) -> Response:
-        return serve(request, path)
+    async def endpoint(request: Request) -> Response:
+        return await serve(request, path)
 
     endpoint.__name__ = "statuspage_" + path.strip("/").replace("/", "_").replace(".json", "").replace(
         "-", "_"
     )
     endpoint.__doc__ = f"Statuspage v2 `{path}` from the status snapshot."
-    router.add_api_route(path, endpoint, methods=["GET"], include_in_schema=True)
+    read_route(router, path)(endpoint)
 
 
 for _path in ENDPOINTS:

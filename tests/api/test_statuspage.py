@@ -5,6 +5,7 @@ the status following incidents and maintenance, caching and 304s, CORS, the per-
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -315,13 +316,59 @@ def test_the_limit_is_per_client_and_generous_by_default(db: Database) -> None:
     assert Settings().status_requests_per_hour >= 3600
 
 
-def test_a_dead_redis_leaves_the_routes_unlimited_not_down(db: Database) -> None:
+def test_a_dead_redis_keeps_the_routes_up_and_the_limit_local(db: Database) -> None:
     snapshots.COPIES.items.clear()
     dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    settings = Settings(database_url=db.url, redis_url=dead, status_requests_per_hour=1)
+    settings = Settings(database_url=db.url, redis_url=dead, status_requests_per_hour=3)
     with TestClient(create_app(settings)) as client:
         assert [client.get("/api/v2/summary.json").status_code for _ in range(3)] == [200, 200, 200]
-        assert client.get("/api/v2/summary.json", headers={"If-None-Match": "nonsense"}).status_code == 200
+        assert client.get("/status").status_code == 429  # counted in the process, Redis or not
         bad_date = client.get("/api/v2/summary.json", headers={"If-Modified-Since": "not a date"})
-        assert bad_date.status_code == 200
-    status_limit._down_until = 0.0  # the next test's Redis is alive
+        assert bad_date.status_code == 429
+        limit: status_limit.StatusLimit = client.app.state.status_limit
+        limit.flush()  # fails against the dead Redis: the counts are kept, not lost
+        assert limit.hit("testclient") is not None
+
+
+def test_the_limit_is_shared_by_every_process_through_redis(db: Database) -> None:
+    prefix = f"{Settings().redis_prefix}shared{uuid.uuid4().hex[:8]}:"  # the run's, cleaned up with it
+    settings = Settings(database_url=db.url, status_requests_per_hour=4, redis_prefix=prefix)
+    first, second = status_limit.StatusLimit(settings), status_limit.StatusLimit(settings)
+    try:
+        assert [first.hit("198.51.100.9") for _ in range(3)] == [None, None, None]
+        first.flush()
+        assert second.hit("198.51.100.9") is None  # this process has seen one request
+        second.flush()  # and learns the other's three: four in all, the limit
+        assert second.hit("198.51.100.9") is not None
+        assert second.hit("203.0.113.5") is None  # another client is untouched
+        first.flush()  # a heavy client is re-read even when this process saw nothing new of it
+        assert first.hit("198.51.100.9") is not None
+    finally:
+        first.close()
+        second.close()
+
+
+def test_head_answers_like_get(status_client: TestClient) -> None:
+    for path in ("/status", "/history.atom", "/api/v2/summary.json", "/status/history"):
+        got, head = status_client.get(path), status_client.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"" and head.headers["etag"] == got.headers["etag"], path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+
+
+def test_the_access_log_keeps_only_the_status_routes_failures(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    snapshots.COPIES.items.clear()
+    settings = Settings(
+        database_url=db.url,
+        status_requests_per_hour=1,
+        redis_prefix=f"{Settings().redis_prefix}quiet{uuid.uuid4().hex[:8]}:",
+    )
+    with TestClient(create_app(settings)) as client, caplog.at_level("INFO", logger="dispatcher.access"):
+        assert client.get("/api/v2/status.json").status_code == 200
+        assert client.get("/api/v2/status.json").status_code == 429
+        assert client.get("/healthz").status_code == 200
+    lines = [(r.path, r.status) for r in caplog.records if r.name == "dispatcher.access"]  # type: ignore[attr-defined]
+    assert ("/api/v2/status.json", 429) in lines and ("/healthz", 200) in lines
+    assert ("/api/v2/status.json", 200) not in lines
