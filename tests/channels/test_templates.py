@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from channels.base import ChannelName, RenderContext
 from channels.chat.condense import condense_chat
 from channels.email.condense import condense_email
+from channels.locales import SHIPPED_LOCALES
 from channels.rendering import (
+    SAMPLE_EVENTS,
     TemplateError,
     Templates,
     details_html,
@@ -170,12 +172,30 @@ def test_truncate_to_fit_respects_the_predicate(text: str, room: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# golden files: one per channel and notice, reviewed by eye when written
+# golden files: one per channel, notice and shipped locale, reviewed by eye when written
+
+# Each locale's goldens are read in a zone its readers live in: German/French/Spanish in Paris, Brazil
+# (tzdata has no letters for São Paulo: the offset is printed), Japan.
+GOLDEN_ZONES = {
+    "en": "Europe/Paris",
+    "de": "Europe/Paris",
+    "fr": "Europe/Paris",
+    "es": "Europe/Paris",
+    "pt-BR": "America/Sao_Paulo",
+    "ja": "Asia/Tokyo",
+}
 
 
-def golden_render(channel: ChannelName, event: EventKind) -> str:
+def golden_path(channel: ChannelName, event: EventKind, locale: str) -> Path:
+    """English keeps the original names (`sms/incident_opened.txt`); others add the locale
+    (`sms/incident_opened.de.txt`, `sms/incident_opened.pt-BR.txt`)."""
+    suffix = "" if locale == "en" else f".{locale}"
+    return GOLDEN / channel.value / f"{event.value}{suffix}.txt"
+
+
+def golden_render(channel: ChannelName, event: EventKind, locale: str = "en") -> str:
     message = sample_message(event)
-    ctx = RenderContext(event=event, timezone="Europe/Paris", sms_segment_budget=2)
+    ctx = RenderContext(event=event, locale=locale, timezone=GOLDEN_ZONES[locale], sms_segment_budget=2)
     if channel is ChannelName.EMAIL:
         email = condense_email(message, ctx)
         return f"Subject: {email.subject}\n\n===== text =====\n{email.text}\n===== html =====\n{email.html}"
@@ -192,13 +212,23 @@ def golden_render(channel: ChannelName, event: EventKind) -> str:
     return json.dumps(hook.payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
+@pytest.mark.parametrize("locale", SHIPPED_LOCALES)
 @pytest.mark.parametrize("event", list(EventKind), ids=lambda e: e.value)
 @pytest.mark.parametrize("channel", list(ChannelName), ids=lambda c: c.value)
-def test_golden(channel: ChannelName, event: EventKind) -> None:
-    path = GOLDEN / channel.value / f"{event.value}.txt"
-    rendered = golden_render(channel, event)
+def test_golden(channel: ChannelName, event: EventKind, locale: str) -> None:
+    path = golden_path(channel, event, locale)
+    rendered = golden_render(channel, event, locale)
     if os.environ.get("UPDATE_GOLDEN") == "1":
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(rendered, encoding="utf-8")
     assert path.exists(), f"missing golden file {path}; write it with UPDATE_GOLDEN=1 and review it"
     assert rendered == path.read_text(encoding="utf-8")
+
+
+def test_every_sample_event_has_a_golden_per_channel_and_locale() -> None:
+    """The goldens cover `SAMPLE_EVENTS` (the channels' own list), not only the service's enum."""
+    assert {e.value for e in EventKind} == set(SAMPLE_EVENTS)
+    for channel in ChannelName:
+        for locale in SHIPPED_LOCALES:
+            for event in SAMPLE_EVENTS:
+                assert golden_path(channel, EventKind(event), locale).exists()
