@@ -31,11 +31,14 @@ def catalog_path(locale: str) -> Traversable:
     return locales_dir() / gettext_dir(locale) / "LC_MESSAGES" / f"{DOMAIN}.po"
 
 
+@lru_cache(maxsize=1024)
 def shipped_locale(tag: str | None) -> str:
-    """The shipped locale a reader's tag reads: `de-AT` → `de`, `pt-PT` → `pt-BR`, `xx` → `en`."""
+    """The shipped locale a reader's tag reads: `de-AT` → `de`, `pt-PT` → `pt-BR`, `xx` → `en`.
+    Cached: every formatted time asks, and the tags a service sees are few."""
     return resolve(tag, SHIPPED_LOCALES)
 
 
+@lru_cache(maxsize=1024)
 def babel_locale(tag: str | None) -> str:
     """The identifier Babel's date formatting takes for the reader's tag (`pt_BR`)."""
     return gettext_dir(shipped_locale(tag))

@@ -16,13 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
+from babel import Locale
 from babel.dates import format_skeleton, get_datetime_format
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
@@ -132,15 +133,31 @@ def _clock(local: datetime) -> str:
     return f"{local.hour:02d}:{local.minute:02d}"
 
 
+@lru_cache(maxsize=32)
+def _babel(loc: str) -> Locale:
+    """Babel's data for one shipped locale, parsed once (every formatted time needs it)."""
+    return Locale.parse(loc)
+
+
+@lru_cache(maxsize=32)
+def _date_clock_pattern(loc: str) -> str:
+    return str(get_datetime_format("medium", locale=_babel(loc)))
+
+
 def _day(local: datetime, *, long: bool, locale: str) -> str:
     """The date without the clock: '22 Nov' / 'Sat 22 Nov 2025' in English (fixed, as it always
     was), otherwise Babel's pattern for the locale ('22. Nov.', '11月22日', 'sam. 22 nov. 2025')."""
-    loc = babel_locale(locale)
+    return _day_text(local.date(), long, babel_locale(locale))
+
+
+@lru_cache(maxsize=4096)
+def _day_text(day: date, long: bool, loc: str) -> str:
+    """Cached: a broadcast's variants and `check()` format the same few days again and again."""
     if loc == "en":
         if long:
-            return f"{_WEEKDAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}"
-        return f"{local.day} {_MONTHS[local.month - 1]}"
-    return format_skeleton("yMMMEd" if long else "MMMd", local, locale=loc)
+            return f"{_WEEKDAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]} {day.year}"
+        return f"{day.day} {_MONTHS[day.month - 1]}"
+    return format_skeleton("yMMMEd" if long else "MMMd", day, locale=_babel(loc))
 
 
 def _date_and_clock(day: str, clock: str, locale: str) -> str:
@@ -148,8 +165,7 @@ def _date_and_clock(day: str, clock: str, locale: str) -> str:
     loc = babel_locale(locale)
     if loc == "en":
         return f"{day} {clock}"
-    pattern = str(get_datetime_format("medium", locale=loc))
-    return pattern.replace("{1}", day).replace("{0}", clock)
+    return _date_clock_pattern(loc).replace("{1}", day).replace("{0}", clock)
 
 
 def format_time(when: datetime, timezone: str = "UTC", *, long: bool = False, locale: str = "en") -> str:
@@ -544,6 +560,27 @@ def sample_notice(event: str, *, full: bool = True) -> SampleNotice:
 # the template environment
 
 
+class _SharedBytecode(jinja2.BytecodeCache):
+    """Compiled templates, shared by every environment built here: the per-locale environments
+    differ only in the catalog installed (a global read at render time), not in how a template
+    compiles, so each file is compiled once per process, not once per locale. Keyed by file name and
+    checked against the source's checksum, so an edited override compiles again."""
+
+    def __init__(self) -> None:
+        self._store: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        code = self._store.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._store[bucket.key] = bucket.bytecode_to_string()
+
+
+_BYTECODE = _SharedBytecode()
+
+
 class Templates:
     """The packaged templates, with an operator's override directory searched first; one sandboxed
     environment per shipped locale, each with that locale's catalog installed for `_()`."""
@@ -556,6 +593,7 @@ class Templates:
         loaders.append(jinja2.FileSystemLoader(PACKAGED_DIR))
         self._loader = jinja2.ChoiceLoader(loaders)
         self._envs: dict[str, SandboxedEnvironment] = {}
+        self._checked = False  # packaged templates only: they and the catalogs are fixed per process
         self.env = self.environment("en")
 
     def environment(self, locale: str = "en") -> SandboxedEnvironment:
@@ -573,6 +611,7 @@ class Templates:
                 lstrip_blocks=True,
                 keep_trailing_newline=False,
                 extensions=["jinja2.ext.i18n"],
+                bytecode_cache=_BYTECODE,
             )
             env.install_gettext_translations(translations(shipped), newstyle=True)  # type: ignore[attr-defined]
             self._envs[shipped] = env
@@ -603,7 +642,10 @@ class Templates:
     def check(self) -> None:
         """Render every template for every channel, notice and shipped locale, with a full and an
         empty message, so a broken template (or catalog) is found at start or preview, never first
-        at send time."""
+        at send time. Without an override directory it runs once per object: nothing it reads can
+        change while the process runs, and every preview asks."""
+        if self._checked:
+            return
         for locale in SHIPPED_LOCALES:
             for event in SAMPLE_EVENTS:
                 full = sample_notice(event, full=True)
@@ -614,6 +656,7 @@ class Templates:
                         make = html_facts if part == "html" else build_facts
                         for facts in (make(full, ctx), make(minimal, ctx), stripped_facts(make(full, ctx))):
                             self.render(channel, event, part, facts, locale)
+        self._checked = self.override_dir is None
 
 
 def _template_error(name: str, exc: Exception) -> TemplateError:
