@@ -358,3 +358,29 @@ def test_every_sample_event_has_a_golden_per_channel_and_locale() -> None:
         for locale in SHIPPED_LOCALES:
             for event in SAMPLE_EVENTS:
                 assert golden_path(channel, EventKind(event), locale).exists()
+
+
+def test_an_edited_override_is_compiled_again(tmp_path: Path) -> None:
+    """The compiled templates are shared between environments and objects, keyed by the file and
+    checked against its source: an operator's edit is what the next render shows."""
+    (tmp_path / "sms").mkdir()
+    override = tmp_path / "sms" / "incident_opened.txt.j2"
+    override.write_text("First: {{ f.title }}")
+    message = sample_message(EventKind.INCIDENT_OPENED)
+    ctx = RenderContext(event=EventKind.INCIDENT_OPENED, locale="de")
+    assert condense_sms(message, ctx, Templates(tmp_path)).text == "First: Elevated API error rates"
+    override.write_text("Second, longer: {{ f.title }}")
+    assert condense_sms(message, ctx, Templates(tmp_path)).text == "Second, longer: Elevated API error rates"
+
+
+def test_an_override_is_checked_every_time(tmp_path: Path) -> None:
+    """Only the packaged set is checked once per object; an override can change under it."""
+    (tmp_path / "chat").mkdir()
+    override = tmp_path / "chat" / "default.mrkdwn.j2"
+    override.write_text("{{ f.title }}")
+    templates = Templates(tmp_path)
+    templates.check()
+    override.write_text("{{ f.titel }}")
+    os.utime(override, ns=(0, override.stat().st_mtime_ns + 10**9))  # an edit, a second later
+    with pytest.raises(TemplateError, match="titel"):
+        templates.check()
