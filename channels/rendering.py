@@ -141,7 +141,9 @@ def _babel(loc: str) -> Locale:
 
 @lru_cache(maxsize=32)
 def _date_clock_pattern(loc: str) -> str:
-    return str(get_datetime_format("medium", locale=_babel(loc)))
+    """CLDR's '{1}, {0}' (date, time) for the locale, its quoted literals unquoted ('{1} 'à' {0}')."""
+    pattern = str(get_datetime_format("medium", locale=_babel(loc)))
+    return pattern.replace("''", "\0").replace("'", "").replace("\0", "'")
 
 
 def _day(local: datetime, *, long: bool, locale: str) -> str:
