@@ -74,13 +74,22 @@ def test_every_reader_gets_their_language_and_zone(harness: Harness) -> None:
     )
     broadcast_id = harness.open(message, channels=[ChannelName.EMAIL, ChannelName.SMS])
     done = harness.wait(broadcast_id)
-    assert done["totals"]["failed"] == 0
+    assert done["totals"]["failed"] == 0, done
 
     mail = {m["recipient"].lower(): m for m in harness.sandbox.messages("email")}
     assert set(mail) == set(READERS)
     for address in ("de@example.com", "at@example.com"):
         assert GERMAN_TITLE in mail[address]["subject"], mail[address]["subject"]
     assert JAPANESE_TITLE in mail["ja@example.com"]["subject"]
+    # the fixed wording too: the status in each reader's language (de-AT and xx by their fallbacks)
+    for address, status in [
+        ("de@example.com", "Untersuchung läuft"),
+        ("at@example.com", "Untersuchung läuft"),
+        ("ja@example.com", "調査中"),
+        ("xx@example.com", "Investigating"),
+        ("en@example.com", "Investigating"),
+    ]:
+        assert status in mail[address]["text"], (address, mail[address]["text"])
     for address in ("en@example.com", "xx@example.com", "ny@example.com"):
         assert "Checkout is failing" in mail[address]["subject"]
         assert GERMAN_TITLE not in mail[address]["text"] and JAPANESE_TITLE not in mail[address]["text"]
@@ -104,4 +113,6 @@ def test_every_reader_gets_their_language_and_zone(harness: Harness) -> None:
                 .group_by(BroadcastVariant.channel)
             ).all()
         )
-    assert set(per_channel.values()) == {len(KEYS)}  # one rendering per key and channel, not per reader
+    # one rendering per key and channel, never per reader; the social post only for the public key
+    assert per_channel.pop("social") == 1
+    assert set(per_channel.values()) == {len(KEYS)}
