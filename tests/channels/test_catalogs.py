@@ -103,7 +103,6 @@ def test_translations_are_plain_text(locale: str) -> None:
             assert not re.search(r"[<>&]", str(message.string)), (locale, message.string)
 
 
-
 # --------------------------------------------------------------------------------------------------
 # the check catches what it must
 
