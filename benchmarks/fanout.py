@@ -10,6 +10,8 @@ and the service's tier timings (same machine, same clock).
     .venv/bin/python -m benchmarks.fanout --subscribers 100000 --runs 5
     # 2. against the naive dispatcher (benchmarks/naive.py), same audience, same stack, same run
     .venv/bin/python -m benchmarks.fanout --subscribers 10000 --runs 3 --naive
+    # 3. the big broadcast read in 6 languages and 20 time zones (issue 16): rendering cost and first admin
+    .venv/bin/python -m benchmarks.fanout --subscribers 100000 --runs 3 --languages
     # 4. scaling: 1,000 / 10,000 / 100,000 subscribers with one and two worker processes
     .venv/bin/python -m benchmarks.fanout --scaling 1000,10000,100000 --worker-counts 1,2 --runs 1
 
@@ -198,9 +200,37 @@ def remove_naive_keys(stack: Stack) -> None:
     client.close()
 
 
-def build_stack(db: str, workers: int, n: int, env: dict[str, str] | None = None) -> tuple[Stack, list[Any]]:
+# --languages: the audience spread over every shipped language and 20 zones (120 combinations)
+LOCALES = ("en", "de", "fr", "es", "pt-BR", "ja")
+ZONES = (
+    "UTC",
+    "Europe/Berlin",
+    "Europe/Paris",
+    "Europe/Madrid",
+    "Europe/London",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "America/Sao_Paulo",
+    "Asia/Tokyo",
+    "Asia/Kolkata",
+    "Asia/Singapore",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+    "Africa/Johannesburg",
+    "Europe/Vienna",
+    "America/Mexico_City",
+    "Asia/Dubai",
+    "America/Toronto",
+)
+
+
+def build_stack(
+    db: str, workers: int, n: int, env: dict[str, str] | None = None, *, languages: bool = False
+) -> tuple[Stack, list[Any]]:
     stack = Stack(db=db, workers=workers, env=env or FAST_LIMITS, name="bench").prepare()
-    subs = audience(n)
+    subs = audience(n, LOCALES, ZONES) if languages else audience(n)
     took = stack.import_subscribers(subs)
     print(f"imported {n} subscribers in {took:.1f}s", flush=True)
     return stack, subs
@@ -234,9 +264,52 @@ def report(kind: str, args: argparse.Namespace, extra: dict[str, Any], name: str
     print(f"written to {path}")
 
 
+def rendering_cost(stack: Stack, subs: list[Any]) -> dict[str, Any]:
+    """Every variant the audience needs, rendered in this process by the engine's own code (the
+    key of each subscriber, the message as each key reads it, each channel's condenser): what the
+    workers spend on rendering in one broadcast, measured without the rest of it."""
+    from channels.base import ChannelName, RenderContext
+    from channels.registry import build_channels
+    from dispatcher.domain.message import EventKind, OutageMessage
+    from dispatcher.domain.variant_key import reader_key
+    from dispatcher.engine.variants import broadcast_locales, variant_message
+
+    settings = stack.settings()
+    message = OutageMessage.model_validate(MESSAGE_BODY).stamped()
+    policy = {"message": message.model_dump(mode="json")}
+    languages = broadcast_locales(policy)
+    keys = {reader_key(s.locale, s.timezone, languages, settings.default_locale) for s in subs}
+    adapters = build_channels(settings)
+    readers = {c: a for c, a in adapters.items() if c is not ChannelName.SOCIAL}  # as the planner renders
+    started = time.perf_counter()
+    rendered = 0
+    for key in keys:
+        ctx = RenderContext(
+            event=EventKind.INCIDENT_OPENED,
+            locale=key.locale,
+            timezone=key.timezone,
+            sms_segment_budget=settings.sms_segment_budget,
+        )
+        readable = variant_message(policy, message, key)
+        for adapter in readers.values():
+            adapter.condense(readable, ctx)
+            rendered += 1
+    if ChannelName.SOCIAL in adapters:  # the public post: one language, UTC
+        adapters[ChannelName.SOCIAL].condense(message, RenderContext(event=EventKind.INCIDENT_OPENED))
+        rendered += 1
+    took = time.perf_counter() - started
+    return {
+        "combinations": len({(s.locale, s.timezone) for s in subs}),
+        "keys": len(keys),
+        "variants": rendered,
+        "rendering_s": round(took, 3),
+        "per_variant_ms": round(took * 1000 / max(1, rendered), 2),
+    }
+
+
 def big(args: argparse.Namespace) -> None:
     env = MESSAGING_SERVICE if args.messaging_service else FAST_LIMITS
-    stack, subs = build_stack(args.db, args.workers, args.subscribers, env)
+    stack, subs = build_stack(args.db, args.workers, args.subscribers, env, languages=args.languages)
     runs: list[dict[str, Any]] = []
     naive_runs: list[dict[str, Any]] = []
     try:
@@ -266,8 +339,11 @@ def big(args: argparse.Namespace) -> None:
         "sandbox_cpu_share": summarize([r["sandbox_cpu_share"] for r in runs]),
         "runs": runs,
     }
+    if args.languages:
+        extra["rendering"] = rendering_cost(stack, subs)
+        print(f"rendering: {json.dumps(extra['rendering'])}", flush=True)
     if not args.naive:
-        suffix = "-mg" if args.messaging_service else ""
+        suffix = ("-mg" if args.messaging_service else "") + ("-languages" if args.languages else "")
         report("fanout", args, extra, f"fanout-{args.db}-{args.subscribers}{suffix}.json")
         return
     naive_summary = {
@@ -348,6 +424,9 @@ def main() -> None:
         "--messaging-service",
         action="store_true",
         help="SMS through a Twilio messaging service at 500/s instead of a 500/s long-code limit",
+    )
+    parser.add_argument(
+        "--languages", action="store_true", help="subscribers spread over 6 languages and 20 time zones"
     )
     parser.add_argument("--scaling", help="comma-separated subscriber counts: the scaling benchmark")
     parser.add_argument("--worker-counts", default="1,2")

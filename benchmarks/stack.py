@@ -58,9 +58,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def audience(n: int) -> list[Any]:
+def audience(n: int, locales: Sequence[str] = ("en",), zones: Sequence[str] = ("UTC",)) -> list[Any]:
     """50 admins, 5,000 stakeholders (fewer when n is small), the rest customers; all email, 30% SMS,
-    2,000 org chat channels (one per 50 subscribers below 100,000)."""
+    2,000 org chat channels (one per 50 subscribers below 100,000); locales and zones dealt in turn."""
     from dispatcher.domain.subscribers import SubscriberIn
 
     admins = 50
@@ -76,6 +76,8 @@ def audience(n: int) -> list[Any]:
                 email=f"user{i}@bench.example",
                 phone=phone(i) if i % 10 < 3 else None,
                 slack_channel=f"C{i % orgs:06d}" if i >= admins else None,
+                locale=locales[i % len(locales)],
+                timezone=zones[(i // len(locales)) % len(zones)],
             )
         )
     return subs

@@ -16,18 +16,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
+from babel import Locale
+from babel.dates import format_skeleton, get_datetime_format
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 import templates as _templates_package
 from channels.base import ChannelName, RenderContext
+from channels.catalogs import N_, babel_locale, shipped_locale, translations
+from channels.locales import SHIPPED_LOCALES
 from channels.notice import Notice
 from config.settings import Settings
 
@@ -69,22 +73,23 @@ class TemplateError(Exception):
 
 
 # Keyed by the vocabulary's string values (see channels/notice.py); a str enum member looks up the same.
+# The values are English msgids: `status_label` and `impact_label` translate them for the reader.
 STATUS_LABELS: dict[str, str] = {
-    "investigating": "Investigating",
-    "identified": "Identified",
-    "monitoring": "Monitoring",
-    "resolved": "Resolved",
-    "scheduled": "Scheduled",
-    "in_progress": "In progress",
-    "completed": "Completed",
-    "cancelled": "Cancelled",
+    "investigating": N_("Investigating"),
+    "identified": N_("Identified"),
+    "monitoring": N_("Monitoring"),
+    "resolved": N_("Resolved"),
+    "scheduled": N_("Scheduled"),
+    "in_progress": N_("In progress"),
+    "completed": N_("Completed"),
+    "cancelled": N_("Cancelled"),
 }
 
 IMPACT_LABELS: dict[str, str] = {
-    "none": "None",
-    "minor": "Minor",
-    "major": "Major",
-    "critical": "Critical",
+    "none": N_("None"),
+    "minor": N_("Minor"),
+    "major": N_("Major"),
+    "critical": N_("Critical"),
 }
 
 RESOLVED = "resolved"  # the incident status whose notice carries `prevention` on the short channels
@@ -94,12 +99,12 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
-def status_label(status: str) -> str:
-    return STATUS_LABELS[status]
+def status_label(status: str, locale: str = "en") -> str:
+    return translations(locale).gettext(STATUS_LABELS[status])
 
 
-def impact_label(impact: str) -> str:
-    return IMPACT_LABELS[impact]
+def impact_label(impact: str, locale: str = "en") -> str:
+    return translations(locale).gettext(IMPACT_LABELS[impact])
 
 
 def reader_zone(name: str) -> ZoneInfo:
@@ -123,47 +128,102 @@ def zone_label(local: datetime) -> str:
     return f"UTC{sign}{hours:02d}" + (f":{mins:02d}" if mins else "")
 
 
-def format_time(when: datetime, timezone: str = "UTC", *, long: bool = False) -> str:
-    """'22 Nov 14:05 UTC', or with `long` 'Sat 22 Nov 2025 14:05 UTC'. The zone is always shown.
+def _clock(local: datetime) -> str:
+    """24-hour clock in every language: the one form every reader of a status notice parses."""
+    return f"{local.hour:02d}:{local.minute:02d}"
 
-    Month and day names are fixed English, not the process locale, so rendering stays pure."""
+
+@lru_cache(maxsize=32)
+def _babel(loc: str) -> Locale:
+    """Babel's data for one shipped locale, parsed once (every formatted time needs it)."""
+    return Locale.parse(loc)
+
+
+@lru_cache(maxsize=32)
+def _date_clock_pattern(loc: str) -> str:
+    """CLDR's '{1}, {0}' (date, time) for the locale, its quoted literals unquoted ('{1} 'à' {0}')."""
+    pattern = str(get_datetime_format("medium", locale=_babel(loc)))
+    return pattern.replace("''", "\0").replace("'", "").replace("\0", "'")
+
+
+def _day(local: datetime, *, long: bool, locale: str) -> str:
+    """The date without the clock: '22 Nov' / 'Sat 22 Nov 2025' in English (fixed, as it always
+    was), otherwise Babel's pattern for the locale ('22. Nov.', '11月22日', 'sam. 22 nov. 2025')."""
+    return _day_text(local.date(), long, babel_locale(locale))
+
+
+@lru_cache(maxsize=4096)
+def _day_text(day: date, long: bool, loc: str) -> str:
+    """Cached: a broadcast's variants and `check()` format the same few days again and again."""
+    if loc == "en":
+        if long:
+            return f"{_WEEKDAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]} {day.year}"
+        return f"{day.day} {_MONTHS[day.month - 1]}"
+    return format_skeleton("yMMMEd" if long else "MMMd", day, locale=_babel(loc))
+
+
+def _date_and_clock(day: str, clock: str, locale: str) -> str:
+    """The locale's own way of putting a date beside a time ('22. Nov., 15:05' in German)."""
+    loc = babel_locale(locale)
+    if loc == "en":
+        return f"{day} {clock}"
+    return _date_clock_pattern(loc).replace("{1}", day).replace("{0}", clock)
+
+
+def format_time(when: datetime, timezone: str = "UTC", *, long: bool = False, locale: str = "en") -> str:
+    """'22 Nov 14:05 UTC', or with `long` 'Sat 22 Nov 2025 14:05 UTC'; in German '22. Nov., 15:05 CET'.
+    The zone is always shown, and is the same tzdata abbreviation in every language.
+
+    Dates come from Babel's locale data, never the process locale, so rendering stays pure."""
     local = when.astimezone(reader_zone(timezone))
-    clock = f"{local.hour:02d}:{local.minute:02d} {zone_label(local)}"
-    if long:
-        return f"{_WEEKDAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year} {clock}"
-    return f"{local.day} {_MONTHS[local.month - 1]} {clock}"
+    clock = f"{_clock(local)} {zone_label(local)}"
+    return _date_and_clock(_day(local, long=long, locale=locale), clock, locale)
 
 
 def format_window(
-    starts: datetime | None, ends: datetime | None, timezone: str = "UTC", *, long: bool = False
+    starts: datetime | None,
+    ends: datetime | None,
+    timezone: str = "UTC",
+    *,
+    long: bool = False,
+    locale: str = "en",
 ) -> str | None:
     """A maintenance window; the same local day and zone is written once ('23 Nov 02:00–04:00 UTC')."""
     if starts is None:
         return None
+    _ = translations(locale).gettext
     if ends is None:
-        return f"from {format_time(starts, timezone, long=long)}"
+        return _("from %(start)s") % {"start": format_time(starts, timezone, long=long, locale=locale)}
     zone = reader_zone(timezone)
     a, b = starts.astimezone(zone), ends.astimezone(zone)
     if a.date() == b.date() and zone_label(a) == zone_label(b):
-        start_text = format_time(starts, timezone, long=long)
-        day_part, _, _ = start_text.rpartition(f"{a.hour:02d}:{a.minute:02d}")
-        return f"{day_part}{a.hour:02d}:{a.minute:02d}–{b.hour:02d}:{b.minute:02d} {zone_label(b)}"
-    return f"{format_time(starts, timezone, long=long)} – {format_time(ends, timezone, long=long)}"
+        clocks = f"{_clock(a)}–{_clock(b)} {zone_label(b)}"
+        return _date_and_clock(_day(a, long=long, locale=locale), clocks, locale)
+    start_text = format_time(starts, timezone, long=long, locale=locale)
+    return f"{start_text} – {format_time(ends, timezone, long=long, locale=locale)}"
 
 
 def eta_text(
-    message: Notice, timezone: str = "UTC", *, short: bool = False, long: bool = False
+    message: Notice,
+    timezone: str = "UTC",
+    *,
+    short: bool = False,
+    long: bool = False,
+    locale: str = "en",
 ) -> str | None:
     """The ETA as customers should read it. Only a confirmed ETA is worded as a promise; an
-    unconfirmed one always says 'estimate, not confirmed'. None once the message is final."""
+    unconfirmed one always says 'estimate, not confirmed', in every language. None once final."""
     if message.eta is None or message.is_final:
         return None
-    when = format_time(message.eta, timezone, long=long)
+    _ = translations(locale).gettext
+    when = {"when": format_time(message.eta, timezone, long=long, locale=locale)}
     if message.eta_confirmed:
-        return f"Back by {when} (confirmed)" if short else f"Service will be restored by {when}."
+        if short:
+            return _("Back by %(when)s (confirmed)") % when
+        return _("Service will be restored by %(when)s.") % when
     if short:
-        return f"Est. back {when} (estimate, not confirmed)"
-    return f"We expect service to be restored by {when} (estimate, not confirmed)."
+        return _("Est. back %(when)s (estimate, not confirmed)") % when
+    return _("We expect service to be restored by %(when)s (estimate, not confirmed).") % when
 
 
 def shows_prevention(message: Notice) -> bool:
@@ -172,14 +232,18 @@ def shows_prevention(message: Notice) -> bool:
     return message.lifecycle_status == RESOLVED and message.prevention is not None
 
 
-def scope_text(components: Sequence[str], regions: Sequence[str]) -> str | None:
+def scope_text(components: Sequence[str], regions: Sequence[str], locale: str = "en") -> str | None:
     """Who is affected, in one phrase: 'API, Dashboard in eu-west'."""
+    _ = translations(locale).gettext
     if components and regions:
-        return f"{', '.join(components)} in {', '.join(regions)}"
+        return _("%(components)s in %(regions)s") % {
+            "components": ", ".join(components),
+            "regions": ", ".join(regions),
+        }
     if components:
         return ", ".join(components)
     if regions:
-        return f"services in {', '.join(regions)}"
+        return _("services in %(regions)s") % {"regions": ", ".join(regions)}
     return None
 
 
@@ -273,13 +337,14 @@ def build_facts(
     channel's escaper and every time already formatted in the reader's zone. Every key is always
     present (None or [] when absent) so StrictUndefined catches typos, not missing fields."""
     tz = ctx.timezone
+    locale = shipped_locale(ctx.locale)
     status = message.lifecycle_status
 
     def text(value: str | None) -> str | None:
         return escape_text(value) if value is not None else None
 
     def time(value: datetime | None) -> str | None:
-        return text(format_time(value, tz, long=long_times)) if value is not None else None
+        return text(format_time(value, tz, long=long_times, locale=locale)) if value is not None else None
 
     # Every string goes through `escape_text`, our own wording included: a macro defined in a
     # non-HTML template prints its arguments unescaped even when an HTML template calls it, so the
@@ -288,10 +353,10 @@ def build_facts(
         "event": str(ctx.event),
         "kind": str(message.kind),
         "status": str(status),
-        "status_label": text(status_label(status)),
+        "status_label": text(status_label(status, locale)),
         "is_final": message.is_final,
         "impact": str(message.impact),
-        "impact_label": text(impact_label(message.impact)),
+        "impact_label": text(impact_label(message.impact, locale)),
         "title": escape_text(message.title),
         "summary": text(message.summary),
         "details": text(message.details),
@@ -300,15 +365,15 @@ def build_facts(
         "workarounds": [escape_text(w) for w in message.workarounds],
         "components": [escape_text(c) for c in message.components],
         "regions": [escape_text(r) for r in message.regions],
-        "scope": text(scope_text(message.components, message.regions)),
-        "eta": text(eta_text(message, tz, long=long_times)),
-        "eta_short": text(eta_text(message, tz, short=True, long=long_times)),
+        "scope": text(scope_text(message.components, message.regions, locale)),
+        "eta": text(eta_text(message, tz, long=long_times, locale=locale)),
+        "eta_short": text(eta_text(message, tz, short=True, long=long_times, locale=locale)),
         "eta_confirmed": message.eta_confirmed,
         "next_update": time(message.next_update_at),
         "posted": time(message.posted_at),
         "starts": time(message.starts_at),
         "ends": time(message.ends_at),
-        "window": text(format_window(message.starts_at, message.ends_at, tz, long=long_times)),
+        "window": text(format_window(message.starts_at, message.ends_at, tz, long=long_times, locale=locale)),
         "data_safety": text(message.data_safety),
         "compensation": text(message.compensation),
         "prevention": text(message.prevention),
@@ -323,6 +388,7 @@ def build_facts(
             for c in message.support_contacts
         ],
         "timezone": tz,
+        "locale": locale,  # the shipped locale the wording is in (`<html lang>`)
     }
 
 
@@ -496,8 +562,30 @@ def sample_notice(event: str, *, full: bool = True) -> SampleNotice:
 # the template environment
 
 
+class _SharedBytecode(jinja2.BytecodeCache):
+    """Compiled templates, shared by every environment built here: the per-locale environments
+    differ only in the catalog installed (a global read at render time), not in how a template
+    compiles, so each file is compiled once per process, not once per locale. Keyed by file name and
+    checked against the source's checksum, so an edited override compiles again."""
+
+    def __init__(self) -> None:
+        self._store: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        code = self._store.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._store[bucket.key] = bucket.bytecode_to_string()
+
+
+_BYTECODE = _SharedBytecode()
+
+
 class Templates:
-    """The packaged templates, with an operator's override directory searched first."""
+    """The packaged templates, with an operator's override directory searched first; one sandboxed
+    environment per shipped locale, each with that locale's catalog installed for `_()`."""
 
     def __init__(self, override_dir: Path | str | None = None) -> None:
         loaders: list[jinja2.BaseLoader] = []
@@ -505,48 +593,72 @@ class Templates:
         if self.override_dir is not None:
             loaders.append(jinja2.FileSystemLoader(self.override_dir))
         loaders.append(jinja2.FileSystemLoader(PACKAGED_DIR))
-        # Sandboxed: override templates are configuration, and configuration should not run code.
-        self.env = SandboxedEnvironment(
-            loader=jinja2.ChoiceLoader(loaders),
-            autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=False,
-        )
+        self._loader = jinja2.ChoiceLoader(loaders)
+        self._envs: dict[str, SandboxedEnvironment] = {}
+        self._checked = False  # packaged templates only: they and the catalogs are fixed per process
+        self.env = self.environment("en")
+
+    def environment(self, locale: str = "en") -> SandboxedEnvironment:
+        """The environment for a reader's locale (resolved to a shipped one), built once: templates
+        compile per environment, and the catalog is bound to it, so locales never share a cache."""
+        shipped = shipped_locale(locale)
+        env = self._envs.get(shipped)
+        if env is None:
+            # Sandboxed: override templates are configuration, and configuration should not run code.
+            env = SandboxedEnvironment(
+                loader=self._loader,
+                autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
+                undefined=jinja2.StrictUndefined,
+                trim_blocks=True,
+                lstrip_blocks=True,
+                keep_trailing_newline=False,
+                extensions=["jinja2.ext.i18n"],
+                bytecode_cache=_BYTECODE,
+            )
+            env.install_gettext_translations(translations(shipped), newstyle=True)  # type: ignore[attr-defined]
+            self._envs[shipped] = env
+        return env
 
     @staticmethod
     def names(channel: ChannelName, event: str, part: str) -> list[str]:
         """The names tried, in order, for one channel, notice and part."""
         return [f"{channel.value}/{event!s}.{part}.j2", f"{channel.value}/default.{part}.j2"]
 
-    def template(self, channel: ChannelName, event: str, part: str) -> jinja2.Template:
+    def template(self, channel: ChannelName, event: str, part: str, locale: str = "en") -> jinja2.Template:
         names = self.names(channel, event, part)
         try:
-            return self.env.select_template(names)
+            return self.environment(locale).select_template(names)
         except jinja2.TemplateError as exc:
             raise _template_error(names[0], exc) from exc
 
-    def render(self, channel: ChannelName, event: str, part: str, facts: Mapping[str, Any]) -> str:
-        """Render one part; any failure is a TemplateError naming the template file."""
-        tmpl = self.template(channel, event, part)
+    def render(
+        self, channel: ChannelName, event: str, part: str, facts: Mapping[str, Any], locale: str = "en"
+    ) -> str:
+        """Render one part in the reader's locale; any failure is a TemplateError naming the file."""
+        tmpl = self.template(channel, event, part, locale)
         try:
             return tmpl.render(f=facts)
         except Exception as exc:
             raise _template_error(f"{tmpl.name} ({tmpl.filename})", exc) from exc
 
     def check(self) -> None:
-        """Render every template for every channel and notice, with a full and an empty message, so
-        a broken template is found at start or preview, never first at send time."""
-        for event in SAMPLE_EVENTS:
-            full = sample_notice(event, full=True)
-            ctx = RenderContext(event=event)
-            minimal = sample_notice(event, full=False)
-            for channel, parts in PARTS.items():
-                for part in parts:
-                    make = html_facts if part == "html" else build_facts
-                    for facts in (make(full, ctx), make(minimal, ctx), stripped_facts(make(full, ctx))):
-                        self.render(channel, event, part, facts)
+        """Render every template for every channel, notice and shipped locale, with a full and an
+        empty message, so a broken template (or catalog) is found at start or preview, never first
+        at send time. Without an override directory it runs once per object: nothing it reads can
+        change while the process runs, and every preview asks."""
+        if self._checked:
+            return
+        for locale in SHIPPED_LOCALES:
+            for event in SAMPLE_EVENTS:
+                full = sample_notice(event, full=True)
+                ctx = RenderContext(event=event, locale=locale)
+                minimal = sample_notice(event, full=False)
+                for channel, parts in PARTS.items():
+                    for part in parts:
+                        make = html_facts if part == "html" else build_facts
+                        for facts in (make(full, ctx), make(minimal, ctx), stripped_facts(make(full, ctx))):
+                            self.render(channel, event, part, facts, locale)
+        self._checked = self.override_dir is None
 
 
 def _template_error(name: str, exc: Exception) -> TemplateError:

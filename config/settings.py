@@ -165,6 +165,11 @@ class Settings(BaseSettings):
     update_cadence_s: dict[ImpactKey, float] = dict.fromkeys(get_args(ImpactKey), 1800.0)
     commander_contacts: list[str] = []  # emails and Slack channels (#name or C0123ABC) for reminders
 
+    # languages (README "Languages and time zones"): what a reader whose locale we have no wording
+    # for gets, and the one language of the public social post
+    default_locale: str = "en"
+    public_locale: str = "en"
+
     # compensation on long outages
     compensation_after_s: float = 4 * 3600.0
     compensation_tiers: list[int] = [1, 2]
@@ -215,6 +220,13 @@ class Settings(BaseSettings):
     def twilio_from_numbers(self) -> tuple[str, ...]:
         """The sending numbers, in the order given (each has its own 1/s-style bucket)."""
         return parse_senders(self.twilio_from)
+
+    @field_validator("default_locale", "public_locale")
+    @classmethod
+    def _language_tag(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*", value.strip()):
+            raise ValueError(f"{value!r} is not a language tag (give one like en, de, pt-BR, ja)")
+        return value.strip()
 
     @field_validator("data_dir")
     @classmethod

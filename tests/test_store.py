@@ -25,9 +25,9 @@ def test_migrations_apply_from_empty(backend: str) -> None:
     upgrade(database)
     tables = set(inspect(database.engine).get_table_names())
     assert tables >= EXPECTED_TABLES
-    assert current_revision(database) == "0012"
+    assert current_revision(database) == "0013"
     upgrade(database)  # a second run is a no-op, as on every restart
-    assert current_revision(database) == "0012"
+    assert current_revision(database) == "0013"
     database.dispose()
 
 

@@ -77,7 +77,7 @@ def condense_chat(message: Notice, ctx: RenderContext, templates: Templates | No
     facts = build_facts(message, ctx, escape_text=_user_text, escape_url=_url)
     if not shows_prevention(message):
         facts["prevention"] = None
-    mrkdwn = templates.render(ChannelName.CHAT, ctx.event, "mrkdwn", facts)
+    mrkdwn = templates.render(ChannelName.CHAT, ctx.event, "mrkdwn", facts, ctx.locale)
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", mrkdwn) if p.strip()]
     sections = [_clip(_defuse(p), MAX_SECTION_CHARS) for p in paragraphs][:MAX_BLOCKS]
     blocks: list[dict[str, Any]] = [

@@ -38,7 +38,10 @@ def _tidy_text(text: str) -> str:
 def condense_email(message: Notice, ctx: RenderContext, templates: Templates | None = None) -> EmailVariant:
     templates = templates or default_templates()
     facts = build_facts(message, ctx, long_times=True)
-    subject = collapse_whitespace(templates.render(ChannelName.EMAIL, ctx.event, "subject.txt", facts))
-    html = templates.render(ChannelName.EMAIL, ctx.event, "html", html_facts(message, ctx)).strip() + "\n"
-    text = _tidy_text(templates.render(ChannelName.EMAIL, ctx.event, "txt", facts))
+    locale = ctx.locale
+    subject = templates.render(ChannelName.EMAIL, ctx.event, "subject.txt", facts, locale)
+    subject = collapse_whitespace(subject)
+    html = templates.render(ChannelName.EMAIL, ctx.event, "html", html_facts(message, ctx), locale)
+    text = _tidy_text(templates.render(ChannelName.EMAIL, ctx.event, "txt", facts, locale))
+    html = html.strip() + "\n"
     return EmailVariant(subject=subject, html=html, text=text)

@@ -60,7 +60,7 @@ def condense_sms(message: Notice, ctx: RenderContext, templates: Templates | Non
         facts["prevention"] = None
 
     def render(f: Facts) -> str:
-        return _tidy(templates.render(ChannelName.SMS, ctx.event, "txt", f))
+        return _tidy(templates.render(ChannelName.SMS, ctx.event, "txt", f, ctx.locale))
 
     # "..." rather than "…": the cut text is not transliterated again, and "…" would force UCS-2.
     text = condense_to_fit(facts, render, lambda t: fits_segments(t, budget), SMS_DROP_ORDER, ellipsis="...")

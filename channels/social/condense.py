@@ -73,7 +73,7 @@ def condense_social(message: Notice, ctx: RenderContext, templates: Templates | 
     facts["contacts"] = []
 
     def render(f: Facts) -> str:
-        return _tidy(templates.render(ChannelName.SOCIAL, ctx.event, "txt", f))
+        return _tidy(templates.render(ChannelName.SOCIAL, ctx.event, "txt", f, ctx.locale))
 
     text = condense_to_fit(facts, render, lambda t: weighted_length(t) <= MAX_WEIGHT, SOCIAL_DROP_ORDER)
     return SocialVariant(text=text, weight=weighted_length(text))

@@ -32,7 +32,7 @@ def condense_webhook(
 ) -> WebhookVariant:
     templates = templates or default_templates()
     facts = build_facts(message, ctx, escape_text=collapse_whitespace, long_times=True)
-    text = collapse_whitespace(templates.render(ChannelName.WEBHOOK, ctx.event, "txt", facts))
+    text = collapse_whitespace(templates.render(ChannelName.WEBHOOK, ctx.event, "txt", facts, ctx.locale))
     payload: dict[str, Any] = {
         "version": PAYLOAD_VERSION,
         "event": str(ctx.event),

@@ -268,12 +268,15 @@ def _show_created(
 @app.command("preview")
 def preview_cmd(
     file: Annotated[Path, typer.Argument(help="message as YAML or JSON")],
+    locale: Annotated[str | None, typer.Option(help="render as a reader of this language (de-AT)")] = None,
+    timezone: Annotated[str | None, typer.Option(help="and in this time zone (Asia/Tokyo)")] = None,
     as_json: Json = False,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
     """Show every channel's variant and the audience per tier; sends nothing."""
-    body = client.call(url, api_key, "POST", "/v1/preview", client.message_body(file))
+    reader = {"locale": locale, "timezone": timezone}
+    body = client.call(url, api_key, "POST", "/v1/preview", client.message_body(file), params=reader)
     client.show(body, fmt.preview_lines(body), as_json)
 
 

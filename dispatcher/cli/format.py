@@ -115,6 +115,15 @@ def preview_lines(body: Mapping[str, Any]) -> list[str]:
         per = ", ".join(f"{ch} {n(k)}" for ch, k in tier["channels"].items()) or "nobody"
         public = " (public)" if tier.get("public") else ""
         lines.append(f"  tier {tier['tier']}{public}: {n(tier['total'])}  {per}")
+    readers = audience.get("readers")
+    if readers and readers["combinations"]:
+        lines.append(
+            f"  readers: {plural(len(readers['combinations']), 'locale and zone', 'locales and zones')}, "
+            f"{plural(readers['variants_per_channel'], 'variant')} per channel"
+        )
+    shown = body.get("rendered_for")
+    if shown:
+        lines.append(f"  as read in {shown['locale']}, {shown['timezone']}:")
     for channel in body["channels"]:
         variant = body["variants"].get(channel) or {}
         gist = variant.get("subject") or (variant.get("text") or "").strip().splitlines()[0:1]

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from channels import locales
 from dispatcher.domain.errors import TransitionError, ValidationFailed
 
 
@@ -144,6 +145,44 @@ class SupportContact(BaseModel):
         return self
 
 
+def _locale_tag(value: str) -> str:
+    normal = locales.normalize(value)
+    if normal is None:
+        raise ValueError(f"{value!r} is not a language tag (give one like de, de-AT, pt-BR, ja)")
+    return normal
+
+
+LocaleTag = Annotated[str, AfterValidator(_locale_tag)]
+
+# The fields a commander may give in other languages; the rest (times, impact, links) are facts.
+TRANSLATABLE = (
+    "title",
+    "summary",
+    "details",
+    "cause",
+    "workarounds",
+    "data_safety",
+    "compensation",
+    "prevention",
+)
+
+
+class Translation(BaseModel):
+    """The commander's own words in one language, under the same rules as the original. A field left
+    out falls back to the original's, so a translation may cover only the title."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+    title: Annotated[Text, Field(max_length=200)] | None = None
+    summary: ShortText | None = None
+    details: Annotated[Text, Field(max_length=20_000)] | None = None
+    cause: ShortText | None = None
+    workarounds: Annotated[list[ShortText], Field(max_length=10)] | None = None
+    data_safety: ShortText | None = None
+    compensation: ShortText | None = None
+    prevention: ShortText | None = None
+
+
 class OutageMessage(BaseModel):
     """What customers ask during an outage, answered once; see DESIGN.md for each field's why."""
 
@@ -170,6 +209,8 @@ class OutageMessage(BaseModel):
     starts_at: Instant | None = None  # maintenance window
     ends_at: Instant | None = None
     posted_at: Instant | None = None  # set by the service, never by the caller
+    # the commander's own translations, by language tag (normalized: pt_br -> pt-BR); see localized()
+    translations: Annotated[dict[LocaleTag, Translation], Field(max_length=30)] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -203,10 +244,46 @@ class OutageMessage(BaseModel):
         return self.model_copy(update={"posted_at": (when or datetime.now(UTC)).astimezone(UTC)})
 
     def merged(self, changes: dict[str, object]) -> OutageMessage:
-        """A follow-up message: the previous one with the commander's changes applied, re-validated."""
-        data = self.model_dump(mode="json", exclude={"posted_at"})
-        data.update(changes)
+        """A follow-up message: the previous one with the commander's changes applied, re-validated.
+
+        A translation must never say what the original no longer does: a field the update changes
+        is dropped from every earlier translation, unless the update translates it anew (its
+        `translations` replace the earlier ones language by language)."""
+        data = self.model_dump(mode="json", exclude={"posted_at"}, exclude_none=False)
+        before = {name: data.get(name) for name in TRANSLATABLE}
+        new_translations = changes.get("translations")
+        data.update({k: v for k, v in changes.items() if k != "translations"})
+        changed = [name for name in TRANSLATABLE if name in changes and changes[name] != before[name]]
+        kept: dict[str, dict[str, object]] = {}
+        for tag, fields in (data.get("translations") or {}).items():
+            still = {k: v for k, v in fields.items() if v is not None and k not in changed}
+            if still:
+                kept[tag] = still
+        if isinstance(new_translations, dict):
+            for tag, fields in new_translations.items():
+                kept[locales.normalize(str(tag)) or str(tag)] = fields  # type: ignore[assignment]
+        data["translations"] = kept
         return OutageMessage.model_validate(data)
+
+    def localized(self, locale: str) -> OutageMessage:
+        """The message a reader of `locale` gets: each translatable field from the closest of the
+        commander's translations that has it (`de-AT` reads `de-AT`, then `de`, then another `de-*`),
+        else the original. Pure; the result carries no translations of its own."""
+        if not self.translations:
+            return self
+        parts = (locales.normalize(locale) or "").split("-")
+        language = parts[0]
+        nearest = ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
+        nearest += sorted(t for t in self.translations if t.split("-")[0] == language and t not in nearest)
+        found = [self.translations[t] for t in nearest if t in self.translations]
+        update: dict[str, object] = {"translations": {}}
+        for name in TRANSLATABLE:
+            for translation in found:
+                value = getattr(translation, name)
+                if value is not None:
+                    update[name] = value
+                    break
+        return self.model_copy(update=update)
 
 
 class EventKind(StrEnum):

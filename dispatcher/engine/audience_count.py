@@ -26,9 +26,11 @@ def count_planned(
     sending_on: Sequence[ChannelName],
     components: Sequence[str],
     regions: Sequence[str],
+    readers: Counter[tuple[str, str]] | None = None,
 ) -> Counter[tuple[int, ChannelName]]:
     """The delivery rows planning would write for a message going out on `sending_on`, scoped to
-    `components`/`regions`, over `tiers` of which `public_tier` is the public one. Only reads."""
+    `components`/`regions`, over `tiers` of which `public_tier` is the public one. Only reads.
+    With `readers`, also counts there the subscribers reached per (locale, timezone) as stored."""
     columns = planning_columns(bool(components or regions))
     planned: set[tuple[ChannelName, str]] = set()
     counts: Counter[tuple[int, ChannelName]] = Counter()
@@ -47,6 +49,9 @@ def count_planned(
         after = 0
         while page := subscribers_in_tier(session, tier, after, columns):
             for sub in page:
+                before = len(planned)
                 plan(tier, targets_of(sub, sending_on, components, regions))
+                if readers is not None and len(planned) > before:
+                    readers[(sub.locale, sub.timezone)] += 1
             after = page[-1].id
     return counts

@@ -22,6 +22,7 @@ from config import Settings
 from dispatcher.domain import audience
 from dispatcher.domain.quiet_hours import quiet_until
 from dispatcher.domain.states import BroadcastState, DeliveryState, TierState
+from dispatcher.domain.variant_key import VariantKey, reader_key
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.deliveries import QUIET_HOURS_CODE, delivery_row, insert_ignore
 from dispatcher.engine.outbox import Outbox
@@ -34,10 +35,17 @@ from dispatcher.engine.tier_gates import (
     try_dispatch,
 )
 from dispatcher.engine.transitions import bump_counts
-from dispatcher.engine.variants import COMPENSATION_LOCALE
+from dispatcher.engine.variants import broadcast_locales, note_unknown_locale, render_variants, stored_message
 from dispatcher.store.bulk import id_in
 from dispatcher.store.db import Database
-from dispatcher.store.models import Broadcast, BroadcastTier, Membership, Subscriber, SubscriberList
+from dispatcher.store.models import (
+    Broadcast,
+    BroadcastTier,
+    BroadcastVariant,
+    Membership,
+    Subscriber,
+    SubscriberList,
+)
 
 PAGE = 5000
 # A later tier's planning task writes this many pages, then hands the rest on (plan_tier).
@@ -53,11 +61,12 @@ PLANNING_COLUMNS = (
     Subscriber.channels,
     Subscriber.opt_outs,
     Subscriber.locale,
+    Subscriber.timezone,  # with the locale, which variant the subscriber reads (domain/variant_key.py)
 )
 # Read only when the broadcast needs them: each is a JSON document to parse per subscriber, and
 # parsing was a third of planning time for a 10k tier.
 SCOPE_COLUMNS = (Subscriber.components, Subscriber.regions)
-_QUIET_COLUMNS = (Subscriber.timezone, Subscriber.quiet_hours)  # quiet hours are local
+_QUIET_COLUMNS = (Subscriber.quiet_hours,)  # in the subscriber's zone, which is always read
 
 
 def planning_columns(scoped: bool, respect_quiet: bool = False) -> tuple[Any, ...]:
@@ -143,25 +152,30 @@ def plan_pages(
         compensated = tier in broadcast.policy.get("compensation_tiers", [])
         contacts = broadcast.policy.get("contacts")
         internal = bool(broadcast.policy.get("internal"))
+        languages = broadcast_locales(broadcast.policy)
+    default = str(reader_key(settings.default_locale, None, languages, settings.default_locale))
     if internal:  # a public:false update: social is public, so it is never planned, whatever the policy
         sending_on = audience.internal_channels(sending_on)
     components, regions = message.get("components", []), message.get("regions", [])
     now = utcnow()
     if contacts is not None:  # a broadcast to named addresses (commander reminders), no subscribers
         rows = [
-            delivery_row(broadcast_id, tier, ChannelName(channel), address, None, "en", now)
+            delivery_row(broadcast_id, tier, ChannelName(channel), address, None, default, now)
             for channel, address in contacts
         ]
         _write_page(database, settings, broadcast_id, tier, rows)
-    elif tier == public_tier:
+    elif tier == public_tier:  # the social post: one language for everyone (DISPATCHER_PUBLIC_LOCALE)
+        public = reader_key(settings.public_locale, None, languages, settings.default_locale)
         rows = [
-            delivery_row(broadcast_id, tier, t.channel, t.address, None, "en", now)
+            delivery_row(broadcast_id, tier, t.channel, t.address, None, str(public), now)
             for t in audience.public_targets(sending_on, internal=internal)
         ]
         if rows:
+            ensure_rendered(database, settings, broadcast_id, {public}, public=True)
             _write_page(database, settings, broadcast_id, tier, rows)
     else:
         columns = planning_columns(bool(components or regions), respect_quiet)
+        rendered = stored_keys(database, broadcast_id)
         pages = 0
         while True:
             if max_pages is not None and pages >= max_pages:
@@ -172,11 +186,15 @@ def plan_pages(
                 break
             pages += 1
             rows = []
+            keys: set[VariantKey] = set()
             for sub in page:
                 reached = targets_of(sub, sending_on, components, regions)
                 if not reached:
                     continue
-                locale = COMPENSATION_LOCALE if compensated else sub.locale
+                key = reader_key(sub.locale, sub.timezone, languages, settings.default_locale, compensated)
+                note_unknown_locale(sub.locale, key.locale)
+                keys.add(key)
+                locale = str(key)
                 wait = quiet_until(now, sub.timezone, sub.quiet_hours) if respect_quiet else None
                 for target in reached:
                     row = delivery_row(
@@ -190,6 +208,16 @@ def plan_pages(
                         }
                     rows.append(row)
             after = page[-1].id
+            # Rows whose variant is stored go at once; the rest once theirs is rendered (a few ms
+            # a key), so a new language never delays the readers of one already rendered.
+            new = keys - rendered
+            if new:
+                ready = [r for r in rows if VariantKey.parse(r["locale"]) in rendered]
+                if ready:
+                    _write_page(database, settings, broadcast_id, tier, ready)
+                ensure_rendered(database, settings, broadcast_id, new)
+                rendered |= new
+                rows = [r for r in rows if VariantKey.parse(r["locale"]) in new]
             _write_page(database, settings, broadcast_id, tier, rows)
     with database.session() as session:
         session.execute(
@@ -202,6 +230,32 @@ def plan_pages(
             .values(state=TierState.PLANNED)
         )
     return None
+
+
+def stored_keys(database: Database, broadcast_id: int) -> set[VariantKey]:
+    """The variant keys this broadcast has rendered so far (one indexed read per planning task)."""
+    with database.session() as session:
+        found = session.scalars(
+            select(BroadcastVariant.locale).where(BroadcastVariant.broadcast_id == broadcast_id).distinct()
+        )
+        return {VariantKey.parse(k) for k in found}
+
+
+def ensure_rendered(
+    database: Database, settings: Settings, broadcast_id: int, keys: set[VariantKey], *, public: bool = False
+) -> None:
+    """Every variant these keys need is stored before a page that reads them is written (so before
+    it can be sent): the first page to meet a language and zone renders it, once per channel. The
+    social post is the public tier's alone, so only a `public` key renders it."""
+    from channels.registry import build_channels
+
+    adapters = {c: a for c, a in build_channels(settings).items() if public or c is not ChannelName.SOCIAL}
+    with database.session() as session:
+        broadcast = session.get(Broadcast, broadcast_id)
+        assert broadcast is not None
+        message = stored_message(broadcast)
+        if message is not None:  # one created before messages were kept reads the default variant
+            render_variants(session, broadcast, message, adapters, settings, keys)
 
 
 def _write_page(

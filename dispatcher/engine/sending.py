@@ -47,9 +47,10 @@ from dispatcher.engine.transitions import (
     set_details,
     transition,
 )
+from dispatcher.engine.variants import stored_variant
 from dispatcher.store.bulk import id_in, on_postgres
 from dispatcher.store.db import Database
-from dispatcher.store.models import BroadcastSends, BroadcastTier, BroadcastVariant, Delivery, Subscriber
+from dispatcher.store.models import BroadcastSends, BroadcastTier, Delivery, Subscriber
 from dispatcher.store.per_process import PerProcess
 from dispatcher.store.redis_client import get_redis
 
@@ -91,14 +92,14 @@ def services(settings: Settings, database: Database) -> Services:
     return SERVICES.get((id(settings), id(database)), lambda: build_services(settings, database))
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
 def _variant_json(database: Database, broadcast_id: int, channel: str, locale: str) -> dict[str, Any] | None:
-    """Variants never change once rendered, so each process reads each one once."""
+    """Variants never change once rendered, so each process reads each one once. `locale` is the
+    delivery's variant key; a key with no variant (a broadcast from before keys had zones) reads
+    the same language in UTC, then the default language."""
     with database.session() as session:
-        row = session.get(BroadcastVariant, (broadcast_id, channel, locale))
-        if row is None:
-            row = session.get(BroadcastVariant, (broadcast_id, channel, "en"))
-        return dict(row.variant) if row else None
+        found = stored_variant(session, broadcast_id, channel, locale)
+        return found[1] if found is not None else None
 
 
 def load_variant(services: Services, broadcast_id: int, channel: ChannelName, locale: str) -> Variant:

@@ -161,13 +161,13 @@ def pending_batches(
     channel: str | None = None,
 ) -> Iterator[tuple[ChannelName, list[int]]]:
     """Pending delivery ids of a tier on the channels where it has started (a channel still behind
-    its gate sends nothing), cut into batches sized for each channel's provider."""
+    its gate sends nothing), cut into batches of one variant key sized for each channel's provider."""
     started = select(BroadcastGate.channel).where(
         BroadcastGate.broadcast_id == broadcast_id,
         BroadcastGate.tier == tier,
         BroadcastGate.started_at.is_not(None),
     )
-    query = select(Delivery.channel, Delivery.id).where(
+    query = select(Delivery.channel, Delivery.locale, Delivery.id).where(
         Delivery.broadcast_id == broadcast_id,
         Delivery.tier == tier,
         Delivery.state == DeliveryState.PENDING.value,
@@ -181,10 +181,12 @@ def pending_batches(
         query = query.where(Delivery.updated_at < stale_before)
     if due_by is not None:
         query = query.where(Delivery.next_attempt_at.is_(None) | (Delivery.next_attempt_at <= due_by))
-    by_channel: dict[str, list[int]] = {}
-    for name, delivery_id in session.execute(query.order_by(Delivery.channel, Delivery.id)):
-        by_channel.setdefault(name, []).append(delivery_id)
-    for channel_value, ids in by_channel.items():
+    # One variant key a batch: the provider takes one request per variant (an email batch is one
+    # SendGrid call), so a tier read in 60 languages and zones mixed in each batch would cost 60.
+    by_variant: dict[tuple[str, str], list[int]] = {}
+    for name, key, delivery_id in session.execute(query.order_by(Delivery.channel, Delivery.id)):
+        by_variant.setdefault((name, key), []).append(delivery_id)
+    for (channel_value, _key), ids in by_variant.items():
         channel_name = ChannelName(channel_value)
         size = batch_size(channel_name, CHANNEL_CLASSES[channel_name].max_batch, settings)
         for start in range(0, len(ids), size):

@@ -1,19 +1,73 @@
-"""Each channel's variant of a broadcast, condensed once per broadcast and locale (never once per
-recipient): tasks load it back by id."""
+"""Each channel's variant of a broadcast, condensed once per channel and variant key (the reader's
+language, time zone and credit: dispatcher/domain/variant_key.py), never once per recipient. Tasks
+load them back by key.
+
+The broadcast keeps the message it was created with (`policy["message"]`), so a key first met while
+planning a later tier (the first reader in Tokyo) is rendered then, once, by whichever worker meets
+it first (insert-or-ignore: two workers rendering the same key write one row).
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from channels.base import ChannelName, RenderContext
+from channels.locales import SHIPPED_LOCALES, is_known
 from config import Settings
 from dispatcher.domain.message import EventKind, OutageMessage
+from dispatcher.domain.variant_key import VariantKey, available_locales, reader_key
+from dispatcher.store.bulk import on_postgres
 from dispatcher.store.models import Broadcast, BroadcastVariant
 
-# The variant key for tiers whose resolved notice carries compensation (see broadcasts.compensation_text).
-COMPENSATION_LOCALE = "en+compensation"
+log = logging.getLogger(__name__)
+
+# The key of the compensation tiers' variant in the default language (older rows say the same).
+COMPENSATION_LOCALE = str(VariantKey(compensated=True))
+
+
+def default_key(settings: Settings, *, compensated: bool = False) -> VariantKey:
+    """The variant of a reader we know nothing about: the default locale, in UTC."""
+    return reader_key(settings.default_locale, None, SHIPPED_LOCALES, settings.default_locale, compensated)
+
+
+def broadcast_locales(policy: dict[str, Any]) -> tuple[str, ...]:
+    """The languages this broadcast can be read in: the shipped catalogs and the commander's own."""
+    translated = (policy.get("message") or {}).get("translations") or {}
+    return available_locales(SHIPPED_LOCALES, translated)
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def note_unknown_locale(tag: str | None, got: str) -> None:
+    """Logs, once per process, a subscriber locale we have no wording for (not once per recipient)."""
+    if tag is None or is_known(tag) or tag in _warned:
+        return
+    with _warned_lock:
+        if tag in _warned:
+            return
+        _warned.add(tag)
+    log.warning("no wording for locale %r: its readers get %s", tag, got)
+
+
+def variant_message(policy: dict[str, Any], message: OutageMessage, key: VariantKey) -> OutageMessage:
+    """The message as readers of `key` get it: in their language (the commander's translations,
+    field by field), with the credit only for the compensation tiers."""
+    localized = message.localized(key.locale)
+    credit = policy.get("compensation")
+    if credit is None:
+        return localized
+    if key.compensated:  # the commander's own (translated) words, else the configured default
+        return localized.model_copy(update={"compensation": localized.compensation or credit})
+    return localized.model_copy(update={"compensation": None})
 
 
 def render_variants(
@@ -22,20 +76,64 @@ def render_variants(
     message: OutageMessage,
     adapters: dict[ChannelName, Any],
     settings: Settings,
-    locale: str = "en",
-) -> None:
-    """Renders each channel's variant once per broadcast and locale (never once per recipient)."""
-    ctx = RenderContext(
-        event=EventKind(broadcast.event),
-        locale=locale,
-        sms_segment_budget=settings.sms_segment_budget,
-        unsubscribe_url=settings.unsubscribe_url,
-    )
-    for name, adapter in adapters.items():
-        if session.get(BroadcastVariant, (broadcast.id, name.value, locale)) is None:
-            variant = adapter.condense(message, ctx)
-            session.add(
-                BroadcastVariant(
-                    broadcast_id=broadcast.id, channel=name.value, locale=locale, variant=variant.to_json()
-                )
+    keys: Iterable[VariantKey],
+) -> int:
+    """Renders and stores each channel's variant for every key of `keys` not yet stored; returns how
+    many it wrote. Safe to run in two workers at once."""
+    wanted = {str(k): k for k in keys}
+    have = set(
+        session.scalars(
+            select(BroadcastVariant.locale).where(
+                BroadcastVariant.broadcast_id == broadcast.id, BroadcastVariant.locale.in_(list(wanted))
             )
+        )
+    )
+    insert = postgresql.insert if on_postgres(session) else sqlite.insert
+    written = 0
+    for text, key in sorted(wanted.items()):
+        if text in have:
+            continue
+        ctx = RenderContext(
+            event=EventKind(broadcast.event),
+            locale=key.locale,
+            timezone=key.timezone,
+            sms_segment_budget=settings.sms_segment_budget,
+            unsubscribe_url=settings.unsubscribe_url,
+        )
+        readable = variant_message(broadcast.policy, message, key)
+        for name, adapter in adapters.items():
+            row = {
+                "broadcast_id": broadcast.id,
+                "channel": name.value,
+                "locale": text,
+                "variant": adapter.condense(readable, ctx).to_json(),
+            }
+            session.execute(insert(BroadcastVariant).values(**row).on_conflict_do_nothing())
+            written += 1
+    return written
+
+
+def stored_variant(
+    session: Session, broadcast_id: int, channel: str, key: str
+) -> tuple[str, dict[str, Any]] | None:
+    """The variant a delivery keyed `key` is sent (and shown), with the key it is stored under: its
+    own, else its language's in UTC, else the default language's (every broadcast has one)."""
+    wanted = VariantKey.parse(key)
+    for candidate in dict.fromkeys(
+        [key, str(VariantKey(wanted.locale, compensated=wanted.compensated)), str(VariantKey()), "en"]
+    ):
+        row = session.get(BroadcastVariant, (broadcast_id, channel, candidate))
+        if row is not None:
+            return row.locale, dict(row.variant)
+    row = session.scalars(
+        select(BroadcastVariant).where(
+            BroadcastVariant.broadcast_id == broadcast_id, BroadcastVariant.channel == channel
+        )
+    ).first()
+    return (row.locale, dict(row.variant)) if row is not None else None
+
+
+def stored_message(broadcast: Broadcast) -> OutageMessage | None:
+    """The message the broadcast was created with; None for one created before it was kept."""
+    data = broadcast.policy.get("message")
+    return OutageMessage.model_validate(data) if data is not None else None

@@ -32,7 +32,7 @@ from dispatcher.domain.states import BroadcastState, TierState
 from dispatcher.engine.broker import app
 from dispatcher.engine.snapshot import rebuild_snapshot
 from dispatcher.engine.tier_gates import add_gates
-from dispatcher.engine.variants import COMPENSATION_LOCALE, render_variants
+from dispatcher.engine.variants import default_key, render_variants
 from dispatcher.store.models import Broadcast, BroadcastTier, Incident, IncidentUpdate, SubscriberList
 
 
@@ -276,6 +276,9 @@ def create_broadcast(
     compensation = compensation_text(settings, incident, message, event)
     if compensation:
         policy["compensation_tiers"] = sorted(settings.compensation_tiers)
+        policy["compensation"] = compensation
+    # kept so planning can render the variant of each language and zone it meets (engine/variants.py)
+    policy["message"] = message.model_dump(mode="json")
     broadcast = Broadcast(
         incident_id=incident.id,
         update_id=update.id if update else None,
@@ -289,14 +292,10 @@ def create_broadcast(
     for tier in tiers:
         session.add(BroadcastTier(broadcast_id=broadcast.id, tier=tier, state=TierState.PLANNING))
     add_gates(session, broadcast.id, tiers)
-    adapters = build_channels(settings)
-    if compensation:
-        without = message.model_copy(update={"compensation": None})
-        render_variants(session, broadcast, without, adapters, settings)
-        with_credit = message.model_copy(update={"compensation": compensation})
-        render_variants(session, broadcast, with_credit, adapters, settings, locale=COMPENSATION_LOCALE)
-    else:
-        render_variants(session, broadcast, message, adapters, settings)
+    # The default language's variants now, so a reader the planner cannot place always has one;
+    # every other language and zone is rendered when planning first meets it.
+    keys = [default_key(settings)] + ([default_key(settings, compensated=True)] if compensation else [])
+    render_variants(session, broadcast, message, build_channels(settings), settings, keys)
     session.flush()
     return broadcast
 
@@ -307,8 +306,8 @@ def compensation_text(
     """The credit a resolved notice carries to the compensation tiers, or None.
 
     The message's own text when the commander wrote one; else the configured default once the
-    outage lasted `compensation_after_s`. Either way only those tiers see it (their own variant,
-    under COMPENSATION_LOCALE): customers outside them are not promised a credit.
+    outage lasted `compensation_after_s`. Either way only those tiers see it (their own variants,
+    keyed `+compensation`): customers outside them are not promised a credit.
     """
     if event is not EventKind.INCIDENT_RESOLVED or not settings.compensation_tiers:
         return None

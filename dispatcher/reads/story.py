@@ -12,9 +12,11 @@ from sqlalchemy.orm import Session
 from config import Settings
 from dispatcher.domain.errors import NotFound
 from dispatcher.domain.masking import mask_address, mask_within
+from dispatcher.domain.variant_key import VariantKey
+from dispatcher.engine.variants import stored_variant
 from dispatcher.reads.receipts import receipt_json
 from dispatcher.reads.values import iso
-from dispatcher.store.models import BroadcastVariant, Delivery, DeliveryEvent, Subscriber
+from dispatcher.store.models import Delivery, DeliveryEvent, Subscriber
 
 
 def delivery_story(
@@ -125,12 +127,18 @@ def _failover(session: Session, delivery: Delivery, *, mask: bool) -> dict[str, 
 
 
 def _variant(session: Session, delivery: Delivery, *, mask: bool) -> dict[str, Any] | None:
-    """The rendering of this broadcast for the delivery's channel and locale (English when the
-    locale has none, as the sender falls back), addressed to the recipient."""
-    row = session.get(BroadcastVariant, (delivery.broadcast_id, delivery.channel, delivery.locale))
-    if row is None:
-        row = session.get(BroadcastVariant, (delivery.broadcast_id, delivery.channel, "en"))
-    if row is None:
+    """The rendering this delivery was sent (the sender's own lookup, with its fallbacks), in the
+    reader's language and zone, addressed to the recipient."""
+    found = stored_variant(session, delivery.broadcast_id, delivery.channel, delivery.locale)
+    if found is None:
         return None
+    stored, content = found
+    key = VariantKey.parse(stored)
     to = mask_address(delivery.channel, delivery.address) if mask else delivery.address
-    return {"channel": row.channel, "locale": row.locale, "to": to, "content": dict(row.variant)}
+    return {
+        "channel": delivery.channel,
+        "locale": key.locale,
+        "timezone": key.timezone,
+        "to": to,
+        "content": content,
+    }

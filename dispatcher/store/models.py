@@ -217,7 +217,8 @@ class BroadcastGate(Base):
 
 
 class BroadcastVariant(Base):
-    """A channel's rendering for one broadcast and locale: rendered once, read by every batch."""
+    """A channel's rendering for one broadcast and variant key (language, zone, credit:
+    dispatcher/domain/variant_key.py): rendered once, read by every batch."""
 
     __tablename__ = "broadcast_variants"
 
@@ -225,7 +226,7 @@ class BroadcastVariant(Base):
         ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
     )
     channel: Mapped[str] = mapped_column(String(20), primary_key=True)
-    locale: Mapped[str] = mapped_column(String(20), primary_key=True)
+    locale: Mapped[str] = mapped_column(String(100), primary_key=True)  # the variant key
     variant: Mapped[dict[str, Any]]
 
 
@@ -286,7 +287,7 @@ class Delivery(Base):
     tier: Mapped[int] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(String(20))
     address: Mapped[str] = mapped_column(String(2000))
-    locale: Mapped[str] = mapped_column(String(20), default="en")
+    locale: Mapped[str] = mapped_column(String(100), default="en")  # the variant key it reads
     state: Mapped[str] = mapped_column(String(20), default=DeliveryState.PENDING.value)  # DeliveryState
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     provider_message_id: Mapped[str | None] = mapped_column(String(200))

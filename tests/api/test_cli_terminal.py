@@ -100,7 +100,9 @@ def test_a_commander_runs_an_incident_from_the_terminal(
     message.write_text(MESSAGE)
     preview = run(api, commander, "preview", str(message)).stdout
     previewed = json.loads(run(api, commander, "--json", "preview", str(message)).stdout)
-    assert set(previewed) == {"event", "channels", "message", "variants", "audience"}
+    assert set(previewed) == {"event", "channels", "message", "rendered_for", "variants", "audience"}
+    german = json.loads(run(api, commander, "--json", "preview", str(message), "--locale", "de-AT").stdout)
+    assert german["rendered_for"] == {"locale": "de", "timezone": "UTC"}
     total = previewed["audience"]["total"]
     assert f"nothing sent: {total:,} deliveries" in preview
     assert "Checkout is failing" in preview

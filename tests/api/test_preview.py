@@ -112,3 +112,44 @@ def test_preview_counts_the_channels_a_configured_policy_sends_on(
         assert broadcast.policy["channels"] == preview["channels"]
     tier0 = next(t for t in preview["audience"]["tiers"] if t["tier"] == 0)
     assert set(tier0["channels"]) == {"email"} & set(preview["channels"])
+
+
+def test_preview_renders_as_one_reader_and_counts_the_readers(
+    client: TestClient, keys: dict[str, str], db: Database
+) -> None:
+    admin = auth(keys["admin"])
+    people = {
+        "t1": {"locale": "ja", "timezone": "Asia/Tokyo"},
+        "t2": {"locale": "ja", "timezone": "Asia/Tokyo"},
+        "v1": {"locale": "de-AT", "timezone": "Europe/Vienna"},
+        "x1": {"locale": "xx", "timezone": "UTC"},
+    }
+    for ext, extra in people.items():
+        body = {"lists": ["customers"], "email": f"{ext}@example.com", **extra}
+        assert client.put(f"/v1/subscribers/{ext}", json=body, headers=admin).status_code == 201
+    message = {**MESSAGE, "translations": {"de": {"title": "Der Checkout schlägt fehl"}}}
+    commander = auth(keys["commander"])
+
+    response = client.post("/v1/preview?locale=de-AT&timezone=Europe/Vienna", json=message, headers=commander)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["rendered_for"] == {"locale": "de", "timezone": "Europe/Vienna"}
+    assert "Der Checkout schlägt fehl" in data["variants"]["email"]["subject"]
+    readers = data["audience"]["readers"]
+    combos = {(c["locale"], c["timezone"]): c for c in readers["combinations"]}
+    assert combos[("ja", "Asia/Tokyo")]["subscribers"] == 2
+    assert combos[("ja", "Asia/Tokyo")]["reads"] == {"locale": "ja", "timezone": "Asia/Tokyo"}
+    assert combos[("de-AT", "Europe/Vienna")]["reads"] == {"locale": "de", "timezone": "Europe/Vienna"}
+    assert combos[("xx", "UTC")]["reads"] == {"locale": "en", "timezone": "UTC"}
+    assert readers["variants_per_channel"] == 3
+
+    english = client.post("/v1/preview", json=message, headers=commander).json()
+    assert english["rendered_for"] == {"locale": "en", "timezone": "UTC"}
+    assert "Der Checkout" not in english["variants"]["email"]["subject"]
+
+    bad = client.post("/v1/preview?timezone=Mars/Olympus", json=message, headers=commander)
+    assert bad.status_code == 422 and bad.json()["error"]["fields"] == ["timezone"]
+    wrong = client.post(
+        "/v1/preview", json={**MESSAGE, "translations": {"de": {"title": ""}}}, headers=commander
+    )
+    assert wrong.status_code == 422 and "translations.de.title" in wrong.json()["error"]["fields"]

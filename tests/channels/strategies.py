@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import strategies as st
 
 from channels.base import RenderContext
+from channels.locales import SHIPPED_LOCALES
 from dispatcher.domain.message import (
     INCIDENT_STATUSES,
     MAINTENANCE_STATUSES,
@@ -83,7 +84,12 @@ ZONES = [
     "Asia/Tokyo",
     "America/St_Johns",
     "Asia/Dubai",
+    "America/Sao_Paulo",
 ]
+
+# Every shipped locale, plus tags the channels do not ship: a region of a shipped language (de-AT
+# reads German, pt-PT Brazilian Portuguese) and an unknown language (xx reads English).
+LOCALES: tuple[str, ...] = (*SHIPPED_LOCALES, "de-AT", "pt-PT", "xx")
 
 aware_datetimes = st.datetimes(
     min_value=datetime(2020, 1, 1),
@@ -155,13 +161,15 @@ def messages(draw: st.DrawFn, kind: Kind | None = None) -> OutageMessage:
 
 @st.composite
 def message_and_context(
-    draw: st.DrawFn, budgets: tuple[int, ...] = (1, 2, 3)
+    draw: st.DrawFn, budgets: tuple[int, ...] = (1, 2, 3), locales: tuple[str, ...] = LOCALES
 ) -> tuple[OutageMessage, RenderContext]:
-    """A message with a notice that fits its kind, read in some zone, with some SMS budget."""
+    """A message with a notice that fits its kind, read in some language and zone, with some SMS
+    budget."""
     message = draw(messages())
     events = [e for e in EventKind if e.value.startswith(message.kind.value)]
     ctx = RenderContext(
         event=draw(st.sampled_from(events)),
+        locale=draw(st.sampled_from(locales)),
         timezone=draw(st.sampled_from(ZONES)),
         sms_segment_budget=draw(st.sampled_from(budgets)),
     )

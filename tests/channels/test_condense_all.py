@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 
 from channels.base import RenderContext, Variant
 from channels.chat.condense import ChatVariant, condense_chat
@@ -22,6 +22,7 @@ from channels.webhook.condense import WebhookVariant, condense_webhook
 from dispatcher.domain.message import EventKind, OutageMessage
 from tests.channels.samples import sample_message
 from tests.channels.strategies import message_and_context
+from tests.channels.wording import clocks_without_zone, has_stamp, promise_words, user_strings
 
 Condenser = Callable[[OutageMessage, RenderContext], Any]
 CONDENSERS: dict[str, tuple[Condenser, type[Variant]]] = {
@@ -32,7 +33,6 @@ CONDENSERS: dict[str, tuple[Condenser, type[Variant]]] = {
     "webhook": (condense_webhook, WebhookVariant),
 }
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-ZONE = r"(UTC|UTC[+-]\d{2}(:\d{2})?|[A-Z][A-Za-z]{1,5})"
 PROMISES = ("will be restored", "(confirmed)", "Back by")
 
 
@@ -52,27 +52,35 @@ def clock(when: datetime, tz: str) -> str:
     return f"{local.day} {MONTHS[local.month - 1]} {local:%H:%M}"
 
 
-def has_stamp(text: str, when: datetime, tz: str) -> bool:
-    local = when.astimezone(ZoneInfo(tz))
-    day = f"{local.day} {MONTHS[local.month - 1]}"
-    return bool(re.search(re.escape(day) + rf"( {local.year})? {local:%H:%M} " + ZONE, text))
-
-
 @settings(max_examples=100, deadline=None)
 @given(message_and_context())
 def test_every_variant_carries_its_timestamp_and_no_false_promise(
     case: tuple[OutageMessage, RenderContext],
 ) -> None:
+    """In every language: the posted time with its zone, and an unconfirmed ETA never in the words
+    of a confirmed one."""
     message, ctx = case
     assert message.posted_at is not None
+    promises = promise_words(ctx.locale)
     for name, (condense, cls) in CONDENSERS.items():
         variant = condense(message, ctx)
-        assert has_stamp(variant.text, message.posted_at, ctx.timezone), (name, variant.text)
+        assert has_stamp(variant.text, message.posted_at, ctx.timezone, ctx.locale), (name, variant.text)
         if message.eta is not None and not message.eta_confirmed:
             for seen in texts(variant):
-                for promise in PROMISES:
+                for promise in promises:
                     assert promise not in seen, (name, promise)
         assert cls(**json.loads(json.dumps(variant.to_json()))) == variant
+
+
+@settings(max_examples=100, deadline=None)
+@given(message_and_context())
+def test_every_time_shown_carries_its_zone(case: tuple[OutageMessage, RenderContext]) -> None:
+    """Each 'HH:MM' a reader sees (posted, ETA, next update, window) is followed by its zone."""
+    message, ctx = case
+    assume(not any(re.search(r"\d:\d", value) for value in user_strings(message)))
+    for name, (condense, _cls) in CONDENSERS.items():
+        for seen in texts(condense(message, ctx)):
+            assert clocks_without_zone(seen) == [], (name, ctx.locale, seen)
 
 
 ETA = datetime(2025, 11, 22, 16, 30, tzinfo=UTC)

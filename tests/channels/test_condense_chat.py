@@ -11,12 +11,16 @@ from typing import Any
 from hypothesis import given, settings
 
 from channels.base import RenderContext
+from channels.catalogs import translations
 from channels.chat.condense import ChatVariant, condense_chat
+from channels.locales import SHIPPED_LOCALES
 from dispatcher.domain.message import EventKind, OutageMessage, Status
 from tests.channels.samples import sample_message
 from tests.channels.strategies import message_and_context
 
-OUR_LINK = re.compile(r"<https?://[^<>\s|]+\|Status page>")
+# Our status link, labelled "Status page" in the reader's language (and only that label).
+_LABELS = "|".join(re.escape(translations(loc).gettext("Status page")) for loc in SHIPPED_LOCALES)
+OUR_LINK = re.compile(rf"<https?://[^<>\s|]+\|(?:{_LABELS})>")
 BROADCAST = re.compile(r"[@＠](channel|here|everyone)", re.IGNORECASE)
 MENTION = re.compile(r"[@＠][\w.\-]")
 

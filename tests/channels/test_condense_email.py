@@ -59,6 +59,9 @@ def user_texts(message: OutageMessage) -> list[str]:
     return [norm(v) for v in values if norm(v)]
 
 
+SUBJECT_LIMIT = 998
+
+
 @settings(max_examples=150, deadline=None)
 @given(message_and_context())
 def test_html_holds_no_user_markup_and_both_parts_carry_everything(
@@ -82,6 +85,7 @@ def test_html_holds_no_user_markup_and_both_parts_carry_everything(
         assert value in seen_text, value
     assert "%unsubscribe_url%" in email.html and "%unsubscribe_url%" in email.text
     assert "\n" not in email.subject and norm(message.title) in email.subject
+    assert len(email.subject) <= SUBJECT_LIMIT  # RFC 5322's line limit, in every language
 
 
 def test_user_markup_is_escaped() -> None:

@@ -11,9 +11,11 @@ from hypothesis import given, settings
 
 from channels.base import RenderContext
 from channels.sms.condense import SmsVariant, condense_sms
-from dispatcher.domain.message import EventKind, Impact, Kind, OutageMessage, Status
+from channels.sms.segments import transliterate
+from dispatcher.domain.message import EventKind, Impact, Kind, OutageMessage
 from tests.channels.samples import sample_message
 from tests.channels.strategies import message_and_context
+from tests.channels.wording import headline, stamp_pattern
 
 # GSM 03.38, written out again here on purpose: an independent check of channels/sms/segments.py.
 BASIC = set(
@@ -30,35 +32,6 @@ def independent_count(text: str) -> tuple[str, int]:
         return "GSM-7", 1 if units <= 160 else math.ceil(units / 153)
     units = len(text.encode("utf-16-le")) // 2
     return "UCS-2", 1 if units <= 70 else math.ceil(units / 67)
-
-
-HEADLINES = {
-    EventKind.MAINTENANCE_SCHEDULED: "Scheduled maintenance",
-    EventKind.MAINTENANCE_REMINDER: "Maintenance reminder",
-    EventKind.MAINTENANCE_STARTED: "Maintenance started",
-    EventKind.MAINTENANCE_COMPLETED: "Maintenance completed",
-    EventKind.MAINTENANCE_CANCELLED: "Maintenance cancelled",
-    EventKind.MAINTENANCE_RESCHEDULED: "Maintenance rescheduled",
-}
-INCIDENT_LABELS = {
-    Status.INVESTIGATING: "Investigating",
-    Status.IDENTIFIED: "Identified",
-    Status.MONITORING: "Monitoring",
-    Status.RESOLVED: "Resolved",
-}
-MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-ZONE = r"(UTC|UTC[+-]\d{2}(:\d{2})?|[A-Z][A-Za-z]{1,5})"
-
-
-def headline(message: OutageMessage, event: EventKind) -> str:
-    return HEADLINES.get(event) or INCIDENT_LABELS[message.lifecycle_status]
-
-
-def stamp_pattern(when: datetime, tz: str) -> str:
-    from zoneinfo import ZoneInfo
-
-    local = when.astimezone(ZoneInfo(tz))
-    return re.escape(f"{local.day} {MONTHS[local.month - 1]} {local:%H:%M} ") + ZONE
 
 
 @settings(max_examples=300, deadline=None)
@@ -82,11 +55,9 @@ def check_sms(message: OutageMessage, ctx: RenderContext) -> None:
     assert sms.segments >= segments  # production never under-counts
     # status and the posted time are never dropped; the title is at most shortened, with an ellipsis
     first_line = sms.text.split("\n", 1)[0]
-    assert first_line.startswith(headline(message, ctx.event) + " (")
+    assert first_line.startswith(transliterate(headline(message, ctx.event, ctx.locale)) + " (")
     assert message.posted_at is not None
-    assert re.search(stamp_pattern(message.posted_at, ctx.timezone), first_line)
-    from channels.sms.segments import transliterate
-
+    assert re.search(stamp_pattern(message.posted_at, ctx.timezone, ctx.locale), first_line)
     # control characters are dropped by transliteration, so a title can shrink (even to nothing)
     title = transliterate(" ".join(message.title.split())).rstrip()
     after = first_line.split("):", 1)[1]

@@ -135,6 +135,7 @@ def test_story_tells_every_move_attempt_and_the_failover_chain(db: Database) -> 
     assert failed["variant"] == {
         "channel": "sms",
         "locale": "en",
+        "timezone": "UTC",
         "to": "+14•••••••23",
         "content": {"body": "Down"},
     }
