@@ -268,11 +268,10 @@ def rendering_cost(stack: Stack, subs: list[Any]) -> dict[str, Any]:
     """Every variant the audience needs, rendered in this process by the engine's own code (the
     key of each subscriber, the message as each key reads it, each channel's condenser): what the
     workers spend on rendering in one broadcast, measured without the rest of it."""
-    from channels.base import ChannelName, RenderContext
     from channels.registry import build_channels
     from dispatcher.domain.message import EventKind, OutageMessage
-    from dispatcher.domain.variant_key import reader_key
-    from dispatcher.engine.variants import broadcast_locales, variant_message
+    from dispatcher.domain.variant_key import VariantKey, reader_key
+    from dispatcher.engine.variants import broadcast_locales, readers_adapters, render_key
 
     settings = stack.settings()
     message = OutageMessage.model_validate(MESSAGE_BODY).stamped()
@@ -280,23 +279,14 @@ def rendering_cost(stack: Stack, subs: list[Any]) -> dict[str, Any]:
     languages = broadcast_locales(policy)
     keys = {reader_key(s.locale, s.timezone, languages, settings.default_locale) for s in subs}
     adapters = build_channels(settings)
-    readers = {c: a for c, a in adapters.items() if c is not ChannelName.SOCIAL}  # as the planner renders
+    readers = readers_adapters(adapters, public=False)  # as the planner renders a subscriber's key
+    event = EventKind.INCIDENT_OPENED.value
     started = time.perf_counter()
-    rendered = 0
-    for key in keys:
-        ctx = RenderContext(
-            event=EventKind.INCIDENT_OPENED,
-            locale=key.locale,
-            timezone=key.timezone,
-            sms_segment_budget=settings.sms_segment_budget,
-        )
-        readable = variant_message(policy, message, key)
-        for adapter in readers.values():
-            adapter.condense(readable, ctx)
-            rendered += 1
-    if ChannelName.SOCIAL in adapters:  # the public post: one language, UTC
-        adapters[ChannelName.SOCIAL].condense(message, RenderContext(event=EventKind.INCIDENT_OPENED))
-        rendered += 1
+    rendered = sum(len(render_key(event, policy, message, key, readers, settings)) for key in keys)
+    public = readers_adapters(adapters, public=True).keys() - readers.keys()  # the social post, once
+    rendered += len(
+        render_key(event, policy, message, VariantKey(), {c: adapters[c] for c in public}, settings)
+    )
     took = time.perf_counter() - started
     return {
         "combinations": len({(s.locale, s.timezone) for s in subs}),

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
 from channels import locales
-from channels.base import ChannelName, RenderContext
+from channels.base import ChannelName
 from channels.locales import SHIPPED_LOCALES
 from channels.registry import build_channels
 from channels.rendering import templates_for
@@ -20,6 +20,7 @@ from dispatcher.domain.errors import ValidationFailed
 from dispatcher.domain.message import EventKind, Kind
 from dispatcher.domain.variant_key import available_locales, is_zone, reader_key
 from dispatcher.engine.audience_count import count_planned
+from dispatcher.engine.variants import render_key
 from dispatcher.incidents.broadcasts import sending_channels, tier_layout
 from dispatcher.store.db import Database
 
@@ -51,19 +52,9 @@ def preview(
     templates.check()  # a broken override is a TemplateError naming the template, here, not at send time
     languages = available_locales(SHIPPED_LOCALES, message.translations)
     key = reader_key(locale or settings.default_locale, timezone, languages, settings.default_locale)
-    ctx = RenderContext(
-        event=event,
-        locale=key.locale,
-        timezone=key.timezone,
-        sms_segment_budget=settings.sms_segment_budget,
-        unsubscribe_url=settings.unsubscribe_url,
-    )
     sending_on = sending_channels(settings, event, override=body.channels)
-    readable = message.localized(key.locale)
-    variants = {
-        name.value: adapter.condense(readable, ctx).to_json()
-        for name, adapter in build_channels(settings, templates).items()
-    }
+    rendered = render_key(event, {}, message, key, build_channels(settings, templates), settings)
+    variants = {name.value: variant for name, variant in rendered.items()}
     readers: Counter[tuple[str, str]] = Counter()
     with database.session() as session:
         audience = count_audience(session, settings, sending_on, message.components, message.regions, readers)

@@ -35,7 +35,13 @@ from dispatcher.engine.tier_gates import (
     try_dispatch,
 )
 from dispatcher.engine.transitions import bump_counts
-from dispatcher.engine.variants import broadcast_locales, note_unknown_locale, render_variants, stored_message
+from dispatcher.engine.variants import (
+    broadcast_locales,
+    note_unknown_locale,
+    readers_adapters,
+    render_variants,
+    stored_message,
+)
 from dispatcher.store.bulk import id_in
 from dispatcher.store.db import Database
 from dispatcher.store.models import (
@@ -212,12 +218,13 @@ def plan_pages(
             # a key), so a new language never delays the readers of one already rendered.
             new = keys - rendered
             if new:
-                ready = [r for r in rows if VariantKey.parse(r["locale"]) in rendered]
+                waiting = {str(k) for k in new}
+                ready = [r for r in rows if r["locale"] not in waiting]
                 if ready:
                     _write_page(database, settings, broadcast_id, tier, ready)
                 ensure_rendered(database, settings, broadcast_id, new)
                 rendered |= new
-                rows = [r for r in rows if VariantKey.parse(r["locale"]) in new]
+                rows = [r for r in rows if r["locale"] in waiting]
             _write_page(database, settings, broadcast_id, tier, rows)
     with database.session() as session:
         session.execute(
@@ -245,11 +252,10 @@ def ensure_rendered(
     database: Database, settings: Settings, broadcast_id: int, keys: set[VariantKey], *, public: bool = False
 ) -> None:
     """Every variant these keys need is stored before a page that reads them is written (so before
-    it can be sent): the first page to meet a language and zone renders it, once per channel. The
-    social post is the public tier's alone, so only a `public` key renders it."""
+    it can be sent): the first page to meet a language and zone renders it, once per channel."""
     from channels.registry import build_channels
 
-    adapters = {c: a for c, a in build_channels(settings).items() if public or c is not ChannelName.SOCIAL}
+    adapters = readers_adapters(build_channels(settings), public=public)
     with database.session() as session:
         broadcast = session.get(Broadcast, broadcast_id)
         assert broadcast is not None

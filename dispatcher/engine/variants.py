@@ -28,9 +28,6 @@ from dispatcher.store.models import Broadcast, BroadcastVariant
 
 log = logging.getLogger(__name__)
 
-# The key of the compensation tiers' variant in the default language (older rows say the same).
-COMPENSATION_LOCALE = str(VariantKey(compensated=True))
-
 
 def default_key(settings: Settings, *, compensated: bool = False) -> VariantKey:
     """The variant of a reader we know nothing about: the default locale, in UTC."""
@@ -70,6 +67,37 @@ def variant_message(policy: dict[str, Any], message: OutageMessage, key: Variant
     return localized.model_copy(update={"compensation": None})
 
 
+def reader_context(event: str, key: VariantKey, settings: Settings) -> RenderContext:
+    """What a condenser needs to render for readers of `key`: their language and zone, the limits."""
+    return RenderContext(
+        event=EventKind(event),
+        locale=key.locale,
+        timezone=key.timezone,
+        sms_segment_budget=settings.sms_segment_budget,
+        unsubscribe_url=settings.unsubscribe_url,
+    )
+
+
+def readers_adapters(adapters: dict[ChannelName, Any], *, public: bool) -> dict[ChannelName, Any]:
+    """The channels a key is rendered for: the social post is the public tier's alone, so only the
+    public key renders it."""
+    return {c: a for c, a in adapters.items() if public or c is not ChannelName.SOCIAL}
+
+
+def render_key(
+    event: str,
+    policy: dict[str, Any],
+    message: OutageMessage,
+    key: VariantKey,
+    adapters: dict[ChannelName, Any],
+    settings: Settings,
+) -> dict[ChannelName, dict[str, Any]]:
+    """Each channel's variant for readers of `key`, as stored (pure: the condensers only)."""
+    ctx = reader_context(event, key, settings)
+    readable = variant_message(policy, message, key)
+    return {name: adapter.condense(readable, ctx).to_json() for name, adapter in adapters.items()}
+
+
 def render_variants(
     session: Session,
     broadcast: Broadcast,
@@ -93,21 +121,9 @@ def render_variants(
     for text, key in sorted(wanted.items()):
         if text in have:
             continue
-        ctx = RenderContext(
-            event=EventKind(broadcast.event),
-            locale=key.locale,
-            timezone=key.timezone,
-            sms_segment_budget=settings.sms_segment_budget,
-            unsubscribe_url=settings.unsubscribe_url,
-        )
-        readable = variant_message(broadcast.policy, message, key)
-        for name, adapter in adapters.items():
-            row = {
-                "broadcast_id": broadcast.id,
-                "channel": name.value,
-                "locale": text,
-                "variant": adapter.condense(readable, ctx).to_json(),
-            }
+        rendered = render_key(broadcast.event, broadcast.policy, message, key, adapters, settings)
+        for name, variant in rendered.items():
+            row = {"broadcast_id": broadcast.id, "channel": name.value, "locale": text, "variant": variant}
             session.execute(insert(BroadcastVariant).values(**row).on_conflict_do_nothing())
             written += 1
     return written
