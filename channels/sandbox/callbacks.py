@@ -3,13 +3,18 @@
 Providers answer the send call first and report delivery later; so does the sandbox: jobs go on a
 queue drained by a few worker tasks sharing one keep-alive `httpx.AsyncClient`. A job is a list of
 POSTs made in order (Twilio's `sent` then `delivered` for one message).
+
+Every POST is timed and its answer counted (2xx, another status, no answer at all), so a benchmark
+can read from the sandbox's stats how the receiving service took the flood: its webhooks' latency
+as a provider would see it, and how far the sandbox's queue fell behind (lag: submit to answer).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -30,6 +35,7 @@ class Job:
     provider: str
     posts: list[Post]
     delay_s: float = 0.0
+    submitted: float = field(default_factory=time.monotonic)  # for the lag: how far the queue fell behind
 
 
 class CallbackSender:
@@ -67,16 +73,27 @@ class CallbackSender:
                 for post in job.posts:
                     if job.delay_s > 0:
                         await asyncio.sleep(job.delay_s)
-                    ok = await self._post(post)
-                    self.state.count_callback(job.provider, ok=ok)
+                    started = time.monotonic()
+                    status = await self._post(post)
+                    now = time.monotonic()
+                    self.state.count_callback(
+                        job.provider,
+                        ok=status is not None and 200 <= status < 300,
+                        status=status,
+                        latency_s=now - started,
+                        lag_s=now - job.submitted,
+                    )
             finally:
                 self.queue.task_done()
 
-    async def _post(self, post: Post) -> bool:
+    async def _post(self, post: Post) -> int | None:
+        """The answer's status, or None when there was none (refused, reset, timed out)."""
         assert self._client is not None
         try:
             response = await self._client.post(post.url, content=post.body, headers=post.headers)
         except (httpx.HTTPError, OSError) as exc:
             log.debug("sandbox callback to %s failed: %s", post.url, exc)
-            return False
-        return response.is_success
+            return None
+        if not response.is_success:
+            log.debug("sandbox callback to %s answered %s", post.url, response.status_code)
+        return response.status_code

@@ -86,8 +86,15 @@ class _ProviderStats:
     rejected: int = 0
     faults: int = 0
     callbacks_sent: int = 0
-    callbacks_failed: int = 0
+    callbacks_failed: int = 0  # non-2xx answers and no answer at all
+    callbacks_non_2xx: int = 0
+    callbacks_errors: int = 0  # no answer: refused, reset, timed out
     callbacks_dropped: int = 0
+    callback_latencies: list[float] = field(default_factory=list)  # seconds, one per answered POST
+    callback_lags: list[float] = field(default_factory=list)  # submit to answer, seconds
+    callback_window: _Window = field(default_factory=_Window)
+    callbacks_first_at: float | None = None  # wall time of the first and the last answer
+    callbacks_last_at: float | None = None
     window: _Window = field(default_factory=_Window)
     channels: dict[str, _Window] = field(default_factory=dict)
 
@@ -155,14 +162,40 @@ class SandboxState:
             if fault:
                 stats.faults += 1
 
-    def count_callback(self, provider: str, *, ok: bool, dropped: bool = False) -> None:
+    def count_callback(
+        self,
+        provider: str,
+        *,
+        ok: bool,
+        dropped: bool = False,
+        status: int | None = None,
+        latency_s: float | None = None,
+        lag_s: float | None = None,
+    ) -> None:
+        """One status webhook: dropped on purpose (a fault), or POSTed with its answer's `status`
+        (None: no answer) after `latency_s` and `lag_s` since the job was queued."""
+        now, wall = time.monotonic(), time.time()
         with self.lock:
+            s = self.stats[provider]
             if dropped:
-                self.stats[provider].callbacks_dropped += 1
-            elif ok:
-                self.stats[provider].callbacks_sent += 1
+                s.callbacks_dropped += 1
+                return
+            if ok:
+                s.callbacks_sent += 1
             else:
-                self.stats[provider].callbacks_failed += 1
+                s.callbacks_failed += 1
+                if status is None:
+                    s.callbacks_errors += 1
+                else:
+                    s.callbacks_non_2xx += 1
+            if latency_s is not None:
+                if status is not None:
+                    s.callback_latencies.append(latency_s)
+                s.callback_window.hit(now)
+                s.callbacks_first_at = s.callbacks_first_at or wall
+                s.callbacks_last_at = wall
+            if lag_s is not None:
+                s.callback_lags.append(lag_s)
 
     def stats_json(self) -> dict[str, Any]:
         with self.lock:
@@ -178,6 +211,16 @@ class SandboxState:
                     "callbacks_dropped": s.callbacks_dropped,
                     "max_per_1s": s.window.max,
                 }
+                if s.callbacks_first_at is not None:
+                    entry["callbacks"] = {
+                        "non_2xx": s.callbacks_non_2xx,
+                        "errors": s.callbacks_errors,
+                        "latency_ms": percentiles_ms(s.callback_latencies),
+                        "lag_ms": percentiles_ms(s.callback_lags),
+                        "max_per_1s": s.callback_window.max,
+                        "first_at": s.callbacks_first_at,
+                        "last_at": s.callbacks_last_at,
+                    }
                 if s.channels:
                     entry["max_per_1s_by_channel"] = {k: w.max for k, w in s.channels.items()}
                 out[name] = entry
@@ -219,6 +262,18 @@ class SandboxState:
     def _check(provider: str) -> None:
         if provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
+
+
+def percentiles_ms(values: list[float]) -> dict[str, float]:
+    """p50 / p99 / max in milliseconds (nearest rank), and how many values."""
+    if not values:
+        return {"p50": 0.0, "p99": 0.0, "max": 0.0, "n": 0}
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))] * 1000, 2)
+
+    return {"p50": rank(0.5), "p99": rank(0.99), "max": round(ordered[-1] * 1000, 2), "n": len(ordered)}
 
 
 def apply_substitutions(text: str, substitutions: dict[str, str]) -> str:
