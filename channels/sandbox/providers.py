@@ -206,7 +206,8 @@ class Providers:
         for start in range(0, len(events), EVENTS_PER_POST):
             if self._dropped("sendgrid"):
                 continue
-            payload = json.dumps(events[start : start + EVENTS_PER_POST], separators=(",", ":")).encode()
+            batch = events[start : start + EVENTS_PER_POST]
+            payload = json.dumps(batch, separators=(",", ":")).encode()
             timestamp = str(int(time.time()))
             headers = {
                 "Content-Type": "application/json",
@@ -214,7 +215,7 @@ class Providers:
                 "X-Twilio-Email-Event-Webhook-Signature": self.signer.sign(timestamp, payload),
                 "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
             }
-            self.callbacks.submit(Job("sendgrid", [Post(url, payload, headers)], delay_s))
+            self.callbacks.submit(Job("sendgrid", [Post(url, payload, headers, len(batch))], delay_s))
 
     # Twilio --------------------------------------------------------------------------------------
     @staticmethod

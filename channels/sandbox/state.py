@@ -88,6 +88,7 @@ class _ProviderStats:
     callbacks_sent: int = 0
     callbacks_failed: int = 0  # non-2xx answers and no answer at all
     callbacks_non_2xx: int = 0
+    callback_reports: int = 0  # status reports in the callbacks answered 2xx (SendGrid: events)
     callbacks_errors: int = 0  # no answer: refused, reset, timed out
     callbacks_dropped: int = 0
     callback_latencies: list[float] = field(default_factory=list)  # seconds, one per answered POST
@@ -171,6 +172,7 @@ class SandboxState:
         status: int | None = None,
         latency_s: float | None = None,
         lag_s: float | None = None,
+        reports: int = 1,
     ) -> None:
         """One status webhook: dropped on purpose (a fault), or POSTed with its answer's `status`
         (None: no answer) after `latency_s` and `lag_s` since the job was queued."""
@@ -182,6 +184,7 @@ class SandboxState:
                 return
             if ok:
                 s.callbacks_sent += 1
+                s.callback_reports += reports
             else:
                 s.callbacks_failed += 1
                 if status is None:
@@ -213,6 +216,7 @@ class SandboxState:
                 }
                 if s.callbacks_first_at is not None:
                     entry["callbacks"] = {
+                        "reports": s.callback_reports,
                         "non_2xx": s.callbacks_non_2xx,
                         "errors": s.callbacks_errors,
                         "latency_ms": percentiles_ms(s.callback_latencies),

@@ -37,6 +37,7 @@ def test_answered_callbacks_are_timed(sandbox: SandboxServer) -> None:
     assert 50 <= latency["p50"] <= latency["p99"] <= latency["max"]
     assert stats["lag_ms"]["n"] == 4 and stats["lag_ms"]["max"] >= latency["max"]
     assert stats["first_at"] <= stats["last_at"] and stats["max_per_1s"] >= 1
+    assert stats["reports"] == 4  # one status per Twilio callback
 
 
 def test_refused_and_unanswered_callbacks_are_counted_apart(sandbox: SandboxServer) -> None:
