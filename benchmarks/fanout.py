@@ -495,7 +495,9 @@ def rendering_cost(stack: Stack, subs: list[Any]) -> dict[str, Any]:
 
 class Profiler:
     """py-spy recording the first worker (its pool child: --subprocesses) and the API for one run,
-    in py-spy's raw (collapsed stacks) format, CPU samples only (idle threads left out)."""
+    in py-spy's raw (collapsed stacks) format. Only the thread holding the GIL is sampled (--gil):
+    py-spy's idle detection counts a thread blocked in a socket read (psycopg, redis, requests) as
+    busy, so without it the shares are of wall time in each path, not of CPU."""
 
     def __init__(self, stack: Stack, folder: Path, label: str) -> None:
         import shutil
@@ -507,7 +509,8 @@ class Profiler:
         for name in ("worker0", "api"):
             pid = stack.processes.children[name].pid
             out = folder / f"{label}-{name}.txt"
-            argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100", "-o", str(out)]
+            argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100", "--gil"]
+            argv += ["-o", str(out)]
             argv += ["--subprocesses", "--nonblocking"] if name.startswith("worker") else ["--nonblocking"]
             self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             self.files[name] = out
@@ -558,7 +561,8 @@ def big(args: argparse.Namespace) -> None:
         if args.naive:
             start_naive_workers(stack, args.workers)
         for i in range(args.runs):
-            profiler = Profiler(stack, Path(args.py_spy), f"run{i + 1}") if args.py_spy else None
+            label = f"fanout-{args.subscribers}-run{i + 1}"
+            profiler = Profiler(stack, Path(args.py_spy), label) if args.py_spy else None
             result = dispatcher_run(stack, args.subscribers, 0 if args.naive else args.probes)
             if profiler is not None:
                 result["profile"] = profiler.stop()

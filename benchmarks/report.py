@@ -52,6 +52,123 @@ def fanout(d: dict[str, Any]) -> str:
         f"failed {r['failed']}."
     )
     out.append(f"Peak memory (VmHWM of the largest process of each component, MB): {d['peak_rss_mb']}.")
+    out += flood(d)
+    return "\n".join(out) + "\n"
+
+
+def cost(c: dict[str, Any]) -> str:
+    """A run's CPU-seconds: the service's processes per 1,000 deliveries and callbacks, the sandbox's."""
+    per_callback = (
+        f"{c['service_per_1000_callbacks']} per 1,000 callbacks (API alone {c['api_per_1000_callbacks']})"
+        if c["callbacks"]
+        else "no callbacks reached the service"
+    )
+    return (
+        f"service CPU {c['service_cpu_s']} s (API {c['api_cpu_s']}, workers {c['workers_cpu_s']}, "
+        f"beat {c['beat_cpu_s']}) for {c['deliveries']:,} deliveries and {c['callbacks']:,} callbacks: "
+        f"{c['service_per_1000_deliveries']} s per 1,000 deliveries (workers alone "
+        f"{c['workers_per_1000_deliveries']}), {per_callback}; sandbox {c['sandbox_cpu_s']} s "
+        f"({c['sandbox_per_1000_deliveries']} per 1,000 deliveries)"
+    )
+
+
+def flood(d: dict[str, Any]) -> list[str]:
+    """The callback flood of each run (issue 17): delivered, callbacks, probes, CPU."""
+    out = []
+    for i, r in enumerate(d["runs"], 1):
+        if "cpu_cost" not in r:
+            continue
+        out.append(
+            f"\nRun {i}, callbacks to the {'API' if r.get('callbacks_to') == 'api' else 'sandbox sink'}:"
+        )
+        if r.get("delivered") is not None:
+            dl = r["delivered"]
+            out.append(
+                f"- all delivered {r['all_delivered_s']} s after the answer ({dl['delivered']:,} delivered, "
+                f"{dl['waiting']} still waiting for a report)"
+            )
+        a = r.get("callbacks", {}).get("all")
+        if a and r.get("callbacks_to") == "api":
+            out.append(
+                f"- callbacks ingested: {a['posts']:,} POSTs carrying {a['reports']:,} status reports in "
+                f"{a['span_s']} s: {a['posts_per_s']} POSTs/s, {a['reports_per_s']} reports/s; "
+                f"non-2xx {a['non_2xx']}, no answer {a['errors']}"
+            )
+            for provider in ("twilio", "sendgrid"):
+                c = r["callbacks"].get(provider)
+                if c:
+                    out.append(
+                        f"- {provider} webhook as the sandbox timed it: p50 {c['latency_ms']['p50']} ms, "
+                        f"p99 {c['latency_ms']['p99']} ms, max {c['latency_ms']['max']} ms over "
+                        f"{c['latency_ms']['n']:,} answers; queued in the sandbox before sent (lag) p50 "
+                        f"{c['lag_ms']['p50']} ms, p99 {c['lag_ms']['p99']} ms; non-2xx {c['non_2xx']}, "
+                        f"no answer {c['errors']}"
+                    )
+        probes = r.get("probes")
+        if probes:
+            q, pk = probes["quiet"], probes["peak"]
+            out.append(
+                f"- POST /v1/incidents ({q['n']} small incidents, admins only): quiet "
+                f"p50 {q['api_p50_ms']} / "
+                f"p99 {q['api_p99_ms']} ms, first admin {q['first_admin_ms']} ms"
+                + (
+                    f"; at the peak ({int(pk['accepted_share'] * 100)}% accepted) p50 {pk['api_p50_ms']} / "
+                    f"p99 {pk['api_p99_ms']} ms, the second incident's first admin {pk['first_admin_ms']} ms"
+                    if pk
+                    else ""
+                )
+            )
+        out.append(f"- CPU: {cost(r['cpu_cost'])}")
+    return out
+
+
+def scaleout(d: dict[str, Any]) -> str:
+    once, lim, split = d["exactly_once"], d["limits"], d["split"]
+    out = [
+        f"### Scale-out: two worker groups share one broadcast of {d['subscribers']:,} subscribers "
+        f"({d['groups']['a']['concurrency']} pool child each)\n",
+        header(d),
+    ]
+    out.append("| measure | value |\n| --- | --- |")
+    rows = [
+        ("all accepted / all delivered, s", f"{d['all_accepted_s']} / {d['all_delivered_s']}"),
+        (
+            "sent exactly once",
+            f"expected {once['expected']:,}, received {once['received']:,}, duplicates {once['duplicates']}, "
+            f"missing {once['missing']}, unexpected {once['unexpected']}, extra sends counted "
+            f"{once['extra_sends_counted']}",
+        ),
+        (
+            "split between the groups (rows recorded)",
+            ", ".join(
+                f"{g}: {n:,} ({split['share'][g]:.0%})" for g, n in split["rows_recorded_by_group"].items()
+            ),
+        ),
+        (
+            "highest calls in any 1 s (limit)",
+            ", ".join(
+                f"{k} {v}" + (f" ({lim['configured_per_s'][k]})" if k in lim["configured_per_s"] else "")
+                for k, v in lim["max_seen_per_1s"].items()
+            ),
+        ),
+        (
+            "Redis commands per delivery",
+            f"{d['redis']['calls_per_delivery']} ({d['redis']['calls']:,} in all)",
+        ),
+        (
+            "PostgreSQL rows written per delivery",
+            f"{d['postgresql']['rows_written_per_delivery']} (inserted {d['postgresql']['inserted']:,}, "
+            f"updated {d['postgresql']['updated']:,}, deleted {d['postgresql']['deleted']:,})",
+        ),
+        (
+            "deliveries/s at which each would be full",
+            ", ".join(f"{k} {v}" for k, v in d["ceilings_deliveries_per_s"].items()),
+        ),
+    ]
+    out += [f"| {a} | {b} |" for a, b in rows]
+    out.append(f"\nTop Redis commands: {d['redis']['top_commands']}.")
+    out.append(f"Rows written by table: {d['postgresql']['by_table']}.")
+    out.append(f"CPU: {cost(d['cpu_cost'])}.")
     return "\n".join(out) + "\n"
 
 
@@ -244,6 +361,10 @@ def main() -> None:
     parts = []
     for name, render in (
         ("fanout-postgresql-100000.json", fanout),
+        ("fanout-postgresql-5000-api.json", fanout),
+        ("fanout-postgresql-5000-sink.json", fanout),
+        ("fanout-postgresql-10000-api.json", fanout),
+        ("scaleout-postgresql-5000.json", scaleout),
         ("fanout-postgresql-100000-mg.json", fanout),
         ("backtoback-postgresql-100000-w2.json", backtoback),
         ("backtoback-postgresql-100000-w1.json", backtoback),

@@ -438,9 +438,14 @@ class Stack:
         return self
 
     def start_worker(
-        self, i: int | str, concurrency: int = 1, hostname: str | None = None, loglevel: str = "WARNING"
+        self,
+        i: int | str,
+        concurrency: int = 1,
+        hostname: str | None = None,
+        loglevel: str = "WARNING",
     ) -> subprocess.Popen[bytes]:
-        """`celery worker` named `worker{i}`; `hostname` (-n) defaults to one unique per start."""
+        """`celery worker` named `worker{i}`; `hostname` (-n) defaults to one unique per start;
+        `loglevel` INFO logs each task's result (the service's own log level follows it)."""
         from dispatcher.engine.broker import QUEUES
 
         self._worker_seq += 1
@@ -453,6 +458,7 @@ class Stack:
                 *("-n", name, "--loglevel", loglevel),
                 *("--without-gossip", "--without-mingle"),
             ],
+            {"DISPATCHER_LOG_LEVEL": loglevel} if loglevel != "WARNING" else None,
         )
 
     def kill_worker(self, i: int) -> None:
@@ -469,6 +475,9 @@ class Stack:
         app.conf.update(celery_config(self.settings()))
         deadline = time.monotonic() + timeout_s
         expected = sum(1 for n in self.processes.children if n.startswith("worker"))
+        if expected == 0:  # workers started later, on their own (benchmarks/scaleout.py)
+            app.close()
+            return
         answered: set[str] = set()
         try:  # remote control is off (dispatcher/engine/broker.py): ping tasks name the worker instead
             while time.monotonic() < deadline:
