@@ -90,7 +90,8 @@ def flood(d: dict[str, Any]) -> list[str]:
         a = r.get("callbacks", {}).get("all")
         if a and r.get("callbacks_to") == "api":
             out.append(
-                f"- callbacks ingested: {a['posts']:,} POSTs carrying {a['reports']:,} status reports in "
+                f"- callbacks ingested: {a['posts']:,} POSTs ({a['reports']:,} status reports in those "
+                f"answered 2xx) in "
                 f"{a['span_s']} s: {a['posts_per_s']} POSTs/s, {a['reports_per_s']} reports/s; "
                 f"non-2xx {a['non_2xx']}, no answer {a['errors']}"
             )
