@@ -285,6 +285,9 @@ def backtoback(d: dict[str, Any]) -> str:
         ("A's first admin (from A's answer), ms", "a_first_admin_ms"),
     ]
     out += [f"| {label} | {mw(s[k])} |" for label, k in rows if k in s]
+    costs = [r["cpu_cost"] for r in d["runs"] if "cpu_cost" in r]
+    if costs:  # from A's POST to B's admins measured (issue 17)
+        out.append(f"\nCPU of the first run, from A's POST to B's admins measured: {cost(costs[0])}.")
     return "\n".join(out) + "\n"
 
 
@@ -363,14 +366,18 @@ def main() -> None:
     for name, render in (
         ("fanout-postgresql-100000.json", fanout),
         ("fanout-postgresql-5000-api.json", fanout),
+        ("fanout-postgresql-5000-api-pyspy-gil.json", fanout),
+        ("fanout-postgresql-5000-api-pyspy-wall.json", fanout),
         ("fanout-postgresql-5000-sink.json", fanout),
-        ("fanout-postgresql-10000-api.json", fanout),
         ("scaleout-postgresql-5000.json", scaleout),
+        ("scaleout-postgresql-5000-twilio500.json", scaleout),
         ("fanout-postgresql-100000-mg.json", fanout),
+        ("backtoback-postgresql-100000-w2-callbacks.json", backtoback),
         ("backtoback-postgresql-100000-w2.json", backtoback),
         ("backtoback-postgresql-100000-w1.json", backtoback),
         ("backtoback-postgresql-5000-w2.json", backtoback),
         ("backtoback-postgresql-5000-w1.json", backtoback),
+        ("backtoback-postgresql-5000-w2-callbacks.json", backtoback),
         ("fanout-postgresql-5000-mg.json", fanout),
         ("compare-postgresql-10000.json", compare),
         ("limits-postgresql.json", limits),
