@@ -123,6 +123,76 @@ def flood(d: dict[str, Any]) -> list[str]:
     return out
 
 
+FLOOD_RUNS = (
+    ("callbacks to the sink", "fanout-postgresql-5000-sink.json"),
+    ("to the API", "fanout-postgresql-5000-api.json"),
+    ("to the API, py-spy (GIL)", "fanout-postgresql-5000-api-pyspy-gil.json"),
+    ("to the API, py-spy (wall)", "fanout-postgresql-5000-api-pyspy-wall.json"),
+)
+
+
+def flood_compare() -> str:
+    """One run per column: the flood's figures side by side (issue 17)."""
+    runs = [(label, d["runs"][0], d) for label, name in FLOOD_RUNS if (d := load(name)) is not None]
+    if not runs:
+        return ""
+
+    def cb(r: dict[str, Any], provider: str, key: str) -> str:
+        c = r["callbacks"].get(provider)
+        return f"{c[key]['p50']:,.0f} / {c[key]['p99']:,.0f}" if c else "—"
+
+    def probe(r: dict[str, Any], when: str, key: str) -> str:
+        p = (r.get("probes") or {}).get(when)
+        if not p:
+            return "—"
+        return (
+            f"{p['api_p50_ms']:,.0f} / {p['api_p99_ms']:,.0f}"
+            if key == "api"
+            else f"{p['first_admin_ms']:,.0f}"
+        )
+
+    rows: list[tuple[str, Any]] = [
+        ("all tiers accepted, s", lambda r: r["all_tiers_accepted_s"]),
+        ("all emails and SMS delivered, s", lambda r: r.get("all_delivered_s") or "— (never reported)"),
+        ("still waiting for a report", lambda r: r["delivered"]["waiting"] if r.get("delivered") else "—"),
+        ("callback POSTs (SendGrid: batches)", lambda r: f"{r['callbacks']['all']['posts']:,}"),
+        ("callback POSTs/s, first to last answer", lambda r: r["callbacks"]["all"]["posts_per_s"]),
+        ("Twilio webhook p50 / p99, ms (sandbox's clock)", lambda r: cb(r, "twilio", "latency_ms")),
+        ("SendGrid webhook p50 / p99, ms (answered only)", lambda r: cb(r, "sendgrid", "latency_ms")),
+        ("callbacks' wait in the sandbox's queue p50 / p99, ms", lambda r: cb(r, "twilio", "lag_ms")),
+        (
+            "non-2xx answers / POSTs with no answer (10 s)",
+            lambda r: f"{r['callbacks']['all']['non_2xx']} / {r['callbacks']['all']['errors']}",
+        ),
+        ("POST /v1/incidents p50 / p99, quiet, ms", lambda r: probe(r, "quiet", "api")),
+        ("POST /v1/incidents p50 / p99, at the peak, ms", lambda r: probe(r, "peak", "api")),
+        (
+            "probe's first admin, quiet / at the peak, ms",
+            lambda r: f"{probe(r, 'quiet', 'a')} / {probe(r, 'peak', 'a')}",
+        ),
+        ("service CPU-s per 1,000 deliveries", lambda r: r["cpu_cost"]["service_per_1000_deliveries"]),
+        ("  of which workers", lambda r: r["cpu_cost"]["workers_per_1000_deliveries"]),
+        ("service CPU-s per 1,000 callbacks", lambda r: r["cpu_cost"]["service_per_1000_callbacks"] or "—"),
+        ("  of which the API", lambda r: r["cpu_cost"]["api_per_1000_callbacks"] or "—"),
+        ("sandbox CPU-s per 1,000 deliveries", lambda r: r["cpu_cost"]["sandbox_per_1000_deliveries"]),
+        ("other processes' CPU-s in the run (shared machine)", lambda r: r["other_processes_cpu_s"]),
+    ]
+    out = [
+        "| 5,000 subscribers, 6,601 deliveries + 5 probes, 1 run each | "
+        + " | ".join(label for label, _, _ in runs)
+        + " |",
+        "| --- |" + " --- |" * len(runs),
+    ]
+    for label, get in rows:
+        out.append(f"| {label} | " + " | ".join(str(get(r)) for _, r, _ in runs) + " |")
+    out.append("")
+    out += [
+        f"- {label}: `{d['command']}`, {d['date']}, load average at the end {d['machine']['load_average']}"
+        for label, _, d in runs
+    ]
+    return "\n".join(out) + "\n"
+
+
 def scaleout(d: dict[str, Any]) -> str:
     once, lim, split = d["exactly_once"], d["limits"], d["split"]
     out = [
@@ -397,6 +467,7 @@ def main() -> None:
         data = load(name)
         if data is not None:
             parts.append(render(data))
+    parts.append(flood_compare())
     print("\n".join(parts))
 
 
