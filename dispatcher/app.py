@@ -32,6 +32,7 @@ from dispatcher.api import (
 from dispatcher.api.auditing import AuditTrail
 from dispatcher.api.middleware import AccessLog, BodyLimit
 from dispatcher.dashboard import routes as dashboard
+from dispatcher.engine.inbox import Applier
 from dispatcher.public import routes as public
 from dispatcher.public.caching import SNAPSHOT_PATHS
 from dispatcher.public.status_limit import StatusLimit
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics.app_registry(settings)
     app.state.status_limit = StatusLimit(settings)
+    app.state.inbox = Applier(get_database(settings), settings) if settings.redis_url else None
     errors.install(app)
     # The status routes first: they take the most requests (pollers, a crowd during an outage), and
     # matching a path walks the routes in order (a third of their cost when they came last).
@@ -84,9 +86,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def _lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     await asyncio.to_thread(start_snapshot, settings)
     freeze_startup_heap()
+    if app.state.inbox is not None:  # providers' status reports, applied behind their webhooks
+        app.state.inbox.start()
     try:
         yield
     finally:
+        if app.state.inbox is not None:
+            await asyncio.to_thread(app.state.inbox.stop)
         await asyncio.to_thread(app.state.status_limit.close)
 
 

@@ -12,16 +12,18 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from channels.base import ChannelName, Failure, Outcome
+from channels.base import ChannelName, Failure, Outcome, StatusReport
 from config import Settings
 from dispatcher.domain import audience
 from dispatcher.domain.message import EventKind
 from dispatcher.domain.policy import channels_for
+from dispatcher.domain.reports import Verdict
 from dispatcher.domain.retry import RetryPolicy
 from dispatcher.domain.states import DeliveryState
 from dispatcher.engine.breaker import Breaker
 from dispatcher.engine.ratelimit import Limit, RateLimiter
-from dispatcher.engine.transitions import Verdict, apply_provider_status, transition
+from dispatcher.engine.status_reports import apply_batch
+from dispatcher.engine.transitions import transition
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastTier, Delivery, Incident
 from tests.conftest import PREFIX, REDIS_URL
@@ -175,18 +177,10 @@ def test_provider_events_are_idempotent_and_order_proof(db: Database) -> None:
     delivery_id = _one_delivery(db)
     now = datetime.now(UTC)
 
-    def report(to: DeliveryState, sid: str = "SM1", channel: str = "sms", **kw: str) -> Verdict:
+    def report(to: DeliveryState, sid: str = "SM1", provider: str = "twilio", **kw: str) -> Verdict:
         with db.session() as session:
-            return apply_provider_status(
-                session,
-                delivery_id,
-                to,
-                now,
-                channel=channel,
-                provider_message_id=sid,
-                same_message=str.__eq__,
-                **kw,
-            ).verdict
+            (checked,) = apply_batch(session, [StatusReport(provider, delivery_id, sid, to.value, **kw)], now)
+            return checked.verdict
 
     assert report(DeliveryState.DELIVERED) is Verdict.NOT_SENT  # pending: never sent
     with db.session() as session:
@@ -203,7 +197,7 @@ def test_provider_events_are_idempotent_and_order_proof(db: Database) -> None:
             now=now,
             values={"provider_message_id": "SM1"},
         )
-    assert report(DeliveryState.DELIVERED, channel="email") is Verdict.WRONG_CHANNEL
+    assert report(DeliveryState.DELIVERED, provider="sendgrid") is Verdict.WRONG_CHANNEL
     assert report(DeliveryState.DELIVERED, sid="SM2") is Verdict.ID_MISMATCH
     assert report(DeliveryState.DELIVERED) is Verdict.APPLIED
     assert report(DeliveryState.DELIVERED) is Verdict.UNCHANGED  # duplicate
