@@ -80,6 +80,7 @@ class ProgressHub:
         self.settings = settings
         self.poll_s = poll_s
         self._readers: dict[int, _Reader] = {}
+        self._open = 0
 
     @property
     def readers(self) -> int:
@@ -88,10 +89,12 @@ class ProgressHub:
 
     @property
     def subscribers(self) -> int:
-        """Streams following a broadcast through this hub now."""
-        return sum(len(reader.feeds) for reader in self._readers.values())
+        """Streams subscribed now, those whose reader has just delivered the completed value and
+        left included (they end as they send it)."""
+        return self._open
 
     def subscribers_of(self, broadcast_id: int) -> int:
+        """Streams sharing the broadcast's running reader (0 when none runs)."""
         reader = self._readers.get(broadcast_id)
         return len(reader.feeds) if reader is not None else 0
 
@@ -110,9 +113,11 @@ class ProgressHub:
             self._readers[broadcast_id] = reader
         reader.feeds.add(feed)
         reader.joined.add(feed)
+        self._open += 1
         try:
             yield feed
         finally:
+            self._open -= 1
             reader.feeds.discard(feed)
             reader.joined.discard(feed)
             if not reader.feeds and self._readers.get(broadcast_id) is reader:
