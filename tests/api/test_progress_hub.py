@@ -162,3 +162,17 @@ def test_a_failed_read_is_logged_without_its_text_and_tried_again(
     assert all(r.levelno == logging.DEBUG for r in failures[1:])  # one warning per run of failures
     assert not any("broadcasts" in r.getMessage() or "SELECT" in r.getMessage() for r in failures)
     assert any("read again" in r.getMessage() for r in caplog.records)
+
+
+def test_closing_the_hub_stops_its_readers(db: Database) -> None:
+    broadcast_id = open_broadcast(db)
+    hub = ProgressHub(Settings(database_url=db.url), poll_s=POLL_S)
+
+    async def scenario() -> None:
+        async with hub.subscribe(broadcast_id, read_progress(db, broadcast_id)):
+            assert len(reader_tasks()) == 1
+            await hub.close()  # as the app's lifespan ends
+            assert reader_tasks() == [] and hub.readers == 0
+        assert hub.subscribers == 0
+
+    asyncio.run(scenario())
