@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from channels.registry import PROVIDERS
 from config import Settings
+from dispatcher.api.progress_hub import ProgressHub
 from dispatcher.engine import provider_metrics, status_reports
 from dispatcher.store.db import get_database
 from dispatcher.store.models import Broadcast, BroadcastCount
@@ -130,6 +131,26 @@ class StoreCollector(Collector):
         yield from (broadcasts, deliveries, queues, *providers.values(), *receipts.values())
 
 
+class HubCollector(Collector):
+    """The live streams of this process: how many broadcasts are read (one reader each) and how many
+    streams share those readers."""
+
+    def __init__(self, hub: ProgressHub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "dispatcher_progress_readers",
+            "Broadcasts whose progress this API process reads for live streams (one reader each)",
+            value=self.hub.readers,
+        )
+        yield GaugeMetricFamily(
+            "dispatcher_progress_subscribers",
+            "Live progress streams (API and dashboard SSE) open on this API process",
+            value=self.hub.subscribers,
+        )
+
+
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(request: Request) -> Response:
     registry: CollectorRegistry = request.app.state.metrics
@@ -137,7 +158,8 @@ def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-def app_registry(settings: Settings) -> CollectorRegistry:
+def app_registry(settings: Settings, hub: ProgressHub) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(settings))
+    registry.register(HubCollector(hub))
     return registry
