@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from channels.registry import PROVIDERS
 from config import Settings
 from dispatcher.api.progress_hub import ProgressHub
-from dispatcher.engine import provider_metrics, status_reports
+from dispatcher.engine import inbox, provider_metrics, status_reports
 from dispatcher.store.db import get_database
 from dispatcher.store.models import Broadcast, BroadcastCount
 from dispatcher.store.redis_client import get_redis
@@ -62,6 +62,10 @@ class StoreCollector(Collector):
         )
         queues = GaugeMetricFamily(
             "dispatcher_queue_depth", "Tasks waiting per Celery queue", labels=["queue"]
+        )
+        waiting = GaugeMetricFamily(
+            "dispatcher_inbox_waiting",
+            "Webhook requests acknowledged whose status reports are not yet applied (the inbox)",
         )
         try:
             with get_database(self.settings).session() as session:
@@ -119,6 +123,7 @@ class StoreCollector(Collector):
                     receipts[kind].add_metric([provider, detail], n)
                 elif kind in receipts:
                     receipts[kind].add_metric([provider], n)
+            waiting.add_metric([], inbox.waiting(self.settings))
             for queue in QUEUES:
                 depth = sum(client.llen(key) for key in queue_keys(queue, self.settings))
                 queues.add_metric([queue], depth)
@@ -128,7 +133,7 @@ class StoreCollector(Collector):
                     family.add_metric([provider], fields[field])
         except Exception:
             log.warning("metrics: broker unavailable", exc_info=True)
-        yield from (broadcasts, deliveries, queues, *providers.values(), *receipts.values())
+        yield from (broadcasts, deliveries, queues, waiting, *providers.values(), *receipts.values())
 
 
 class HubCollector(Collector):
