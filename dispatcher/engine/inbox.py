@@ -39,7 +39,7 @@ from dispatcher.store.redis_client import get_redis, key
 log = logging.getLogger(__name__)
 
 GROUP = "appliers"
-BATCH_ENTRIES = 500  # stream entries per read; a SendGrid post holds up to ~1,000 events
+BATCH_ENTRIES = 200  # stream entries per transaction: a Twilio callback is one report, a SendGrid post many
 HEARTBEAT_S = 5.0  # an applier silent this long is taken for dead and its entries claimed
 BLOCK_MS = 1000
 MAX_BACKOFF_S = 5.0
