@@ -18,14 +18,8 @@ from dispatcher.domain.states import DeliveryState
 from dispatcher.engine.status_reports import apply_batch
 from dispatcher.engine.transitions import count_moves, transition
 from dispatcher.store.db import Database
-from dispatcher.store.models import (
-    Broadcast,
-    BroadcastCount,
-    BroadcastTier,
-    Delivery,
-    DeliveryEvent,
-    Incident,
-)
+from dispatcher.store.models import BroadcastCount, BroadcastTier, Delivery, DeliveryEvent
+from tests.harness import broadcast_row
 
 SENT, SENDING, DELIVERED, BOUNCED = (
     DeliveryState.SENT,
@@ -106,12 +100,7 @@ def _broadcast(db: Database) -> list[int]:
     """A broadcast with ROWS deliveries as a worker leaves them (sent with ids, one still sending),
     counted as such; returns their ids."""
     with db.session() as session:
-        incident = Incident(kind="incident", title="t", status="investigating", impact="minor", message={})
-        session.add(incident)
-        session.flush()
-        broadcast = Broadcast(incident_id=incident.id, event="incident_opened")
-        session.add(broadcast)
-        session.flush()
+        broadcast = broadcast_row(session)
         session.add(
             BroadcastTier(broadcast_id=broadcast.id, tier=0, state="sending", planned=ROWS, outstanding=ROWS)
         )

@@ -25,8 +25,9 @@ from dispatcher.engine.ratelimit import Limit, RateLimiter
 from dispatcher.engine.status_reports import apply_batch
 from dispatcher.engine.transitions import transition
 from dispatcher.store.db import Database
-from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastTier, Delivery, Incident
+from dispatcher.store.models import BroadcastCount, BroadcastTier, Delivery
 from tests.conftest import PREFIX, REDIS_URL
+from tests.harness import broadcast_row
 
 E, S, C, W = ChannelName.EMAIL, ChannelName.SMS, ChannelName.CHAT, ChannelName.WEBHOOK
 ALL = [E, C, S, W]
@@ -130,12 +131,7 @@ def test_breaker_opens_after_consecutive_failures_and_a_success_resets_it(client
 
 def _one_delivery(db: Database) -> int:
     with db.session() as session:
-        incident = Incident(kind="incident", title="t", status="investigating", impact="minor", message={})
-        session.add(incident)
-        session.flush()
-        broadcast = Broadcast(incident_id=incident.id, event="incident_opened")
-        session.add(broadcast)
-        session.flush()
+        broadcast = broadcast_row(session)
         session.add(
             BroadcastTier(broadcast_id=broadcast.id, tier=0, state="sending", planned=1, outstanding=1)
         )

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,23 +21,13 @@ from dispatcher.auth import Role, create_key
 from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.engine import inbox
 from dispatcher.store.db import Database
-from tests.api.conftest import purge_queues
-from tests.conftest import free_port
-from tests.harness import FAST, Harness
-from tests.processes import start_api
+from tests.harness import Harness
 
 pytestmark = pytest.mark.slow
 
 STREAMS = 150
 PEOPLE = 400  # each with an email and a phone: 800 deliveries, about 2,400 callbacks
 UPDATES = 10
-
-
-@pytest.fixture
-def harness(db, sandbox, start_worker, tmp_path: Path) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
-    h = Harness(db, sandbox, start_worker, tmp_path)
-    yield h
-    h.stop()
 
 
 async def follow(url: str, key: str, clients: int) -> list[str]:
@@ -68,10 +56,6 @@ def gauge(metrics: str, name: str) -> float:
 def test_a_flood_of_callbacks_and_streams_loses_nothing_and_never_fails(
     harness: Harness, db: Database, tmp_path: Path
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    harness.configure(DISPATCHER_PUBLIC_URL=url)  # Twilio's callbacks come to this API
-    harness.sandbox.event_webhook_url = f"{url}/v1/webhooks/sendgrid"
     harness.subscribers(
         [
             SubscriberIn(
@@ -85,9 +69,7 @@ def test_a_flood_of_callbacks_and_streams_loses_nothing_and_never_fails(
     )
     with db.session() as session:
         keys = {role: create_key(session, role) for role in (Role.COMMANDER, Role.VIEWER)}
-    env = {**os.environ, **FAST, **harness.env, "DATABASE_URL": db.url}
-    api = start_api(env, tmp_path / "api.log", port)
-    purge_queues(harness.settings)
+    url, api = harness.api(tmp_path / "api.log")  # every callback comes to this API
     try:
         commander = {"Authorization": f"Bearer {keys[Role.COMMANDER]}"}
         opened = httpx.post(

@@ -20,20 +20,12 @@ from twilio.request_validator import RequestValidator
 
 from dispatcher.engine import inbox
 from dispatcher.store.db import Database
-from dispatcher.store.models import Broadcast, Incident
 from tests.api.test_webhooks import FORM, SECRET, add_delivery, row, twilio_params
 from tests.conftest import free_port
-from tests.harness import FAST, Harness
+from tests.harness import FAST, Harness, broadcast_row
 from tests.processes import start_api
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def harness(db, sandbox, start_worker, tmp_path: Path) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
-    h = Harness(db, sandbox, start_worker, tmp_path)
-    yield h
-    h.stop()
 
 
 @contextmanager
@@ -64,13 +56,7 @@ def test_an_acknowledged_callback_survives_a_kill_of_the_api_right_after_the_2xx
     env = {**os.environ, **FAST, **harness.env, "DATABASE_URL": db.url}
     settings = harness.settings
     with db.session() as session:
-        incident = Incident(kind="incident", title="t", status="investigating", impact="minor", message={})
-        session.add(incident)
-        session.flush()
-        broadcast = Broadcast(incident_id=incident.id, event="incident_opened")
-        session.add(broadcast)
-        session.flush()
-        broadcast_id = broadcast.id
+        broadcast_id = broadcast_row(session).id
     delivery_id = add_delivery(db, broadcast_id, "sms", "+14155550101", provider_message_id="SMkill")
 
     first = start_api(env, tmp_path / "api-1.log", port)

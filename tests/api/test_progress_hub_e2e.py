@@ -6,7 +6,6 @@ a client that leaves early, the last of its broadcast, takes the reader with it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -19,10 +18,8 @@ import pytest
 
 from dispatcher.auth import Role, create_key
 from dispatcher.store.db import Database
-from tests.api.conftest import MESSAGE, auth, purge_queues
-from tests.conftest import free_port
-from tests.harness import FAST, Harness
-from tests.processes import start_api
+from tests.api.conftest import MESSAGE, auth
+from tests.harness import Harness
 
 pytestmark = pytest.mark.slow
 
@@ -31,20 +28,8 @@ WAIT_S = 120  # guards against a hang, never a measure of speed
 
 
 @pytest.fixture
-def harness(db, sandbox, start_worker, tmp_path: Path) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
-    h = Harness(db, sandbox, start_worker, tmp_path)
-    yield h
-    h.stop()
-
-
-@pytest.fixture
-def api_url(harness: Harness, db: Database, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    harness.configure(DISPATCHER_PUBLIC_URL=url)
-    env = {**os.environ, **FAST, **harness.env, "DATABASE_URL": db.url}
-    proc = start_api(env, tmp_path / "api.log", port)
-    purge_queues(harness.settings)
+def api_url(harness: Harness, tmp_path: Path) -> Iterator[str]:
+    url, proc = harness.api(tmp_path / "api.log", sendgrid_events=False)
     yield url
     proc.terminate()
     proc.wait(timeout=20)
