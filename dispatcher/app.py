@@ -31,7 +31,9 @@ from dispatcher.api import (
 )
 from dispatcher.api.auditing import AuditTrail
 from dispatcher.api.middleware import AccessLog, BodyLimit
+from dispatcher.api.progress_hub import ProgressHub
 from dispatcher.dashboard import routes as dashboard
+from dispatcher.engine.inbox import Applier
 from dispatcher.public import routes as public
 from dispatcher.public.caching import SNAPSHOT_PATHS
 from dispatcher.public.status_limit import StatusLimit
@@ -54,8 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lambda app: _lifespan(app, settings),
     )
     app.state.settings = settings
-    app.state.metrics = metrics.app_registry(settings)
+    # one progress reader per broadcast for all of its live streams (the API's and the dashboard's)
+    app.state.progress_hub = ProgressHub(settings)
+    app.state.metrics = metrics.app_registry(settings, app.state.progress_hub)
     app.state.status_limit = StatusLimit(settings)
+    app.state.inbox = Applier(get_database(settings), settings) if settings.redis_url else None
     errors.install(app)
     # The status routes first: they take the most requests (pollers, a crowd during an outage), and
     # matching a path walks the routes in order (a third of their cost when they came last).
@@ -84,9 +89,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def _lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     await asyncio.to_thread(start_snapshot, settings)
     freeze_startup_heap()
+    if app.state.inbox is not None:  # providers' status reports, applied behind their webhooks
+        app.state.inbox.start()
     try:
         yield
     finally:
+        await app.state.progress_hub.close()
+        if app.state.inbox is not None:
+            await asyncio.to_thread(app.state.inbox.stop)
         await asyncio.to_thread(app.state.status_limit.close)
 
 

@@ -279,6 +279,16 @@ def sandbox_server() -> Iterator[object]:
 
 
 @pytest.fixture
+def harness(db, sandbox, start_worker, tmp_path: Path) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """The real pipeline for one test (tests/harness.py): its workers and beat stop after it."""
+    from tests.harness import Harness
+
+    h = Harness(db, sandbox, start_worker, tmp_path)
+    yield h
+    h.stop()
+
+
+@pytest.fixture
 def sandbox(sandbox_server) -> Iterator[object]:  # type: ignore[no-untyped-def]
     """The sandbox with no records, no faults and no event webhook target, before and after."""
     sandbox_server.clear_faults()

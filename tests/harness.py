@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from config import Settings
 from dispatcher.domain.message import OutageMessage
 from dispatcher.domain.subscribers import SubscriberIn
@@ -18,6 +20,7 @@ from dispatcher.engine.progress import progress
 from dispatcher.engine.sweeper import sweep
 from dispatcher.incidents.broadcasts import enqueue, open_incident
 from dispatcher.store.db import Database
+from dispatcher.store.models import Broadcast, Incident
 from dispatcher.store.subscribers import import_many
 
 FAST = {
@@ -61,6 +64,23 @@ class Harness:
         finally:
             os.environ.clear()
             os.environ.update(saved)
+
+    def api(self, log: Path, *, sendgrid_events: bool = True) -> tuple[str, subprocess.Popen[bytes]]:
+        """A real API process (uvicorn) on a free port, its URL and process: Twilio's callbacks come
+        to it (DISPATCHER_PUBLIC_URL) and, with `sendgrid_events`, the sandbox's SendGrid events.
+        The caller stops it (terminate, then wait)."""
+        from tests.conftest import free_port
+        from tests.processes import start_api
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        self.configure(DISPATCHER_PUBLIC_URL=url)
+        if sendgrid_events:
+            self.sandbox.event_webhook_url = f"{url}/v1/webhooks/sendgrid"
+        env = {**os.environ, **FAST, **self.env, "DATABASE_URL": self.database.url}
+        proc = start_api(env, log, port)
+        purge_queues()
+        return url, proc
 
     def worker(self, concurrency: int = 2, **env: str) -> Any:
         return self._start_worker(self.database.url, concurrency=concurrency, extra_env={**self.env, **env})
@@ -122,6 +142,17 @@ class Harness:
         raise AssertionError(f"broadcast {broadcast_id} did not complete: {self.progress(broadcast_id)}")
 
 
+def broadcast_row(session: Session) -> Broadcast:
+    """An incident and its broadcast, as bare rows, for tests that add deliveries by hand."""
+    incident = Incident(kind="incident", title="t", status="investigating", impact="minor", message={})
+    session.add(incident)
+    session.flush()
+    broadcast = Broadcast(incident_id=incident.id, event="incident_opened")
+    session.add(broadcast)
+    session.flush()
+    return broadcast
+
+
 def purge_queues() -> None:
     """Empties the run's Celery queues, including tasks a stopped worker held back (a gate check
     due in a minute). Tests share the run's Redis prefix but not their databases: a task left by
@@ -130,6 +161,7 @@ def purge_queues() -> None:
 
     from config import get_settings
     from dispatcher.engine.broker import QUEUES, queue_keys
+    from dispatcher.engine.inbox import stream_key
     from dispatcher.engine.journal import answers_key
 
     settings = get_settings()
@@ -141,5 +173,6 @@ def purge_queues() -> None:
     # as a fresh deployment does, rather than behind the slots earlier tests booked (X allows one
     # post per 10 s, so a dozen earlier public posts would push this test's past its gate timeout).
     keys += list(client.scan_iter(match=settings.redis_prefix + "od:rate:*", count=1000))
+    keys.append(stream_key(settings))  # status reports acknowledged for another test's database
     client.delete(*keys)
     client.close()

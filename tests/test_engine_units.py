@@ -12,19 +12,22 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from channels.base import ChannelName, Failure, Outcome
+from channels.base import ChannelName, Failure, Outcome, StatusReport
 from config import Settings
 from dispatcher.domain import audience
 from dispatcher.domain.message import EventKind
 from dispatcher.domain.policy import channels_for
+from dispatcher.domain.reports import Verdict
 from dispatcher.domain.retry import RetryPolicy
 from dispatcher.domain.states import DeliveryState
 from dispatcher.engine.breaker import Breaker
 from dispatcher.engine.ratelimit import Limit, RateLimiter
-from dispatcher.engine.transitions import Verdict, apply_provider_status, transition
+from dispatcher.engine.status_reports import apply_batch
+from dispatcher.engine.transitions import transition
 from dispatcher.store.db import Database
-from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastTier, Delivery, Incident
+from dispatcher.store.models import BroadcastCount, BroadcastTier, Delivery
 from tests.conftest import PREFIX, REDIS_URL
+from tests.harness import broadcast_row
 
 E, S, C, W = ChannelName.EMAIL, ChannelName.SMS, ChannelName.CHAT, ChannelName.WEBHOOK
 ALL = [E, C, S, W]
@@ -128,12 +131,7 @@ def test_breaker_opens_after_consecutive_failures_and_a_success_resets_it(client
 
 def _one_delivery(db: Database) -> int:
     with db.session() as session:
-        incident = Incident(kind="incident", title="t", status="investigating", impact="minor", message={})
-        session.add(incident)
-        session.flush()
-        broadcast = Broadcast(incident_id=incident.id, event="incident_opened")
-        session.add(broadcast)
-        session.flush()
+        broadcast = broadcast_row(session)
         session.add(
             BroadcastTier(broadcast_id=broadcast.id, tier=0, state="sending", planned=1, outstanding=1)
         )
@@ -175,18 +173,10 @@ def test_provider_events_are_idempotent_and_order_proof(db: Database) -> None:
     delivery_id = _one_delivery(db)
     now = datetime.now(UTC)
 
-    def report(to: DeliveryState, sid: str = "SM1", channel: str = "sms", **kw: str) -> Verdict:
+    def report(to: DeliveryState, sid: str = "SM1", provider: str = "twilio", **kw: str) -> Verdict:
         with db.session() as session:
-            return apply_provider_status(
-                session,
-                delivery_id,
-                to,
-                now,
-                channel=channel,
-                provider_message_id=sid,
-                same_message=str.__eq__,
-                **kw,
-            ).verdict
+            (checked,) = apply_batch(session, [StatusReport(provider, delivery_id, sid, to.value, **kw)], now)
+            return checked.verdict
 
     assert report(DeliveryState.DELIVERED) is Verdict.NOT_SENT  # pending: never sent
     with db.session() as session:
@@ -203,7 +193,7 @@ def test_provider_events_are_idempotent_and_order_proof(db: Database) -> None:
             now=now,
             values={"provider_message_id": "SM1"},
         )
-    assert report(DeliveryState.DELIVERED, channel="email") is Verdict.WRONG_CHANNEL
+    assert report(DeliveryState.DELIVERED, provider="sendgrid") is Verdict.WRONG_CHANNEL
     assert report(DeliveryState.DELIVERED, sid="SM2") is Verdict.ID_MISMATCH
     assert report(DeliveryState.DELIVERED) is Verdict.APPLIED
     assert report(DeliveryState.DELIVERED) is Verdict.UNCHANGED  # duplicate

@@ -33,13 +33,6 @@ GERMAN_TITLE = "Der Checkout schlägt fehl"
 JAPANESE_TITLE = "決済が失敗しています"
 
 
-@pytest.fixture
-def harness(db, sandbox, start_worker, tmp_path):  # type: ignore[no-untyped-def]
-    h = Harness(db, sandbox, start_worker, tmp_path)
-    yield h
-    h.stop()
-
-
 def test_every_reader_gets_their_language_and_zone(harness: Harness) -> None:
     harness.subscribers(
         [

@@ -29,13 +29,6 @@ pytestmark = pytest.mark.slow
 ONE_PER_S = {"DISPATCHER_RATE_TWILIO_PER_S": "1", "DISPATCHER_RATE_HEADROOM": "0.75"}
 
 
-@pytest.fixture
-def harness(db, sandbox, start_worker, tmp_path):  # type: ignore[no-untyped-def]
-    h = Harness(db, sandbox, start_worker, tmp_path)
-    yield h
-    h.stop()
-
-
 def phone(i: int) -> str:
     return f"+1415556{i:04d}"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,13 +20,6 @@ from dispatcher.store.models import Delivery
 from tests.harness import Harness
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def harness(db, sandbox, start_worker, tmp_path: Path):  # type: ignore[no-untyped-def]
-    h = Harness(db, sandbox, start_worker, tmp_path)
-    yield h
-    h.stop()
 
 
 def phone(i: int) -> str:

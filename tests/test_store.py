@@ -13,8 +13,9 @@ from dispatcher.auth import Role, bootstrap_keys, create_key, find_key, revoke_k
 from dispatcher.domain.errors import ConfigurationError
 from dispatcher.store.db import Database
 from dispatcher.store.migrate import current_revision, upgrade
-from dispatcher.store.models import ApiKey, Base, Broadcast, Delivery, Incident
+from dispatcher.store.models import ApiKey, Base, Broadcast, Delivery
 from tests.conftest import fresh_database_url
+from tests.harness import broadcast_row
 
 EXPECTED_TABLES = {t.name for t in Base.metadata.sorted_tables}
 
@@ -44,19 +45,9 @@ def test_migrations_match_the_models(backend: str) -> None:
     database.dispose()
 
 
-def _broadcast(session) -> Broadcast:
-    incident = Incident(kind="incident", title="t", status="investigating", impact="minor", message={})
-    session.add(incident)
-    session.flush()
-    broadcast = Broadcast(incident_id=incident.id, event="incident_opened")
-    session.add(broadcast)
-    session.flush()
-    return broadcast
-
-
 def test_one_delivery_per_broadcast_channel_and_address(db: Database) -> None:
     with db.session() as session:
-        broadcast_id = _broadcast(session).id
+        broadcast_id = broadcast_row(session).id
         session.add(Delivery(broadcast_id=broadcast_id, tier=0, channel="email", address="a@example.com"))
     with pytest.raises(IntegrityError), db.session() as session:
         session.add(Delivery(broadcast_id=broadcast_id, tier=1, channel="email", address="a@example.com"))
@@ -66,7 +57,7 @@ def test_one_delivery_per_broadcast_channel_and_address(db: Database) -> None:
 
 def test_timestamps_come_back_aware_and_naive_ones_are_refused(db: Database) -> None:
     with db.session() as session:
-        broadcast = _broadcast(session)
+        broadcast = broadcast_row(session)
         broadcast_id = broadcast.id
     with db.session() as session:
         created = session.get(Broadcast, broadcast_id).created_at

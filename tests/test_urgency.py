@@ -28,13 +28,6 @@ def test_first_tiers_and_gate_checks_are_urgent_and_later_tiers_are_not() -> Non
     assert PRIORITY_URGENT < PRIORITY_LATER  # kombu's Redis transport serves lower steps first
 
 
-@pytest.fixture
-def harness(db, sandbox, start_worker, tmp_path):  # type: ignore[no-untyped-def]
-    h = Harness(db, sandbox, start_worker, tmp_path)
-    yield h
-    h.stop()
-
-
 def phone(i: int) -> str:
     return f"+1415555{i:04d}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -13,9 +14,10 @@ from fastapi.responses import StreamingResponse
 
 from channels.base import ChannelName
 from config import Settings
-from dispatcher.api.deps import READ, Caller, get_db, get_settings
+from dispatcher.api.deps import READ, Caller, get_db, get_progress_hub, get_settings
 from dispatcher.api.errors import error_body
-from dispatcher.api.progress_stream import SSE_HEADERS, progress_ticks, read_progress, sse
+from dispatcher.api.progress_hub import ProgressHub, read_progress
+from dispatcher.api.progress_stream import SSE_HEADERS, progress_ticks, sse
 from dispatcher.api.schemas import ERRORS, RowId
 from dispatcher.auth import key_active
 from dispatcher.domain.states import BroadcastState, DeliveryState
@@ -108,24 +110,28 @@ async def stream_progress(
     caller: Caller = Depends(READ),
     database: Database = Depends(get_db),
     settings: Settings = Depends(get_settings),
+    hub: ProgressHub = Depends(get_progress_hub),
 ) -> StreamingResponse:
     first = await asyncio.to_thread(read_progress, database, broadcast_id)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[str]:
-        async for tick in progress_ticks(
-            database,
+        # however the stream ends, its loop is closed with it, so it leaves the progress hub then
+        ticks = progress_ticks(
+            hub,
             broadcast_id,
             first,
             still_allowed=lambda: _key_active(database, caller.key_id),
             disconnected=request.is_disconnected,
             heartbeat_s=settings.sse_heartbeat_s,
-        ):
-            if tick.kind == "heartbeat":
-                yield ": heartbeat\n\n"
-            elif tick.kind == "revoked":
-                yield sse("error", _json(error_body("unauthorized", "the API key was revoked")))
-            else:
-                yield sse(tick.kind, _json(tick.progress))
+        )
+        async with aclosing(ticks):
+            async for tick in ticks:
+                if tick.kind == "heartbeat":
+                    yield ": heartbeat\n\n"
+                elif tick.kind == "revoked":
+                    yield sse("error", _json(error_body("unauthorized", "the API key was revoked")))
+                else:
+                    yield sse(tick.kind, _json(tick.progress))
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 

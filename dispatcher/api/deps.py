@@ -1,4 +1,4 @@
-"""Request dependencies: the settings, the database, and who is calling with which role."""
+"""Request dependencies: the settings, the database, the progress hub, and who is calling with which role."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from config import Settings
+from dispatcher.api.progress_hub import ProgressHub
 from dispatcher.auth import Role, find_key
 from dispatcher.domain.errors import Forbidden, Unauthorized
 from dispatcher.store.db import Database, get_database
@@ -23,6 +24,12 @@ def get_settings(request: Request) -> Settings:
 
 def get_db(request: Request) -> Database:
     return get_database(get_settings(request))
+
+
+def get_progress_hub(request: Request) -> ProgressHub:
+    """The app's one progress reader per broadcast, which every live stream subscribes to."""
+    hub: ProgressHub = request.app.state.progress_hub
+    return hub
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from channels.rendering import TemplateError
-from dispatcher.domain.errors import DispatcherError
+from dispatcher.domain.errors import DispatcherError, Unavailable
 
 log = logging.getLogger(__name__)
 _SKIP = {"body", "query", "path", "header"}
@@ -53,7 +54,20 @@ def validation_response(errors: Sequence[Any]) -> JSONResponse:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DispatcherError)
     async def _dispatcher(request: Request, exc: DispatcherError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, exc.fields), status_code=exc.http_status)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.fields), status_code=exc.http_status, headers=headers
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        # The database did not answer, or stayed locked past its busy timeout: the transaction was
+        # rolled back, so nothing was done and the client may send the same request again.
+        log.warning(
+            "database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__
+        )
+        return await _dispatcher(request, Unavailable("the database is not answering now; try again shortly"))
 
     @app.exception_handler(TemplateError)
     async def _template(request: Request, exc: TemplateError) -> JSONResponse:

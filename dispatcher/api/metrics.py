@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 
 from channels.registry import PROVIDERS
 from config import Settings
-from dispatcher.engine import provider_metrics, status_reports
+from dispatcher.api.progress_hub import ProgressHub
+from dispatcher.engine import inbox, provider_metrics, status_reports
 from dispatcher.store.db import get_database
 from dispatcher.store.models import Broadcast, BroadcastCount
 from dispatcher.store.redis_client import get_redis
@@ -61,6 +62,10 @@ class StoreCollector(Collector):
         )
         queues = GaugeMetricFamily(
             "dispatcher_queue_depth", "Tasks waiting per Celery queue", labels=["queue"]
+        )
+        waiting = GaugeMetricFamily(
+            "dispatcher_inbox_waiting",
+            "Webhook requests acknowledged whose status reports are not yet applied (the inbox)",
         )
         try:
             with get_database(self.settings).session() as session:
@@ -118,6 +123,7 @@ class StoreCollector(Collector):
                     receipts[kind].add_metric([provider, detail], n)
                 elif kind in receipts:
                     receipts[kind].add_metric([provider], n)
+            waiting.add_metric([], inbox.waiting(self.settings))
             for queue in QUEUES:
                 depth = sum(client.llen(key) for key in queue_keys(queue, self.settings))
                 queues.add_metric([queue], depth)
@@ -127,7 +133,27 @@ class StoreCollector(Collector):
                     family.add_metric([provider], fields[field])
         except Exception:
             log.warning("metrics: broker unavailable", exc_info=True)
-        yield from (broadcasts, deliveries, queues, *providers.values(), *receipts.values())
+        yield from (broadcasts, deliveries, queues, waiting, *providers.values(), *receipts.values())
+
+
+class HubCollector(Collector):
+    """The live streams of this process: how many broadcasts are read (one reader each) and how many
+    streams share those readers."""
+
+    def __init__(self, hub: ProgressHub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "dispatcher_progress_readers",
+            "Broadcasts whose progress this API process reads for live streams (one reader each)",
+            value=self.hub.readers,
+        )
+        yield GaugeMetricFamily(
+            "dispatcher_progress_subscribers",
+            "Live progress streams (API and dashboard SSE) open on this API process",
+            value=self.hub.subscribers,
+        )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -137,7 +163,8 @@ def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-def app_registry(settings: Settings) -> CollectorRegistry:
+def app_registry(settings: Settings, hub: ProgressHub) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(settings))
+    registry.register(HubCollector(hub))
     return registry

@@ -1,5 +1,6 @@
 """A broadcast's progress followed live: the one loop behind both SSE streams (the API's, keyed by
-a bearer key, and the dashboard's, keyed by a session cookie). Each caller formats the events."""
+a bearer key, and the dashboard's, keyed by a session cookie). Each caller formats the events; the
+values come from the process's one reader of the broadcast (`progress_hub.ProgressHub`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher.engine.progress import progress
-from dispatcher.store.db import Database
-
-POLL_S = 0.5
+from dispatcher.api.progress_hub import POLL_S, ProgressHub
 
 
 @dataclass(frozen=True)
@@ -24,13 +22,8 @@ class Tick:
     progress: dict[str, Any] | None = None
 
 
-def read_progress(database: Database, broadcast_id: int) -> dict[str, Any]:
-    with database.session() as session:
-        return progress(session, broadcast_id)
-
-
 async def progress_ticks(
-    database: Database,
+    hub: ProgressHub,
     broadcast_id: int,
     first: dict[str, Any],
     *,
@@ -41,29 +34,35 @@ async def progress_ticks(
 ) -> AsyncIterator[Tick]:
     """Yields a tick each time the progress changes, until it is completed; the caller's right to
     read (`still_allowed`, run in a thread) is checked once per heartbeat, so a revoked key's or
-    a signed-out session's open stream ends within one."""
-    current: dict[str, Any] = first
-    last: dict[str, Any] | None = None
-    beat = checked = time.monotonic()
-    while True:
-        if time.monotonic() - checked >= heartbeat_s:
-            checked = time.monotonic()
-            if not await asyncio.to_thread(still_allowed):
-                yield Tick("revoked")
+    a signed-out session's open stream ends within one. `first` is the caller's own read (its 404
+    comes before the stream starts); the later values are the hub's, which this stream waits for at
+    most `poll_s` at a time, so heartbeats and a disconnect are noticed while nothing changes."""
+    if first["state"] == "completed":  # nothing left to follow: no reader started for it
+        yield Tick("completed", first)
+        return
+    async with hub.subscribe(broadcast_id, first) as feed:
+        current: dict[str, Any] = first
+        last: dict[str, Any] | None = None
+        beat = checked = time.monotonic()
+        while True:
+            if time.monotonic() - checked >= heartbeat_s:
+                checked = time.monotonic()
+                if not await asyncio.to_thread(still_allowed):
+                    yield Tick("revoked")
+                    return
+            if current != last:
+                done = current["state"] == "completed"
+                yield Tick("completed" if done else "progress", current)
+                if done:
+                    return
+                last, beat = current, time.monotonic()
+            elif time.monotonic() - beat >= heartbeat_s:
+                yield Tick("heartbeat")
+                beat = time.monotonic()
+            await feed.wait(poll_s)
+            if await disconnected():
                 return
-        if current != last:
-            done = current["state"] == "completed"
-            yield Tick("completed" if done else "progress", current)
-            if done:
-                return
-            last, beat = current, time.monotonic()
-        elif time.monotonic() - beat >= heartbeat_s:
-            yield Tick("heartbeat")
-            beat = time.monotonic()
-        await asyncio.sleep(poll_s)
-        if await disconnected():
-            return
-        current = await asyncio.to_thread(read_progress, database, broadcast_id)
+            current = feed.latest
 
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

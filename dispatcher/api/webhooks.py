@@ -3,20 +3,26 @@
 This module only routes: it reads the request, hands it to the provider's own check (which key,
 which headers, how old a signature may be: channels/email/webhook.py for SendGrid's ECDSA,
 channels/sms/webhook.py for Twilio's HMAC), answers 403 `signature_invalid` when it fails, and
-applies what the provider's parser makes of the body. A signed report is then checked against the
-delivery it names (dispatcher/engine/status_reports.py).
+hands what the provider's parser makes of the body to the inbox (dispatcher/engine/inbox.py): kept
+in Redis before the 2xx, applied in bulk behind the request, and checked there against the delivery
+it names (dispatcher/engine/status_reports.py). Without Redis the reports are applied in the request;
+with neither, the answer is 503 and the provider sends them again (Twilio retries a failed
+callback, SendGrid for 24 hours), never a 500 that loses them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import anyio.to_thread
+import redis
 from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy.exc import SQLAlchemyError
 
-from channels.base import SignatureMismatch
+from channels.base import SignatureMismatch, StatusReport
 from channels.email import webhook as sendgrid_webhook
 from channels.email.adapter import event_reports
 from channels.sms import webhook as twilio_webhook
@@ -24,9 +30,12 @@ from channels.sms.adapter import status_callback_report
 from config import Settings
 from dispatcher.api.deps import get_db, get_settings
 from dispatcher.api.schemas import ERRORS
-from dispatcher.domain.errors import MalformedJson, SignatureInvalid, ValidationFailed
+from dispatcher.domain.errors import MalformedJson, SignatureInvalid, Unavailable, ValidationFailed
+from dispatcher.engine import inbox
 from dispatcher.engine.status_reports import apply_reports
 from dispatcher.store.db import Database
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=ERRORS)
 
@@ -65,7 +74,7 @@ async def sendgrid_events(
         raise ValidationFailed("SendGrid events must be a JSON array of objects")
     reports = event_reports(events)
     if reports:
-        await anyio.to_thread.run_sync(apply_reports, database, settings, reports)
+        await anyio.to_thread.run_sync(keep, database, settings, reports)
     return Response(status_code=204)
 
 
@@ -79,5 +88,21 @@ async def twilio_status(
     params = await verified_twilio_form(request, settings)
     report = status_callback_report(delivery_id, params)
     if report is not None:
-        await anyio.to_thread.run_sync(apply_reports, database, settings, [report])
+        await anyio.to_thread.run_sync(keep, database, settings, [report])
     return Response(status_code=204)
+
+
+def keep(database: Database, settings: Settings, reports: list[StatusReport]) -> None:
+    """The inbox first; the database itself when Redis cannot take them; else `Unavailable` (503)."""
+    try:
+        if settings.redis_url:
+            inbox.accept(settings, reports)
+            return
+    except redis.RedisError:
+        log.warning("inbox unreachable: applying %d status reports in the request", len(reports))
+    try:
+        apply_reports(database, settings, reports)
+    except SQLAlchemyError as exc:
+        raise Unavailable(
+            "neither Redis nor the database can take status reports now; send them again"
+        ) from exc

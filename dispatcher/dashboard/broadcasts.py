@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import anyio.to_thread
@@ -14,8 +15,9 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 
 from channels.base import ChannelName
-from dispatcher.api.deps import get_db, get_settings
-from dispatcher.api.progress_stream import SSE_HEADERS, progress_ticks, read_progress, sse
+from dispatcher.api.deps import get_db, get_progress_hub, get_settings
+from dispatcher.api.progress_hub import read_progress
+from dispatcher.api.progress_stream import SSE_HEADERS, progress_ticks, sse
 from dispatcher.auth import Role, key_active
 from dispatcher.dashboard import access
 from dispatcher.dashboard import session as sessions
@@ -148,27 +150,29 @@ async def broadcast_events(request: Request, broadcast_id: int) -> Response:
         yield "retry: 5000\n\n"
         over_time: dict[str, Any] | None = None
         charted = 0.0
-        async for tick in progress_ticks(
-            database,
+        ticks = progress_ticks(
+            get_progress_hub(request),
             broadcast_id,
             first,
             still_allowed=allowed,
             disconnected=request.is_disconnected,
             heartbeat_s=settings.sse_heartbeat_s,
-        ):
-            if tick.kind == "heartbeat":
-                yield ": heartbeat\n\n"
-            elif tick.kind == "revoked":
-                yield sse("signed-out", "Your session ended: sign in again.")
-            else:
-                assert tick.progress is not None
-                # The counts follow every change; the chart (a scan of the accepted rows) at most
-                # every CHART_EVERY_S, and once more at the end.
-                if tick.kind == "completed" or time.monotonic() - charted >= CHART_EVERY_S:
-                    over_time = await asyncio.to_thread(read_over_time, database, broadcast_id)
-                    charted = time.monotonic()
-                context = live_context(database, broadcast_id, tick.progress, over_time)
-                yield sse(tick.kind, render("_live.html.j2", broadcast_id=broadcast_id, **context))
+        )
+        async with aclosing(ticks):  # however the stream ends, it leaves the progress hub then
+            async for tick in ticks:
+                if tick.kind == "heartbeat":
+                    yield ": heartbeat\n\n"
+                elif tick.kind == "revoked":
+                    yield sse("signed-out", "Your session ended: sign in again.")
+                else:
+                    assert tick.progress is not None
+                    # The counts follow every change; the chart (a scan of the accepted rows) at most
+                    # every CHART_EVERY_S, and once more at the end.
+                    if tick.kind == "completed" or time.monotonic() - charted >= CHART_EVERY_S:
+                        over_time = await asyncio.to_thread(read_over_time, database, broadcast_id)
+                        charted = time.monotonic()
+                    context = live_context(database, broadcast_id, tick.progress, over_time)
+                    yield sse(tick.kind, render("_live.html.j2", broadcast_id=broadcast_id, **context))
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 

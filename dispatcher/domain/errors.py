@@ -70,6 +70,15 @@ class SignatureInvalid(DispatcherError):
     http_status = 403
 
 
+class Unavailable(DispatcherError):
+    """A server the request needs (the database, Redis) does not answer now: nothing was done, and
+    the same request may be sent again (503 with Retry-After)."""
+
+    code = "unavailable"
+    http_status = 503
+    retry_after_s = 5
+
+
 class BodyTooLarge(DispatcherError):
     code = "body_too_large"
     http_status = 413

@@ -27,12 +27,12 @@ from sqlalchemy import select, update
 
 from channels.base import ChannelName, Sent, StatusReport
 from config import Settings
+from dispatcher.domain.reports import Verdict
 from dispatcher.domain.states import DeliveryState
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.ratelimit import Limit, RateLimiter, provider_limits
 from dispatcher.engine.status_reports import apply_reports, count_asked
-from dispatcher.engine.transitions import Verdict
 from dispatcher.store.bulk import id_in
 from dispatcher.store.db import Database
 from dispatcher.store.models import Delivery

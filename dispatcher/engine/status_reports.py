@@ -26,21 +26,24 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 import redis
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from channels.base import StatusReport
+from channels.base import ChannelName, StatusReport
 from channels.registry import CHANNEL_CLASSES, PROVIDERS
 from config import Settings
+from dispatcher.domain.reports import IGNORED, Claim, Move, Row, Verdict, plan
 from dispatcher.domain.states import DeliveryState
 from dispatcher.engine import suppressions
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.tier_gates import check_gates
-from dispatcher.engine.transitions import IGNORED, Checked, Verdict, apply_provider_status
+from dispatcher.engine.transitions import Note, set_details, transition
+from dispatcher.store.bulk import id_and_text_in, id_in
 from dispatcher.store.db import Database
 from dispatcher.store.models import Delivery
 from dispatcher.store.redis_client import get_redis, key
@@ -55,22 +58,112 @@ MAX_ID = 2**63 - 1  # a larger "delivery id" is no row of ours (and would not fi
 PARKED_TTL_S = 900.0  # longer than any batch takes to record; shorter than reconciliation's wait
 
 
-def apply_report(session: Session, report: StatusReport, now: datetime | None = None) -> Checked:
-    """One report, checked against its delivery (see receipts.apply_provider_status)."""
+class Checked(NamedTuple):
+    verdict: Verdict
+    broadcast_id: int | None = None
+
+
+def _claim(report: StatusReport) -> Claim:
     channel = CHANNEL_OF.get(report.provider)
-    if report.delivery_id is None or not 0 < report.delivery_id <= MAX_ID or channel is None:
-        return Checked(Verdict.UNKNOWN_DELIVERY)
-    return apply_provider_status(
-        session,
-        report.delivery_id,
+    delivery_id = report.delivery_id if report.delivery_id and 0 < report.delivery_id <= MAX_ID else None
+    return Claim(
+        delivery_id,
+        channel.value if channel else None,
         DeliveryState(report.state),
-        now or utcnow(),
-        channel=channel.value,
-        provider_message_id=report.provider_message_id,
-        same_message=CHANNEL_CLASSES[channel].same_message,
-        error_code=report.error_code,
-        error=report.error,
+        report.provider_message_id,
     )
+
+
+def _same_message(channel: str, recorded: str, reported: str) -> bool:
+    return CHANNEL_CLASSES[ChannelName(channel)].same_message(recorded, reported)
+
+
+def _rows(session: Session, ids: Sequence[int]) -> dict[int, Row]:
+    found: dict[int, Row] = {}
+    for start in range(0, len(ids), 2000):
+        chunk = ids[start : start + 2000]
+        query = select(
+            Delivery.id, Delivery.state, Delivery.channel, Delivery.provider_message_id, Delivery.broadcast_id
+        ).where(id_in(session, Delivery.id, chunk))
+        for r in session.execute(query):
+            found[r.id] = Row(DeliveryState(r.state), r.channel, r.provider_message_id, r.broadcast_id)
+    return found
+
+
+def apply_batch(
+    session: Session, reports: Sequence[StatusReport], now: datetime | None = None
+) -> list[Checked]:
+    """Reports applied in bulk, ending where applying them one by one, in order, would (the rule is
+    domain/reports.py's): one read of their rows, then one compare-and-set UPDATE per kind of move
+    (on the state and provider id read, so a concurrent move is never overwritten), with the
+    progress counters in the same transaction (transitions.transition). Rows another transaction
+    moved in between are read again. Never writes a provider id: a valid signature proves who sent
+    a report, not which row it is about."""
+    now = now or utcnow()
+    claims = [_claim(r) for r in reports]
+    checked: list[Checked] = [Checked(Verdict.UNCHANGED)] * len(reports)
+    todo = list(range(len(reports)))
+    for _ in range(5):  # compare-and-set: what a concurrent move raced is read again
+        ids = sorted({c.delivery_id for i in todo if (c := claims[i]).delivery_id and c.channel})
+        rows = _rows(session, ids)
+        verdicts, rounds = plan(rows, [claims[i] for i in todo], _same_message)
+        for i, verdict in zip(todo, verdicts, strict=True):
+            row = rows.get(claims[i].delivery_id or 0)
+            checked[i] = Checked(verdict, row.broadcast_id if row else None)
+        raced: set[int] = set()
+        for moves in rounds:
+            raced |= _apply_round(
+                session, [m for m in moves if m.delivery_id not in raced], rows, todo, reports, now
+            )
+        todo = [i for i in todo if claims[i].delivery_id in raced]
+        if not todo:
+            break
+    for i in todo:  # still racing after five reads: as one report at a time, left to a later report
+        checked[i] = Checked(Verdict.UNCHANGED, checked[i].broadcast_id)
+    return checked
+
+
+def _apply_round(
+    session: Session,
+    moves: Sequence[Move],
+    rows: dict[int, Row],
+    todo: Sequence[int],
+    reports: Sequence[StatusReport],
+    now: datetime,
+) -> set[int]:
+    """One move per row, one UPDATE per (from, to); returns the rows that had moved under us."""
+    groups: dict[tuple[DeliveryState, DeliveryState], list[Move]] = {}
+    for move in moves:
+        groups.setdefault((move.expect, move.to), []).append(move)
+    raced: set[int] = set()
+    for (expect, to), group in sorted(groups.items()):
+        by_id = {m.delivery_id: reports[todo[m.report]] for m in group}
+        pairs = [(m.delivery_id, rows[m.delivery_id].provider_message_id or "") for m in group]
+        notes = {
+            d: Note(r.error_code, r.error, provider_message_id=r.provider_message_id)
+            for d, r in by_id.items()
+        }
+        moved = transition(
+            session,
+            sorted(by_id),
+            expect=expect,
+            to=to,
+            now=now,
+            where=id_and_text_in(session, (Delivery.id, Delivery.provider_message_id), pairs),
+            kind="provider_report",
+            notes=notes,
+        )
+        done = {m.id for m in moved}
+        set_details(
+            session,
+            [
+                {"id": d, "last_error_code": r.error_code, "last_error": r.error}
+                for d, r in by_id.items()
+                if d in done and (r.error_code or r.error)
+            ],
+        )
+        raced |= set(by_id) - done
+    return raced
 
 
 def apply_reports(
@@ -162,7 +255,7 @@ def _apply_all(database: Database, settings: Settings, reports: Sequence[StatusR
     outbox = Outbox()
     now = utcnow()
     with database.session() as session:
-        checked = [apply_report(session, r, now) for r in reports]
+        checked = apply_batch(session, reports, now)
         moved = [r.delivery_id for r, c in zip(reports, checked, strict=True) if c.verdict is Verdict.APPLIED]
         if moved:
             after_status(session, settings, [m for m in moved if m is not None], outbox)

@@ -10,16 +10,15 @@ accepted nor final) change in the same transaction as the rows, so progress read
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, select, update
+from sqlalchemy import ColumnElement, Row, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from dispatcher.domain.states import RANK, UNACCEPTED, DeliveryState
+from dispatcher.domain.states import UNACCEPTED, DeliveryState
 from dispatcher.store.bulk import id_in, insert_rows, update_rows
 from dispatcher.store.models import BroadcastCount, BroadcastTier, Delivery, DeliveryEvent
 
@@ -206,86 +205,3 @@ def set_details(session: Session, details: Sequence[dict[str, Any]]) -> None:
     """Per-row fields (provider message id, error, next attempt) after a grouped transition.
     Each dict has the row's `id` plus the columns to set."""
     update_rows(session, Delivery.__table__, details)
-
-
-class Verdict(StrEnum):
-    """What became of a provider's status report. Only `applied` changes anything."""
-
-    APPLIED = "applied"
-    UNCHANGED = "unchanged"  # a duplicate, or older than what the row already says
-    NOT_RECORDED = "not_recorded"  # the row is `sending`: its provider id is not recorded yet
-    # ignored, and counted by reason:
-    UNKNOWN_DELIVERY = "unknown_delivery"
-    WRONG_CHANNEL = "wrong_channel"
-    NOT_SENT = "not_sent"
-    ID_MISMATCH = "id_mismatch"
-
-
-IGNORED = frozenset({Verdict.UNKNOWN_DELIVERY, Verdict.WRONG_CHANNEL, Verdict.NOT_SENT, Verdict.ID_MISMATCH})
-
-
-class Checked(NamedTuple):
-    verdict: Verdict
-    broadcast_id: int | None = None
-
-
-def apply_provider_status(
-    session: Session,
-    delivery_id: int,
-    to: DeliveryState,
-    now: datetime,
-    *,
-    channel: str,
-    provider_message_id: str | None,
-    same_message: Callable[[str, str], bool],
-    error_code: str | None = None,
-    error: str | None = None,
-) -> Checked:
-    """A provider's status report (callback, event, or status query answer) applied to its delivery,
-    only if the delivery is on that provider's `channel`, was sent (the provider accepted it and we
-    recorded its id), and `same_message(recorded id, reported id)`. The report never writes the
-    provider id: a valid signature proves who sent the report, not which row it is about.
-
-    Idempotent and order-proof: it only ever moves a row to a higher rank, and compares-and-sets on
-    the state and id it read, so a duplicate or a late, older report changes nothing.
-    """
-    for _ in range(5):  # compare-and-set; a concurrent move makes us re-read
-        row = session.execute(
-            select(
-                Delivery.state, Delivery.channel, Delivery.provider_message_id, Delivery.broadcast_id
-            ).where(Delivery.id == delivery_id)
-        ).first()
-        if row is None:
-            return Checked(Verdict.UNKNOWN_DELIVERY)
-        current, recorded = DeliveryState(row.state), row.provider_message_id
-        if row.channel != channel:
-            return Checked(Verdict.WRONG_CHANNEL, row.broadcast_id)
-        if current is DeliveryState.SENDING:
-            return Checked(Verdict.NOT_RECORDED, row.broadcast_id)
-        if (
-            current is DeliveryState.PENDING or not recorded
-        ):  # never accepted by the provider (as far as we know)
-            return Checked(Verdict.NOT_SENT, row.broadcast_id)
-        if not provider_message_id or not same_message(recorded, provider_message_id):
-            return Checked(Verdict.ID_MISMATCH, row.broadcast_id)
-        if RANK[current] >= RANK[to]:
-            return Checked(Verdict.UNCHANGED, row.broadcast_id)
-        values: dict[str, Any] = {}
-        if error_code or error:
-            values["last_error_code"] = error_code
-            values["last_error"] = error
-        same_id = Delivery.provider_message_id == recorded
-        note = Note(error_code, error, provider_message_id=provider_message_id)
-        if transition(
-            session,
-            [delivery_id],
-            expect=current,
-            to=to,
-            now=now,
-            values=values,
-            where=same_id,
-            kind="provider_report",
-            notes={delivery_id: note},
-        ):
-            return Checked(Verdict.APPLIED, row.broadcast_id)
-    return Checked(Verdict.UNCHANGED)

@@ -11,7 +11,19 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Row, Table, any_, bindparam, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Row,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    func,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -25,6 +37,20 @@ def id_in(session: Session, column: ColumnElement[Any], ids: Collection[int]) ->
     if on_postgres(session):
         return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(BigInteger)))
     return column.in_(list(ids))
+
+
+def id_and_text_in(
+    session: Session,
+    columns: tuple[ColumnElement[Any], ColumnElement[Any]],
+    pairs: Collection[tuple[int, str]],
+) -> ColumnElement[bool]:
+    """`(id, text) IN pairs`: a compare-and-set on each row's own value (its provider id), as two
+    unnested arrays on PostgreSQL."""
+    if on_postgres(session):
+        ids = bindparam(None, [p[0] for p in pairs], type_=postgresql.ARRAY(BigInteger))
+        texts = bindparam(None, [p[1] for p in pairs], type_=postgresql.ARRAY(Text))
+        return tuple_(*columns).in_(select(func.unnest(ids), func.unnest(texts)))
+    return tuple_(*columns).in_(list(pairs))
 
 
 def insert_ignoring(

@@ -6,9 +6,7 @@ naming the field, and a non-zero exit."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,10 +19,7 @@ from typer.testing import CliRunner, Result
 from dispatcher.auth import Role, create_key
 from dispatcher.cli import app as cli
 from dispatcher.store.db import Database
-from tests.api.conftest import purge_queues
-from tests.conftest import free_port
-from tests.harness import FAST, Harness
-from tests.processes import start_api
+from tests.harness import Harness
 
 pytestmark = pytest.mark.slow
 
@@ -40,22 +35,8 @@ components: [payments]
 
 
 @pytest.fixture
-def harness(db, sandbox, start_worker, tmp_path: Path) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
-    h = Harness(db, sandbox, start_worker, tmp_path)
-    yield h
-    h.stop()
-
-
-@pytest.fixture
-def api(harness: Harness, db: Database, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    harness.configure(DISPATCHER_PUBLIC_URL=url)
-    harness.sandbox.event_webhook_url = f"{url}/v1/webhooks/sendgrid"
-    proc: subprocess.Popen[bytes] = start_api(
-        {**os.environ, **FAST, **harness.env, "DATABASE_URL": db.url}, tmp_path / "api.log", port
-    )
-    purge_queues(harness.settings)
+def api(harness: Harness, tmp_path: Path) -> Iterator[str]:
+    url, proc = harness.api(tmp_path / "api.log")
     yield url
     proc.terminate()
     proc.wait(timeout=20)

@@ -4,7 +4,6 @@ the provider sandbox, whose signed status callbacks come back to the API's webho
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -19,10 +18,7 @@ from typer.testing import CliRunner
 from dispatcher.auth import Role, create_key, find_key
 from dispatcher.cli import app as cli
 from dispatcher.store.db import Database
-from tests.api.conftest import purge_queues
-from tests.conftest import free_port
-from tests.harness import FAST, Harness
-from tests.processes import start_api
+from tests.harness import Harness
 
 pytestmark = pytest.mark.slow
 
@@ -49,27 +45,9 @@ class Api:
 
 
 @pytest.fixture
-def harness(db, sandbox, start_worker, tmp_path: Path) -> Iterator[Harness]:  # type: ignore[no-untyped-def]
-    h = Harness(db, sandbox, start_worker, tmp_path)
-    yield h
-    h.stop()
-
-
-@pytest.fixture
-def api(harness: Harness, db: Database, tmp_path: Path) -> Iterator[Api]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    harness.configure(DISPATCHER_PUBLIC_URL=url)  # Twilio callbacks come to this API
-    harness.sandbox.event_webhook_url = f"{url}/v1/webhooks/sendgrid"
-    env = {
-        **os.environ,
-        **FAST,
-        **harness.env,
-        "DATABASE_URL": db.url,
-    }
+def api(harness: Harness, tmp_path: Path) -> Iterator[Api]:
     log = tmp_path / "api.log"
-    proc = start_api(env, log, port)
-    purge_queues(harness.settings)
+    url, proc = harness.api(log)
     yield Api(url, proc, log)
     proc.terminate()
     proc.wait(timeout=20)

@@ -21,6 +21,7 @@ from twilio.request_validator import RequestValidator
 from channels.sandbox.signing import EventWebhookSigner
 from config import Settings
 from dispatcher.domain.states import DeliveryState
+from dispatcher.engine import inbox
 from dispatcher.engine.progress import progress
 from dispatcher.engine.status_reports import reapply_parked
 from dispatcher.engine.transitions import count_moves, set_details, transition
@@ -109,7 +110,15 @@ def sendgrid_post(
         headers["X-Twilio-Email-Event-Webhook-Timestamp"] = ts
     if tamper:
         payload = payload.replace(b"bounce", b"delivered")
-    return client.post("/v1/webhooks/sendgrid", content=payload, headers=headers)
+    return applied(client, client.post("/v1/webhooks/sendgrid", content=payload, headers=headers))
+
+
+def applied(client: TestClient, response: httpx.Response) -> httpx.Response:
+    """The response, once the API's inbox has applied what it acknowledged (the reports are applied
+    behind the 2xx: dispatcher/engine/inbox.py)."""
+    if response.is_success:
+        assert inbox.wait_applied(client.app.state.settings)
+    return response
 
 
 def twilio_post(
@@ -117,7 +126,8 @@ def twilio_post(
 ) -> httpx.Response:
     path = f"/v1/webhooks/twilio?delivery_id={delivery_id}"
     signature = RequestValidator(token).compute_signature(PUBLIC_URL + path, params)
-    return client.post(path, content=urlencode(params), headers={**FORM, "X-Twilio-Signature": signature})
+    headers = {**FORM, "X-Twilio-Signature": signature}
+    return applied(client, client.post(path, content=urlencode(params), headers=headers))
 
 
 def twilio_params(sid: str, status: str = "delivered", **extra: str) -> dict[str, str]:
@@ -186,7 +196,7 @@ def test_twilio_callbacks(client: TestClient, keys: dict[str, str], db: Database
     assert row(db, delivery_id) == ("sent", "SM123")
 
     accepted = client.post(path, content=urlencode(params), headers={**FORM, "X-Twilio-Signature": good})
-    assert accepted.status_code == 204
+    assert applied(client, accepted).status_code == 204
     assert row(db, delivery_id) == ("delivered", "SM123")
 
 
