@@ -123,11 +123,13 @@ def flood(d: dict[str, Any]) -> list[str]:
     return out
 
 
-FLOOD_RUNS = (
+FLOOD_RUNS = (  # "before the inbox": 184b21c, reports applied in the webhook's request
     ("callbacks to the sink", "fanout-postgresql-5000-sink.json"),
-    ("to the API", "fanout-postgresql-5000-api.json"),
-    ("to the API, py-spy (GIL)", "fanout-postgresql-5000-api-pyspy-gil.json"),
-    ("to the API, py-spy (wall)", "fanout-postgresql-5000-api-pyspy-wall.json"),
+    ("to the API, with the inbox", "fanout-postgresql-5000-api.json"),
+    ("to the API, with the inbox, py-spy (GIL)", "fanout-postgresql-5000-api-pyspy-gil.json"),
+    ("to the API before the inbox", "fanout-postgresql-5000-api-before-inbox.json"),
+    ("before the inbox, py-spy (GIL)", "fanout-postgresql-5000-api-pyspy-gil-before-inbox.json"),
+    ("before the inbox, py-spy (wall)", "fanout-postgresql-5000-api-pyspy-wall-before-inbox.json"),
 )
 
 
@@ -437,10 +439,13 @@ def main() -> None:
         ("fanout-postgresql-100000.json", fanout),
         ("fanout-postgresql-5000-api.json", fanout),
         ("fanout-postgresql-5000-api-pyspy-gil.json", fanout),
-        ("fanout-postgresql-5000-api-pyspy-wall.json", fanout),
         ("fanout-postgresql-5000-sink.json", fanout),
+        ("fanout-postgresql-5000-api-before-inbox.json", fanout),
+        ("fanout-postgresql-5000-api-pyspy-gil-before-inbox.json", fanout),
+        ("fanout-postgresql-5000-api-pyspy-wall-before-inbox.json", fanout),
         ("scaleout-postgresql-5000.json", scaleout),
-        ("scaleout-postgresql-5000-twilio500.json", scaleout),
+        ("scaleout-postgresql-5000-before-inbox.json", scaleout),
+        ("scaleout-postgresql-5000-twilio500-before-inbox.json", scaleout),
         ("fanout-postgresql-100000-mg.json", fanout),
         ("backtoback-postgresql-100000-w2-callbacks.json", backtoback),
         ("backtoback-postgresql-100000-w2.json", backtoback),
@@ -448,6 +453,7 @@ def main() -> None:
         ("backtoback-postgresql-5000-w2.json", backtoback),
         ("backtoback-postgresql-5000-w1.json", backtoback),
         ("backtoback-postgresql-5000-w2-callbacks.json", backtoback),
+        ("backtoback-postgresql-5000-w2-callbacks-before-inbox.json", backtoback),
         ("fanout-postgresql-5000-mg.json", fanout),
         ("compare-postgresql-10000.json", compare),
         ("limits-postgresql.json", limits),
