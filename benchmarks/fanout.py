@@ -595,6 +595,7 @@ def big(args: argparse.Namespace) -> None:
     if not args.naive:
         suffix = ("-mg" if args.messaging_service else "") + ("-languages" if args.languages else "")
         suffix += f"-{args.callbacks}"  # callbacks to the API (issue 17) or to the sandbox's sink
+        suffix += "-pyspy" if args.py_spy else ""  # a profiled run never overwrites an unprofiled one
         report("fanout", args, extra, f"fanout-{args.db}-{args.subscribers}{suffix}.json")
         return
     naive_summary = {

@@ -126,7 +126,8 @@ def flood(d: dict[str, Any]) -> list[str]:
 FLOOD_RUNS = (  # "before the inbox": 184b21c, reports applied in the webhook's request
     ("callbacks to the sink", "fanout-postgresql-5000-sink.json"),
     ("to the API, with the inbox", "fanout-postgresql-5000-api.json"),
-    ("to the API, with the inbox, py-spy (GIL)", "fanout-postgresql-5000-api-pyspy-gil.json"),
+    ("with the inbox, py-spy (GIL)", "fanout-postgresql-5000-api-pyspy.json"),
+    ("sink, before the inbox", "fanout-postgresql-5000-sink-before-inbox.json"),
     ("to the API before the inbox", "fanout-postgresql-5000-api-before-inbox.json"),
     ("before the inbox, py-spy (GIL)", "fanout-postgresql-5000-api-pyspy-gil-before-inbox.json"),
     ("before the inbox, py-spy (wall)", "fanout-postgresql-5000-api-pyspy-wall-before-inbox.json"),
@@ -438,8 +439,9 @@ def main() -> None:
     for name, render in (
         ("fanout-postgresql-100000.json", fanout),
         ("fanout-postgresql-5000-api.json", fanout),
-        ("fanout-postgresql-5000-api-pyspy-gil.json", fanout),
+        ("fanout-postgresql-5000-api-pyspy.json", fanout),
         ("fanout-postgresql-5000-sink.json", fanout),
+        ("fanout-postgresql-5000-sink-before-inbox.json", fanout),
         ("fanout-postgresql-5000-api-before-inbox.json", fanout),
         ("fanout-postgresql-5000-api-pyspy-gil-before-inbox.json", fanout),
         ("fanout-postgresql-5000-api-pyspy-wall-before-inbox.json", fanout),

@@ -10,10 +10,12 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 PROVIDERS = ("sendgrid", "twilio", "slack", "x", "webhook")
+CALLBACKS_KEPT = 200_000  # latencies and lags kept for the percentiles
 
 
 @dataclass
@@ -91,8 +93,10 @@ class _ProviderStats:
     callback_reports: int = 0  # status reports in the callbacks answered 2xx (SendGrid: events)
     callbacks_errors: int = 0  # no answer: refused, reset, timed out
     callbacks_dropped: int = 0
-    callback_latencies: list[float] = field(default_factory=list)  # seconds, one per answered POST
-    callback_lags: list[float] = field(default_factory=list)  # submit to answer, seconds
+    # seconds, one per answered POST, and submit to answer: the latest CALLBACKS_KEPT only, so a
+    # sandbox left running (`up`) does not grow without end
+    callback_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=CALLBACKS_KEPT))
+    callback_lags: deque[float] = field(default_factory=lambda: deque(maxlen=CALLBACKS_KEPT))
     callback_window: _Window = field(default_factory=_Window)
     callbacks_first_at: float | None = None  # wall time of the first and the last answer
     callbacks_last_at: float | None = None
@@ -268,7 +272,7 @@ class SandboxState:
             raise ValueError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
 
 
-def percentiles_ms(values: list[float]) -> dict[str, float]:
+def percentiles_ms(values: Iterable[float]) -> dict[str, float]:
     """p50 / p99 / max in milliseconds (nearest rank), and how many values."""
     if not values:
         return {"p50": 0.0, "p99": 0.0, "max": 0.0, "n": 0}
