@@ -26,7 +26,8 @@ the CPU-seconds of the service's processes per 1,000 deliveries and per 1,000 ca
     # 5. the callback flood (issue 17), profiled with py-spy: worker pool child and API, for the run
     .venv/bin/python -m benchmarks.fanout --subscribers 10000 --runs 1 --py-spy /tmp/profiles
 
-Writes benchmarks/results/{fanout,compare,scaling}-<db>-....json and prints a summary.
+Writes benchmarks/results/{fanout,compare,scaling}-<db>-....json (a big broadcast: ...-<n>-api.json or
+-sink.json, -pyspy when profiled) and prints a summary.
 """
 
 from __future__ import annotations
