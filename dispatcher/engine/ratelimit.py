@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 
 import redis
 
-from channels.base import ChannelName, NoSlot, Recipient
+from channels.base import ChannelName, NoSlot, Recipient, note_slot
 from channels.registry import CHANNEL_CLASSES
 from config import Settings
 from dispatcher.store.redis_client import key
 
 # KEYS: the pool's buckets. ARGV: slot interval per bucket, the longest acceptable delay.
-# Returns {index of the bucket (1-based; 0 = refused), delay until the slot (or the earliest free one)}.
+# Returns {index of the bucket (1-based; 0 = refused), delay until the slot (or the earliest free one),
+# the slot's time on Redis's clock}.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -46,10 +47,10 @@ for i, k in ipairs(KEYS) do
   if best_tat == nil or tat < best_tat then best, best_tat = i, tat end
 end
 local delay = best_tat - now
-if delay > max_delay then return {0, string.format('%.6f', delay)} end
+if delay > max_delay then return {0, string.format('%.6f', delay), string.format('%.6f', best_tat)} end
 local ttl = math.ceil((best_tat + interval - now) * 1000) + 1000
 redis.call('SET', KEYS[best], string.format('%.6f', best_tat + interval), 'PX', ttl)
-return {best, string.format('%.6f', delay)}
+return {best, string.format('%.6f', delay), string.format('%.6f', best_tat)}
 """
 
 # KEYS: the urgent line, the later line, then the pool's buckets. ARGV: urgent (1/0), how much bucket
@@ -114,6 +115,13 @@ class Pool:
         return self.limit.interval / len(self.buckets)
 
 
+@dataclass(frozen=True)
+class Slot:
+    index: int | None  # which bucket of the pool; None: refused
+    delay: float  # seconds from Redis's now until the slot
+    at: float  # the slot, epoch seconds on Redis's clock
+
+
 class RateLimiter:
     def __init__(self, client: redis.Redis, headroom: float = 0.8) -> None:
         self._client = client
@@ -124,14 +132,18 @@ class RateLimiter:
     def paced_interval(self, limit: Limit) -> float:
         return limit.interval / self.headroom
 
-    def try_reserve(self, buckets: Sequence[str], limit: Limit, max_delay: float) -> tuple[int | None, float]:
-        """Reserves the earliest slot among `buckets` if it starts within `max_delay` seconds.
-        Returns (index of the bucket, seconds to wait for its slot), or (None, seconds until the
-        earliest slot) when refused: a refusal reserves nothing."""
+    def claim(self, buckets: Sequence[str], limit: Limit, max_delay: float) -> Slot:
+        """Reserves the earliest slot among `buckets` if it starts within `max_delay` seconds; a
+        refusal (index None) reserves nothing and says when the earliest slot is."""
         interval = self.paced_interval(limit)
         args = [f"{interval:.6f}", f"{max(0.0, max_delay):.6f}"]
-        index, delay = self._reserve(keys=list(buckets), args=args)
-        return (int(index) - 1 if int(index) else None), max(0.0, float(delay))
+        index, delay, at = self._reserve(keys=list(buckets), args=args)
+        return Slot(int(index) - 1 if int(index) else None, max(0.0, float(delay)), float(at))
+
+    def try_reserve(self, buckets: Sequence[str], limit: Limit, max_delay: float) -> tuple[int | None, float]:
+        """`claim` as (index of the bucket or None, seconds to wait for the slot)."""
+        slot = self.claim(buckets, limit, max_delay)
+        return slot.index, slot.delay
 
     def reserve(self, bucket: str, limit: Limit) -> float:
         """Reserves the next slot in `bucket`, however far; returns seconds to wait until it (0 = now)."""
@@ -212,14 +224,15 @@ class Pacer:
             max_delay = self._max_delay()
             if max_delay is None:
                 raise self._refuse(pool)
-            index, delay = self.limiter.try_reserve(pool.buckets, pool.limit, max_delay)
-            if index is None:
+            slot = self.limiter.claim(pool.buckets, pool.limit, max_delay)
+            if slot.index is None:
                 raise self._refuse(pool)
-            due = time.monotonic() + delay
-            if delay > 0:
-                self.sleep(delay)
+            due = time.monotonic() + slot.delay
+            if slot.delay > 0:
+                self.sleep(slot.delay)
             if time.monotonic() - due <= interval:
-                return pool.senders[index]
+                note_slot(slot.at)
+                return pool.senders[slot.index]
 
     def _max_delay(self) -> float | None:
         """How far off a slot this request may take. Inside the window: up to the tier's lookahead.
