@@ -15,7 +15,15 @@ import redis
 
 from channels.base import ChannelName, NoSlot, Recipient, noted_slot
 from config import Settings
-from dispatcher.engine.ratelimit import ClockSync, Limit, Pacer, RateLimiter, busiest_window, pool_for
+from dispatcher.engine.ratelimit import (
+    ClockSync,
+    Limit,
+    Pacer,
+    RateLimiter,
+    busiest_window,
+    comeback_wants,
+    pool_for,
+)
 from tests.conftest import PREFIX, REDIS_URL
 
 PHONE = "+14155550100"
@@ -128,3 +136,19 @@ def test_each_slot_comes_with_its_due_time_on_our_clock() -> None:
     assert all(s.index == 0 for s in slots)
     assert all(b.at - a.at == pytest.approx(0.01, abs=1e-5) for a, b in itertools.pairwise(slots))
     assert slots[-1].due == pytest.approx(limiter.clock.local(slots[-1].at), abs=1e-9)
+
+
+def test_a_handed_back_batch_books_the_bucket_time_it_used() -> None:
+    """Sharing the bucket with another worker, a batch used half a window's slots: it books that
+    much, so the line admits batches as fast as the workers use slots (a whole window each ran the
+    line at half the rate, and both workers idled)."""
+    spacing = 0.01
+    assert comeback_wants(spacing, requests=200, granted=50, window=1.0) == pytest.approx(0.5)
+    assert comeback_wants(spacing, requests=20, granted=50, window=1.0) == pytest.approx(
+        0.2
+    )  # all it has left
+    assert comeback_wants(spacing, requests=500, granted=300, window=1.0) == 1.0  # never past a window
+    # no slot at all: nothing to go by, it books for everything it wants (a window at most)
+    assert comeback_wants(spacing, requests=200, granted=0, window=1.0) == 1.0
+    assert comeback_wants(1.0, requests=40, granted=0, window=1.0) == 1.0  # 1/s: a second each, no storm
+    assert comeback_wants(spacing, requests=1, granted=0, window=1.0) == spacing
