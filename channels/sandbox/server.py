@@ -347,6 +347,10 @@ class SandboxServer:
     def stats(self) -> dict[str, Any]:
         return self.state.stats_json()
 
+    def arrivals(self, provider: str) -> list[tuple[float, float | None, float | None]]:
+        """(arrival, slot, sent) of each request since the last clear (see SLOT_HEADER)."""
+        return self.state.arrivals(provider)
+
     @property
     def event_webhook_url(self) -> str | None:
         return self.state.event_webhook_url

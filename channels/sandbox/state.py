@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 PROVIDERS = ("sendgrid", "twilio", "slack", "x", "webhook")
+ARRIVALS_KEPT = 200_000
 
 
 @dataclass
@@ -91,8 +92,11 @@ class _ProviderStats:
     window: _Window = field(default_factory=_Window)
     channels: dict[str, _Window] = field(default_factory=dict)
     # (wall-clock arrival, the slot the sender says it had, when it says it sent): the pacing
-    # benchmark's raw data; the last two None for requests that carry no SLOT_HEADER
-    arrivals: list[tuple[float, float | None, float | None]] = field(default_factory=list)
+    # benchmark's raw data; the last two None for requests that carry no SLOT_HEADER. The latest
+    # ARRIVALS_KEPT only, so a sandbox left running (`up`) does not grow without end.
+    arrivals: deque[tuple[float, float | None, float | None]] = field(
+        default_factory=lambda: deque(maxlen=ARRIVALS_KEPT)
+    )
 
 
 class SandboxState:
