@@ -24,8 +24,9 @@ slot among them, and the adapter sends it from that bucket's sender.
 A thread sleeps until its slot's own time, not until "delay after Redis answered": the answer can
 sit unread for tens of milliseconds while other send threads hold the GIL, and a thread that counted
 its delay from when it read the answer sent that much late, bunched with the threads after it
-(issue 17: slot to send p99 40 ms at 100/s). `ClockSync` maps Redis's clock onto this process's
-monotonic clock from the reservation calls' own round trips, so each slot has a local due time.
+(issue 17: slot to wire p99 50 ms at 100/s on a loaded machine). `ClockSync` maps Redis's clock
+onto this process's monotonic clock from the reservation calls' own round trips, so each slot has a
+local due time.
 """
 
 from __future__ import annotations
