@@ -50,13 +50,21 @@ def test_the_busiest_window_counts_as_a_provider_does() -> None:
     assert busiest_window([0.3, 0.1, 0.2]) == 3  # order does not matter
 
 
-def test_the_clock_offset_comes_from_the_shortest_round_trip() -> None:
+def test_the_clock_offset_comes_from_the_quickest_answer() -> None:
     clock = ClockSync()
     # Redis's clock is 1000 s ahead of ours. A call answered at once pins the offset; a call whose
     # answer was read 40 ms late (other threads held the GIL) must not move it.
     clock.observe(sent=10.000, received=10.001, remote=1010.0005)
     clock.observe(sent=20.000, received=20.040, remote=1020.0005)
     assert clock.local(1030.0) == pytest.approx(30.0, abs=0.001)
+
+
+def test_a_slot_is_never_due_before_it_is() -> None:
+    """Whenever within its round trip Redis ran, the mapped time is at or after the true one."""
+    for executed in (10.0, 10.001, 10.002):  # Redis ran at the start, middle or end of the call
+        clock = ClockSync()
+        clock.observe(sent=10.0, received=10.002, remote=990.0 + executed)  # Redis 990 s ahead
+        assert 10.5 <= clock.local(1000.5) <= 10.5 + 0.002
 
 
 def test_the_clock_follows_a_step_once_the_old_samples_age_out() -> None:
