@@ -142,8 +142,8 @@ class ClockSync:
     `remote - received` ahead of us. The largest such bound of the last `keep` calls (the one with
     the quickest answer, in effect) maps a slot to a local time never before it, and late by at most
     that call's round trip: a request sent before its slot bunches with the one before it (the
-    midpoint estimate sent 1 in 200 up to 5 ms early). Recent calls only, so a clock step or drift
-    is followed. Thread-safe."""
+    midpoint estimate sent up to 0.7% of them, up to 5 ms early). Recent calls only, so a clock
+    step or drift is followed. Thread-safe."""
 
     def __init__(self, keep: int = 64) -> None:
         self._ahead: deque[float] = deque(maxlen=keep)  # lower bounds of (Redis's clock - ours)
