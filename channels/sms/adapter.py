@@ -42,6 +42,7 @@ from channels.base import (
     SuppressionReason,
     Throttle,
     Variant,
+    note_slot,
     noted_slot,
 )
 from channels.clients import (
@@ -124,6 +125,7 @@ class PacedAdapter(HTTPAdapter):
         wait = getattr(self._local, "wait", None)
         if wait is not None:
             self._local.wait = None  # one wait per message, not per redirect or retry
+            note_slot(None)  # a slot noted by a throttle called elsewhere in this thread is not ours
             sender = wait()
             if sender is not None:
                 _send_from(request, sender)
