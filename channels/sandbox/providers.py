@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from twitter_text import parse_tweet
 
+from channels.base import SLOT_HEADER
 from channels.sandbox.callbacks import CallbackSender, Job, Post
 from channels.sandbox.faults import gate, json_response
 from channels.sandbox.mail import addresses, validate_mail
@@ -231,7 +232,7 @@ class Providers:
 
     async def twilio_messages(self, request: Request) -> Response:
         state = self.state
-        state.count_call("twilio")
+        state.count_call("twilio", stamp=_stamp(request))
         account_sid = request.path_params["account_sid"]
         if not self._twilio_authenticated(request, account_sid):
             state.count_result("twilio", accepted=False)
@@ -592,3 +593,12 @@ def _basic_auth(header: str) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     return user, password
+
+
+def _stamp(request: Request) -> tuple[float, float] | None:
+    """(rate-limit slot, sent), epoch seconds, as the dispatcher stamped a request to the sandbox."""
+    try:
+        slot, sent = (float(v) for v in request.headers.get(SLOT_HEADER, "").split())
+    except ValueError:
+        return None
+    return slot, sent
