@@ -158,3 +158,11 @@ def test_a_request_without_a_noted_slot_carries_no_stamp(
     assert channel.send(sms_variant(), recipients(["+14155550001"]), throttle=lambda r: None)[0].accepted
     [(_, slot, sent)] = sandbox.arrivals("twilio")
     assert (slot, sent) == (None, None)
+
+
+def test_the_sandbox_reads_the_slot_stamp_under_the_name_the_adapter_writes() -> None:
+    """The sandbox imports nothing of the service, so it names the header itself."""
+    from channels import base
+    from channels.sandbox import providers
+
+    assert providers.SLOT_HEADER == base.SLOT_HEADER
