@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.stack import RESULTS, Stack, machine, phone, ts
+from dispatcher.engine.ratelimit import busiest_window
 
 SMS_LIMIT = 100
 SMS_LATENCY_MS = 150
@@ -47,17 +48,6 @@ def subscribers(sms: int, chat: int) -> list[Any]:
         SubscriberIn(external_id=f"c{i}", lists=["customers"], slack_channel=f"C{i:06d}") for i in range(chat)
     ]
     return subs
-
-
-def busiest_window(times: Sequence[float], width: float = 1.0) -> int:
-    """The most arrivals in any `width`-second window (as the sandbox counts: (t - width, t])."""
-    ordered = sorted(times)
-    best, first = 0, 0
-    for last, t in enumerate(ordered):
-        while ordered[first] <= t - width:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
 
 
 def percentile(values: Sequence[float], q: float) -> float:
