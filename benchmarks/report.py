@@ -281,13 +281,38 @@ def limits(d: dict[str, Any]) -> str:
     )
     out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in d["rows"]:
-        s, c = r["sms"], r["chat"]
+        s, c = r["sms"], r.get("chat")  # --chat 0: SMS only
+        chat = (
+            f"{c['complete_s']} | {c['first_to_last_post_s']} | {c['bound_s']} "
+            f"| {c['max_per_1s_any_channel']} | {c['sandbox_429s']}"
+            if c
+            else "– | – | – | – | –"
+        )
         out.append(
             f"| {r['headroom']} | {s['complete_s']} | {s['bound_s']} | {s['over_bound_pct']}% "
-            f"| {s['max_per_1s']} "
-            f"| {s['sandbox_429s']} | {c['complete_s']} | {c['first_to_last_post_s']} | {c['bound_s']} "
-            f"| {c['max_per_1s_any_channel']} | {c['sandbox_429s']} |"
+            f"| {s['max_per_1s']} | {s['sandbox_429s']} | {chat} |"
         )
+    arrivals = [
+        (r["headroom"], r["sms"]["arrivals"])
+        for r in d["rows"]
+        if r["sms"].get("arrivals", {}).get("stamped")
+    ]
+    if arrivals:
+        out.append(
+            "\nArrivals at the sandbox (ms; slot = the rate-limit slot the request was given, sent = when it"
+            " went on the wire):\n"
+        )
+        out.append(
+            "| headroom | first arrival after the answer, s | slot→sent p50 / p99 / max "
+            "| sent→arrival p50 / p99 / max | slot→arrival p50 / p99 / max | unused slot time, s |"
+        )
+        out.append("| --- | --- | --- | --- | --- | --- |")
+        for h, a in arrivals:
+            cells = [
+                " / ".join(str(a[k][q]) for q in ("p50", "p99", "max"))
+                for k in ("slot_to_sent_ms", "sent_to_arrival_ms", "slot_to_arrival_ms")
+            ]
+            out.append(f"| {h} | {a['first_arrival_s']} | {' | '.join(cells)} | {a['unused_slot_time_s']} |")
     return "\n".join(out) + "\n"
 
 

@@ -215,6 +215,12 @@ class Sandbox:
     def stats(self) -> dict[str, Any]:
         return dict(self.http.get("/sandbox/stats").json())
 
+    def arrivals(self, provider: str) -> list[tuple[float, float | None, float | None]]:
+        """(arrival, slot, sent) of each request since the last clear, epoch seconds; slot and sent as
+        the dispatcher stamped them (None if it did not)."""
+        rows = self.http.get(f"/sandbox/arrivals/{provider}").json()["arrivals"]
+        return [(a, s, d) for a, s, d in rows]
+
     def messages(self, channel: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {}
         if channel:

@@ -7,6 +7,7 @@ recipient). Everything the fan-out engine needs to know about a provider is in `
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -187,6 +188,25 @@ class SignatureMismatch(ValueError):
     def __init__(self, message: str, header: str) -> None:
         super().__init__(message)
         self.header = header
+
+
+# Sent to the provider sandbox only (never to a real API): "<slot> <sent>", the request's rate-limit
+# slot and the moment it went on the wire, epoch seconds, so the sandbox can measure how far arrivals
+# drift from their slots and how much of that is ours.
+SLOT_HEADER = "X-Sandbox-Slot-At"
+_slots = threading.local()
+
+
+def note_slot(at: float | None) -> None:
+    """The throttle says which slot (epoch seconds) this thread's next request was given."""
+    _slots.at = at
+
+
+def noted_slot() -> float | None:
+    """The slot this thread's throttle last gave (once: reading it clears it)."""
+    at: float | None = getattr(_slots, "at", None)
+    _slots.at = None
+    return at
 
 
 Throttle = Callable[[Recipient], "str | None"]

@@ -28,6 +28,11 @@ from channels.sandbox.mail import addresses, validate_mail
 from channels.sandbox.signing import EventWebhookSigner, twilio_signature
 from channels.sandbox.state import FaultConfig, SandboxState, apply_substitutions
 
+# What the service's SMS adapter stamps on each request, "<slot> <sent>" (channels/base.py
+# SLOT_HEADER; the sandbox imports nothing of the service, so the name is repeated here and a test
+# holds the two equal).
+SLOT_HEADER = "X-Sandbox-Slot-At"
+
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 MESSAGING_SERVICE = re.compile(r"^MG[0-9a-fA-F]{32}$")
 GSM7 = frozenset(
@@ -232,7 +237,7 @@ class Providers:
 
     async def twilio_messages(self, request: Request) -> Response:
         state = self.state
-        state.count_call("twilio")
+        state.count_call("twilio", stamp=_stamp(request))
         account_sid = request.path_params["account_sid"]
         if not self._twilio_authenticated(request, account_sid):
             state.count_result("twilio", accepted=False)
@@ -593,3 +598,12 @@ def _basic_auth(header: str) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     return user, password
+
+
+def _stamp(request: Request) -> tuple[float, float] | None:
+    """(rate-limit slot, sent), epoch seconds, as the dispatcher stamped a request to the sandbox."""
+    try:
+        slot, sent = (float(v) for v in request.headers.get(SLOT_HEADER, "").split())
+    except ValueError:
+        return None
+    return slot, sent

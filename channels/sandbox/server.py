@@ -110,6 +110,13 @@ def build_app(state: SandboxState, secret: str, runtime: _Runtime) -> Starlette:
     async def stats(request: Request) -> Response:
         return json_response(200, state.stats_json())
 
+    async def arrivals(request: Request) -> Response:
+        """Every request's wall-clock arrival and the slot its sender stamped on it, since the last clear."""
+        provider = request.path_params["provider"]
+        if provider not in PROVIDERS:
+            return json_response(404, {"error": f"unknown provider {provider!r}"})
+        return json_response(200, {"arrivals": state.arrivals(provider)})
+
     async def keys(request: Request) -> Response:
         return json_response(200, {"sendgrid_event_webhook_public_key": signer.public_key_b64})
 
@@ -182,6 +189,7 @@ def build_app(state: SandboxState, secret: str, runtime: _Runtime) -> Starlette:
         Route("/sandbox/messages", messages, methods=["GET"]),
         Route("/sandbox/messages", clear_messages, methods=["DELETE"]),
         Route("/sandbox/stats", stats, methods=["GET"]),
+        Route("/sandbox/arrivals/{provider}", arrivals, methods=["GET"]),
         Route("/sandbox/keys", keys, methods=["GET"]),
         Route("/sandbox/faults", get_faults, methods=["GET"]),
         Route("/sandbox/faults", clear_faults, methods=["DELETE"]),
@@ -338,6 +346,10 @@ class SandboxServer:
 
     def stats(self) -> dict[str, Any]:
         return self.state.stats_json()
+
+    def arrivals(self, provider: str) -> list[tuple[float, float | None, float | None]]:
+        """(arrival, slot, sent) of each request since the last clear (see SLOT_HEADER)."""
+        return self.state.arrivals(provider)
 
     @property
     def event_webhook_url(self) -> str | None:

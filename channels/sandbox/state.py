@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 PROVIDERS = ("sendgrid", "twilio", "slack", "x", "webhook")
+ARRIVALS_KEPT = 200_000
 CALLBACKS_KEPT = 200_000  # latencies and lags kept for the percentiles
 
 
@@ -102,6 +103,12 @@ class _ProviderStats:
     callbacks_last_at: float | None = None
     window: _Window = field(default_factory=_Window)
     channels: dict[str, _Window] = field(default_factory=dict)
+    # (wall-clock arrival, the slot the sender says it had, when it says it sent): the pacing
+    # benchmark's raw data; the last two None for requests that carry no SLOT_HEADER. The latest
+    # ARRIVALS_KEPT only, so a sandbox left running (`up`) does not grow without end.
+    arrivals: deque[tuple[float, float | None, float | None]] = field(
+        default_factory=lambda: deque(maxlen=ARRIVALS_KEPT)
+    )
 
 
 class SandboxState:
@@ -148,14 +155,25 @@ class SandboxState:
             return None
 
     # stats
-    def count_call(self, provider: str, channel_key: str | None = None) -> None:
+    def count_call(
+        self, provider: str, channel_key: str | None = None, stamp: tuple[float, float] | None = None
+    ) -> None:
+        """A request arrived (before any injected latency): counted in the 1-second windows, and its
+        wall-clock arrival kept with the (slot, sent) its sender stamped on it (SLOT_HEADER)."""
         now = time.monotonic()
+        wall = time.time()
         with self.lock:
             stats = self.stats[provider]
             stats.calls += 1
             stats.window.hit(now)
+            stats.arrivals.append((wall, *(stamp or (None, None))))
             if channel_key is not None:
                 stats.channels.setdefault(channel_key, _Window()).hit(now)
+
+    def arrivals(self, provider: str) -> list[tuple[float, float | None, float | None]]:
+        self._check(provider)
+        with self.lock:
+            return list(self.stats[provider].arrivals)
 
     def count_result(self, provider: str, *, accepted: bool, fault: bool = False) -> None:
         with self.lock:

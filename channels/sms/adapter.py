@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -30,6 +31,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from channels.base import (
+    SLOT_HEADER,
     ChannelName,
     Failure,
     Outcome,
@@ -40,6 +42,8 @@ from channels.base import (
     SuppressionReason,
     Throttle,
     Variant,
+    note_slot,
+    noted_slot,
 )
 from channels.clients import (
     SANDBOX_TWILIO_ACCOUNT_SID,
@@ -73,11 +77,15 @@ class RoutedHttpClient(TwilioHttpClient):
     or a configured proxy), with a connection pool as large as our concurrency, and remembering each
     thread's last response headers: TwilioRestException drops them, and 429's Retry-After is there."""
 
-    def __init__(self, base_url: str | None, timeout: float, pool_size: int) -> None:
+    def __init__(
+        self, base_url: str | None, timeout: float, pool_size: int, *, stamp_slots: bool = False
+    ) -> None:
         super().__init__(timeout=timeout, logger=_twilio_log)
         assert self.session is not None
         self._local = threading.local()
-        adapter = PacedAdapter(self._local, pool_connections=4, pool_maxsize=max(pool_size, 4))
+        adapter = PacedAdapter(
+            self._local, stamp_slots=stamp_slots, pool_connections=4, pool_maxsize=max(pool_size, 4)
+        )
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -105,19 +113,25 @@ class RoutedHttpClient(TwilioHttpClient):
 
 
 class PacedAdapter(HTTPAdapter):
-    """requests' adapter, running the thread's pending rate-limit wait right before the send."""
+    """requests' adapter, running the thread's pending rate-limit wait right before the send. To the
+    sandbox only (`stamp_slots`), each request carries its slot's time, to measure arrival drift."""
 
-    def __init__(self, local: threading.local, **kwargs: Any) -> None:
+    def __init__(self, local: threading.local, *, stamp_slots: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._local = local
+        self._stamp = stamp_slots
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
         wait = getattr(self._local, "wait", None)
         if wait is not None:
             self._local.wait = None  # one wait per message, not per redirect or retry
+            note_slot(None)  # a slot noted by a throttle called elsewhere in this thread is not ours
             sender = wait()
             if sender is not None:
                 _send_from(request, sender)
+            slot = noted_slot()
+            if self._stamp and slot is not None:
+                request.headers[SLOT_HEADER] = f"{slot:.6f} {time.time():.6f}"
         return super().send(request, *args, **kwargs)
 
 
@@ -164,7 +178,8 @@ class SmsChannel:
     def _make_client(self) -> tuple[Client, RoutedHttpClient]:
         s = self.settings
         announce_mode(self.name, "Twilio", self.live, self.base_url or TWILIO_API)
-        http = RoutedHttpClient(self.base_url, s.provider_timeout_s, s.send_concurrency)
+        sandbox = not self.live and not s.twilio_base_url
+        http = RoutedHttpClient(self.base_url, s.provider_timeout_s, s.send_concurrency, stamp_slots=sandbox)
         if self.live:
             assert s.twilio_account_sid is not None and s.twilio_auth_token is not None
             sid, token = s.twilio_account_sid.get_secret_value(), s.twilio_auth_token.get_secret_value()

@@ -3,7 +3,7 @@
 A report (channels.base.StatusReport: from a Twilio callback, a SendGrid event, or a provider's
 answer to a status query) names a delivery id, but that is only a claim. It applies only to a
 delivery on that provider's channel, that was sent, whose recorded provider id is the report's
-(receipts.apply_provider_status); anything else is ignored and counted by provider and reason,
+(the rule: domain/reports.py); anything else is ignored and counted by provider and reason,
 for /metrics.
 
 Providers report fast: a Twilio `delivered` or a SendGrid event often arrives before the worker has

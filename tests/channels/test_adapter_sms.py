@@ -127,3 +127,42 @@ def test_a_request_without_a_slot_is_not_made(
     first, second = channel.send(sms_variant(), batch, throttle=throttle)
     assert first.accepted and (second.failure, second.code) == (Failure.NO_SLOT, "no_slot")
     assert [r["recipient"] for r in sandbox.messages("sms")] == ["+14155550001"]
+
+
+def test_requests_to_the_sandbox_carry_the_slot_they_were_given(
+    sandbox: SandboxServer, make_settings: Callable[..., Settings]
+) -> None:
+    """The pacing benchmark's measurement: the throttle notes each request's slot, the transport
+    stamps it with the moment it sends, and the sandbox keeps both with the arrival."""
+    from channels.base import note_slot
+
+    sandbox.clear_messages()
+    channel = SmsChannel(make_settings())
+    batch = recipients(["+14155550001", "+14155550002", "+14155550003"])
+    slots = {r.delivery_id: 1_700_000_000.0 + r.delivery_id / 1000 for r in batch}
+
+    def throttle(recipient: Recipient) -> None:
+        note_slot(slots[recipient.delivery_id])
+
+    assert all(o.accepted for o in channel.send(sms_variant(), batch, throttle=throttle))
+    seen = sandbox.arrivals("twilio")
+    assert sorted(slot for _, slot, _ in seen) == sorted(slots.values())
+    assert all(isinstance(sent, float) for _, _, sent in seen)
+
+
+def test_a_request_without_a_noted_slot_carries_no_stamp(
+    sandbox: SandboxServer, make_settings: Callable[..., Settings]
+) -> None:
+    sandbox.clear_messages()
+    channel = SmsChannel(make_settings())
+    assert channel.send(sms_variant(), recipients(["+14155550001"]), throttle=lambda r: None)[0].accepted
+    [(_, slot, sent)] = sandbox.arrivals("twilio")
+    assert (slot, sent) == (None, None)
+
+
+def test_the_sandbox_reads_the_slot_stamp_under_the_name_the_adapter_writes() -> None:
+    """The sandbox imports nothing of the service, so it names the header itself."""
+    from channels import base
+    from channels.sandbox import providers
+
+    assert providers.SLOT_HEADER == base.SLOT_HEADER

@@ -9,10 +9,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from channels.base import StatusReport
 from config import Settings
 from dispatcher.domain.errors import NotFound
 from dispatcher.domain.states import DeliveryState as S
-from dispatcher.engine.transitions import Note, apply_provider_status, transition
+from dispatcher.engine.status_reports import apply_batch
+from dispatcher.engine.transitions import Note, transition
 from dispatcher.reads.story import delivery_story
 from dispatcher.store.db import Database
 from dispatcher.store.models import BroadcastVariant, Delivery, DeliveryEvent
@@ -71,27 +73,12 @@ def test_story_tells_every_move_attempt_and_the_failover_chain(db: Database) -> 
             values={"provider_message_id": "sg-1"},
             notes={email_id: took},
         )
-        verdict = apply_provider_status(
-            session,
-            email_id,
-            S.DELIVERED,
-            t + timedelta(seconds=4),
-            channel="email",
-            provider_message_id="sg-1",
-            same_message=str.__eq__,
+        (verdict,) = apply_batch(
+            session, [StatusReport("sendgrid", email_id, "sg-1", "delivered")], t + timedelta(seconds=4)
         )
         assert verdict.verdict == "applied"
-        late_bounce = apply_provider_status(  # mail servers bounce after "delivered"
-            session,
-            email_id,
-            S.BOUNCED,
-            t + timedelta(seconds=5),
-            channel="email",
-            provider_message_id="sg-1",
-            same_message=str.__eq__,
-            error_code="bounce",
-            error="550 5.1.1 mailbox unknown",
-        )
+        bounce = StatusReport("sendgrid", email_id, "sg-1", "bounced", "bounce", "550 5.1.1 mailbox unknown")
+        (late_bounce,) = apply_batch(session, [bounce], t + timedelta(seconds=5))  # bounced after delivered
         assert late_bounce.verdict == "applied"
     with db.session() as session:
         failed = delivery_story(session, settings, sms_id)
