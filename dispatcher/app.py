@@ -79,9 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # id the audit trail (inside it, outside the body limit) records with every write.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuditTrail, settings=settings)
-    # The snapshot routes' successes are not logged one by one (a crowd would flood the log and cost
-    # a tenth of each request); their failures are, and the metrics count every request.
-    app.add_middleware(AccessLog, quiet_paths=SNAPSHOT_PATHS)
+    # The snapshot routes' and the provider callbacks' successes are not logged one by one (a crowd,
+    # or the two callbacks of every SMS, would flood the log and cost a tenth of each request); their
+    # failures are, and the metrics count every request.
+    app.add_middleware(AccessLog, quiet_paths=(*SNAPSHOT_PATHS, *webhooks.QUIET_PATHS))
     return app
 
 
