@@ -42,6 +42,10 @@ GROUP = "appliers"
 BATCH_ENTRIES = 200  # stream entries per transaction: a Twilio callback is one report, a SendGrid post many
 HEARTBEAT_S = 5.0  # an applier silent this long is taken for dead and its entries claimed
 BLOCK_MS = 1000
+# A round that applied something waits out the rest of this before the next: during a flood the
+# database then takes at most ten larger transactions a second from each applier, not one per few
+# callbacks, and a commander's transaction finds the write lock (SQLite's only one) free more often.
+ROUND_S = 0.1
 MAX_BACKOFF_S = 5.0
 
 
@@ -112,7 +116,9 @@ class Applier:
         backoff = 0.0
         while not self._stop.is_set():
             try:
-                self.step()
+                started = time.monotonic()
+                if self.step():
+                    self._stop.wait(max(0.0, ROUND_S - (time.monotonic() - started)))
                 backoff = 0.0
             except (redis.RedisError, SQLAlchemyError) as exc:
                 backoff = min(MAX_BACKOFF_S, max(0.25, backoff * 2))
