@@ -136,7 +136,7 @@ def test_a_compensation_tier_reads_the_credit_in_its_language() -> None:
 
 
 def test_an_unknown_locale_is_logged_once_not_per_recipient(caplog: pytest.LogCaptureFixture) -> None:
-    variants._warned.discard("tlh")
+    variants._judged.discard("tlh")
     with caplog.at_level(logging.WARNING, logger=variants.__name__):
         for _ in range(500):
             variants.note_unknown_locale("tlh", "en")

@@ -40,19 +40,22 @@ def broadcast_locales(policy: dict[str, Any]) -> tuple[str, ...]:
     return available_locales(SHIPPED_LOCALES, translated)
 
 
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
+_judged: set[str] = set()  # tags already judged known, or logged as unknown
+_judged_lock = threading.Lock()
 
 
 def note_unknown_locale(tag: str | None, got: str) -> None:
-    """Logs, once per process, a subscriber locale we have no wording for (not once per recipient)."""
-    if tag is None or is_known(tag) or tag in _warned:
+    """Logs, once per process, a subscriber locale we have no wording for (not once per recipient).
+    Each distinct tag is judged once: planning calls this for every row of a page."""
+    if tag is None or tag in _judged:
         return
-    with _warned_lock:
-        if tag in _warned:
+    known = is_known(tag)
+    with _judged_lock:
+        if tag in _judged:
             return
-        _warned.add(tag)
-    log.warning("no wording for locale %r: its readers get %s", tag, got)
+        _judged.add(tag)
+    if not known:
+        log.warning("no wording for locale %r: its readers get %s", tag, got)
 
 
 def variant_message(policy: dict[str, Any], message: OutageMessage, key: VariantKey) -> OutageMessage:
