@@ -9,7 +9,7 @@ from sqlalchemy import select
 from dispatcher.store.bulk import id_in, insert_ignoring, update_rows
 from dispatcher.store.db import Database
 from dispatcher.store.models import Delivery
-from tests.test_store import _broadcast
+from tests.harness import broadcast_row
 
 UNIQUE = ["broadcast_id", "channel", "address"]
 
@@ -25,7 +25,7 @@ def _rows(broadcast_id: int, addresses: list[str], **extra: object) -> list[dict
 
 def test_insert_ignoring_skips_existing_keys_and_keeps_per_row_values(db: Database) -> None:
     with db.session() as session:
-        broadcast_id = _broadcast(session).id
+        broadcast_id = broadcast_row(session).id
         insert_ignoring(session, Delivery.__table__, _rows(broadcast_id, ["a@x.com", "b@x.com"]), UNIQUE)
     rows = _rows(broadcast_id, ["b@x.com", "c@x.com", "d@x.com"])
     rows[1] |= {"locale": "de", "last_error_code": "quiet_hours"}  # a row with a key the others lack
@@ -47,7 +47,7 @@ def test_insert_ignoring_skips_existing_keys_and_keeps_per_row_values(db: Databa
 
 def test_insert_ignoring_one_row_and_no_rows(db: Database) -> None:
     with db.session() as session:
-        broadcast_id = _broadcast(session).id
+        broadcast_id = broadcast_row(session).id
         insert_ignoring(session, Delivery.__table__, [], UNIQUE)
         insert_ignoring(session, Delivery.__table__, _rows(broadcast_id, ["only@x.com"]), UNIQUE)
     with db.session() as session:
@@ -56,7 +56,7 @@ def test_insert_ignoring_one_row_and_no_rows(db: Database) -> None:
 
 def test_id_in_and_update_rows_touch_exactly_the_named_rows(db: Database) -> None:
     with db.session() as session:
-        broadcast_id = _broadcast(session).id
+        broadcast_id = broadcast_row(session).id
         insert_ignoring(
             session, Delivery.__table__, _rows(broadcast_id, [f"u{i}@x.com" for i in range(5)]), UNIQUE
         )

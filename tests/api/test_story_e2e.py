@@ -15,7 +15,7 @@ import pytest
 from dispatcher.auth import Role, create_key
 from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.store.db import Database
-from tests.api.test_end_to_end import Api, api, harness  # noqa: F401  (the fixtures)
+from tests.api.test_end_to_end import Api, api  # noqa: F401  (the fixture)
 from tests.harness import Harness
 
 pytestmark = pytest.mark.slow
