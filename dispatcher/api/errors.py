@@ -54,7 +54,7 @@ def validation_response(errors: Sequence[Any]) -> JSONResponse:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DispatcherError)
     async def _dispatcher(request: Request, exc: DispatcherError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Unavailable) else None
+        headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
         return JSONResponse(
             error_body(exc.code, exc.message, exc.fields), status_code=exc.http_status, headers=headers
         )

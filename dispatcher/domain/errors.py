@@ -6,6 +6,7 @@ from __future__ import annotations
 class DispatcherError(Exception):
     code: str = "error"
     http_status: int = 500
+    retry_after_s: int | None = None  # set: the same request may be sent again after this (Retry-After)
 
     def __init__(self, message: str, *, fields: list[str] | None = None) -> None:
         super().__init__(message)

@@ -256,9 +256,8 @@ def _apply_all(database: Database, settings: Settings, reports: Sequence[StatusR
     now = utcnow()
     with database.session() as session:
         checked = apply_batch(session, reports, now)
-        moved = [r.delivery_id for r, c in zip(reports, checked, strict=True) if c.verdict is Verdict.APPLIED]
-        if moved:
-            after_status(session, settings, [m for m in moved if m is not None], outbox)
+        moved = {c.broadcast_id for c in checked if c.verdict is Verdict.APPLIED}
+        after_status(session, settings, sorted(b for b in moved if b is not None), outbox)
     outbox.hand_off()  # committed: a broker outage is the sweeper's gate checks' to cover, never a 5xx
     _suppress(database, reports, [c.verdict for c in checked])
     return checked
@@ -348,10 +347,8 @@ def read_stats(client: redis.Redis, settings: Settings) -> dict[tuple[str, str, 
     return out
 
 
-def after_status(session: Session, settings: Settings, delivery_ids: Iterable[int], outbox: Outbox) -> None:
-    """A report can be the first news that a delivery is final; re-check those tiers' gates."""
-    broadcasts = session.scalars(
-        select(Delivery.broadcast_id).where(Delivery.id.in_(list(delivery_ids))).distinct()
-    ).all()
-    for broadcast_id in broadcasts:
+def after_status(session: Session, settings: Settings, broadcast_ids: Iterable[int], outbox: Outbox) -> None:
+    """A report can be the first news that a delivery is final; re-check the gates of the
+    broadcasts whose rows it moved (apply_batch says which, from the rows it read)."""
+    for broadcast_id in broadcast_ids:
         check_gates(session, settings, broadcast_id, outbox)
