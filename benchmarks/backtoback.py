@@ -71,7 +71,7 @@ def arrivals(stack: Stack, ids: dict[int, str], timeout_s: float, offset: int = 
 
 def one_run(args: argparse.Namespace, subs: list[Any]) -> dict[str, Any]:
     env = {"DISPATCHER_LOG_LEVEL": "WARNING"}  # the shipped limits: nothing else
-    stack = Stack(db=args.db, workers=args.workers, env=env, name="b2b").prepare()
+    stack = Stack(db=args.db, workers=args.workers, env=env, name="b2b", lane=args.lane).prepare()
     try:
         stack.import_subscribers(subs)
         stack.start()
@@ -132,6 +132,12 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=5.0, help="seconds from A's API answer to B's POST")
     parser.add_argument("--timeout", type=float, default=120.0, help="how long to wait for B's admins")
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
+    parser.add_argument(
+        "--lane",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the urgent lane beside the pool, as `up` runs it (--no-lane: the pool alone)",
+    )
     args = parser.parse_args()
     subs = audience(args.subscribers)
     runs = []
@@ -158,13 +164,15 @@ def main() -> None:
         "command": " ".join([".venv/bin/python -m benchmarks.backtoback", *sys.argv[1:]]),
         "subscribers": args.subscribers,
         "workers": args.workers,
+        "lane": args.lane,
         "gap_s": args.gap,
         "summary": summary,
         "runs": runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     # "-callbacks": since issue 17 the sandbox's callbacks go to the API (the older files: to its sink)
-    path = RESULTS / f"backtoback-{args.db}-{args.subscribers}-w{args.workers}-callbacks.json"
+    lane = "" if args.lane else "-no-lane"
+    path = RESULTS / f"backtoback-{args.db}-{args.subscribers}-w{args.workers}-callbacks{lane}.json"
     path.write_text(json.dumps(out, indent=2))
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=2))
     print(f"written to {path}")

@@ -275,7 +275,7 @@ def main() -> None:
     parser.add_argument("--older", type=int, default=1, help="older broadcasts, before the measured one")
     parser.add_argument("--runs", type=int, default=20, help="timed requests per case")
     args = parser.parse_args()
-    stack = Stack(db="postgresql", workers=0, name="dash").prepare()
+    stack = Stack(db="postgresql", workers=0, name="dash", lane=False).prepare()
     try:
         loaded = load(stack, args.deliveries, args.beside, args.older)
         py = sys.executable

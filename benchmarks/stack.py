@@ -278,6 +278,8 @@ class Stack:
     under a private key prefix).
     callbacks: "api" (the sandbox's status webhooks to the API, signed, as in production) or "sink"
     (to the sandbox's own receiver: the service never sees them).
+    lane: one urgent lane (`worker-urgent`, a worker on broker.LANE_QUEUES only) beside the
+    `workers` pool processes, as `up` and the Procfile run it; False for the pool alone.
     """
 
     def __init__(
@@ -289,6 +291,7 @@ class Stack:
         env: dict[str, str] | None = None,
         name: str = "bench",
         callbacks: str = "api",
+        lane: bool = True,
     ) -> None:
         if callbacks not in ("api", "sink"):
             raise ValueError(f"callbacks: 'api' or 'sink', not {callbacks!r}")
@@ -303,6 +306,7 @@ class Stack:
         self.redis_mode = redis
         self.private_redis: PrivateRedis | None = None
         self.workers = workers
+        self.lane = lane
         self.extra_env = dict(env or {})
         # no die-with-parent: the drills and the benchmark's own clients run threads (Supervisor)
         self.processes = Supervisor(logs=self.tmp, cwd=ROOT, die_with_parent=False)
@@ -435,6 +439,8 @@ class Stack:
         )
         for i in range(self.workers):
             self.start_worker(i)
+        if self.lane:
+            self.start_worker("-urgent", lane=True)
         if beat:
             celery = [py, "-m", "celery", "-A", "dispatcher.engine.broker"]
             self.spawn("beat", [*celery, "beat", "-s", str(self.tmp / "schedule"), "--loglevel", "WARNING"])
@@ -449,10 +455,12 @@ class Stack:
         concurrency: int = 1,
         hostname: str | None = None,
         loglevel: str = "WARNING",
+        lane: bool = False,
     ) -> subprocess.Popen[bytes]:
         """`celery worker` named `worker{i}`; `hostname` (-n) defaults to one unique per start;
-        `loglevel` INFO logs each task's result (the service's own log level follows it)."""
-        from dispatcher.engine.broker import QUEUES
+        `loglevel` INFO logs each task's result (the service's own log level follows it); `lane`:
+        the urgent lane (broker.LANE_QUEUES only, one process)."""
+        from dispatcher.engine.broker import LANE_QUEUES, QUEUES
 
         self._worker_seq += 1
         celery = [sys.executable, "-m", "celery", "-A", "dispatcher.engine.broker"]
@@ -460,7 +468,8 @@ class Stack:
         return self.spawn(
             f"worker{i}",
             [
-                *(*celery, "worker", "-Q", ",".join(QUEUES), "-c", str(concurrency)),
+                *(*celery, "worker", "-Q", ",".join(LANE_QUEUES if lane else QUEUES)),
+                *("-c", "1" if lane else str(concurrency)),
                 *("-n", name, "--loglevel", loglevel),
                 *("--without-gossip", "--without-mingle"),
             ],
@@ -486,8 +495,9 @@ class Stack:
             return
         answered: set[str] = set()
         try:  # remote control is off (dispatcher/engine/broker.py): ping tasks name the worker instead
-            while time.monotonic() < deadline:
-                pings = [app.send_task("dispatcher.ping", args=["up"], queue="control")]
+            while time.monotonic() < deadline:  # the lane takes only the urgent queue
+                queues = ("control", "urgent") if self.lane else ("control",)
+                pings = [app.send_task("dispatcher.ping", args=["up"], queue=q) for q in queues]
                 pings += [app.send_task("dispatcher.ping", args=["up"], queue="control") for _ in answered]
                 for result in pings:
                     with contextlib.suppress(Exception):

@@ -82,8 +82,11 @@ class Harness:
         purge_queues()
         return url, proc
 
-    def worker(self, concurrency: int = 2, **env: str) -> Any:
-        return self._start_worker(self.database.url, concurrency=concurrency, extra_env={**self.env, **env})
+    def worker(self, concurrency: int = 2, queues: str | None = None, **env: str) -> Any:
+        """A worker on every queue, or on `queues` (`"urgent"`: the urgent lane)."""
+        return self._start_worker(
+            self.database.url, queues=queues, concurrency=concurrency, extra_env={**self.env, **env}
+        )
 
     def beat(self, **env: str) -> subprocess.Popen[bytes]:
         full = {**os.environ, **self.env, **env, "DATABASE_URL": self.database.url}

@@ -35,5 +35,6 @@ def test_procfile_entries_are_cli_commands() -> None:
     commands = set(get_command(app).commands)  # type: ignore[attr-defined]
     for line in (ROOT / "Procfile").read_text().splitlines():
         process, _, command = line.partition(": ")
-        assert process in {"web", "worker", "beat"}
+        assert process in {"web", "worker", "urgent", "beat"}
         assert command.split()[0] == "outage-dispatcher" and command.split()[1] in commands
+    assert "urgent: outage-dispatcher worker --queues urgent --concurrency 1" in README  # the lane

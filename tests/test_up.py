@@ -92,7 +92,8 @@ def _pid_of(root: int, needle: str) -> int:
 
 @pytest.mark.slow
 def test_up_restarts_a_dead_redis_and_worker_and_still_sends(tmp_path: Path) -> None:
-    """Killing the embedded Redis (and then the worker) neither stops `up` nor the next incident."""
+    """Killing the embedded Redis (then the worker pool, then the urgent lane) neither stops `up` nor
+    the next incident."""
     env = newcomer_env(
         DISPATCHER_REDIS_PREFIX="",
         DISPATCHER_API_KEYS=f"commander:{COMMANDER},admin:{ADMIN}",
@@ -108,10 +109,11 @@ def test_up_restarts_a_dead_redis_and_worker_and_still_sends(tmp_path: Path) -> 
             headers={"Authorization": f"Bearer {ADMIN}"},
         )
         assert put.status_code == 201, put.text
-        for needle in ("redis-server", "worker"):
+        # the pool (every queue), then the urgent lane (only `urgent`)
+        children = {"redis-server": "redis", "worker -Q urgent,": "worker", "-Q urgent -c": "worker-urgent"}
+        for needle, name in children.items():
             victim = _pid_of(proc.pid, needle)
             os.kill(victim, signal.SIGKILL)
-            name = "redis" if needle == "redis-server" else "worker"
             assert "exited with" in up.wait_line(f"{name} exited", 30)
             up.wait_line(f"{name} restarted", 60)
             assert proc.poll() is None, "\n".join(lines)

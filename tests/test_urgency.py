@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from dispatcher.domain.message import OutageMessage
 from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.engine.broker import PRIORITY_LATER, PRIORITY_URGENT, task_priority
 from dispatcher.incidents.broadcasts import enqueue, post_update
@@ -19,6 +20,24 @@ from tests.harness import Harness
 
 
 def test_first_tiers_and_gate_checks_are_urgent_and_later_tiers_are_not() -> None:
+    from dispatcher.engine.broker import LANE_QUEUES, URGENT_QUEUE
+    from dispatcher.engine.outbox import Outbox
+
+    outbox = Outbox()
+    outbox.plan_broadcast(1)
+    outbox.check_gate(1, 0, 60)
+    outbox.send_batch(1, "sms", [1], tier=0)
+    outbox.send_batch(1, "sms", [2], tier=1)
+    outbox.plan_tier(1, 1, 5000)
+    queues = {(task, str(args[-1])): queue for task, args, queue, _ in outbox.items}
+    # everything urgent is on the one queue the lane takes; later work never is
+    assert LANE_QUEUES == (URGENT_QUEUE,)
+    assert queues[("dispatcher.run_broadcast", "1")] == URGENT_QUEUE
+    assert queues[("dispatcher.check_gate", "0")] == URGENT_QUEUE
+    assert queues[("dispatcher.send_batch", "[1]")] == URGENT_QUEUE
+    assert queues[("dispatcher.send_batch", "[2]")] == "sms"
+    assert queues[("dispatcher.plan_tier", "5000")] == "control"
+
     assert task_priority("dispatcher.send_batch", "urgent") == PRIORITY_URGENT  # a first tier's batch
     assert task_priority("dispatcher.run_broadcast", "control") == PRIORITY_URGENT  # plans the first tier
     assert task_priority("dispatcher.check_gate", "control") == PRIORITY_URGENT
@@ -143,3 +162,59 @@ def test_later_updates_do_not_starve_the_first_broadcasts_sms(harness: Harness) 
     # first tiers first: every update's admins heard before any update's customers' email
     first_tiers = [max(arrivals[(b, 0, "email")]) for b in later]
     assert max(first_tiers) < max(arrivals[(last, 2, "email")])
+
+
+def _states(harness: Harness, broadcast_id: int, tier: int, channel: str) -> list[str]:
+    with harness.database.session() as session:
+        return list(
+            session.scalars(
+                select(Delivery.state).where(
+                    Delivery.broadcast_id == broadcast_id, Delivery.tier == tier, Delivery.channel == channel
+                )
+            )
+        )
+
+
+def _until(check: Any, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "pool-alone"])
+def test_the_urgent_lane_serves_a_new_incident_while_the_pool_is_held(harness: Harness, lane: bool) -> None:
+    """Priority orders what waits; it cannot stop a task that is running. The pool's one process is
+    held by a later tier's slow Slack batch (6 s a post): with the urgent lane, a second incident's
+    admins are sent while that batch is still in flight; with the pool alone they wait for it (the
+    control case: it shows the first assertion could fail)."""
+    admins, stakeholders = 5, 10
+    harness.configure(DISPATCHER_PROVIDER_TIMEOUT_S="20")
+    harness.sandbox.set_faults("slack", latency_ms=6000)
+    harness.subscribers(
+        [
+            SubscriberIn(external_id=f"a{i}", lists=["admins"], email=f"a{i}@example.com")
+            for i in range(admins)
+        ]
+        + [
+            SubscriberIn(external_id=f"s{i}", lists=["stakeholders"], slack_channel=f"C{i:08d}")
+            for i in range(stakeholders)
+        ]
+    )
+    harness.worker(concurrency=1)
+    if lane:
+        harness.worker(concurrency=1, queues="urgent")
+    first = harness.open(channels=["email", "chat"])
+    _until(lambda: "sending" in _states(harness, first, 1, "chat"), "the Slack batch never started")
+    second = harness.open(
+        OutageMessage(title="Search is down", impact="major", status_page_url="https://status.example.com"),
+        channels=["email"],
+    )
+    _until(lambda: _states(harness, second, 0, "email") == ["sent"] * admins, "the admins were never sent")
+    held = _states(harness, first, 1, "chat").count("sending")
+    if lane:
+        assert held == stakeholders  # the pool's batch was still in flight: nobody waited for it
+    else:
+        assert held == 0  # the admins' planning waited for the batch to end
+    harness.sandbox.clear_faults()

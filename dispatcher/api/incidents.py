@@ -15,7 +15,6 @@ from dispatcher.api.idempotency import Outcome, run_once
 from dispatcher.api.metrics import BROADCASTS_CREATED
 from dispatcher.api.schemas import ERRORS, IncidentIn, RowId, UpdateIn
 from dispatcher.domain.message import Kind, Status
-from dispatcher.engine.broker import CONTROL_QUEUE
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.progress import progress
 from dispatcher.incidents.broadcasts import publish_incident, publish_update
@@ -32,7 +31,7 @@ def hand_off(broadcast_id: int) -> bool:
     (the broadcast is recorded): a warning is logged and the sweeper queues it at its first pass
     once Redis is back. A 5xx here would invite a retry that opens a second incident."""
     outbox = Outbox()
-    outbox.add("dispatcher.run_broadcast", [broadcast_id], CONTROL_QUEUE)
+    outbox.plan_broadcast(broadcast_id)
     return outbox.hand_off()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -87,13 +88,19 @@ def worker(
     concurrency: Annotated[int, typer.Option("-c", "--concurrency")] = 2,
     queues: Annotated[str | None, typer.Option("-Q", "--queues", help="default: every queue")] = None,
 ) -> None:
-    """A Celery worker (Procfile `worker`)."""
+    """A Celery worker (Procfile `worker`; with `-Q urgent -c 1`, the urgent lane, Procfile `urgent`)."""
     from dispatcher.engine.broker import QUEUES
     from dispatcher.engine.broker import app as celery
 
     _start_checks()
     celery.worker_main(
-        ["worker", "-Q", queues or ",".join(QUEUES), "-c", str(concurrency), "--loglevel", "INFO"]
+        [
+            "worker",
+            *("-Q", queues or ",".join(QUEUES), "-c", str(concurrency)),
+            *("-n", f"worker-{os.getpid()}@%h"),  # the pool and the lane on one host need two names
+            "--loglevel",
+            "INFO",
+        ]
     )
 
 

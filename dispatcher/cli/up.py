@@ -22,7 +22,7 @@ from channels.rendering import TemplateError
 from channels.sandbox.secret import SECRET_ENV, new_secret
 from config import Settings, get_settings
 from dispatcher.domain.errors import DispatcherError
-from dispatcher.engine.broker import QUEUES
+from dispatcher.engine.broker import LANE_QUEUES, QUEUES
 from dispatcher.supervisor import REDIS_READY, Supervisor, free_port, redis_server_argv
 
 
@@ -110,6 +110,9 @@ class Up:
             f"worker-{os.getpid()}@%h",
         ]
         self.spawn("worker", [*celery, "worker", *worker, "--loglevel", "INFO"], env)
+        # the urgent lane: first tiers and gate checks never wait for a later task to end (broker.py)
+        lane = ["-Q", ",".join(LANE_QUEUES), "-c", "1", "-n", f"urgent-{os.getpid()}@%h"]
+        self.spawn("worker-urgent", [*celery, "worker", *lane, "--loglevel", "INFO"], env)
         schedule = str(self.data_dir / "celerybeat-schedule")
         self.spawn("beat", [*celery, "beat", "-s", schedule, "--loglevel", "INFO"], env)
 

@@ -12,6 +12,12 @@ which it names but never imports, so imports point one way: worker -> engine -> 
 - two urgency classes as kombu message priorities (see `task_priority`): the first tier's work and
   gate checks before anything else; every later tier after it, with the queues taken round robin
   (a queue per channel, FIFO inside each), so no channel's later work starves behind another's.
+- an urgent lane: every urgent task (a broadcast's first-tier planning, its first tier's sends, gate
+  checks) is on the `urgent` queue, which a worker started with `-Q urgent` (`LANE_QUEUES`) consumes
+  alone. Priority only orders what waits; a process in the middle of a later task (a planning page,
+  a customer email batch of 1,000, a paced send) finishes it first, so without a lane a second
+  incident's admins waited for that: 0.4-0.7 s at 100k, one worker process. `up` and the Procfile
+  run one lane beside the pool.
 - no remote control (pidbox): with it, a Redis restart killed the worker. The pidbox's PUBSUB socket
   reports the lost connection while the task channel is mid-BRPOP; kombu's Channel.close then raises
   from `_brpop_read` before its QoS restore, kombu's `collect` clears the transport's client, and
@@ -40,6 +46,8 @@ from dispatcher.store.redis_client import require_redis_url
 
 CONTROL_QUEUE = "control"
 URGENT_QUEUE = "urgent"
+# What an urgent lane consumes: only work that must never wait behind a later task.
+LANE_QUEUES = (URGENT_QUEUE,)
 # Every queue a worker consumes. Order no longer ranks them: kombu's Redis transport pops the
 # highest priority step of every queue first (one BRPOP over all queues x steps), and inside a
 # step takes the queues round robin. Strict queue order starved SMS: 28,510 emails of 50 later
@@ -61,13 +69,13 @@ QUEUES = (
 # kombu's Redis priorities: lower is served first; each step is its own Redis list per queue.
 PRIORITY_URGENT = 0  # planning a broadcast's first tier, its first tier's sends, gate checks
 PRIORITY_LATER = 3  # every later tier of every broadcast: FIFO per queue, round robin across
-# Tasks that are later work whatever queue they are on; the rest of `control` is urgent.
+# Tasks that are later work whatever queue they are on; the rest of `control` (beat's passes) is urgent.
 _LATER_TASKS = frozenset({"dispatcher.plan_tier"})
 
 
 def task_priority(task: str, queue: str) -> int:
-    """Pure: the urgency class of a task. First-tier batches are on the urgent queue (see
-    outbox.batch_queue); `plan_tier` plans tiers after the first (run_broadcast plans the first)."""
+    """Pure: the urgency class of a task. Urgent work is on the urgent queue (outbox.Outbox:
+    first-tier batches, run_broadcast, check_gate); `plan_tier` plans the tiers after the first."""
     if queue == URGENT_QUEUE:
         return PRIORITY_URGENT
     if queue == CONTROL_QUEUE and task not in _LATER_TASKS:

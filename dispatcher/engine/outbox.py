@@ -1,7 +1,8 @@
 """Tasks enqueued only after the transaction that made their rows visible has committed.
 
 A worker never looks for rows it cannot see yet, and a transaction that rolls back enqueues
-nothing. The queue a batch goes to is chosen here: the first tier's batches jump every queue.
+nothing. The queue a task goes to is chosen here: a broadcast's planning, gate checks and the
+first tier's batches go to the urgent queue, which an urgent lane consumes alone (broker.LANE_QUEUES).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.base import ChannelName
-from dispatcher.engine.broker import URGENT_QUEUE, app
+from dispatcher.engine.broker import CONTROL_QUEUE, URGENT_QUEUE, app
 
 URGENT_TIER = 0  # the first tier (admins): its batches jump every queue
 
@@ -33,6 +34,19 @@ class Outbox:
         self.add(
             "dispatcher.send_batch", [broadcast_id, channel.value, ids], batch_queue(channel, tier), countdown
         )
+
+    def plan_broadcast(self, broadcast_id: int) -> None:
+        """The broadcast's first task (engine/planner.py run_broadcast): it plans the first tier."""
+        self.add("dispatcher.run_broadcast", [broadcast_id], URGENT_QUEUE)
+
+    def plan_tier(self, broadcast_id: int, tier: int, after: int | None = None) -> None:
+        """A later tier's next page of planning: later work, on the control queue (never the lane)."""
+        args = [broadcast_id, tier] if after is None else [broadcast_id, tier, after]
+        self.add("dispatcher.plan_tier", args, CONTROL_QUEUE)
+
+    def check_gate(self, broadcast_id: int, tier: int, countdown: float = 0.0) -> None:
+        """A tier's gate check (engine/tier_gates.py check_gate): it may release the next tier."""
+        self.add("dispatcher.check_gate", [broadcast_id, tier], URGENT_QUEUE, countdown)
 
     def flush(self) -> None:
         for task, args, queue, countdown in self.items:

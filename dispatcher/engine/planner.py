@@ -327,7 +327,7 @@ def plan_tier(database: Database, settings: Settings, broadcast_id: int, tier: i
     cursor = plan_pages(database, settings, broadcast_id, tier, public, after=after, max_pages=sliced)
     if cursor is not None:
         rest = Outbox()
-        rest.add("dispatcher.plan_tier", [broadcast_id, tier, cursor], "control")
+        rest.plan_tier(broadcast_id, tier, cursor)
         rest.flush()
         return
     following = next((t for t in tiers if t > tier), None)
@@ -335,7 +335,7 @@ def plan_tier(database: Database, settings: Settings, broadcast_id: int, tier: i
     with database.session() as session:
         try_dispatch(session, settings, broadcast_id, tier, outbox)
         if following is not None:
-            outbox.add("dispatcher.plan_tier", [broadcast_id, following], "control")
+            outbox.plan_tier(broadcast_id, following)
         else:
             session.execute(
                 update(Broadcast)

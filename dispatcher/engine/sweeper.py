@@ -23,7 +23,7 @@ from sqlalchemy import exists, select, update
 from config import Settings
 from dispatcher.domain.states import BroadcastState, DeliveryState, TierState
 from dispatcher.engine import journal
-from dispatcher.engine.broker import CONTROL_QUEUE, QUEUES, queue_keys
+from dispatcher.engine.broker import CONTROL_QUEUE, QUEUES, URGENT_QUEUE, queue_keys
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.deliveries import QUIET_HOURS_CODE
 from dispatcher.engine.outbox import Outbox, batch_queue
@@ -99,12 +99,12 @@ PEEK_LIMIT = 1000  # a control queue longer than this is not searched (the lease
 
 
 def planning_queued(settings: Settings) -> set[int] | None:
-    """The broadcasts whose planning task waits in the control queue, or None when it is too long
-    to search. Beat's own sweep and poll tasks share that queue, so "the queue is empty" would
-    rarely hold while beat runs often; looking for the broadcast's own task always answers."""
+    """The broadcasts whose planning task waits in the urgent queue, or None when it is too long
+    to search. First tiers' batches and gate checks share that queue, so "the queue is empty" would
+    rarely hold during a broadcast; looking for the broadcast's own task always answers."""
     client = get_redis(settings)
     found: set[int] = set()
-    for key in queue_keys(CONTROL_QUEUE, settings):
+    for key in queue_keys(URGENT_QUEUE, settings):
         raw = client.lrange(key, 0, PEEK_LIMIT)
         if len(raw) > PEEK_LIMIT:
             return None
@@ -139,7 +139,7 @@ def requeue_unqueued(database: Database, settings: Settings, now: datetime, outb
         return 0
     missing = [broadcast_id for broadcast_id in ids if broadcast_id not in waiting]
     for broadcast_id in missing:
-        outbox.add("dispatcher.run_broadcast", [broadcast_id], "control")
+        outbox.plan_broadcast(broadcast_id)
     return len(missing)
 
 
@@ -202,8 +202,9 @@ def sweep(database: Database, settings: Settings) -> dict[str, int]:
                 Broadcast.created_at < orphan_before,
             )
         ).all()
-        for broadcast_id in lost if "control" in idle else []:
-            outbox.add("dispatcher.run_broadcast", [broadcast_id], "control")
+        # planning waits nowhere: neither a first tier's (urgent) nor a later tier's page (control)
+        for broadcast_id in lost if {URGENT_QUEUE, CONTROL_QUEUE} <= idle else []:
+            outbox.plan_broadcast(broadcast_id)
             report["replanned"] += 1
         for (broadcast_id,) in session.execute(
             select(Broadcast.id).where(Broadcast.state == BroadcastState.SENDING)

@@ -282,7 +282,7 @@ def check_gates(
         )
     for tier in sorted(started_tiers):  # a gate that is not accepted opens by timeout, checked then
         gate_in = settings.tier_delay_s.get(tier, 0.0) + settings.tier_gate_timeout_s
-        outbox.add("dispatcher.check_gate", [broadcast_id, tier], "control", gate_in)
+        outbox.check_gate(broadcast_id, tier, gate_in)
     if decision.starts or decision.opens:
         session.flush()
         snapshot = gate_snapshot(session, broadcast_id, now)

@@ -29,7 +29,7 @@ from dispatcher.domain.message import (
 from dispatcher.domain.policy import channels_for, impact_rose
 from dispatcher.domain.quiet_hours import QUIET_IMPACTS
 from dispatcher.domain.states import BroadcastState, TierState
-from dispatcher.engine.broker import app
+from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.snapshot import rebuild_snapshot
 from dispatcher.engine.tier_gates import add_gates
 from dispatcher.engine.variants import default_key, render_variants
@@ -320,4 +320,6 @@ def compensation_text(
 
 def enqueue(broadcast_id: int) -> None:
     """Hands the broadcast to the workers; call after the creating transaction committed."""
-    app.send_task("dispatcher.run_broadcast", args=[broadcast_id], queue="control")
+    outbox = Outbox()
+    outbox.plan_broadcast(broadcast_id)
+    outbox.flush()
