@@ -49,6 +49,7 @@ from channels.clients import (
     SANDBOX_TWILIO_ACCOUNT_SID,
     PerProcess,
     announce_mode,
+    environment_once,
     executor,
     retry_after,
     sandbox_secret,
@@ -89,6 +90,7 @@ class RoutedHttpClient(TwilioHttpClient):
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.base_url = base_url.rstrip("/") if base_url else None
+        self.proxy = environment_once(self.session, self.base_url or TWILIO_API)
 
     @contextmanager
     def paced(self, wait: Callable[[], str | None] | None) -> Iterator[None]:
