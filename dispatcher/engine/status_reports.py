@@ -224,10 +224,8 @@ def reapply_parked(
     if not delivery_ids:
         return 0
     name = _parked_key(settings, broadcast_id)
-    fields = [f"{d}:{s}" for d in delivery_ids for s in REPORTED_STATES]
     try:
-        client = get_redis(settings)
-        found = [(f, v) for f, v in zip(fields, client.hmget(name, fields), strict=True) if v is not None]
+        found = _parked_for(get_redis(settings), name, delivery_ids)
     except redis.RedisError:
         log.warning("could not read parked status reports", exc_info=True)
         return 0
@@ -249,6 +247,20 @@ def reapply_parked(
         log.warning("could not clear parked status reports", exc_info=True)
     _count(settings, [r for r, _ in kept], [v for _, v in kept], "parked")
     return sum(1 for v in verdicts if v is Verdict.APPLIED)
+
+
+def _parked_for(client: redis.Redis, name: str, delivery_ids: Sequence[int]) -> list[tuple[str, bytes]]:
+    """The parked reports of these rows. Only early reports are parked and they leave once applied,
+    so the hash is usually empty or small: asking for every (row, state) of a batch, 6,000 fields
+    for 1,000 emails, cost more than reading the few that are there."""
+    size = client.hlen(name)
+    if not size:
+        return []
+    fields = [f"{d}:{s}" for d in delivery_ids for s in REPORTED_STATES]
+    if size < len(fields):
+        wanted = set(fields)
+        return [(f.decode(), v) for f, v in client.hgetall(name).items() if f.decode() in wanted]
+    return [(f, v) for f, v in zip(fields, client.hmget(name, fields), strict=True) if v is not None]
 
 
 def _apply_all(database: Database, settings: Settings, reports: Sequence[StatusReport]) -> list[Checked]:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
@@ -277,3 +278,30 @@ def test_a_report_that_beats_the_recording_is_applied_after_it_checked_the_same_
     assert row(db, forged) == ("sent", "SMreal")
     assert delta(counted, ignored(client)) == {"twilio:id_mismatch": 1}
     assert reapply_parked(db, settings, broadcast_id, [fast, forged]) == 0  # applied once, then gone
+
+
+@pytest.mark.parametrize("others", [0, 8], ids=["few-parked", "more-parked-than-asked"])
+def test_reapplying_a_batch_takes_only_its_own_parked_reports(
+    client: TestClient, keys: dict[str, str], db: Database, settings: Settings, others: int
+) -> None:
+    """However many reports wait parked for the broadcast's other rows (read whole when fewer than
+    the batch's fields, field by field when more), a batch re-applies its own and leaves the rest."""
+    broadcast_id = open_broadcast(client, keys)
+    mine = add_delivery(db, broadcast_id, "sms", "+14155550201", state="sending")
+    theirs = [
+        add_delivery(db, broadcast_id, "sms", f"+141555503{i:02d}", state="sending") for i in range(others)
+    ]
+    for i, delivery in enumerate([mine, *theirs]):
+        assert twilio_post(client, delivery, twilio_params(f"SM{i}")).status_code == 204
+    with db.session() as session:
+        transition(
+            session, [mine, *theirs], expect=DeliveryState.SENDING, to=DeliveryState.SENT, now=utcnow()
+        )
+        set_details(
+            session, [{"id": d, "provider_message_id": f"SM{i}"} for i, d in enumerate([mine, *theirs])]
+        )
+    assert reapply_parked(db, settings, broadcast_id, [mine]) == 1
+    assert row(db, mine) == ("delivered", "SM0")
+    assert all(row(db, d) == ("sent", f"SM{i + 1}") for i, d in enumerate(theirs))  # still parked
+    assert reapply_parked(db, settings, broadcast_id, theirs) == others
+    assert all(row(db, d) == ("delivered", f"SM{i + 1}") for i, d in enumerate(theirs))
