@@ -367,11 +367,18 @@ def drills(d: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def lane(d: dict[str, Any]) -> str:
+    """Whether the run had the urgent lane beside its pool (results before it record nothing)."""
+    if "lane" not in d:
+        return ""
+    return " and the urgent lane" if d["lane"] else ", no urgent lane"
+
+
 def backtoback(d: dict[str, Any]) -> str:
     s = d["summary"]
     out = [
         f"### Back to back at the default limits: {d['subscribers']:,} subscribers, {d['workers']} "
-        f"worker(s), incident B {d['gap_s']} s after A, {len(d['runs'])} runs\n"
+        f"worker(s){lane(d)}, incident B {d['gap_s']} s after A, {len(d['runs'])} runs\n"
     ]
     out.append(header(d))
     out.append("| measure (from B's API answer) | median / worst |\n| --- | --- |")
@@ -474,7 +481,10 @@ def main() -> None:
         ("scaleout-postgresql-5000-before-inbox.json", scaleout),
         ("scaleout-postgresql-5000-twilio500-before-inbox.json", scaleout),
         ("fanout-postgresql-100000-mg.json", fanout),
+        ("fanout-postgresql-100000-mg-sink.json", fanout),
         ("backtoback-postgresql-100000-w2-callbacks.json", backtoback),
+        ("backtoback-postgresql-100000-w1-callbacks.json", backtoback),
+        ("backtoback-postgresql-100000-w1-callbacks-no-lane.json", backtoback),
         ("backtoback-postgresql-100000-w2.json", backtoback),
         ("backtoback-postgresql-100000-w1.json", backtoback),
         ("backtoback-postgresql-5000-w2.json", backtoback),
