@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -46,6 +47,7 @@ class _Runtime:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     callbacks: CallbackSender | None = None
     providers: Providers | None = None
+    self_url: str | None = None  # where the sandbox listens, once bound: its own receiver is in-process
 
 
 def build_app(state: SandboxState, secret: str, runtime: _Runtime) -> Starlette:
@@ -56,7 +58,12 @@ def build_app(state: SandboxState, secret: str, runtime: _Runtime) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime.stopping = asyncio.Event()
-        runtime.callbacks = CallbackSender(state)
+
+        async def receive_locally(request: httpx.Request) -> int:
+            return await providers().webhook_local(request)
+
+        own = f"{runtime.self_url}/hooks/" if runtime.self_url else None
+        runtime.callbacks = CallbackSender(state, local_prefix=own, local=receive_locally if own else None)
         await runtime.callbacks.start()
         runtime.providers = Providers(state, signer, runtime.callbacks, runtime.stopping, secret)
         try:
@@ -269,6 +276,7 @@ class SandboxServer:
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         self.url = f"http://{self.host}:{self.port}"
+        self._runtime.self_url = self.url
         return sock
 
     def start(self, timeout_s: float = 10.0) -> str:
