@@ -18,10 +18,10 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from twitter_text import parse_tweet
+from yarl import URL
 
 from channels.sandbox.callbacks import CallbackSender, Job, Post
 from channels.sandbox.faults import gate, json_response
@@ -495,15 +495,11 @@ class Providers:
         )
 
     # webhook receiver ----------------------------------------------------------------------------
-    async def webhook_local(self, request: httpx.Request) -> int:
+    async def webhook_local(self, url: URL, headers: list[tuple[str, str]], body: bytes) -> int:
         """A status webhook of the sandbox's own, to its own receiver, without the loopback round trip
-        (channels/sandbox/callbacks.py): the request httpx would send, seen as uvicorn would present it
-        (lower-case header names, a decoded path), through the same handler; its answer's status."""
-        raw_path, _, query = request.url.raw_path.partition(b"?")
-        path = raw_path.decode("ascii")
-        if "%" in path:
-            path = unquote(path)
-        body = request.content
+        (channels/sandbox/callbacks.py): the request as uvicorn would present it (lower-case header
+        names, the path decoded), through the same handler; its answer's status."""
+        path = unquote(url.raw_path)
 
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
@@ -512,15 +508,15 @@ class Providers:
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": "1.1",
-            "server": (request.url.host, request.url.port),
-            "client": (request.url.host, 0),
-            "scheme": request.url.scheme,
-            "method": request.method,
+            "server": (url.host, url.port),
+            "client": (url.host, 0),
+            "scheme": url.scheme,
+            "method": "POST",
             "root_path": "",
             "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": [(name.lower(), value) for name, value in request.headers.raw],
+            "raw_path": url.raw_path.encode("ascii"),
+            "query_string": url.raw_query_string.encode("ascii"),
+            "headers": [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers],
             "path_params": {"name": path.removeprefix("/hooks/")},
         }
         response = await self.webhook_receive(Request(scope, receive))

@@ -22,12 +22,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from yarl import URL
 
 from channels.sandbox.callbacks import CallbackSender
 from channels.sandbox.faults import json_response
@@ -59,8 +59,8 @@ def build_app(state: SandboxState, secret: str, runtime: _Runtime) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime.stopping = asyncio.Event()
 
-        async def receive_locally(request: httpx.Request) -> int:
-            return await providers().webhook_local(request)
+        async def receive_locally(url: URL, headers: list[tuple[str, str]], body: bytes) -> int:
+            return await providers().webhook_local(url, headers, body)
 
         own = f"{runtime.self_url}/hooks/" if runtime.self_url else None
         runtime.callbacks = CallbackSender(state, local_prefix=own, local=receive_locally if own else None)
