@@ -8,7 +8,8 @@ keep-alive, pipelining and backpressure come from uvicorn; and the callbacks sha
 with one pooled async HTTP client. Handlers do O(1) work per recipient under a lock. With httptools
 and uvloop installed (uvicorn picks them up) one loop costs about 0.3-0.4 ms of CPU per provider call,
 i.e. 2,500-3,000 calls/s on one core, leaving the other core to the SDK clients; on h11 and the
-stdlib loop it is roughly a third of that.
+stdlib loop it is roughly a third of that. Callbacks to its own `/hooks/` receiver skip the network
+(channels/sandbox/callbacks.py): 0.29 CPU-s per 1,000 deliveries in a sink run, from 2.0.
 """
 
 from __future__ import annotations
