@@ -85,9 +85,6 @@ class Settings(BaseSettings):
     sms_segment_budget: int = Field(default=1, ge=1, le=10)
     provider_timeout_s: float = 10.0
     send_concurrency: int = 16  # provider calls in flight per batch task
-    # The worker pool's CPU niceness (the urgent lane keeps 0): on a busy host the lane and the API
-    # get the cores first, so a new incident's admins do not queue behind later tiers' CPU work.
-    pool_nice: int = Field(default=5, ge=0, le=19)
 
     # provider sandbox (used for every provider without credentials)
     sandbox_url: str = "http://127.0.0.1:8001"

@@ -218,35 +218,3 @@ def test_the_urgent_lane_serves_a_new_incident_while_the_pool_is_held(harness: H
     else:
         assert held == 0  # the admins' planning waited for the batch to end
     harness.sandbox.clear_faults()
-
-
-def test_the_pool_yields_the_cpu_to_the_lane() -> None:
-    from dispatcher.engine.broker import QUEUES, worker_niceness
-
-    assert worker_niceness(["urgent"], 5) == 0  # the lane
-    assert worker_niceness(QUEUES, 5) == 5  # the pool, which takes urgent work too
-    assert worker_niceness(["email"], 7) == 7
-    assert worker_niceness(QUEUES, 0) == 0
-
-
-@pytest.mark.slow
-def test_a_started_pool_runs_nicer_than_the_lane(harness: Harness) -> None:
-    """Read back from the kernel: the pool's processes (parent and pool children) at
-    DISPATCHER_POOL_NICE, the lane's at the caller's own niceness."""
-    import os
-
-    from tests.processes import descendants
-
-    base = os.getpriority(os.PRIO_PROCESS, 0)
-    pool = harness.worker(concurrency=1, DISPATCHER_POOL_NICE="7")
-    lane = harness.worker(concurrency=1, queues="urgent", DISPATCHER_POOL_NICE="7")
-
-    def niceness(worker: Any) -> set[int]:
-        return {
-            os.getpriority(os.PRIO_PROCESS, pid) for pid in [worker.proc.pid, *descendants(worker.proc.pid)]
-        }
-
-    # the pool child is forked after setup, so it shows the niceness it inherited
-    _until(lambda: descendants(pool.proc.pid) and descendants(lane.proc.pid), "no pool child")
-    assert niceness(pool) == {min(19, base + 7)}
-    assert niceness(lane) == {base}

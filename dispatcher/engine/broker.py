@@ -17,8 +17,7 @@ which it names but never imports, so imports point one way: worker -> engine -> 
   alone. Priority only orders what waits; a process in the middle of a later task (a planning page,
   a customer email batch of 1,000, a paced send) finishes it first, so without a lane a second
   incident's admins waited for that: 0.4-0.7 s at 100k, one worker process. `up` and the Procfile
-  run one lane beside the pool. The pool runs at `DISPATCHER_POOL_NICE` (5), the lane at 0, so on a
-  busy host the lane gets the CPU first (`worker_niceness`).
+  run one lane beside the pool.
 - no remote control (pidbox): with it, a Redis restart killed the worker. The pidbox's PUBSUB socket
   reports the lost connection while the task channel is mid-BRPOP; kombu's Channel.close then raises
   from `_brpop_read` before its QoS restore, kombu's `collect` clears the transport's client, and
@@ -36,12 +35,10 @@ which it names but never imports, so imports point one way: worker -> engine -> 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, setup_logging
+from celery.signals import setup_logging
 
 from channels.base import ChannelName
 from config import Settings, get_settings
@@ -104,13 +101,6 @@ _STEP_SEP = "\x06\x16"  # kombu's separator between a queue's name and its prior
 def queue_keys(queue: str, settings: Settings) -> list[str]:
     """The Redis lists holding a queue's waiting tasks: kombu keeps one per priority step."""
     return [settings.redis_prefix + queue + (f"{_STEP_SEP}{p}" if p else "") for p in PRIORITY_STEPS]
-
-
-def worker_niceness(queues: Iterable[str], pool_nice: int) -> int:
-    """Pure: the CPU niceness a worker taking `queues` runs at. The urgent lane keeps 0; the pool,
-    whose later tiers are throughput work, `pool_nice`: on two busy cores the lane's planning and
-    first sends otherwise got a fifth of a core each and took 150-650 ms more (back to back, 100k)."""
-    return 0 if set(queues) <= set(LANE_QUEUES) else pool_nice
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -197,14 +187,6 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 app = make_celery()
 free_slot_on_failed_ack()
-
-
-@celeryd_after_setup.connect
-def _nice_the_pool(sender: str, instance: Any, **_kwargs: Any) -> None:
-    """Before the pool forks (its children inherit it): the pool's niceness, the lane's none."""
-    niceness = worker_niceness(instance.app.amqp.queues.consume_from, get_settings().pool_nice)
-    if niceness:
-        os.nice(niceness)
 
 
 @setup_logging.connect
