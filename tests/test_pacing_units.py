@@ -1,6 +1,7 @@
 """The pacer against the real Redis: a batch takes only slots inside its window, refusals reserve
 nothing, the first tier takes the next free slots before later tiers, sender pools spread requests,
-and handed-back batches come back in turn, one window's worth at a time."""
+handed-back batches come back in turn, one window's worth at a time, and a batch on the urgent lane
+keeps a slot it would have slept for, which its comeback then sends on."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import redis
 from channels.base import ChannelName, NoSlot, Recipient
 from channels.registry import CHANNEL_CLASSES
 from config import Settings
-from dispatcher.engine.ratelimit import Limit, Pacer, RateLimiter, pool_for, provider_limits
+from dispatcher.engine.ratelimit import (
+    AT_ONCE_HOLD_S,
+    COMEBACK_LEAD_S,
+    Limit,
+    Pacer,
+    RateLimiter,
+    pool_for,
+    provider_limits,
+)
 from tests.conftest import PREFIX, REDIS_URL
 
 ADMIN = Recipient(1, "+14155550100")
@@ -125,6 +134,50 @@ def test_a_stalled_thread_gives_its_slot_up_and_reserves_again(limiter: RateLimi
     # it woke 0.2 s past its slot, so it took a fresh one (now): the bucket is booked 50 ms ahead
     # again, where without the re-reserve it would be free
     assert 0.02 <= limiter.reserve(bucket, Limit(20)) <= 0.051
+
+
+def test_on_the_lane_a_batch_keeps_the_slot_it_would_sleep_for_and_hands_the_rest_back(
+    limiter: RateLimiter,
+) -> None:
+    config = settings(rate_twilio_per_s=10)
+    slept: list[float] = []
+    pacer = Pacer(ChannelName.SMS, limiter, config, urgent=True, sleep=slept.append, hold=AT_ONCE_HOLD_S)
+    granted, refused = take(pacer, 30)
+    # slots at 0.0 and 0.1 s are within the hold; the one at 0.2 s is kept, the rest refused
+    assert len(granted) == 2 and refused == 28
+    assert all(s <= AT_ONCE_HOLD_S for s in slept)  # no sleep longer than the hold
+    [(kept_id, ((index, at), countdown))] = pacer.kept_slots().items()
+    assert kept_id == 2 and index == 0
+    # it comes back just before its slot: 0.2 s out, less the comeback's lead
+    assert 0.2 - COMEBACK_LEAD_S - 0.05 <= countdown <= 0.2 - COMEBACK_LEAD_S + 0.01
+    # the kept slot is booked in Redis: the next free one is after it
+    bucket = pool_for(ChannelName.SMS, ADMIN, config).buckets[0]
+    assert 0.25 <= limiter.reserve(bucket, Limit(10)) <= 0.31
+    # the 27 refused rows book a turn; the kept one does not need one
+    [turn] = pacer.comebacks().values()
+    assert turn > 0
+
+
+def test_a_comeback_sends_on_its_kept_slot_and_a_late_one_takes_a_fresh_slot(limiter: RateLimiter) -> None:
+    config = settings(rate_twilio_per_s=10)
+    bucket = pool_for(ChannelName.SMS, ADMIN, config).buckets[0]
+    first = Pacer(ChannelName.SMS, limiter, config, urgent=True, sleep=no_sleep, hold=0.0)
+    limiter.reserve(bucket, Limit(10))  # someone holds now: the batch's first slot is 0.1 s out
+    with pytest.raises(NoSlot):
+        first(Recipient(7, ADMIN.address))
+    [((index, at), _)] = first.kept_slots().values()
+    slept: list[float] = []
+    comeback = Pacer(
+        ChannelName.SMS, limiter, config, urgent=True, sleep=slept.append, kept={7: (int(index), at)}
+    )
+    assert comeback(Recipient(7, ADMIN.address)) is None  # sent, on the kept slot
+    assert comeback.granted and len(slept) <= 1
+    # no new slot was claimed: the next free one is still right after the kept one (0.2 s out)
+    assert 0.15 <= limiter.reserve(bucket, Limit(10)) <= 0.21
+    # a comeback that wakes long after its slot has lost it and claims like any request
+    late = Pacer(ChannelName.SMS, limiter, config, urgent=True, sleep=no_sleep, kept={8: (0, at - 5.0)})
+    assert late(Recipient(8, ADMIN.address)) is None
+    assert 0.35 <= limiter.reserve(bucket, Limit(10)) <= 0.41  # it took the slot after ours
 
 
 def test_each_adapter_declares_its_providers_rate_and_the_limiter_uses_it() -> None:

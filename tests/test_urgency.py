@@ -14,6 +14,7 @@ from sqlalchemy import select
 from dispatcher.domain.message import OutageMessage
 from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.engine.broker import PRIORITY_LATER, PRIORITY_URGENT, task_priority
+from dispatcher.engine.ratelimit import busiest_window
 from dispatcher.incidents.broadcasts import enqueue, post_update
 from dispatcher.store.models import Broadcast, Delivery
 from tests.harness import Harness
@@ -29,7 +30,10 @@ def test_first_tiers_and_gate_checks_are_urgent_and_later_tiers_are_not() -> Non
     outbox.send_batch(1, "sms", [1], tier=0)
     outbox.send_batch(1, "sms", [2], tier=1)
     outbox.plan_tier(1, 1, 5000)
-    queues = {(task, str(args[-1])): queue for task, args, queue, _ in outbox.items}
+    outbox.finish_tier(1, 0)
+    outbox.send_batch(1, "sms", [3], tier=0, countdown=1.2, slots={3: [0, 1.5]})  # a comeback
+    queues = {(task, str(args[-1])): queue for task, args, queue, *_ in outbox.items}
+    priorities = {(task, str(args[-1])): priority for task, args, _, _, priority in outbox.items}
     # everything urgent is on the one queue the lane takes; later work never is
     assert LANE_QUEUES == (URGENT_QUEUE,)
     assert queues[("dispatcher.run_broadcast", "1")] == URGENT_QUEUE
@@ -37,6 +41,12 @@ def test_first_tiers_and_gate_checks_are_urgent_and_later_tiers_are_not() -> Non
     assert queues[("dispatcher.send_batch", "[1]")] == URGENT_QUEUE
     assert queues[("dispatcher.send_batch", "[2]")] == "sms"
     assert queues[("dispatcher.plan_tier", "5000")] == "control"
+    # the first tier's tail runs on the lane, behind its batches
+    assert queues[("dispatcher.finish_tier", "0")] == URGENT_QUEUE
+    # a first-tier batch that comes back later (with its kept slot) is the pool's, still first in line
+    assert queues[("dispatcher.send_batch", "{'3': [0, 1.5]}")] == "sms"
+    assert priorities[("dispatcher.send_batch", "{'3': [0, 1.5]}")] == PRIORITY_URGENT
+    assert priorities[("dispatcher.send_batch", "[2]")] == PRIORITY_LATER
 
     assert task_priority("dispatcher.send_batch", "urgent") == PRIORITY_URGENT  # a first tier's batch
     assert task_priority("dispatcher.run_broadcast", "control") == PRIORITY_URGENT  # plans the first tier
@@ -218,3 +228,33 @@ def test_the_urgent_lane_serves_a_new_incident_while_the_pool_is_held(harness: H
     else:
         assert held == 0  # the admins' planning waited for the batch to end
     harness.sandbox.clear_faults()
+
+
+@pytest.mark.slow
+def test_on_the_lane_a_batch_sleeps_for_no_slot(harness: Harness) -> None:
+    """A first-tier SMS batch on the urgent lane whose next slot is not due at once keeps it and
+    hands its row to the pool, rather than sleeping in the lane: the next incident's admin email,
+    queued behind it, goes out first. At 1/s with a 3 s window, the batch's second slot is 1.25 s
+    out; a lane that slept for it would send that SMS before the email (the ordering could fail)."""
+    harness.configure(DISPATCHER_RATE_TWILIO_PER_S="1", DISPATCHER_RATE_PACE_WINDOW_S="3")
+    harness.subscribers(
+        [SubscriberIn(external_id=f"p{i}", lists=["admins"], phone=phone(i)) for i in range(2)]
+        + [SubscriberIn(external_id="e0", lists=["admins"], email="e0@example.com")]
+    )
+    harness.worker(concurrency=1, queues="urgent")  # the lane alone, for now
+    first = harness.open(channels=["sms"])
+    second = harness.open(
+        OutageMessage(title="Search is down", impact="major", status_page_url="https://status.example.com"),
+        channels=["email"],
+    )
+    _until(lambda: _states(harness, second, 0, "email") == ["sent"], "the second incident's admin email")
+    # one SMS went out at once; the other kept its slot and waits for the pool, not in the lane
+    assert sorted(_states(harness, first, 0, "sms")) == ["pending", "sent"]
+    harness.worker(concurrency=1)  # the pool: it takes the handed-back row
+    done = harness.wait(first, timeout_s=60)
+    assert done["totals"]["sent"] == 2
+    arrivals = _arrivals(harness)
+    assert len(arrivals[(first, 0, "sms")]) == 2
+    assert arrivals[(second, 0, "email")][0] < max(arrivals[(first, 0, "sms")])
+    times = [m["received_at"] for m in harness.sandbox.messages() if m["channel"] == "sms"]
+    assert busiest_window(times) <= 1  # and the limit held: never two in one second

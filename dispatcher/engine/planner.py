@@ -5,6 +5,9 @@
   admins' messages leave before a 100,000-person customer list has even been read.
 - The first tier is planned whole, in the broadcast's first task; every later tier a page per task,
   queued behind every urgent task, so no planning holds a worker that a second incident's admins need.
+- What follows the first tier's last page (its gate check, queueing the next tier's planning) is a
+  task of its own, queued behind that tier's batches: on the urgent lane it ran before them, and
+  cost a second incident's first admin 40-115 ms (issue 11, traced at 100k).
 - Who gets what on which channel is the pure rule in dispatcher/domain/audience.py.
 """
 
@@ -323,13 +326,30 @@ def plan_tier(database: Database, settings: Settings, broadcast_id: int, tier: i
     with database.session() as session:
         tiers = [t.tier for t in tiers_of(session, broadcast_id)]
         public = public_tier_of(session, broadcast_id, tiers)
-    sliced = PAGES_PER_TASK if tiers and tier != tiers[0] else None
+    first = bool(tiers) and tier == tiers[0]
+    sliced = None if first else PAGES_PER_TASK
     cursor = plan_pages(database, settings, broadcast_id, tier, public, after=after, max_pages=sliced)
+    rest = Outbox()
     if cursor is not None:
-        rest = Outbox()
         rest.plan_tier(broadcast_id, tier, cursor)
+    elif first:  # the admins' batches are queued: this tier's tail goes behind them
+        rest.finish_tier(broadcast_id, tier)
+    if rest.items:
         rest.flush()
         return
+    finish_tier(database, settings, broadcast_id, tier, tiers)
+
+
+def finish_tier(
+    database: Database, settings: Settings, broadcast_id: int, tier: int, tiers: Sequence[int] | None = None
+) -> None:
+    """After a tier's last page: dispatches what a gate opened meanwhile, and queues the next tier's
+    planning (or, after the last tier, marks the broadcast sending and checks its gates). Safe to
+    run again (a redelivered task): the dispatch watermark, the state's conditional UPDATE, and
+    planning that inserts no row twice."""
+    if tiers is None:
+        with database.session() as session:
+            tiers = [t.tier for t in tiers_of(session, broadcast_id)]
     following = next((t for t in tiers if t > tier), None)
     outbox = Outbox()
     with database.session() as session:

@@ -18,6 +18,14 @@ two workers share the bucket, so a batch uses about half a window's slots, and b
 window let the line run at half the rate, both workers idle between comebacks (issue 17: 4–11 s of
 the 3,000-SMS run at 100/s with no slot taken).
 
+A batch taken from the urgent lane's queue never sleeps long for its slot (`hold`): one due more
+than `AT_ONCE_HOLD_S` off is kept (reserved in Redis, as any slot) and its row handed back with a
+countdown to it, carrying the slot; the batch's other rows come after it. The comeback goes to the
+pool (engine/outbox.py `batch_queue`), sends on its kept slot (`Pacer.kept`) and paces the rest as
+any first-tier batch. So the lane only makes calls that go out at once, and a second incident's
+admin email never waits in it behind a first-tier SMS asleep for its slot (issue 11: up to a second
+at 1 SMS/s).
+
 A sender pool (several Twilio numbers) is a list of buckets: each request takes the earliest free
 slot among them, and the adapter sends it from that bucket's sender.
 
@@ -102,6 +110,9 @@ COMEBACK_LEAD_S = 0.1
 # handing it back would only re-claim the same rows. It keeps slots within 20 ms, up to 3 windows.
 GRACE_DELAY_S = 0.02
 GRACE_WINDOWS = 3
+# On the urgent lane a request sleeps at most this long for its slot; a later one is kept for a
+# comeback. More than COMEBACK_LEAD_S, so a comeback that arrives on time finds its slot within it.
+AT_ONCE_HOLD_S = 0.15
 
 
 @dataclass(frozen=True)
@@ -155,9 +166,10 @@ class ClockSync:
             self._ahead.append(remote - received)
 
     def local(self, remote: float) -> float:
-        """`remote` (Redis's clock) as a local monotonic time; needs one observation first."""
+        """`remote` (Redis's clock) as a local monotonic time. Before any observation (a process
+        whose first request uses a slot kept by another), this machine's wall clock stands in."""
         with self._lock:
-            ahead = max(self._ahead)
+            ahead = max(self._ahead) if self._ahead else time.time() - time.monotonic()
         return remote - ahead
 
 
@@ -252,9 +264,14 @@ class Pacer:
     settings: Settings
     urgent: bool
     sleep: Callable[[float], None] = time.sleep
+    hold: float = math.inf  # the longest sleep for a slot; further off, the slot is kept for a comeback
     started: float = field(default_factory=time.monotonic)
     refused: dict[Pool, int] = field(default_factory=dict)  # pool -> requests handed back
     granted: dict[Pool, int] = field(default_factory=dict)  # pool -> slots taken
+    # slots an earlier run of the batch kept for its rows: delivery id -> (bucket index, slot time)
+    kept: dict[int, tuple[int, float]] = field(default_factory=dict)
+    # slots this run keeps for a comeback: delivery id -> (bucket index, slot time, local due time)
+    reserved: dict[int, tuple[int, float, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -277,9 +294,14 @@ class Pacer:
         it and reserves again: late callers must not pile onto on-time ones. Late is measured against
         the slot's own time (`Slot.due`), not against when the reservation's answer was read."""
         pool = pool_for(self.channel, recipient, self.settings)
+        interval = self.limiter.paced_interval(pool.limit)
+        kept = self.kept.pop(recipient.delivery_id, None)
+        if kept is not None and kept[0] < len(pool.buckets):
+            index, at = kept
+            if self._use(pool, index, at, self.limiter.clock.local(at), interval):
+                return pool.senders[index]
         if pool in self.refused:
             raise self._refuse(pool)
-        interval = self.limiter.paced_interval(pool.limit)
         while True:
             max_delay = self._max_delay()
             if max_delay is None:
@@ -287,14 +309,25 @@ class Pacer:
             slot = self.limiter.claim(pool.buckets, pool.limit, max_delay)
             if slot.index is None:
                 raise self._refuse(pool)
-            wait = slot.due - time.monotonic()
-            if wait > 0:
-                self.sleep(wait)
-            if time.monotonic() - slot.due <= interval:
-                with self._lock:
-                    self.granted[pool] = self.granted.get(pool, 0) + 1
-                note_slot(slot.at)
+            if slot.due - time.monotonic() > self.hold:
+                with self._lock:  # kept for this row's comeback; the batch's other rows come after it
+                    self.reserved[recipient.delivery_id] = (slot.index, slot.at, slot.due)
+                    self.refused.setdefault(pool, 0)
+                raise NoSlot(pool.buckets[0])
+            if self._use(pool, slot.index, slot.at, slot.due, interval):
                 return pool.senders[slot.index]
+
+    def _use(self, pool: Pool, index: int, at: float, due: float, interval: float) -> bool:
+        """Sleeps until the slot; whether it is still this request's (woken within an interval)."""
+        wait = due - time.monotonic()
+        if wait > 0:
+            self.sleep(wait)
+        if time.monotonic() - due > interval:
+            return False
+        with self._lock:
+            self.granted[pool] = self.granted.get(pool, 0) + 1
+        note_slot(at)
+        return True
 
     def _max_delay(self) -> float | None:
         """How far off a slot this request may take. Inside the window: up to the tier's lookahead.
@@ -311,11 +344,22 @@ class Pacer:
         """Books a turn for each pool that refused requests; returns seconds until it, by first bucket."""
         out: dict[str, float] = {}
         for pool, requests in self.refused.items():
+            if not requests:  # only a kept slot: its row comes back at it (`kept_slots`)
+                continue
             spacing = self.limiter.paced_interval(pool.limit) / len(pool.buckets)
             wants = comeback_wants(spacing, requests, self.granted.get(pool, 0), self.window)
             lead = min(self.lookahead, COMEBACK_LEAD_S)
             out[pool.buckets[0]] = self.limiter.book_turn(pool, self.urgent, wants, lead)
         return out
+
+    def kept_slots(self) -> dict[int, tuple[list[float], float]]:
+        """The slots kept for a comeback: delivery id -> ([bucket index, slot time], seconds until
+        the row should come back: COMEBACK_LEAD_S before its slot)."""
+        now = time.monotonic()
+        return {
+            delivery_id: ([index, at], max(0.0, due - now - COMEBACK_LEAD_S))
+            for delivery_id, (index, at, due) in self.reserved.items()
+        }
 
 
 def comeback_wants(spacing: float, requests: int, granted: int, window: float) -> float:

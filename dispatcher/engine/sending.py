@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
-from math import ceil
+from math import ceil, inf
 from typing import Any
 
 import redis
@@ -35,7 +35,7 @@ from dispatcher.engine import journal, provider_metrics, suppressions
 from dispatcher.engine.breaker import Breaker
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.outbox import URGENT_TIER, Outbox
-from dispatcher.engine.ratelimit import Pacer, RateLimiter, bucket_for
+from dispatcher.engine.ratelimit import AT_ONCE_HOLD_S, Pacer, RateLimiter, bucket_for
 from dispatcher.engine.status_reports import reapply_parked
 from dispatcher.engine.tier_gates import check_gates
 from dispatcher.engine.transitions import (
@@ -115,8 +115,17 @@ UNKNOWN_CODES = frozenset({"timeout", "connection"})
 _DB_ERRORS = (OperationalError, InterfaceError)
 
 
-def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids: list[int]) -> int:
-    """Sends the claimable rows among `ids`; returns how many were claimed."""
+def send_batch(
+    services: Services,
+    broadcast_id: int,
+    channel: ChannelName,
+    ids: list[int],
+    slots: dict[int, tuple[int, float]] | None = None,
+    at_once: bool = False,
+) -> int:
+    """Sends the claimable rows among `ids`; returns how many were claimed. `slots`: rate-limit
+    slots an earlier run kept for some of them (engine/ratelimit.py, `Pacer.kept`); `at_once`: the
+    task came from the urgent lane's queue, so it sleeps for no slot (it keeps it and comes back)."""
     provider = _provider(channel)
     if services.breaker.is_open(provider):
         defer_while_open(services, broadcast_id, channel, ids, provider)
@@ -125,10 +134,11 @@ def send_batch(services: Services, broadcast_id: int, channel: ChannelName, ids:
     rows, people = claim_rows(services, ids, token)
     if not rows:
         return 0
-    outcomes = _call_provider(services, broadcast_id, channel, rows, people)
+    hold = AT_ONCE_HOLD_S if at_once else inf
+    outcomes, reserved = _call_provider(services, broadcast_id, channel, rows, people, slots or {}, hold)
     answered = [o for o in outcomes if o.failure is not Failure.NO_SLOT]
     kept = bool(answered) and _keep(services, broadcast_id, channel, token, answered)
-    rows, outcomes = hand_back_unslotted(services, broadcast_id, channel, rows, outcomes, token)
+    rows, outcomes = hand_back_unslotted(services, broadcast_id, channel, rows, outcomes, token, reserved)
     retryable = sum(1 for o in outcomes if o.failure is Failure.RETRYABLE and o.code != INTERNAL_ERROR)
     try:  # advisory: losing one sample must never keep the outcomes from being recorded
         services.breaker.record(provider, successes=sum(o.accepted for o in outcomes), failures=retryable)
@@ -262,11 +272,12 @@ def hand_back_unslotted(
     rows: list[Moved],
     outcomes: list[Outcome],
     claim: str,
+    kept: dict[int, list[float]] | None = None,
 ) -> tuple[list[Moved], list[Outcome]]:
     """Rows whose request found no rate-limit slot in the batch's window were never sent: they go
     back to pending as they were (the claim's attempt and counted send undone, no error recorded),
-    due at their pool's booked turn, with one countdown task; the rest (sent or failed) are returned
-    to record."""
+    due at their pool's booked turn (or their `kept` slot, which their task carries), with one
+    countdown task per moment; the rest (sent or failed) are returned to record."""
     waiting = [o for o in outcomes if o.failure is Failure.NO_SLOT]
     if not waiting:
         return rows, outcomes
@@ -277,7 +288,7 @@ def hand_back_unslotted(
         groups[round((outcome.retry_after or 0.0) * 10)].append(outcome.delivery_id)
     _with_db_retry(
         services,
-        lambda: _hand_back(services, broadcast_id, channel, by_id, groups, claim),
+        lambda: _hand_back(services, broadcast_id, channel, by_id, groups, claim, kept or {}),
         "handing back unslotted rows",
     )
     kept = [r for r in rows if r.id not in back_ids]
@@ -291,6 +302,7 @@ def _hand_back(
     by_id: dict[int, Moved],
     groups: dict[int, list[int]],
     claim: str,
+    kept: dict[int, list[float]],
 ) -> None:
     now = utcnow()
     outbox = Outbox()
@@ -316,7 +328,8 @@ def _hand_back(
             unsent += back
             if back:
                 tier = min(by_id[m.id].tier for m in back)
-                outbox.send_batch(broadcast_id, channel, [m.id for m in back], tier, countdown)
+                slots = {m.id: kept[m.id] for m in back if m.id in kept}
+                outbox.send_batch(broadcast_id, channel, [m.id for m in back], tier, countdown, slots)
         _count_sends(session, unsent, -1)
     outbox.flush()
 
@@ -447,10 +460,13 @@ def _call_provider(
     channel: ChannelName,
     rows: list[Moved],
     people: dict[int, tuple[str | None, str | None]],
-) -> list[Outcome]:
+    slots: dict[int, tuple[int, float]],
+    hold: float,
+) -> tuple[list[Outcome], dict[int, list[float]]]:
+    """The provider's answers, and the rate-limit slots kept for rows handed back (by delivery id)."""
     adapter = services.adapters[channel]
     urgent = min(r.tier for r in rows) == URGENT_TIER
-    pacer = Pacer(channel, services.limiter, services.settings, urgent)
+    pacer = Pacer(channel, services.limiter, services.settings, urgent, hold=hold, kept=dict(slots))
     waited: list[float] = []
 
     def throttle(recipient: Recipient) -> str | None:
@@ -481,11 +497,12 @@ def _call_provider(
                 Outcome.failed(r.id, Failure.RETRYABLE, code=INTERNAL_ERROR, error=repr(exc)[:500])
                 for r in group
             )
+    kept: dict[int, list[float]] = {}
     if pacer.refused:
-        outcomes = _with_comebacks(services, channel, rows, people, outcomes, pacer)
+        outcomes, kept = _with_comebacks(services, channel, rows, people, outcomes, pacer)
     sent = sum(1 for o in outcomes if o.failure is not Failure.NO_SLOT)
     _count(services, channel, sent, time.perf_counter() - batch_started, waited)
-    return outcomes
+    return outcomes, kept
 
 
 def _with_comebacks(
@@ -495,14 +512,16 @@ def _with_comebacks(
     people: dict[int, tuple[str | None, str | None]],
     outcomes: list[Outcome],
     pacer: Pacer,
-) -> list[Outcome]:
-    """Books each refused pool's turn; an unslotted outcome carries its countdown in `retry_after`.
-    If Redis fails here, the rows come back after one window rather than stay stranded."""
+) -> tuple[list[Outcome], dict[int, list[float]]]:
+    """Books each refused pool's turn; an unslotted outcome carries its countdown in `retry_after`
+    (to its kept slot, if it has one: returned by delivery id). If Redis fails here, the rows come
+    back after one window rather than stay stranded."""
     try:
         turns = pacer.comebacks()
     except redis.RedisError:
         log.warning("could not book a %s turn", channel.value, exc_info=True)
         turns = {}
+    kept = pacer.kept_slots()
     by_id = {r.id: r for r in rows}
     fallback = services.settings.rate_pace_window_s
     settled: list[Outcome] = []
@@ -510,10 +529,13 @@ def _with_comebacks(
         if outcome.failure is Failure.NO_SLOT:
             row = by_id[outcome.delivery_id]
             recipient = Recipient(row.id, row.address, *people.get(row.subscriber_id or -1, (None, None)))
-            wait = turns.get(bucket_for(channel, recipient, services.settings), fallback)
+            if outcome.delivery_id in kept:
+                wait = kept[outcome.delivery_id][1]
+            else:
+                wait = turns.get(bucket_for(channel, recipient, services.settings), fallback)
             outcome = replace(outcome, retry_after=min(wait, services.settings.retry_cap_s))
         settled.append(outcome)
-    return settled
+    return settled, {i: slot for i, (slot, _) in kept.items()}
 
 
 def _count(

@@ -13,7 +13,7 @@ from channels.base import ChannelName
 from config import get_settings
 from dispatcher.engine import planner, sending, sweeper, tier_gates
 from dispatcher.engine import reconcile as reconciliation
-from dispatcher.engine.broker import app
+from dispatcher.engine.broker import URGENT_QUEUE, app
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.planner import run_broadcast as _run_broadcast
 from dispatcher.engine.sending import Services
@@ -63,10 +63,22 @@ def plan_tier(broadcast_id: int, tier: int, after: int = 0) -> None:
     planner.plan_tier(_database(), get_settings(), broadcast_id, tier, after)
 
 
+@app.task(name="dispatcher.finish_tier", **DB_RETRY)
+def finish_tier(broadcast_id: int, tier: int) -> None:
+    """What follows a tier's last page, run behind its batches (engine/planner.py finish_tier)."""
+    planner.finish_tier(_database(), get_settings(), broadcast_id, tier)
+
+
 # A claim chosen as a deadlock victim left its rows pending with no task: the same retry.
-@app.task(name="dispatcher.send_batch", **DB_RETRY)
-def send_batch(broadcast_id: int, channel: str, ids: list[int]) -> int:
-    return _send_batch(services(), broadcast_id, ChannelName(channel), ids)
+@app.task(name="dispatcher.send_batch", bind=True, **DB_RETRY)
+def send_batch(
+    self: Any, broadcast_id: int, channel: str, ids: list[int], slots: dict[str, list[float]] | None = None
+) -> int:
+    """`slots`: rate-limit slots kept for some rows (JSON: delivery id -> [bucket index, slot time]).
+    A batch from the urgent queue sleeps for no slot: the lane takes that queue alone."""
+    kept = {int(i): (int(slot[0]), float(slot[1])) for i, slot in (slots or {}).items()}
+    at_once = (self.request.delivery_info or {}).get("routing_key") == URGENT_QUEUE
+    return _send_batch(services(), broadcast_id, ChannelName(channel), ids, kept, at_once)
 
 
 @app.task(name="dispatcher.check_gate", **DB_RETRY)
