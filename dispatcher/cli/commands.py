@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +17,9 @@ from dispatcher.cli import format as fmt
 from dispatcher.cli.maintenance import maintenance_app
 from dispatcher.cli.reads import broadcasts_app, incidents_app, receipts
 from dispatcher.cli.suppressions import suppressions_app
+
+if TYPE_CHECKING:
+    from dispatcher.store.db import Database
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database migrations.")
@@ -143,13 +146,12 @@ def keys_create(
     to revoke it on stderr; only its hash is stored. `--json`: {"id", "role", "label", "key"}."""
     from dispatcher.auth import Role, issue_key
     from dispatcher.cli.audit import audit_cli
-    from dispatcher.store.db import get_database
 
     try:
         parsed = Role(role)
     except ValueError:
         raise client.bad_input("--role", "must be commander, viewer or admin") from None
-    with get_database(get_settings()).session() as session:
+    with _keys_database().session() as session:
         key_id, key = issue_key(session, parsed, label)
         audit_cli(session, "keys.create", f"key {key_id}", 201)
     if client.json_wanted(as_json):
@@ -171,9 +173,8 @@ def keys_revoke(
     """Revoke exactly one key, by id; requests with it are refused from now on."""
     from dispatcher.auth import revoke_key
     from dispatcher.cli.audit import audit_cli
-    from dispatcher.store.db import get_database
 
-    with get_database(get_settings()).session() as session:
+    with _keys_database().session() as session:
         revoked = revoke_key(session, key_id)
         audit_cli(session, "keys.revoke", f"key {key_id}", 200 if revoked else 404)
     if not revoked:
@@ -333,6 +334,29 @@ def _start_checks() -> None:
     except (DispatcherError, TemplateError) as exc:
         typer.echo(f"cannot start: {exc.message}", err=True)
         raise typer.Exit(2) from None
+
+
+def _keys_database() -> Database:
+    """The database the key commands write to. The embedded default is brought to the schema's head
+    (a newcomer may create a key before the first `up`); a configured database that is behind gets
+    an error naming the command that upgrades it, never a traceback."""
+    from dispatcher.cli.audit import migrate_and_bootstrap
+    from dispatcher.store.db import get_database
+    from dispatcher.store.migrate import current_revision, head_revision
+
+    settings = get_settings()
+    if not settings.database_url:
+        return migrate_and_bootstrap(settings)
+    database = get_database(settings)
+    current, head = current_revision(database), head_revision(database)
+    if current != head:
+        typer.echo(
+            f"error: the database is at revision {current or 'none'} and this version needs {head}: "
+            "run `outage-dispatcher db upgrade` first",
+            err=True,
+        )
+        raise typer.Exit(1)
+    return database
 
 
 def _migrate_and_bootstrap() -> None:

@@ -125,6 +125,31 @@ def test_the_access_log_names_the_key_by_id(
     assert keys["viewer"][:6] not in text
 
 
+def test_keys_create_before_the_first_up_works_on_the_embedded_default_and_explains_elsewhere(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newcomer's first command may be `keys create`, before `up` ever made the schema: on the
+    embedded default it brings the schema up itself; on a configured database that has none it
+    says which command does, instead of a traceback (`no such table: api_keys`)."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("DISPATCHER_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    created = CliRunner().invoke(cli, ["keys", "create", "--role", "commander"])
+    assert created.exit_code == 0, created.output
+    database = Database(f"sqlite:///{tmp_path / 'data' / 'dispatcher.db'}")
+    with database.session() as session:
+        assert find_key(session, created.stdout.strip()) is not None
+    database.dispose()
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    get_settings.cache_clear()
+    refused = CliRunner().invoke(cli, ["keys", "create", "--role", "commander"])
+    assert refused.exit_code == 1
+    assert "run `outage-dispatcher db upgrade` first" in refused.stderr
+    assert "Traceback" not in refused.output and not refused.stdout.strip()
+    get_settings.cache_clear()
+
+
 def test_keys_create_prints_the_id_and_revoke_takes_it_and_revokes_exactly_one(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
