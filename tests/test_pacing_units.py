@@ -146,7 +146,7 @@ def test_on_the_lane_a_batch_keeps_the_slot_it_would_sleep_for_and_hands_the_res
     # slots at 0.0 and 0.1 s are within the hold; the one at 0.2 s is kept, the rest refused
     assert len(granted) == 2 and refused == 28
     assert all(s <= AT_ONCE_HOLD_S for s in slept)  # no sleep longer than the hold
-    [(kept_id, ((index, at), countdown))] = pacer.kept_slots().items()
+    [(kept_id, ((index, _at), countdown))] = pacer.kept_slots().items()
     assert kept_id == 2 and index == 0
     # it comes back just before its slot: 0.2 s out, less the comeback's lead
     assert 0.2 - COMEBACK_LEAD_S - 0.05 <= countdown <= 0.2 - COMEBACK_LEAD_S + 0.01

@@ -13,12 +13,12 @@ which it names but never imports, so imports point one way: worker -> engine -> 
   gate checks before anything else; every later tier after it, with the queues taken round robin
   (a queue per channel, FIFO inside each), so no channel's later work starves behind another's.
 - an urgent lane: every urgent task due now (a broadcast's first-tier planning, its first tier's
-  sends, gate checks) is on the `urgent` queue, which a worker started with `-Q urgent` (`LANE_QUEUES`)
-  consumes alone; a first-tier batch that comes back later waits on its channel's queue at urgent
-  priority, for the pool. Priority only orders what waits; a process in the middle of a later task (a planning page,
-  a customer email batch of 1,000, a paced send) finishes it first, so without a lane a second
-  incident's admins waited for that: 0.4-0.7 s at 100k, one worker process. `up` and the Procfile
-  run one lane beside the pool.
+  sends, gate checks) is on the `urgent` queue, which a worker started with `-Q urgent`
+  (`LANE_QUEUES`) consumes alone; a first-tier batch that comes back later waits on its channel's
+  queue at urgent priority, for the pool. Priority only orders what waits; a process in the middle
+  of a later task (a planning page, a customer email batch of 1,000, a paced send) finishes it
+  first, so without a lane a second incident's admins waited for that: 0.4-0.7 s at 100k, one
+  worker process. `up` and the Procfile run one lane beside the pool.
 - no remote control (pidbox): with it, a Redis restart killed the worker. The pidbox's PUBSUB socket
   reports the lost connection while the task channel is mid-BRPOP; kombu's Channel.close then raises
   from `_brpop_read` before its QoS restore, kombu's `collect` clears the transport's client, and
