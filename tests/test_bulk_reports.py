@@ -63,6 +63,23 @@ def test_a_chain_of_reports_on_one_row_is_applied_in_rounds() -> None:
     ]
 
 
+def test_a_report_never_moves_a_row_a_gate_counts() -> None:
+    """Gates and a broadcast's completion count only pending and sending rows; the applier checks no
+    gate after a report (engine/status_reports.py `_apply_all`) because no report can move one.
+    Every state a row can be in, against every state a report can claim, with and without a
+    recorded id: whatever is applied starts from a state the gates do not count."""
+    counted = {DeliveryState.PENDING, DeliveryState.SENDING}
+    for state in DeliveryState:
+        for recorded in ("SM1", None):
+            rows = {1: Row(state, "sms", recorded, 7)}
+            for claimed in DeliveryState:
+                verdicts, rounds = plan(rows, [Claim(1, "sms", claimed, "SM1")], same)
+                moves = [m for r in rounds for m in r]
+                assert all(m.expect not in counted for m in moves), (state, recorded, claimed)
+                if state in counted:
+                    assert verdicts[0] is not Verdict.APPLIED and not moves
+
+
 def test_reports_that_name_the_wrong_row_move_nothing() -> None:
     rows = {
         1: Row(SENT, "sms", "SM1", 7),

@@ -40,8 +40,6 @@ from dispatcher.domain.reports import IGNORED, Claim, Move, Row, Verdict, plan
 from dispatcher.domain.states import DeliveryState
 from dispatcher.engine import suppressions
 from dispatcher.engine.clock import utcnow
-from dispatcher.engine.outbox import Outbox
-from dispatcher.engine.tier_gates import check_gates
 from dispatcher.engine.transitions import Note, set_details, transition
 from dispatcher.store.bulk import id_and_text_in, id_in
 from dispatcher.store.db import Database
@@ -171,7 +169,7 @@ def apply_reports(
 ) -> list[Verdict]:
     """Applies reports in one transaction, re-checks the tiers they touch, parks those that came
     before their send was recorded, counts the ignored. Returns a verdict per report."""
-    checked = _apply_all(database, settings, reports)
+    checked = _apply_all(database, reports)
     # An early `sent` (Twilio's, SendGrid's `processed`) says no more than the worker will record.
     checked = [
         Checked(Verdict.UNCHANGED, c.broadcast_id)
@@ -188,7 +186,7 @@ def apply_reports(
     if early:
         _park(settings, early)
         # Re-check after parking: the worker may have recorded the send between our read and the park.
-        again = _apply_all(database, settings, [r for r, _ in early])
+        again = _apply_all(database, [r for r, _ in early])
         settled = [
             (r, b) for (r, b), c in zip(early, again, strict=True) if c.verdict is not Verdict.NOT_RECORDED
         ]
@@ -233,7 +231,7 @@ def reapply_parked(
         return 0
     reports = [StatusReport(*json.loads(v)) for _, v in found]
     try:
-        checked = _apply_all(database, settings, reports)
+        checked = _apply_all(database, reports)
     except SQLAlchemyError:  # the batch is recorded; these stay parked until they expire
         log.warning("could not apply parked status reports", exc_info=True)
         return 0
@@ -263,14 +261,15 @@ def _parked_for(client: redis.Redis, name: str, delivery_ids: Sequence[int]) -> 
     return [(f, v) for f, v in zip(fields, client.hmget(name, fields), strict=True) if v is not None]
 
 
-def _apply_all(database: Database, settings: Settings, reports: Sequence[StatusReport]) -> list[Checked]:
-    outbox = Outbox()
+def _apply_all(database: Database, reports: Sequence[StatusReport]) -> list[Checked]:
+    """Applies and commits. No gate is checked after: a report moves only a row already recorded as
+    sent (domain/reports.py `judge`: one still `sending` is parked), never a pending or sending one,
+    and those are all a gate or a broadcast's completion counts. Re-checking every broadcast a batch
+    touched was a third of the applier's time and lengthened its write transaction, which on SQLite
+    is the one a commander's own write waits for (issue 17)."""
     now = utcnow()
     with database.session() as session:
         checked = apply_batch(session, reports, now)
-        moved = {c.broadcast_id for c in checked if c.verdict is Verdict.APPLIED}
-        after_status(session, settings, sorted(b for b in moved if b is not None), outbox)
-    outbox.hand_off()  # committed: a broker outage is the sweeper's gate checks' to cover, never a 5xx
     _suppress(database, reports, [c.verdict for c in checked])
     return checked
 
@@ -357,10 +356,3 @@ def read_stats(client: redis.Redis, settings: Settings) -> dict[tuple[str, str, 
         kind, provider, detail = field.decode().split("|", 2)
         out[(kind, provider, detail)] = int(value)
     return out
-
-
-def after_status(session: Session, settings: Settings, broadcast_ids: Iterable[int], outbox: Outbox) -> None:
-    """A report can be the first news that a delivery is final; re-check the gates of the
-    broadcasts whose rows it moved (apply_batch says which, from the rows it read)."""
-    for broadcast_id in broadcast_ids:
-        check_gates(session, settings, broadcast_id, outbox)
