@@ -103,7 +103,7 @@ def one_run(args: argparse.Namespace, subs: list[Any]) -> dict[str, Any]:
         cost = cpu_cost(
             {n: cpu_after[n] - cpu_before.get(n, 0.0) for n in cpu_after},
             int(accepted),
-            callbacks if stack.callbacks == "api" else 0,
+            callbacks if stack.to_service else 0,
         )
         return {
             "cpu_cost": cost,

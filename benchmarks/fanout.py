@@ -107,7 +107,7 @@ def measure(stack: Stack, run: Any) -> dict[str, Any]:
     result["sandbox_cpu_share"] = round(cpu.get("sandbox", 0) / max(0.001, ours), 3)
     result["machine_busy_cpu_s"] = round(busy, 1)
     result["other_processes_cpu_s"] = round(max(0.0, busy - ours), 1)
-    ingested = result.get("callbacks", {}).get("all", {}).get("posts", 0) if stack.callbacks == "api" else 0
+    ingested = result.get("callbacks", {}).get("all", {}).get("posts", 0) if stack.to_service else 0
     result["cpu_cost"] = cpu_cost(cpu, result.get("deliveries_all", result.get("deliveries", 0)), ingested)
     result["peak_rss_mb"] = stack.peak_rss()
     return result
@@ -256,7 +256,7 @@ def dispatcher_run(stack: Stack, n: int, probes: int = 0) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"broadcast {broadcast_id} did not complete: logs in {stack.tmp}")
             time.sleep(0.25)
-        delivered = wait_delivered(stack, broadcast_id) if stack.callbacks == "api" else None
+        delivered = wait_delivered(stack, broadcast_id) if stack.to_service else None
         for probe in peak:
             stack.wait_completed(probe["broadcast"])
         stack.sandbox.http.post("/sandbox/drain", params={"timeout": 300})
@@ -683,9 +683,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--callbacks",
-        choices=["api", "sink"],
+        choices=["api", "hooks", "sink"],
         default="api",
-        help="the sandbox's status webhooks to the API's webhooks (production) or to its own sink",
+        help=(
+            "the sandbox's status webhooks to the API's webhooks (production), to the same webhooks "
+            "served by an API process of their own (hooks), or to its own sink"
+        ),
     )
     parser.add_argument(
         "--probes",

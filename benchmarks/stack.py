@@ -152,13 +152,14 @@ def cpu_cost(cpu: dict[str, float], deliveries: int, callbacks: int) -> dict[str
     service = {n: v for n, v in cpu.items() if n.startswith(SERVICE_PROCESSES)}
     total = sum(service.values())
     workers = sum(v for n, v in service.items() if n.startswith("worker"))
+    api = sum(v for n, v in service.items() if n.startswith("api"))  # with a webhooks process of its own
 
     def per_1000(value: float, count: int) -> float | None:
         return round(value * 1000 / count, 3) if count else None
 
     return {
         "service_cpu_s": round(total, 2),
-        "api_cpu_s": round(service.get("api", 0.0), 2),
+        "api_cpu_s": round(api, 2),
         "workers_cpu_s": round(workers, 2),
         "beat_cpu_s": round(service.get("beat", 0.0), 2),
         "sandbox_cpu_s": round(cpu.get("sandbox", 0.0), 2),
@@ -167,7 +168,7 @@ def cpu_cost(cpu: dict[str, float], deliveries: int, callbacks: int) -> dict[str
         "service_per_1000_deliveries": per_1000(total, deliveries),
         "workers_per_1000_deliveries": per_1000(workers, deliveries),
         "service_per_1000_callbacks": per_1000(total, callbacks),
-        "api_per_1000_callbacks": per_1000(service.get("api", 0.0), callbacks),
+        "api_per_1000_callbacks": per_1000(api, callbacks),
         "sandbox_per_1000_deliveries": per_1000(cpu.get("sandbox", 0.0), deliveries),
     }
 
@@ -293,8 +294,8 @@ class Stack:
         callbacks: str = "api",
         lane: bool = True,
     ) -> None:
-        if callbacks not in ("api", "sink"):
-            raise ValueError(f"callbacks: 'api' or 'sink', not {callbacks!r}")
+        if callbacks not in ("api", "hooks", "sink"):
+            raise ValueError(f"callbacks: 'api', 'hooks' or 'sink', not {callbacks!r}")
         self.callbacks = callbacks
         self.run_id = uuid.uuid4().hex[:8]
         self.name = name
@@ -314,6 +315,8 @@ class Stack:
         self.api_port = free_port()
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.api_url = f"http://127.0.0.1:{self.api_port}"
+        # callbacks="hooks": the webhooks served by an API process of their own, commanders by the other
+        self.hooks_url = f"http://127.0.0.1:{free_port()}" if callbacks == "hooks" else self.api_url
         self.sandbox = Sandbox(self.sandbox_url)
         self.sandbox_secret = secrets.token_urlsafe(32)  # per run, for the sandbox and the service
         self.api = httpx.Client(base_url=self.api_url, timeout=60)
@@ -342,13 +345,18 @@ class Stack:
     @property
     def public_url(self) -> str:
         """How the providers reach the service: Twilio's StatusCallback is built from it."""
-        return self.api_url if self.callbacks == "api" else f"{self.sandbox_url}/hooks/service"
+        return self.hooks_url if self.to_service else f"{self.sandbox_url}/hooks/service"
+
+    @property
+    def to_service(self) -> bool:
+        """Whether the providers' callbacks reach the service's webhooks (not the sandbox's sink)."""
+        return self.callbacks in ("api", "hooks")
 
     @property
     def event_webhook_url(self) -> str:
         """Where the sandbox's SendGrid posts its events."""
-        if self.callbacks == "api":
-            return f"{self.api_url}/v1/webhooks/sendgrid"
+        if self.to_service:
+            return f"{self.hooks_url}/v1/webhooks/sendgrid"
         return f"{self.sandbox_url}/hooks/sendgrid-events"
 
     def settings(self) -> Any:
@@ -445,6 +453,16 @@ class Stack:
             celery = [py, "-m", "celery", "-A", "dispatcher.engine.broker"]
             self.spawn("beat", [*celery, "beat", "-s", str(self.tmp / "schedule"), "--loglevel", "WARNING"])
         self.wait_http(self.sandbox_url + "/sandbox/health")
+        if self.hooks_url != self.api_url:
+            port = self.hooks_url.rsplit(":", 1)[1]
+            self.spawn(
+                "api-hooks",
+                [
+                    *(py, "-m", "uvicorn", "dispatcher.app:create_app", "--factory", "--host", "127.0.0.1"),
+                    *("--port", port, "--no-access-log", "--log-level", "warning"),
+                ],
+            )
+            self.wait_http(self.hooks_url + "/healthz")
         self.wait_http(self.api_url + "/healthz")
         self.wait_workers()
         return self
