@@ -331,7 +331,10 @@ def _hand_back(
                 slots = {m.id: kept[m.id] for m in back if m.id in kept}
                 outbox.send_batch(broadcast_id, channel, [m.id for m in back], tier, countdown, slots)
         _count_sends(session, unsent, -1)
-    outbox.flush()
+    # Never fail here for the broker: the batch's sent rows are recorded after this, and a task that
+    # raised now would leave them `sending` until the lease sends them again (Redis killed mid-broadcast
+    # sent four SMS twice). The handed-back rows are pending: the sweeper queues them if this could not.
+    outbox.hand_off()
 
 
 def _with_db_retry(services: Services, step: Callable[[], None], what: str) -> None:
