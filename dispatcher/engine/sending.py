@@ -272,11 +272,11 @@ def hand_back_unslotted(
     rows: list[Moved],
     outcomes: list[Outcome],
     claim: str,
-    kept: dict[int, list[float]] | None = None,
+    slots: dict[int, list[float]] | None = None,
 ) -> tuple[list[Moved], list[Outcome]]:
     """Rows whose request found no rate-limit slot in the batch's window were never sent: they go
     back to pending as they were (the claim's attempt and counted send undone, no error recorded),
-    due at their pool's booked turn (or their `kept` slot, which their task carries), with one
+    due at their pool's booked turn (or at their kept slot in `slots`, which their task carries), with one
     countdown task per moment; the rest (sent or failed) are returned to record."""
     waiting = [o for o in outcomes if o.failure is Failure.NO_SLOT]
     if not waiting:
@@ -288,7 +288,7 @@ def hand_back_unslotted(
         groups[round((outcome.retry_after or 0.0) * 10)].append(outcome.delivery_id)
     _with_db_retry(
         services,
-        lambda: _hand_back(services, broadcast_id, channel, by_id, groups, claim, kept or {}),
+        lambda: _hand_back(services, broadcast_id, channel, by_id, groups, claim, slots or {}),
         "handing back unslotted rows",
     )
     kept = [r for r in rows if r.id not in back_ids]
@@ -302,7 +302,7 @@ def _hand_back(
     by_id: dict[int, Moved],
     groups: dict[int, list[int]],
     claim: str,
-    kept: dict[int, list[float]],
+    slots: dict[int, list[float]],
 ) -> None:
     now = utcnow()
     outbox = Outbox()
@@ -328,8 +328,8 @@ def _hand_back(
             unsent += back
             if back:
                 tier = min(by_id[m.id].tier for m in back)
-                slots = {m.id: kept[m.id] for m in back if m.id in kept}
-                outbox.send_batch(broadcast_id, channel, [m.id for m in back], tier, countdown, slots)
+                carried = {m.id: slots[m.id] for m in back if m.id in slots}
+                outbox.send_batch(broadcast_id, channel, [m.id for m in back], tier, countdown, carried)
         _count_sends(session, unsent, -1)
     # Never fail here for the broker: the batch's sent rows are recorded after this, and a task that
     # raised now would leave them `sending` until the lease sends them again (Redis killed mid-broadcast
@@ -500,12 +500,12 @@ def _call_provider(
                 Outcome.failed(r.id, Failure.RETRYABLE, code=INTERNAL_ERROR, error=repr(exc)[:500])
                 for r in group
             )
-    kept: dict[int, list[float]] = {}
+    reserved: dict[int, list[float]] = {}
     if pacer.refused:
-        outcomes, kept = _with_comebacks(services, channel, rows, people, outcomes, pacer)
+        outcomes, reserved = _with_comebacks(services, channel, rows, people, outcomes, pacer)
     sent = sum(1 for o in outcomes if o.failure is not Failure.NO_SLOT)
     _count(services, channel, sent, time.perf_counter() - batch_started, waited)
-    return outcomes, kept
+    return outcomes, reserved
 
 
 def _with_comebacks(
