@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 
 from config import Settings
-from dispatcher.api.deps import get_db, get_settings
+from dispatcher.api.deps import database_of, settings_of
 from dispatcher.auth import Role
 from dispatcher.dashboard import session as sessions
 from dispatcher.dashboard.rendering import HEADERS, problem
@@ -43,8 +43,8 @@ def clear_cookie(response: Response, settings: Settings) -> None:
 
 def current(request: Request) -> DashSession | None:
     """The signed-in session behind this request's cookie, if any."""
-    settings = get_settings(request)
-    with get_db(request).session() as db:
+    settings = settings_of(request)
+    with database_of(request).session() as db:
         return sessions.load(db, settings, request.cookies.get(COOKIE))
 
 
@@ -60,7 +60,7 @@ def signed_in(request: Request, *, need: Role | None = None) -> DashSession | Re
         return to_sign_in()
     if need is not None and dash.role is not need:
         title = "Admins only" if need is Role.ADMIN else "Commanders only"
-        return problem(get_settings(request), dash, 403, title, f"A {dash.role.value} key may not do this.")
+        return problem(settings_of(request), dash, 403, title, f"A {dash.role.value} key may not do this.")
     return dash
 
 
@@ -75,7 +75,7 @@ async def form(request: Request) -> dict[str, str]:
 
 def csrf_refused(request: Request, dash: DashSession | None) -> Response:
     return problem(
-        get_settings(request),
+        settings_of(request),
         dash,
         403,
         "Please try again",

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from dispatcher.api.deps import get_db, get_settings
+from dispatcher.api.deps import database_of, settings_of
 from dispatcher.auth import Role
 from dispatcher.dashboard import access
 from dispatcher.dashboard import session as sessions
@@ -37,9 +37,9 @@ def _act(
 ) -> int:
     """Runs `work` and its audit entry in one transaction, then queues what it moved (after commit:
     a broker outage is the sweeper's to cover, as for the API)."""
-    settings = get_settings(request)
+    settings = settings_of(request)
     outbox = Outbox()
-    with get_db(request).session() as db:
+    with database_of(request).session() as db:
         queued = work(db, outbox)
         record_audit(
             db,
@@ -70,7 +70,7 @@ async def retry(request: Request, broadcast_id: int) -> Response:
     dash = await _commander(request)
     if isinstance(dash, Response):
         return dash
-    settings = get_settings(request)
+    settings = settings_of(request)
 
     def work(db: Session, outbox: Outbox) -> int:
         return queue_sends(db, settings, retry_failed(db, broadcast_id, utcnow()), outbox)
@@ -91,7 +91,7 @@ async def resend_one(request: Request, delivery_id: int) -> Response:
     dash = await _commander(request)
     if isinstance(dash, Response):
         return dash
-    settings = get_settings(request)
+    settings = settings_of(request)
 
     def work(db: Session, outbox: Outbox) -> int:
         if not resend(db, delivery_id, utcnow()):

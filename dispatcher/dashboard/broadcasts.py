@@ -15,7 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 
 from channels.base import ChannelName
-from dispatcher.api.deps import get_db, get_progress_hub, get_settings
+from dispatcher.api.deps import database_of, progress_hub_of, settings_of
 from dispatcher.api.progress_hub import read_progress
 from dispatcher.api.progress_stream import SSE_HEADERS, progress_ticks, sse
 from dispatcher.auth import Role, key_active
@@ -95,7 +95,7 @@ def broadcast_page(
     dash = access.signed_in(request)
     if isinstance(dash, Response):
         return dash
-    settings, database = get_settings(request), get_db(request)
+    settings, database = settings_of(request), database_of(request)
     try:
         filters = receipt_filters(state, channel, tier, q)
         first = read_progress(database, broadcast_id)
@@ -136,7 +136,7 @@ async def broadcast_events(request: Request, broadcast_id: int) -> Response:
     dash = await anyio.to_thread.run_sync(access.current, request)
     if dash is None:
         return Response("sign in first", status_code=401, media_type="text/plain")
-    settings, database = get_settings(request), get_db(request)
+    settings, database = settings_of(request), database_of(request)
     try:
         first = await asyncio.to_thread(read_progress, database, broadcast_id)
     except NotFound:
@@ -151,7 +151,7 @@ async def broadcast_events(request: Request, broadcast_id: int) -> Response:
         over_time: dict[str, Any] | None = None
         charted = 0.0
         ticks = progress_ticks(
-            get_progress_hub(request),
+            progress_hub_of(request),
             broadcast_id,
             first,
             still_allowed=allowed,
@@ -183,9 +183,9 @@ async def broadcast_events(request: Request, broadcast_id: int) -> Response:
 def _story_page(
     request: Request, dash: sessions.DashSession, delivery_id: int, *, reveal: bool, resent: bool = False
 ) -> Response:
-    settings = get_settings(request)
+    settings = settings_of(request)
     try:
-        with get_db(request).session() as db:
+        with database_of(request).session() as db:
             story = delivery_story(db, settings, delivery_id, mask=not reveal)
             broadcast_id = db.scalar(select(Delivery.broadcast_id).where(Delivery.id == delivery_id))
             if reveal:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from config import Settings
-from dispatcher.api.deps import get_db, get_settings
+from dispatcher.api.deps import database_of, settings_of
 from dispatcher.auth import Role
 from dispatcher.dashboard import access, actions, broadcasts
 from dispatcher.dashboard import session as sessions
@@ -55,13 +55,13 @@ def home(request: Request) -> Response:
     """The sign-in form, or the incidents for a browser already signed in."""
     if access.current(request) is not None:
         return RedirectResponse("/dashboard/incidents", status_code=303, headers=HEADERS)
-    return _sign_in_page(get_settings(request), request)
+    return _sign_in_page(settings_of(request), request)
 
 
 @router.post("/sign-in")
 async def sign_in(request: Request) -> Response:
     """Exchanges an API key (form field `key`) for a session cookie; limited per client address."""
-    settings = get_settings(request)
+    settings = settings_of(request)
     who = client_address(request, settings.trusted_proxy_hops)
     wait = over_limit(settings, "dash-sign-in", who, settings.dashboard_sign_ins_per_hour)
     if wait is not None:
@@ -75,7 +75,7 @@ async def sign_in(request: Request) -> Response:
         return _sign_in_page(settings, request, 403, "This form had expired: sign in again.")
 
     def exchange() -> sessions.DashSession | None:
-        with get_db(request).session() as db:
+        with database_of(request).session() as db:
             return sessions.sign_in(db, settings, fields.get("key") or "")
 
     dash = await anyio.to_thread.run_sync(exchange)
@@ -96,9 +96,9 @@ async def sign_out(request: Request) -> Response:
         return access.to_sign_in()
     if not sessions.csrf_ok(dash, (await access.form(request)).get("csrf_token")):
         return access.csrf_refused(request, dash)
-    sessions.sign_out(get_settings(request), dash.token)
+    sessions.sign_out(settings_of(request), dash.token)
     response = RedirectResponse("/dashboard", status_code=303, headers=HEADERS)
-    access.clear_cookie(response, get_settings(request))
+    access.clear_cookie(response, settings_of(request))
     return response
 
 
@@ -120,13 +120,13 @@ def incidents(
     dash = access.signed_in(request)
     if isinstance(dash, Response):
         return dash
-    settings = get_settings(request)
+    settings = settings_of(request)
     try:
         filters: dict[str, Any] = {
             "status": _choice(status, INCIDENT_STATUSES, "status"),
             "kind": _choice(kind, KINDS, "kind"),
         }
-        with get_db(request).session() as db:
+        with database_of(request).session() as db:
             found = list_incidents(db, cursor=cursor or None, limit=50, **filters)
     except ValidationFailed as exc:
         return problem(settings, dash, 422, "Not a valid filter", exc.message)
@@ -148,9 +148,9 @@ def incident(request: Request, incident_id: int) -> Response:
     dash = access.signed_in(request)
     if isinstance(dash, Response):
         return dash
-    settings = get_settings(request)
+    settings = settings_of(request)
     try:
-        with get_db(request).session() as db:
+        with database_of(request).session() as db:
             story = incident_story(db, incident_id)
     except NotFound:
         return problem(settings, dash, 404, "Not found", f"There is no incident {incident_id}.")
@@ -167,9 +167,9 @@ def audit(
     dash = access.signed_in(request, need=Role.ADMIN)
     if isinstance(dash, Response):
         return dash
-    settings = get_settings(request)
+    settings = settings_of(request)
     try:
-        with get_db(request).session() as db:
+        with database_of(request).session() as db:
             found = list_audit(db, cursor=cursor or None, actor=actor or None, action=action or None)
     except ValidationFailed as exc:
         return problem(settings, dash, 422, "Not a valid filter", exc.message)
