@@ -1,0 +1,159 @@
+"""The callback path alone: what one signed Twilio status callback costs the API, in a minute instead
+of a full flood.
+
+The flood benchmark (benchmarks/fanout.py) measures callbacks among everything else a broadcast does
+on the same two cores, so a change to the webhook path moves its figures by less than their noise.
+Here the API (uvicorn, its own process, the inbox's applier inside it as `up` runs it) is the only
+process of ours; a thread pool in this process posts `--posts` signed callbacks (`--clients` at a
+time) and the API's CPU-seconds are read around them. The same number of `GET /healthz` gives the
+floor every request pays (the server, the middleware, routing), so what the webhook itself adds is
+the difference. The callbacks name deliveries that do not exist: the applier's work per report is
+the no-match case here, and the flood measures the rest.
+
+    .venv/bin/python -m benchmarks.callbacks                      # SQLite (the embedded default)
+    .venv/bin/python -m benchmarks.callbacks --db postgresql --posts 10000
+
+Writes benchmarks/results/callbacks-<db>.json and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from twilio.request_validator import RequestValidator
+
+from benchmarks.stack import RESULTS, Stack, cpu_seconds, machine
+
+WARM_UP = 200  # requests before the clock starts: imports, pools and caches filled
+
+
+def twilio_callbacks(stack: Stack, count: int) -> list[tuple[str, str, str]]:
+    """`count` status callbacks (path, form body, signature), signed as the sandbox's Twilio signs."""
+    validator = RequestValidator(stack.sandbox_secret)
+    base = stack.public_url.rstrip("/")
+    out = []
+    for i in range(count):
+        params = {
+            "MessageSid": f"SM{i:032x}",
+            "MessageStatus": "delivered" if i % 2 else "sent",
+            "AccountSid": "AC" + "0" * 32,
+            "To": "+15550001111",
+        }
+        path = f"/v1/webhooks/twilio?{urlencode({'delivery_id': 10_000_000 + i})}"
+        out.append((path, urlencode(params), validator.compute_signature(base + path, params)))
+    return out
+
+
+def hammer(
+    base_url: str, count: int, clients: int, call: Callable[[httpx.Client, int], int]
+) -> tuple[float, list[float]]:
+    """`count` calls over `clients` threads; the wall time and each call's latency. Any answer but
+    2xx stops the run: a figure over failed requests would measure the failure path."""
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    def client(k: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=30) as http:
+            for i in range(k, count, clients):
+                started = time.perf_counter()
+                status = call(http, i)
+                latencies.append(time.perf_counter() - started)
+                if not 200 <= status < 300:
+                    failures.append(f"request {i}: {status}")
+                    return
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise SystemExit(f"stopped: {failures[0]}")
+    return time.perf_counter() - started, sorted(latencies)
+
+
+def measured(
+    stack: Stack, count: int, clients: int, call: Callable[[httpx.Client, int], int]
+) -> dict[str, Any]:
+    """Posts/s, the API's CPU-ms per request (its applier included, once the inbox is empty) and
+    the latency as the clients saw it."""
+    from dispatcher.engine import inbox
+
+    pid = stack.processes.children["api"].pid
+    before = cpu_seconds(pid)
+    wall, latencies = hammer(stack.api_url, count, clients, call)
+    inbox.wait_applied(stack.settings(), timeout_s=60)
+    used = cpu_seconds(pid) - before
+    n = len(latencies)
+    return {
+        "requests": n,
+        "per_s": round(n / wall),
+        "api_cpu_ms_per_request": round(used * 1000 / n, 3),
+        "p50_ms": round(latencies[n // 2] * 1000, 1),
+        "p99_ms": round(latencies[min(n - 1, int(n * 0.99))] * 1000, 1),
+    }
+
+
+def run(db: str, posts: int, clients: int) -> dict[str, Any]:
+    with Stack(db=db, workers=0, lane=False, name="callbacks", callbacks="api") as stack:
+        stack.prepare().start(beat=False)
+        bodies = twilio_callbacks(stack, WARM_UP + posts)
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+
+        def callback(http: httpx.Client, i: int) -> int:
+            path, body, signature = bodies[i]
+            signed = {**headers, "X-Twilio-Signature": signature}
+            return http.post(path, content=body, headers=signed).status_code
+
+        def health(http: httpx.Client, _i: int) -> int:
+            return http.get("/healthz").status_code
+
+        hammer(stack.api_url, WARM_UP, clients, callback)
+        webhook = measured(stack, posts, clients, lambda http, i: callback(http, WARM_UP + i))
+        floor = measured(stack, posts, clients, health)
+    return {
+        "webhook": webhook,
+        "floor_healthz": floor,
+        "webhook_over_floor_cpu_ms": round(
+            webhook["api_cpu_ms_per_request"] - floor["api_cpu_ms_per_request"], 3
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--posts", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    runs = [run(args.db, args.posts, args.clients) for _ in range(args.runs)]
+    result = {
+        "benchmark": "callbacks",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(["python -m benchmarks.callbacks", *sys.argv[1:]]),
+        "machine": machine(),
+        "db": args.db,
+        "posts": args.posts,
+        "clients": args.clients,
+        "runs": runs,
+    }
+    path = RESULTS / f"callbacks-{args.db}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
