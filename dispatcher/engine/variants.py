@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from channels.base import ChannelName, RenderContext
@@ -23,11 +22,10 @@ from channels.locales import SHIPPED_LOCALES, is_known
 from config import Settings
 from dispatcher.domain.message import EventKind, OutageMessage
 from dispatcher.domain.variant_key import VariantKey, available_locales, reader_key
-from dispatcher.store.bulk import on_postgres
+from dispatcher.store.bulk import insert_ignoring
 from dispatcher.store.models import Broadcast, BroadcastVariant
 
 log = logging.getLogger(__name__)
-VARIANT_ROWS_PER_INSERT = 500  # 4 parameters a row: far under SQLite's and PostgreSQL's limits
 
 
 def default_key(settings: Settings, *, compensated: bool = False) -> VariantKey:
@@ -120,7 +118,6 @@ def render_variants(
             )
         )
     )
-    insert = postgresql.insert if on_postgres(session) else sqlite.insert
     rows = [
         {"broadcast_id": broadcast.id, "channel": name.value, "locale": text, "variant": variant}
         for text, key in sorted(wanted.items())
@@ -129,11 +126,9 @@ def render_variants(
             broadcast.event, broadcast.policy, message, key, adapters, settings
         ).items()
     ]
-    # one statement per chunk, not per row: an incident's own request stores five of them, and a
-    # broadcast in six languages and twenty zones some 2,400
-    for start in range(0, len(rows), VARIANT_ROWS_PER_INSERT):
-        chunk = rows[start : start + VARIANT_ROWS_PER_INSERT]
-        session.execute(insert(BroadcastVariant).values(chunk).on_conflict_do_nothing())
+    # one statement, not one per row: an incident's own request stores five, and a broadcast in six
+    # languages and twenty zones some 2,400
+    insert_ignoring(session, BroadcastVariant.__table__, rows, ["broadcast_id", "channel", "locale"])
     return len(rows)
 
 
