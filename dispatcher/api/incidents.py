@@ -16,7 +16,7 @@ from dispatcher.api.metrics import BROADCASTS_CREATED
 from dispatcher.api.schemas import ERRORS, IncidentIn, RowId, UpdateIn
 from dispatcher.domain.message import Kind, Status
 from dispatcher.engine.outbox import Outbox
-from dispatcher.engine.progress import progress
+from dispatcher.engine.progress import opening_progress
 from dispatcher.incidents.broadcasts import publish_incident, publish_update
 from dispatcher.reads.incidents import incident_json, incident_story, list_incidents, publication_json
 from dispatcher.reads.values import MAX_LIMIT
@@ -35,15 +35,13 @@ def hand_off(broadcast_id: int) -> bool:
     return outbox.hand_off()
 
 
-def _created(
-    session: Session, incident: Incident, update: IncidentUpdate, broadcast: Broadcast | None
-) -> Outcome:
+def _created(incident: Incident, update: IncidentUpdate, broadcast: Broadcast | None) -> Outcome:
     """The answer to an open or an update. A silent one (`notify: false`) has `broadcast: null`:
     nothing was planned or sent, so there is no broadcast to follow, and the dashboard lists none."""
     body = {
         "incident": incident_json(incident),
         "update": publication_json(update),
-        "broadcast": progress(session, broadcast.id) if broadcast else None,
+        "broadcast": opening_progress(broadcast) if broadcast else None,
     }
     if broadcast is None:
         return 201, body, lambda: None
@@ -68,7 +66,7 @@ def create_incident(
         incident, update, broadcast = publish_incident(
             session, settings, body.message(), channels=body.channels, publication=body.publication()
         )
-        return _created(session, incident, update, broadcast)
+        return _created(incident, update, broadcast)
 
     return run_once(request, database, caller, body.model_dump(mode="json", exclude_unset=True), create)
 
@@ -92,7 +90,7 @@ def create_update(
             channels=body.channels,
             publication=body.publication(),
         )
-        return _created(session, incident, update, broadcast)
+        return _created(incident, update, broadcast)
 
     return run_once(request, database, caller, body.model_dump(mode="json", exclude_unset=True), create)
 

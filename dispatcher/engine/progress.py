@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import func, select
@@ -27,13 +28,51 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
     broadcast = session.get(Broadcast, broadcast_id, populate_existing=True)
     if broadcast is None:
         raise NotFound(f"broadcast {broadcast_id} not found", fields=["id"])
-    tiers: dict[int, dict[str, Any]] = {}
-    for tier in session.scalars(
+    fresh = {"populate_existing": True}
+    tiers = session.scalars(
         select(BroadcastTier)
         .where(BroadcastTier.broadcast_id == broadcast_id)
         .order_by(BroadcastTier.tier)
-        .execution_options(populate_existing=True)
-    ):
+        .execution_options(**fresh)
+    ).all()
+    counts = session.execute(
+        select(BroadcastCount.tier, BroadcastCount.channel, BroadcastCount.state, BroadcastCount.n).where(
+            BroadcastCount.broadcast_id == broadcast_id
+        )
+    ).all()
+    sends = session.execute(
+        select(BroadcastSends.tier, BroadcastSends.sends, BroadcastSends.extra_sends).where(
+            BroadcastSends.broadcast_id == broadcast_id
+        )
+    ).all()
+    gates = session.scalars(
+        select(BroadcastGate)
+        .where(BroadcastGate.broadcast_id == broadcast_id)
+        .order_by(BroadcastGate.tier, BroadcastGate.channel)
+        .execution_options(**fresh)
+    ).all()
+    return progress_json(broadcast, tiers, counts, sends, gates)
+
+
+def opening_progress(broadcast: Broadcast) -> dict[str, Any]:
+    """The progress of a broadcast recorded in this transaction, from the tiers and gates it was
+    given (incidents/broadcasts.py create_broadcast): nothing is counted or sent yet. The same answer
+    `progress` reads back, without its five round trips in the commander's request."""
+    gates = sorted(broadcast.gates, key=lambda g: (g.tier, g.channel))  # as `progress` reads them
+    return progress_json(broadcast, broadcast.tiers, (), (), gates)
+
+
+def progress_json(
+    broadcast: Broadcast,
+    tier_rows: Iterable[BroadcastTier],
+    counts: Iterable[tuple[int, str, str, int]],
+    sends: Iterable[tuple[int, int, int]],
+    gate_rows: Iterable[BroadcastGate],
+) -> dict[str, Any]:
+    """The progress document from a broadcast's rows: its tiers in order, its counters
+    (tier, channel, state, n), its sends (tier, sends, extra) and its gates in (tier, channel) order."""
+    tiers: dict[int, dict[str, Any]] = {}
+    for tier in tier_rows:
         tiers[tier.tier] = {
             "tier": tier.tier,
             "state": tier.state,
@@ -49,31 +88,18 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
             "gates": {},
         }
     totals: dict[str, int] = {s.value: 0 for s in DeliveryState}
-    for tier, channel, state, n in session.execute(
-        select(BroadcastCount.tier, BroadcastCount.channel, BroadcastCount.state, BroadcastCount.n).where(
-            BroadcastCount.broadcast_id == broadcast_id
-        )
-    ):
+    for tier, channel, state, n in counts:
         if n and tier in tiers:
             tiers[tier]["channels"].setdefault(channel, {})[state] = n
             totals[state] += n
-    for tier, sends, extra in session.execute(
-        select(BroadcastSends.tier, BroadcastSends.sends, BroadcastSends.extra_sends).where(
-            BroadcastSends.broadcast_id == broadcast_id
-        )
-    ):
+    for tier, sent, extra in sends:
         if tier in tiers:
-            tiers[tier]["sends"] += sends
+            tiers[tier]["sends"] += sent
             tiers[tier]["extra_sends"] += extra
     # Each channel's gate of each tier (dispatcher/domain/gates.py): shown for the channels the broadcast
     # sends on and any a failover reached.
     sending_on = set(broadcast.policy.get("channels", []))
-    for gate in session.scalars(
-        select(BroadcastGate)
-        .where(BroadcastGate.broadcast_id == broadcast_id)
-        .order_by(BroadcastGate.tier, BroadcastGate.channel)
-        .execution_options(populate_existing=True)
-    ):
+    for gate in gate_rows:
         if gate.tier in tiers and (
             gate.channel in sending_on or gate.channel in tiers[gate.tier]["channels"]
         ):

@@ -66,11 +66,19 @@ def tiers_of(session: Session, broadcast_id: int) -> list[BroadcastTier]:
     )
 
 
+def gate_rows(tiers: Sequence[int], broadcast_id: int | None = None) -> list[BroadcastGate]:
+    """A gate row per tier and channel (every channel: failover can reach one the policy left out);
+    without `broadcast_id`, for a broadcast's `gates` before it is flushed."""
+    return [
+        BroadcastGate(broadcast_id=broadcast_id, tier=tier, channel=channel.value)
+        for tier in tiers
+        for channel in ChannelName
+    ]
+
+
 def add_gates(session: Session, broadcast_id: int, tiers: Sequence[int]) -> None:
-    """A gate row per tier and channel (every channel: failover can reach one the policy left out)."""
-    for tier in tiers:
-        for channel in ChannelName:
-            session.add(BroadcastGate(broadcast_id=broadcast_id, tier=tier, channel=channel.value))
+    """Adds `gate_rows` to the session."""
+    session.add_all(gate_rows(tiers, broadcast_id))
 
 
 def public_tier_of(session: Session, broadcast_id: int, tiers: Sequence[int]) -> int | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -107,17 +107,20 @@ def render_variants(
     adapters: dict[ChannelName, Any],
     settings: Settings,
     keys: Iterable[VariantKey],
+    *,
+    stored: Collection[str] | None = None,
 ) -> int:
     """Renders and stores each channel's variant for every key of `keys` not yet stored; returns how
-    many it wrote. Safe to run in two workers at once."""
+    many it wrote. Safe to run in two workers at once. `stored`: the keys known to be stored already
+    (`()` for a broadcast recorded in this transaction: nothing to read); None reads them."""
     wanted = {str(k): k for k in keys}
-    have = set(
-        session.scalars(
+    if stored is None:
+        stored = session.scalars(
             select(BroadcastVariant.locale).where(
                 BroadcastVariant.broadcast_id == broadcast.id, BroadcastVariant.locale.in_(list(wanted))
             )
-        )
-    )
+        ).all()
+    have = set(stored)
     rows = [
         {"broadcast_id": broadcast.id, "channel": name.value, "locale": text, "variant": variant}
         for text, key in sorted(wanted.items())

@@ -31,7 +31,7 @@ from dispatcher.domain.quiet_hours import QUIET_IMPACTS
 from dispatcher.domain.states import BroadcastState, TierState
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.snapshot import rebuild_snapshot
-from dispatcher.engine.tier_gates import add_gates
+from dispatcher.engine.tier_gates import gate_rows
 from dispatcher.engine.variants import default_key, render_variants
 from dispatcher.store.models import Broadcast, BroadcastTier, Incident, IncidentUpdate, SubscriberList
 
@@ -58,7 +58,8 @@ def publish_incident(
 ) -> tuple[Incident, IncidentUpdate, Broadcast | None]:
     """Opens the incident; its broadcast, or None for a silent opening (`notify: false`): recorded
     and shown on the status page, sent to nobody."""
-    publication = (publication or Publication()).checked(private_tiers(session, settings), opening=True)
+    layout = tier_layout(session, settings)
+    publication = (publication or Publication()).checked(private_of(layout), opening=True)
     posted = message.stamped()
     incident = Incident(
         kind=posted.kind.value,
@@ -75,11 +76,13 @@ def publish_incident(
     posted = with_page_link(settings, incident.id, posted)
     incident.message = posted.model_dump(mode="json")
     event = EventKind.INCIDENT_OPENED if posted.kind is Kind.INCIDENT else EventKind.MAINTENANCE_SCHEDULED
-    update = _record_update(session, incident, posted, event, publication)
+    update = _record_update(session, incident, posted, event, publication, first=True)
     rebuild_snapshot(session, settings)  # the status page shows it when this commits
     if not publication.notify:
         return incident, update, None
-    broadcast = create_broadcast(session, settings, incident, update, posted, event, channels=channels)
+    broadcast = create_broadcast(
+        session, settings, incident, update, posted, event, channels=channels, layout=layout
+    )
     return incident, update, broadcast
 
 
@@ -130,7 +133,8 @@ def publish_update(
     it) and returns no broadcast; `public: false` sends it to the chosen tiers only and leaves the
     incident's public state (its message, status, impact, title) as the last public update left it,
     so nothing internal leaks to the status page through the incident itself."""
-    known = private_tiers(session, settings)
+    layout = tier_layout(session, settings)
+    known = private_of(layout)
     publication = (publication or Publication()).checked(known)
     incident = session.get(Incident, incident_id, with_for_update=True)
     if incident is None:
@@ -164,6 +168,7 @@ def publish_update(
         channels=channels,
         impact_rose=rose,
         only_tiers=audience_tiers,
+        layout=layout,
     )
     return incident, update, broadcast
 
@@ -189,13 +194,16 @@ def _record_update(
     event: EventKind,
     publication: Publication | None = None,
     tiers: list[int] | None = None,
+    *,
+    first: bool = False,
 ) -> IncidentUpdate:
-    """The update row; `tiers`, an internal update's audience as resolved (the default made explicit)."""
+    """The update row; `tiers`, an internal update's audience as resolved (the default made explicit).
+    `first`: the incident was opened in this transaction, so this is its update 1 (no read)."""
     publication = publication or Publication()
-    seq = (
-        session.scalar(select(func.max(IncidentUpdate.seq)).where(IncidentUpdate.incident_id == incident.id))
-        or 0
-    ) + 1
+    seq = 1
+    if not first:
+        latest = select(func.max(IncidentUpdate.seq)).where(IncidentUpdate.incident_id == incident.id)
+        seq = (session.scalar(latest) or 0) + 1
     update = IncidentUpdate(
         incident_id=incident.id,
         seq=seq,
@@ -220,9 +228,9 @@ def tier_layout(session: Session, settings: Settings) -> tuple[list[int], int]:
     return sorted(list_tiers | {public_tier}), public_tier
 
 
-def private_tiers(session: Session, settings: Settings) -> list[int]:
-    """The tiers an internal (`public: false`) update may go to: every tier but the public one."""
-    tiers, public_tier = tier_layout(session, settings)
+def private_of(layout: tuple[list[int], int]) -> list[int]:
+    """The tiers of a `tier_layout` an internal (`public: false`) update may go to: all but the public one."""
+    tiers, public_tier = layout
     return [t for t in tiers if t != public_tier]
 
 
@@ -255,11 +263,13 @@ def create_broadcast(
     channels: Iterable[ChannelName] | None = None,
     impact_rose: bool = False,
     only_tiers: Iterable[int] | None = None,
+    layout: tuple[list[int], int] | None = None,
 ) -> Broadcast:
     """Records the broadcast, its tiers and its rendered variants; planning happens in a task.
 
     `only_tiers`: an internal broadcast (a `public: false` update) to those tiers alone, with no
-    public tier and never on social (audience.internal_channels)."""
+    public tier and never on social (audience.internal_channels). `layout`: the `tier_layout` the
+    caller already read in this transaction (read here when None)."""
     from channels.registry import build_channels
 
     sending_on = sending_channels(settings, event, override=channels, impact_rose=impact_rose)
@@ -279,23 +289,26 @@ def create_broadcast(
         policy["compensation"] = compensation
     # kept so planning can render the variant of each language and zone it meets (engine/variants.py)
     policy["message"] = message.model_dump(mode="json")
+    if only_tiers is not None:
+        tiers = sorted(set(only_tiers))
+    else:
+        tiers = (layout or tier_layout(session, settings))[0]
     broadcast = Broadcast(
         incident_id=incident.id,
         update_id=update.id if update else None,
         event=event.value,
         state=BroadcastState.QUEUED,
         policy=policy,
+        # held by the broadcast, so the request's answer needs no read (progress.opening_progress)
+        tiers=[BroadcastTier(tier=tier, state=TierState.PLANNING) for tier in tiers],
+        gates=gate_rows(tiers),
     )
     session.add(broadcast)
     session.flush()
-    tiers = sorted(set(only_tiers)) if only_tiers is not None else tier_layout(session, settings)[0]
-    for tier in tiers:
-        session.add(BroadcastTier(broadcast_id=broadcast.id, tier=tier, state=TierState.PLANNING))
-    add_gates(session, broadcast.id, tiers)
     # The default language's variants now, so a reader the planner cannot place always has one;
     # every other language and zone is rendered when planning first meets it.
     keys = [default_key(settings)] + ([default_key(settings, compensated=True)] if compensation else [])
-    render_variants(session, broadcast, message, build_channels(settings), settings, keys)
+    render_variants(session, broadcast, message, build_channels(settings), settings, keys, stored=())
     session.flush()
     return broadcast
 

@@ -179,6 +179,15 @@ class Broadcast(Base):
     planned_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
 
+    # Given when the broadcast is recorded, so its first answer is built without reading them back;
+    # never loaded lazily: everything else reads tiers and gates with queries of its own.
+    tiers: Mapped[list[BroadcastTier]] = relationship(
+        order_by="BroadcastTier.tier", lazy="raise", passive_deletes=True
+    )
+    gates: Mapped[list[BroadcastGate]] = relationship(
+        order_by="(BroadcastGate.tier, BroadcastGate.channel)", lazy="raise", passive_deletes=True
+    )
+
 
 class BroadcastTier(Base):
     """One tier of a broadcast: the gate that releases the next tier lives here."""
