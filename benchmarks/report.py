@@ -113,7 +113,8 @@ def flood(d: dict[str, Any]) -> list[str]:
                 f"p50 {q['api_p50_ms']} / "
                 f"p99 {q['api_p99_ms']} ms, first admin {q['first_admin_ms']} ms"
                 + (
-                    f"; at the peak ({int(pk['accepted_share'] * 100)}% accepted) p50 {pk['api_p50_ms']} / "
+                    f"; at the peak ({pk.get('callbacks_per_s_while_opening')} callbacks/s) "
+                    f"p50 {pk['api_p50_ms']} / "
                     f"p99 {pk['api_p99_ms']} ms, the second incident's first admin {pk['first_admin_ms']} ms"
                     if pk
                     else ""
