@@ -31,6 +31,7 @@ from dispatcher.api import (
 )
 from dispatcher.api.auditing import AuditTrail
 from dispatcher.api.middleware import AccessLog, BodyLimit
+from dispatcher.api.precedence import Precedence
 from dispatcher.api.progress_hub import ProgressHub
 from dispatcher.dashboard import routes as dashboard
 from dispatcher.engine.inbox import Applier
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # one progress reader per broadcast for all of its live streams (the API's and the dashboard's)
     app.state.progress_hub = ProgressHub(settings)
+    # a commander's request goes before provider callbacks (api/precedence.py)
+    app.state.precedence = Precedence()
     app.state.metrics = metrics.app_registry(settings, app.state.progress_hub)
     app.state.status_limit = StatusLimit(settings)
     app.state.inbox = Applier(get_database(settings), settings) if settings.redis_url else None

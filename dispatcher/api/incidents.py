@@ -13,6 +13,7 @@ from config import Settings
 from dispatcher.api.deps import BROADCAST, READ, Caller, get_db, get_settings
 from dispatcher.api.idempotency import Outcome, run_once
 from dispatcher.api.metrics import BROADCASTS_CREATED
+from dispatcher.api.precedence import commander_first
 from dispatcher.api.schemas import ERRORS, IncidentIn, RowId, UpdateIn
 from dispatcher.domain.message import Kind, Status
 from dispatcher.engine.outbox import Outbox
@@ -54,7 +55,9 @@ def _created(incident: Incident, update: IncidentUpdate, broadcast: Broadcast | 
     return 201, body, after
 
 
-@router.post("", status_code=201, summary="Open an incident and broadcast it")
+@router.post(
+    "", status_code=201, summary="Open an incident and broadcast it", dependencies=[Depends(commander_first)]
+)
 def create_incident(
     body: IncidentIn,
     request: Request,
@@ -71,7 +74,12 @@ def create_incident(
     return run_once(request, database, caller, body.model_dump(mode="json", exclude_unset=True), create)
 
 
-@router.post("/{incident_id}/updates", status_code=201, summary="Post an update and broadcast it")
+@router.post(
+    "/{incident_id}/updates",
+    status_code=201,
+    summary="Post an update and broadcast it",
+    dependencies=[Depends(commander_first)],
+)
 def create_update(
     incident_id: RowId,
     body: UpdateIn,

@@ -29,6 +29,7 @@ from channels.sms import webhook as twilio_webhook
 from channels.sms.adapter import status_callback_report
 from config import Settings
 from dispatcher.api.deps import get_db, get_settings
+from dispatcher.api.precedence import after_commanders
 from dispatcher.api.schemas import ERRORS
 from dispatcher.domain.errors import MalformedJson, SignatureInvalid, Unavailable, ValidationFailed
 from dispatcher.engine import inbox
@@ -41,7 +42,10 @@ log = logging.getLogger(__name__)
 # counted in /metrics, not logged one by one (dispatcher/app.py's AccessLog).
 QUIET_PATHS = ("/v1/webhooks/sendgrid", "/v1/webhooks/twilio")
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=ERRORS)
+# every provider callback waits while a commander's request is in flight (api/precedence.py)
+router = APIRouter(
+    prefix="/v1/webhooks", tags=["webhooks"], responses=ERRORS, dependencies=[Depends(after_commanders)]
+)
 
 
 @contextmanager

@@ -1,0 +1,78 @@
+"""Commanders first (dispatcher/api/precedence.py): a provider callback that arrives while a
+commander's request is in flight waits at the door, then is answered and applied like any other."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+
+from dispatcher.api import precedence
+from dispatcher.api.precedence import Precedence
+from dispatcher.store.db import Database, get_database
+from tests.api.conftest import MESSAGE, auth
+from tests.api.test_webhooks import add_delivery, open_broadcast, row, twilio_params, twilio_post
+
+
+def test_a_callback_waits_for_the_commander_then_is_applied(
+    client: TestClient, keys: dict[str, str], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(precedence, "HOLD_S", 60.0)  # long enough that only the release lets it in
+    broadcast_id = open_broadcast(client, keys)
+    delivery_id = add_delivery(db, broadcast_id, "sms", "+14155550101", provider_message_id="SMp1")
+    answers: list[httpx.Response] = []
+
+    def callback() -> None:
+        answers.append(twilio_post(client, delivery_id, twilio_params("SMp1")))
+
+    waiting = threading.Thread(target=callback)
+    with client.app.state.precedence.first():  # type: ignore[attr-defined]  # a commander's request
+        waiting.start()
+        waiting.join(timeout=0.5)
+        assert waiting.is_alive() and not answers  # held at the door, not answered
+        assert row(db, delivery_id) == ("sent", "SMp1")
+    waiting.join(timeout=30)
+    assert [a.status_code for a in answers] == [204]
+    assert row(db, delivery_id) == ("delivered", "SMp1")
+
+
+def test_a_commanders_request_counts_as_in_flight_from_its_first_statement_to_its_last(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    """The key lookup included: the mark is a route dependency solved before the key's."""
+    seen: list[bool] = []
+    state = client.app.state  # type: ignore[attr-defined]
+
+    def during(*_: Any) -> None:
+        seen.append(state.precedence.busy)
+
+    engine = get_database(state.settings).engine
+    event.listen(engine, "before_cursor_execute", during)
+    try:
+        opened = client.post("/v1/incidents", json=MESSAGE, headers=auth(keys["commander"]))
+        update = client.post(
+            f"/v1/incidents/{opened.json()['incident']['id']}/updates",
+            json={"status": "identified"},
+            headers=auth(keys["commander"]),
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", during)
+    assert opened.status_code == 201 and update.status_code == 201
+    assert seen and all(seen), seen
+    assert not state.precedence.busy  # and released after the answer
+    client.get("/v1/incidents", headers=auth(keys["viewer"]))  # a read is no commander's write
+    assert not state.precedence.busy
+
+
+def test_a_callback_waits_at_most_the_hold() -> None:
+    """A steady stream of commanders still lets callbacks through."""
+    marks = Precedence()
+    with marks.first():
+        asyncio.run(marks.wait_turn(hold_s=0.05))
+        assert marks.busy  # it returned while a commander was still in flight
+    assert not marks.busy
