@@ -10,6 +10,11 @@ floor every request pays (the server, the middleware, routing), so what the webh
 the difference. The callbacks name deliveries that do not exist: the applier's work per report is
 the no-match case here, and the flood measures the rest.
 
+A commander beside the flood: `--probes` incidents are opened one at a time on the quiet API, then
+again while a third batch of `--posts` callbacks pours in, and their `POST /v1/incidents` latency
+compared. With no workers and no sandbox sending, this is what the callbacks alone, in the same API
+process, do to a commander: the flood benchmark adds the sends and the sandbox on the same cores.
+
     .venv/bin/python -m benchmarks.callbacks                      # SQLite (the embedded default)
     .venv/bin/python -m benchmarks.callbacks --db postgresql --posts 10000
 
@@ -24,13 +29,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from statistics import median
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 from twilio.request_validator import RequestValidator
 
-from benchmarks.stack import RESULTS, Stack, cpu_seconds, machine
+from benchmarks.stack import MESSAGE, RESULTS, Stack, cpu_seconds, machine
 
 WARM_UP = 200  # requests before the clock starts: imports, pools and caches filled
 
@@ -103,10 +109,47 @@ def measured(
     }
 
 
-def run(db: str, posts: int, clients: int) -> dict[str, Any]:
+def commander(stack: Stack, probes: int, label: str, gap_s: float = 0.0) -> list[float]:
+    """`probes` small incidents opened one after the other, `gap_s` apart: each one's latency, ms."""
+    out = []
+    for i in range(probes):
+        body = {**MESSAGE, "title": f"Commander probe {label} {i} {time.time_ns()}"}
+        out.append(stack.open_incident(body)[0])
+        time.sleep(gap_s)
+    return out
+
+
+def beside_the_flood(
+    stack: Stack, probes: int, flood: Callable[[], object], flood_s: float
+) -> dict[str, Any]:
+    """The commander's latency quiet, then while `flood` (lasting about `flood_s`) runs in a thread:
+    the probes start once it is under way and are spread over its middle."""
+    quiet = commander(stack, probes, "quiet")
+    thread = threading.Thread(target=flood)
+    thread.start()
+    time.sleep(min(0.5, flood_s / 5))
+    during = commander(stack, probes, "flood", gap_s=max(0.0, flood_s * 0.6 / probes - 0.03))
+    still_flooding = thread.is_alive()
+    thread.join()
+
+    def summary(values: list[float]) -> dict[str, float]:
+        ordered = sorted(values)
+        return {"p50_ms": round(median(ordered), 1), "max_ms": round(ordered[-1], 1)}
+
+    return {
+        "quiet": summary(quiet),
+        "during": summary(during),
+        "ratio_p50": round(median(during) / median(quiet), 2),
+        "flood_outlasted_the_probes": still_flooding,
+        "quiet_ms": [round(v, 1) for v in quiet],
+        "during_ms": [round(v, 1) for v in during],
+    }
+
+
+def run(db: str, posts: int, clients: int, probes: int) -> dict[str, Any]:
     with Stack(db=db, workers=0, lane=False, name="callbacks", callbacks="api") as stack:
         stack.prepare().start(beat=False)
-        bodies = twilio_callbacks(stack, WARM_UP + posts)
+        bodies = twilio_callbacks(stack, WARM_UP + 2 * posts)
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
 
         def callback(http: httpx.Client, i: int) -> int:
@@ -120,12 +163,25 @@ def run(db: str, posts: int, clients: int) -> dict[str, Any]:
         hammer(stack.api_url, WARM_UP, clients, callback)
         webhook = measured(stack, posts, clients, lambda http, i: callback(http, WARM_UP + i))
         floor = measured(stack, posts, clients, health)
+        flood_s = posts / webhook["per_s"]
+        again = WARM_UP + posts  # fresh callbacks: the second flood applies as the first did
+        beside = (
+            beside_the_flood(
+                stack,
+                probes,
+                lambda: hammer(stack.api_url, posts, clients, lambda h, i: callback(h, again + i)),
+                flood_s,
+            )
+            if probes
+            else None
+        )
     return {
         "webhook": webhook,
         "floor_healthz": floor,
         "webhook_over_floor_cpu_ms": round(
             webhook["api_cpu_ms_per_request"] - floor["api_cpu_ms_per_request"], 3
         ),
+        "commander_beside_the_flood": beside,
     }
 
 
@@ -137,8 +193,9 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--probes", type=int, default=10, help="commander incidents, quiet and in a flood")
     args = parser.parse_args()
-    runs = [run(args.db, args.posts, args.clients) for _ in range(args.runs)]
+    runs = [run(args.db, args.posts, args.clients, args.probes) for _ in range(args.runs)]
     result = {
         "benchmark": "callbacks",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
