@@ -28,12 +28,11 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
     broadcast = session.get(Broadcast, broadcast_id, populate_existing=True)
     if broadcast is None:
         raise NotFound(f"broadcast {broadcast_id} not found", fields=["id"])
-    fresh = {"populate_existing": True}
     tiers = session.scalars(
         select(BroadcastTier)
         .where(BroadcastTier.broadcast_id == broadcast_id)
         .order_by(BroadcastTier.tier)
-        .execution_options(**fresh)
+        .execution_options(populate_existing=True)
     ).all()
     counts = session.execute(
         select(BroadcastCount.tier, BroadcastCount.channel, BroadcastCount.state, BroadcastCount.n).where(
@@ -49,7 +48,7 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
         select(BroadcastGate)
         .where(BroadcastGate.broadcast_id == broadcast_id)
         .order_by(BroadcastGate.tier, BroadcastGate.channel)
-        .execution_options(**fresh)
+        .execution_options(populate_existing=True)
     ).all()
     return progress_json(broadcast, tiers, counts, sends, gates)
 
