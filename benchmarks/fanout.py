@@ -487,10 +487,12 @@ def build_stack(
     *,
     languages: bool = False,
     callbacks: str = "api",
+    sms_only: bool = False,
 ) -> tuple[Stack, list[Any]]:
     stack = Stack(db=db, workers=workers, env=env or FAST_LIMITS, name="bench", callbacks=callbacks)
     stack.prepare()
-    subs = audience(n, LOCALES, ZONES, scoped=True) if languages else audience(n, scoped=True)
+    spoken = (LOCALES, ZONES) if languages else ()
+    subs = audience(n, *spoken, scoped=True, sms_only=sms_only)
     took = stack.import_subscribers(subs)
     print(f"imported {n} subscribers in {took:.1f}s", flush=True)
     return stack, subs
@@ -615,7 +617,13 @@ def top_frames(path: Path, count: int = 25) -> dict[str, Any]:
 def big(args: argparse.Namespace) -> None:
     env = MESSAGING_SERVICE if args.messaging_service else FAST_LIMITS
     stack, subs = build_stack(
-        args.db, args.workers, args.subscribers, env, languages=args.languages, callbacks=args.callbacks
+        args.db,
+        args.workers,
+        args.subscribers,
+        env,
+        languages=args.languages,
+        callbacks=args.callbacks,
+        sms_only=args.sms_only,
     )
     runs: list[dict[str, Any]] = []
     naive_runs: list[dict[str, Any]] = []
@@ -658,6 +666,7 @@ def big(args: argparse.Namespace) -> None:
         print(f"rendering: {json.dumps(extra['rendering'])}", flush=True)
     if not args.naive:
         suffix = ("-mg" if args.messaging_service else "") + ("-languages" if args.languages else "")
+        suffix += "-sms" if args.sms_only else ""
         suffix += f"-{args.callbacks}"  # callbacks to the API (issue 17) or to the sandbox's sink
         suffix += "-pyspy" if args.py_spy else ""  # a profiled run never overwrites an unprofiled one
         report("fanout", args, extra, f"fanout-{args.db}-{args.subscribers}{suffix}.json")
@@ -743,6 +752,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--languages", action="store_true", help="subscribers spread over 6 languages and 20 time zones"
+    )
+    parser.add_argument(
+        "--sms-only",
+        action="store_true",
+        help="every subscriber a phone and nothing else: the workers' CPU per SMS delivery",
     )
     parser.add_argument(
         "--callbacks",

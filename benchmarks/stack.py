@@ -64,12 +64,18 @@ def machine() -> dict[str, Any]:
 
 
 def audience(
-    n: int, locales: Sequence[str] = ("en",), zones: Sequence[str] = ("UTC",), *, scoped: bool = False
+    n: int,
+    locales: Sequence[str] = ("en",),
+    zones: Sequence[str] = ("UTC",),
+    *,
+    scoped: bool = False,
+    sms_only: bool = False,
 ) -> list[Any]:
     """50 admins, 5,000 stakeholders (fewer when n is small), the rest customers; all email, 30% SMS,
     2,000 org chat channels (one per 50 subscribers below 100,000); locales and zones dealt in turn.
     `scoped`: all but the admins follow the `checkout` component only, so an incident scoped to
-    another component reaches the admins alone (a probe), while an unscoped one reaches everyone."""
+    another component reaches the admins alone (a probe), while an unscoped one reaches everyone.
+    `sms_only`: everyone a phone and nothing else, so the workers' CPU is the SMS path's alone."""
     from dispatcher.domain.subscribers import SubscriberIn
 
     admins = 50
@@ -82,9 +88,9 @@ def audience(
             SubscriberIn(
                 external_id=f"u{i}",
                 lists=lists,
-                email=f"user{i}@bench.example",
-                phone=phone(i) if i % 10 < 3 else None,
-                slack_channel=f"C{i % orgs:06d}" if i >= admins else None,
+                email=None if sms_only else f"user{i}@bench.example",
+                phone=phone(i) if sms_only or i % 10 < 3 else None,
+                slack_channel=f"C{i % orgs:06d}" if i >= admins and not sms_only else None,
                 locale=locales[i % len(locales)],
                 timezone=zones[(i // len(locales)) % len(zones)],
                 components=["checkout"] if scoped and i >= admins else [],

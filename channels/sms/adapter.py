@@ -1,37 +1,29 @@
 """SMS through Twilio's Messages API: one `messages.create` per recipient, many in flight.
 
-Twilio has no batch send, so a batch is a bounded thread pool over one pooled client: the Twilio
-client is stateless per call and its `requests.Session` is shared by the threads (urllib3's pool
-is thread-safe; we size it to the pool so no connection is thrown away). Each message carries a
-StatusCallback with its delivery id, so delivery reports find their row without a lookup by SID.
+Twilio has no batch send, so a batch is a bounded thread pool over one client: the Twilio client
+is stateless per call and its transport (`transport.PacedTransport`, urllib3's thread-safe pool
+sized to the send threads) is shared by the threads. Each message carries a StatusCallback with
+its delivery id, so delivery reports find their row without a lookup by SID.
 
-The rate-limit wait happens in the transport, the moment before the request goes on the wire: taken
-before `messages.create`, the SDK's own work (milliseconds each, more with 16 threads on a busy
-CPU) lay between the slot and the provider and bunched arrivals past Twilio's per-second limit.
-With several sending numbers, the slot decides the sender: the transport writes the number whose
-slot it got into the request's `From`. A Messaging Service sends with `MessagingServiceSid` instead.
+The rate-limit wait happens in the transport, the moment before the request goes on the wire, and
+with several sending numbers the slot decides the sender there. A Messaging Service sends with
+`MessagingServiceSid` instead.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
-import requests
-from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
-from twilio.http.http_client import TwilioHttpClient
-from twilio.http.response import Response
 from twilio.rest import Client
+from urllib3.exceptions import HTTPError, NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from channels.base import (
-    SLOT_HEADER,
     ChannelName,
     Failure,
     Outcome,
@@ -42,14 +34,11 @@ from channels.base import (
     SuppressionReason,
     Throttle,
     Variant,
-    note_slot,
-    noted_slot,
 )
 from channels.clients import (
     SANDBOX_TWILIO_ACCOUNT_SID,
     PerProcess,
     announce_mode,
-    environment_once,
     executor,
     retry_after,
     sandbox_secret,
@@ -58,9 +47,9 @@ from channels.clients import (
 from channels.notice import Notice
 from channels.rendering import Templates
 from channels.sms.condense import SmsVariant, condense_sms
+from channels.sms.transport import TWILIO_API, PacedTransport
 from config.settings import Settings
 
-TWILIO_API = "https://api.twilio.com"
 PROVIDER = "twilio"
 # Twilio's message statuses that a receipt needs, as delivery states (queued, sending, accepted...
 # say nothing new). The same words in status callbacks and in the Message resource.
@@ -68,80 +57,7 @@ TWILIO_STATES = {"sent": "sent", "delivered": "delivered", "undelivered": "undel
 # Twilio error codes that mean the number must not be tried again (at send, in callbacks, in queries).
 # 21610 is also the person's refusal (they texted STOP): such a send ends `suppressed`, not `failed`.
 TWILIO_REASONS = {"21211": SuppressionReason.INVALID_NUMBER, "21610": SuppressionReason.OPTED_OUT}
-# Twilio's client logs five INFO lines per request; at 30k messages that drowns the worker's log.
 _twilio_log = logging.getLogger("channels.sms.twilio_http")
-_twilio_log.setLevel(logging.WARNING)
-
-
-class RoutedHttpClient(TwilioHttpClient):
-    """Twilio's HTTP client, sending `https://api.twilio.com/...` to `base_url` instead (the sandbox
-    or a configured proxy), with a connection pool as large as our concurrency, and remembering each
-    thread's last response headers: TwilioRestException drops them, and 429's Retry-After is there."""
-
-    def __init__(
-        self, base_url: str | None, timeout: float, pool_size: int, *, stamp_slots: bool = False
-    ) -> None:
-        super().__init__(timeout=timeout, logger=_twilio_log)
-        assert self.session is not None
-        self._local = threading.local()
-        adapter = PacedAdapter(
-            self._local, stamp_slots=stamp_slots, pool_connections=4, pool_maxsize=max(pool_size, 4)
-        )
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
-        self.base_url = base_url.rstrip("/") if base_url else None
-        self.proxy = environment_once(self.session, self.base_url or TWILIO_API)
-
-    @contextmanager
-    def paced(self, wait: Callable[[], str | None] | None) -> Iterator[None]:
-        """This thread's next request waits on `wait` just before it is sent, and goes From the
-        sender `wait` returns (None: as built)."""
-        self._local.wait = wait
-        try:
-            yield
-        finally:
-            self._local.wait = None
-
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
-        if self.base_url and url.startswith(TWILIO_API):
-            url = self.base_url + url[len(TWILIO_API) :]
-        self._local.headers = None
-        response = super().request(method, url, *args, **kwargs)
-        self._local.headers = response.headers
-        return response
-
-    def last_headers(self) -> Mapping[str, Any] | None:
-        return getattr(self._local, "headers", None)
-
-
-class PacedAdapter(HTTPAdapter):
-    """requests' adapter, running the thread's pending rate-limit wait right before the send. To the
-    sandbox only (`stamp_slots`), each request carries its slot's time, to measure arrival drift."""
-
-    def __init__(self, local: threading.local, *, stamp_slots: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._local = local
-        self._stamp = stamp_slots
-
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
-        wait = getattr(self._local, "wait", None)
-        if wait is not None:
-            self._local.wait = None  # one wait per message, not per redirect or retry
-            note_slot(None)  # a slot noted by a throttle called elsewhere in this thread is not ours
-            sender = wait()
-            if sender is not None:
-                _send_from(request, sender)
-            slot = noted_slot()
-            if self._stamp and slot is not None:
-                request.headers[SLOT_HEADER] = f"{slot:.6f} {time.time():.6f}"
-        return super().send(request, *args, **kwargs)
-
-
-def _send_from(request: requests.PreparedRequest, sender: str) -> None:
-    """Rewrites the form body's `From` (the SDK built it before the slot chose the number)."""
-    body = request.body.decode() if isinstance(request.body, bytes) else str(request.body or "")
-    fields = [(k, sender if k == "From" else v) for k, v in parse_qsl(body, keep_blank_values=True)]
-    request.prepare_body(data=fields, files=None)
 
 
 class SmsChannel:
@@ -162,7 +78,7 @@ class SmsChannel:
     def __init__(self, settings: Settings, templates: Templates | None = None) -> None:
         self.settings = settings
         self.templates = templates
-        self._client: PerProcess[tuple[Client, RoutedHttpClient]] = PerProcess(self._make_client)
+        self._client: PerProcess[tuple[Client, PacedTransport]] = PerProcess(self._make_client)
         self._pool = executor(self.settings.send_concurrency)
 
     @property
@@ -177,11 +93,11 @@ class SmsChannel:
             return self.settings.twilio_base_url
         return None if self.live else self.settings.sandbox_url
 
-    def _make_client(self) -> tuple[Client, RoutedHttpClient]:
+    def _make_client(self) -> tuple[Client, PacedTransport]:
         s = self.settings
         announce_mode(self.name, "Twilio", self.live, self.base_url or TWILIO_API)
         sandbox = not self.live and not s.twilio_base_url
-        http = RoutedHttpClient(self.base_url, s.provider_timeout_s, s.send_concurrency, stamp_slots=sandbox)
+        http = PacedTransport(self.base_url, s.provider_timeout_s, s.send_concurrency, stamp_slots=sandbox)
         if self.live:
             assert s.twilio_account_sid is not None and s.twilio_auth_token is not None
             sid, token = s.twilio_account_sid.get_secret_value(), s.twilio_auth_token.get_secret_value()
@@ -232,9 +148,11 @@ class SmsChannel:
         except TwilioServiceException as exc:
             detail = str(exc.detail or exc.title)
             return _classify(recipient.delivery_id, exc.status, exc.code, detail, http.last_headers())
-        except requests.Timeout as exc:
+        except NewConnectionError as exc:  # urllib3 files it under connect timeouts too
+            return Outcome.failed(recipient.delivery_id, Failure.RETRYABLE, code="connection", error=str(exc))
+        except Urllib3Timeout as exc:
             return Outcome.failed(recipient.delivery_id, Failure.RETRYABLE, code="timeout", error=str(exc))
-        except (requests.RequestException, TwilioException, OSError) as exc:
+        except (HTTPError, TwilioException, OSError) as exc:
             return Outcome.failed(recipient.delivery_id, Failure.RETRYABLE, code="connection", error=str(exc))
         return Outcome.ok(recipient.delivery_id, message.sid)
 
@@ -258,7 +176,7 @@ class SmsChannel:
                 throttle()
             try:
                 message = client.messages(row.provider_message_id).fetch()
-            except (TwilioException, requests.RequestException, OSError) as exc:
+            except (TwilioException, HTTPError, OSError) as exc:
                 _twilio_log.warning("status of delivery %s: no answer from Twilio: %s", row.delivery_id, exc)
                 continue
             code = str(message.error_code) if message.error_code else None

@@ -76,6 +76,18 @@ def test_faults_are_classified(sandbox: SandboxServer, make_settings: Callable[.
     assert sandbox.messages("sms") == []
 
 
+def test_a_refused_connection_is_retryable_and_not_a_timeout(make_settings: Callable[..., Settings]) -> None:
+    """urllib3 files a refused connection under connect timeouts too; it is told apart here."""
+    import socket
+
+    with socket.socket() as closed:  # a port bound and never listened on refuses at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        channel = SmsChannel(make_settings(twilio_base_url=f"http://127.0.0.1:{port}"))
+        [outcome] = channel.send(sms_variant(), recipients(["+14155550001"]))
+    assert (outcome.failure, outcome.code) == (Failure.RETRYABLE, "connection")
+
+
 def test_outcomes_keep_the_order_under_concurrency_and_partial_failure(
     sandbox: SandboxServer, make_settings: Callable[..., Settings]
 ) -> None:

@@ -36,22 +36,23 @@ def test_retry_after_forms() -> None:
     assert retry_after(None) is None
 
 
-def test_the_environment_is_read_once_into_the_twilio_session(monkeypatch: Any) -> None:
-    """Proxies and a CA bundle from the environment still apply, but requests no longer re-reads
-    os.environ on every message (trust_env off): a proxy set after the client was built is unseen."""
-    from channels.sms.adapter import TWILIO_API, RoutedHttpClient
+def test_the_environment_is_read_once_into_the_twilio_transport(monkeypatch: Any) -> None:
+    """Proxies and a CA bundle from the environment still apply, read once when the transport is
+    built rather than on every message: a proxy set after that is unseen."""
+    import urllib3
+
+    from channels.sms.transport import PacedTransport
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-    real = RoutedHttpClient(None, 5, 4)
-    assert real.session.trust_env is False
+    real = PacedTransport(None, 5, 4)
     assert real.proxy is not None and real.proxy["https"] == "http://proxy.example:3128"
-    assert real.session.verify == "/etc/ssl/certs/ca-certificates.crt"
-    merged = real.session.merge_environment_settings(TWILIO_API, real.proxy, None, None, None)
-    assert merged["proxies"]["https"] == "http://proxy.example:3128"
-    sandbox = RoutedHttpClient("http://127.0.0.1:8001", 5, 4)
+    assert isinstance(real.pool, urllib3.ProxyManager)
+    assert real.pool.proxy is not None and real.pool.proxy.host == "proxy.example"
+    assert real.ca_bundle == "/etc/ssl/certs/ca-certificates.crt"
+    sandbox = PacedTransport("http://127.0.0.1:8001", 5, 4)
     assert sandbox.proxy is None  # NO_PROXY covers the loopback sandbox
+    assert not isinstance(sandbox.pool, urllib3.ProxyManager)
     monkeypatch.setenv("HTTP_PROXY", "http://late.example:3128")
-    merged = sandbox.session.merge_environment_settings("http://127.0.0.1:8001/x", None, None, None, None)
-    assert "http" not in merged["proxies"]  # read once, at construction
+    assert sandbox.proxy is None and not isinstance(sandbox.pool, urllib3.ProxyManager)  # read once
