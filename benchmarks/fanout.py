@@ -194,22 +194,38 @@ class PeakProber(threading.Thread):
 
 
 def open_probes(stack: Stack, count: int, label: str) -> list[dict[str, Any]]:
-    """`count` small incidents (scoped to a component only the 50 admins hear about), back to back:
-    the latency of POST /v1/incidents itself, and each one's answer time and title."""
+    """`count` small incidents (scoped to a component only the 50 admins hear about), back to back,
+    each followed by the commander's other two requests (issue 17): reading its broadcast's
+    progress (GET /v1/broadcasts/{id}) and posting an update to it. The latency of each, and each
+    opening's answer time and title."""
     out = []
     for i in range(count):
         title = f"{PROBE_MARK}{label} {i} {stack.run_id} {time.time_ns()}"
         body = {**MESSAGE_BODY, "title": title, "components": PROBE_SCOPE}
         latency, answer, answered = stack.open_incident(body)
+        broadcast = answer["broadcast"]["id"]
+        started = time.perf_counter()
+        stack.progress(broadcast)
+        read_ms = (time.perf_counter() - started) * 1000
+        update = {"status": "identified", "summary": f"{PROBE_MARK}update: the cause is found."}
+        update_ms, updated, _ = stack.post_update(answer["incident"]["id"], update)
         out.append(
             {
                 "title": title,
                 "api_ms": round(latency, 1),
+                "read_ms": round(read_ms, 1),
+                "update_ms": round(update_ms, 1),
                 "answered": answered,
-                "broadcast": answer["broadcast"]["id"],
+                "broadcast": broadcast,
+                "update_broadcast": updated["broadcast"]["id"] if updated.get("broadcast") else None,
             }
         )
     return out
+
+
+def probe_broadcasts(probes: list[dict[str, Any]]) -> list[int]:
+    """Every broadcast the probes made: each opening's and each update's."""
+    return [b for p in probes for b in (p["broadcast"], p.get("update_broadcast")) if b is not None]
 
 
 def probe_first_admin(stack: Stack, probe: dict[str, Any]) -> float | None:
@@ -226,15 +242,17 @@ def probe_first_admin(stack: Stack, probe: dict[str, Any]) -> float | None:
 
 
 def probes_summary(probes: list[dict[str, Any]], first_admin_ms: float | None) -> dict[str, Any]:
-    latencies = sorted(p["api_ms"] for p in probes)
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies) + 0.5) - 1)]
-    return {
-        "n": len(latencies),
-        "api_ms": latencies,
-        "api_p50_ms": latencies[(len(latencies) - 1) // 2],
-        "api_p99_ms": p99,
-        "first_admin_ms": first_admin_ms,
-    }
+    """p50 and p99 of each of the commander's requests (`api`: opening the incident)."""
+    out: dict[str, Any] = {"n": len(probes)}
+    for name in ("api", "read", "update"):
+        latencies = sorted(p[f"{name}_ms"] for p in probes if f"{name}_ms" in p)
+        if not latencies:
+            continue
+        out[f"{name}_ms"] = latencies
+        out[f"{name}_p50_ms"] = latencies[(len(latencies) - 1) // 2]
+        out[f"{name}_p99_ms"] = latencies[min(len(latencies) - 1, int(0.99 * len(latencies) + 0.5) - 1)]
+    out["first_admin_ms"] = first_admin_ms
+    return out
 
 
 def quiet_probes(stack: Stack, count: int) -> dict[str, Any]:
@@ -242,7 +260,8 @@ def quiet_probes(stack: Stack, count: int) -> dict[str, Any]:
     probes = []
     for _ in range(count):
         [probe] = open_probes(stack, 1, "quiet")
-        stack.wait_completed(probe["broadcast"])
+        for broadcast in probe_broadcasts([probe]):
+            stack.wait_completed(broadcast)
         probes.append(probe)
     stack.sandbox.http.post("/sandbox/drain", params={"timeout": 60})
     return probes_summary(probes, probe_first_admin(stack, probes[0]))
@@ -320,8 +339,8 @@ def dispatcher_run(stack: Stack, n: int, probes: int = 0) -> dict[str, Any]:
             time.sleep(0.25)
         delivered = wait_delivered(stack, broadcast_id) if stack.to_service else None
         peak, at_peak = prober.finish() if probes else ([], {})
-        for probe in peak:
-            stack.wait_completed(probe["broadcast"])
+        for probe_broadcast in probe_broadcasts(peak):
+            stack.wait_completed(probe_broadcast)
         stack.sandbox.http.post("/sandbox/drain", params={"timeout": 300})
         admin_times, channels = arrivals(stack, full=n <= 20_000)
         stats = stack.sandbox.stats()
@@ -344,7 +363,7 @@ def dispatcher_run(stack: Stack, n: int, probes: int = 0) -> dict[str, Any]:
             "complete_s": round(elapsed, 2),
             "deliveries": sent,
             # every delivery of the run, the probes' too: what the CPU was spent on
-            "deliveries_all": accepted_in(stack, [broadcast_id, *(p["broadcast"] for p in peak)]),
+            "deliveries_all": accepted_in(stack, [broadcast_id, *probe_broadcasts(peak)]),
             "failed": totals["failed"],
             "deliveries_per_s": round(sent / max(0.001, all_accepted - answered), 1),
             "provider_calls": {c: stats[PROVIDER_OF[c]]["calls"] for c in CHANNELS},

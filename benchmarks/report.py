@@ -120,6 +120,12 @@ def flood(d: dict[str, Any]) -> list[str]:
                     else ""
                 )
             )
+            for name, request in (("read", "GET /v1/broadcasts/{id}"), ("update", "POST .../updates")):
+                if f"{name}_p50_ms" in q and pk and f"{name}_p50_ms" in pk:
+                    out.append(
+                        f"- {request}: quiet p50 {q[f'{name}_p50_ms']} / p99 {q[f'{name}_p99_ms']} ms; "
+                        f"at the peak p50 {pk[f'{name}_p50_ms']} / p99 {pk[f'{name}_p99_ms']} ms"
+                    )
         out.append(f"- CPU: {cost(r['cpu_cost'])}")
     return out
 
