@@ -94,6 +94,16 @@ def arrivals(stack: Stack, full: bool) -> tuple[list[float], dict[str, dict[str,
     return admin_times, channels
 
 
+def sms_per_second(stack: Stack, since: float) -> list[int]:
+    """SMS the sandbox accepted in each second from `since` (the broadcast's answer), probes left
+    out: where the SMS stream ran below its limit, and for how long."""
+    counts: dict[int, int] = defaultdict(int)
+    for m in stack.sandbox.iter_messages():
+        if m["channel"] == "sms" and PROBE_MARK not in str(m.get("text") or ""):
+            counts[int(m["received_at"] - since)] += 1
+    return [counts.get(i, 0) for i in range(max(counts, default=-1) + 1)]
+
+
 def measure(stack: Stack, run: Any) -> dict[str, Any]:
     """CPU and machine-wide CPU around `run()`, and the CPU per 1,000 deliveries and callbacks."""
     cpu_before, machine_before = stack.cpu(), psutil.cpu_times()
@@ -378,6 +388,7 @@ def dispatcher_run(stack: Stack, n: int, probes: int = 0) -> dict[str, Any]:
                 str(t["tier"]): round(ts(t["all_accepted_at"]) - answered, 2) for t in tiers
             },
             "callbacks": callbacks,
+            "sms_per_s": sms_per_second(stack, answered),
         }
         if delivered is not None:
             last = delivered["last_delivered_at"]
