@@ -77,22 +77,6 @@ def announce_mode(channel: str, provider: str, live: bool, url: str) -> None:
         log.info("%s: no %s credentials, using the provider sandbox at %s", channel, provider, url)
 
 
-def environment_once(session: Any, url: str) -> dict[str, str] | None:
-    """Reads the environment's proxy and CA bundle for `url` once, into the requests `session`, and
-    stops requests from reading them again on every request: with `trust_env` it walks os.environ
-    twice per call (proxies, then no_proxy), 16% of an SMS send thread's CPU at one request per
-    message. Returns the proxies, for a client that passes its own (Twilio's `proxy`)."""
-    from requests.utils import get_environ_proxies
-
-    proxies = get_environ_proxies(url) or None
-    session.trust_env = False
-    session.proxies.update(proxies or {})
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    return proxies
-
-
 def executor(workers: int) -> PerProcess[ThreadPoolExecutor]:
     return PerProcess(lambda: ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="send"))
 
