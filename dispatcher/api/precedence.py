@@ -12,23 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from fastapi import Request
 
 # The longest a callback waits for commanders: a steady stream of them still lets callbacks through.
 HOLD_S = 0.5
-POLL_S = 0.002
+
+
+def _release(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 class Precedence:
-    """How many commanders' requests are in flight (thread-safe; they run in the thread pool)."""
+    """How many commanders' requests are in flight, and the callbacks waiting for none to be.
+
+    Thread-safe: a request may be marked from any thread. A waiting callback sleeps on a future that
+    the last commander out wakes, on the waiter's own loop, not on a timer: at a flood dozens wait at
+    once, and waking each every few milliseconds to look took the GIL from the very commander they
+    wait for."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
 
     @property
     def busy(self) -> bool:
@@ -43,12 +53,30 @@ class Precedence:
         finally:
             with self._lock:
                 self._in_flight -= 1
+                woken, self._waiters = (self._waiters, {}) if self._in_flight == 0 else ({}, self._waiters)
+            for loop, waiters in woken.items():
+                with suppress(RuntimeError):  # that loop has closed, and its waiters with it
+                    loop.call_soon_threadsafe(_release, waiters)
 
     async def wait_turn(self, hold_s: float | None = None) -> None:
         """Returns once no commander's request is in flight, or after `hold_s` (HOLD_S)."""
-        deadline = time.monotonic() + (HOLD_S if hold_s is None else hold_s)
-        while self.busy and time.monotonic() < deadline:
-            await asyncio.sleep(POLL_S)
+        if not self._in_flight:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if not self._in_flight:
+                return
+            self._waiters.setdefault(loop, []).append(waiter)
+        timer = loop.call_later(HOLD_S if hold_s is None else hold_s, _release, [waiter])
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            with self._lock:  # out by the hold, or cancelled: no commander need wake it now
+                waiters = self._waiters.get(loop, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
 
 
 def precedence_of(request: Request) -> Precedence:

@@ -76,3 +76,21 @@ def test_a_callback_waits_at_most_the_hold() -> None:
         asyncio.run(marks.wait_turn(hold_s=0.05))
         assert marks.busy  # it returned while a commander was still in flight
     assert not marks.busy
+
+
+def test_callbacks_wake_when_the_last_commander_leaves_not_the_first() -> None:
+    """Woken by the commanders' leaving (from their own threads), not by the hold running out."""
+    marks = Precedence()
+
+    async def scenario() -> None:
+        first, second = marks.first(), marks.first()
+        first.__enter__(), second.__enter__()
+        waiting = [asyncio.ensure_future(marks.wait_turn(hold_s=60)) for _ in range(3)]
+        await asyncio.to_thread(first.__exit__, None, None, None)
+        await asyncio.sleep(0.05)
+        assert not any(w.done() for w in waiting)  # one commander is still in flight
+        await asyncio.to_thread(second.__exit__, None, None, None)
+        await asyncio.wait_for(asyncio.gather(*waiting), timeout=5)
+
+    asyncio.run(scenario())
+    assert not marks.busy
