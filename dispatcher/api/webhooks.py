@@ -29,6 +29,7 @@ from channels.sms import webhook as twilio_webhook
 from channels.sms.adapter import status_callback_report
 from config import Settings
 from dispatcher.api.deps import get_db, get_settings
+from dispatcher.api.group_commit import GroupCommit
 from dispatcher.api.precedence import after_commanders
 from dispatcher.api.schemas import ERRORS
 from dispatcher.domain.errors import MalformedJson, SignatureInvalid, Unavailable, ValidationFailed
@@ -82,7 +83,7 @@ async def sendgrid_events(
         raise ValidationFailed("SendGrid events must be a JSON array of objects")
     reports = event_reports(events)
     if reports:
-        await anyio.to_thread.run_sync(keep, database, settings, reports)
+        await keep(request, database, settings, reports)
     return Response(status_code=204)
 
 
@@ -96,18 +97,31 @@ async def twilio_status(
     params = await verified_twilio_form(request, settings)
     report = status_callback_report(delivery_id, params)
     if report is not None:
-        await anyio.to_thread.run_sync(keep, database, settings, [report])
+        await keep(request, database, settings, [report])
     return Response(status_code=204)
 
 
-def keep(database: Database, settings: Settings, reports: list[StatusReport]) -> None:
+def inbox_door(settings: Settings) -> GroupCommit[StatusReport] | None:
+    """The app's one writer to the inbox (None without Redis): the callbacks in flight together
+    share an XADD (api/group_commit.py)."""
+    if not settings.redis_url:
+        return None
+    return GroupCommit(lambda reports: inbox.accept(settings, reports))
+
+
+async def keep(request: Request, database: Database, settings: Settings, reports: list[StatusReport]) -> None:
     """The inbox first; the database itself when Redis cannot take them; else `Unavailable` (503)."""
-    try:
-        if settings.redis_url:
-            inbox.accept(settings, reports)
+    door: GroupCommit[StatusReport] | None = request.app.state.inbox_door
+    if door is not None:
+        try:
+            await door.put(reports)
             return
-    except redis.RedisError:
-        log.warning("inbox unreachable: applying %d status reports in the request", len(reports))
+        except redis.RedisError:
+            log.warning("inbox unreachable: applying %d status reports in the request", len(reports))
+    await anyio.to_thread.run_sync(apply_in_request, database, settings, reports)
+
+
+def apply_in_request(database: Database, settings: Settings, reports: list[StatusReport]) -> None:
     try:
         apply_reports(database, settings, reports)
     except SQLAlchemyError as exc:

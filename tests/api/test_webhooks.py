@@ -21,6 +21,7 @@ from twilio.request_validator import RequestValidator
 
 from channels.sandbox.signing import EventWebhookSigner
 from config import Settings
+from dispatcher.app import create_app
 from dispatcher.domain.states import DeliveryState
 from dispatcher.engine import inbox
 from dispatcher.engine.progress import progress
@@ -29,6 +30,7 @@ from dispatcher.engine.transitions import count_moves, set_details, transition
 from dispatcher.store.db import Database
 from dispatcher.store.models import Broadcast, Delivery, utcnow
 from tests.api.conftest import MESSAGE, PUBLIC_URL, auth
+from tests.conftest import free_port
 
 SECRET = os.environ["DISPATCHER_SANDBOX_SECRET"]
 OLD_PUBLIC_TOKEN = "sandbox-twilio-auth-token"  # what the sandbox used to sign with, in the code
@@ -176,6 +178,22 @@ def test_sendgrid_events(
         f"/v1/broadcasts/{broadcast_id}/receipts?state=bounced", headers=auth(keys["viewer"])
     ).json()["receipts"]
     assert [(r["delivery_id"], r["last_error_code"]) for r in receipts] == [(delivery_id, "bounce")]
+
+
+def test_a_callback_redis_cannot_keep_is_applied_in_the_request(
+    client: TestClient, keys: dict[str, str], db: Database, settings: Settings
+) -> None:
+    """Redis down: the inbox's write fails, and the request applies its report itself before the 2xx."""
+    broadcast_id = open_broadcast(client, keys)
+    delivery_id = add_delivery(db, broadcast_id, "sms", "+14155550101", provider_message_id="SMdown")
+    nobody = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    cut_off = TestClient(create_app(nobody))  # no lifespan: no applier either, only the request
+    path, params = f"/v1/webhooks/twilio?delivery_id={delivery_id}", twilio_params("SMdown")
+    signature = RequestValidator(SECRET).compute_signature(PUBLIC_URL + path, params)
+    answer = cut_off.post(path, content=urlencode(params), headers={**FORM, "X-Twilio-Signature": signature})
+    assert answer.status_code == 204
+    assert row(db, delivery_id) == ("delivered", "SMdown")
+    assert cut_off.app.state.inbox_door.writes == 1  # type: ignore[attr-defined]  # it was tried first
 
 
 def test_twilio_callbacks(client: TestClient, keys: dict[str, str], db: Database) -> None:
