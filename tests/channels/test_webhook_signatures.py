@@ -91,6 +91,25 @@ def test_twilio_checks_the_url_it_called_through_our_public_url() -> None:
         assert caught.value.header == twilio_webhook.SIGNATURE_HEADER
 
 
+def test_twilio_signed_over_the_url_with_its_port_is_accepted_too() -> None:
+    """Twilio's signing is not consistent about the port: one over `:443` is as good, as the SDK's
+    check says; a wrong one, or one in characters no signature has, is refused either way."""
+    settings = sandboxed()
+    params = {"MessageSid": "SM1", "MessageStatus": "delivered"}
+    body = b"MessageSid=SM1&MessageStatus=delivered"
+    with_port = "https://status.example.com:443/v1/webhooks/twilio?delivery_id=7"
+    headers = {twilio_webhook.SIGNATURE_HEADER: twilio_signature(SECRET, with_port, params)}
+    assert (
+        twilio_webhook.verified_form(settings, "/v1/webhooks/twilio", "delivery_id=7", body, headers)
+        == params
+    )
+    for bad in (twilio_signature("another-secret", with_port, params), "sïgnature"):
+        with pytest.raises(SignatureMismatch):
+            twilio_webhook.verified_form(
+                settings, "/v1/webhooks/twilio", "delivery_id=7", body, {twilio_webhook.SIGNATURE_HEADER: bad}
+            )
+
+
 def test_twilio_sandboxed_without_the_secret_refuses() -> None:
     with pytest.raises(SignatureMismatch, match="DISPATCHER_SANDBOX_SECRET is unset"):
         twilio_webhook.auth_token(sandboxed(sandbox_secret=None))
