@@ -25,14 +25,35 @@ def _iso(value: Any) -> str | None:
 
 
 def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
-    broadcast = session.get(Broadcast, broadcast_id, populate_existing=True)
+    """Read as plain rows, not ORM objects: dashboards poll this, and loading objects into the
+    session (and refreshing any it held) was half of each read's CPU in the API."""
+    broadcast = session.execute(
+        select(
+            Broadcast.id,
+            Broadcast.incident_id,
+            Broadcast.event,
+            Broadcast.state,
+            Broadcast.policy,
+            Broadcast.created_at,
+            Broadcast.planned_at,
+            Broadcast.completed_at,
+        ).where(Broadcast.id == broadcast_id)
+    ).first()
     if broadcast is None:
         raise NotFound(f"broadcast {broadcast_id} not found", fields=["id"])
-    tiers = session.scalars(
-        select(BroadcastTier)
+    tiers = session.execute(
+        select(
+            BroadcastTier.tier,
+            BroadcastTier.state,
+            BroadcastTier.planned,
+            BroadcastTier.outstanding,
+            BroadcastTier.gate,
+            BroadcastTier.started_at,
+            BroadcastTier.first_accepted_at,
+            BroadcastTier.all_accepted_at,
+        )
         .where(BroadcastTier.broadcast_id == broadcast_id)
         .order_by(BroadcastTier.tier)
-        .execution_options(populate_existing=True)
     ).all()
     counts = session.execute(
         select(BroadcastCount.tier, BroadcastCount.channel, BroadcastCount.state, BroadcastCount.n).where(
@@ -44,11 +65,16 @@ def progress(session: Session, broadcast_id: int) -> dict[str, Any]:
             BroadcastSends.broadcast_id == broadcast_id
         )
     ).all()
-    gates = session.scalars(
-        select(BroadcastGate)
+    gates = session.execute(
+        select(
+            BroadcastGate.tier,
+            BroadcastGate.channel,
+            BroadcastGate.started_at,
+            BroadcastGate.opened_by,
+            BroadcastGate.opened_at,
+        )
         .where(BroadcastGate.broadcast_id == broadcast_id)
         .order_by(BroadcastGate.tier, BroadcastGate.channel)
-        .execution_options(populate_existing=True)
     ).all()
     return progress_json(broadcast, tiers, counts, sends, gates)
 
@@ -62,13 +88,14 @@ def opening_progress(broadcast: Broadcast) -> dict[str, Any]:
 
 
 def progress_json(
-    broadcast: Broadcast,
-    tier_rows: Iterable[BroadcastTier],
+    broadcast: Any,
+    tier_rows: Iterable[Any],
     counts: Iterable[tuple[int, str, str, int]],
     sends: Iterable[tuple[int, int, int]],
-    gate_rows: Iterable[BroadcastGate],
+    gate_rows: Iterable[Any],
 ) -> dict[str, Any]:
-    """The progress document from a broadcast's rows: its tiers in order, its counters
+    """The progress document from a broadcast's rows (ORM objects or rows of the columns `progress`
+    reads, by the same names): its tiers in order, its counters
     (tier, channel, state, n), its sends (tier, sends, extra) and its gates in (tier, channel) order."""
     tiers: dict[int, dict[str, Any]] = {}
     for tier in tier_rows:
