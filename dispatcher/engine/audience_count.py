@@ -46,12 +46,12 @@ def count_planned(
         if tier == public_tier:
             plan(tier, audience.public_targets(sending_on))
             continue
-        after = 0
-        while page := subscribers_in_tier(session, tier, after, columns):
+        after: int | None = 0
+        while after is not None:
+            page, after = subscribers_in_tier(session, tier, after, columns, components, regions)
             for sub in page:
                 before = len(planned)
                 plan(tier, targets_of(sub, sending_on, components, regions))
                 if readers is not None and len(planned) > before:
                     readers[(sub.locale, sub.timezone)] += 1
-            after = page[-1].id
     return counts

@@ -55,6 +55,7 @@ from dispatcher.store.models import (
     Subscriber,
     SubscriberList,
 )
+from dispatcher.store.scope import may_share
 
 PAGE = 5000
 # A later tier's planning task writes this many pages, then hands the rest on (plan_tier).
@@ -108,9 +109,16 @@ def targets_of(
 
 
 def subscribers_in_tier(
-    session: Session, tier: int, after_id: int, columns: Sequence[Any] = PLANNING_COLUMNS
-) -> list[Any]:
-    """One page of a tier's subscribers, in id order, as plain rows.
+    session: Session,
+    tier: int,
+    after_id: int,
+    columns: Sequence[Any] = PLANNING_COLUMNS,
+    components: Sequence[str] = (),
+    regions: Sequence[str] = (),
+) -> tuple[list[Any], int | None]:
+    """One page of a tier's subscribers, in id order, as plain rows, and the id to go on from (None
+    once the tier is read). For a scoped message only those whose scope may match are read
+    (store/scope.py): a page may then hold none, and the tier still goes on from the cursor.
 
     Each of the tier's lists is read on its own through the (list_id, subscriber_id) index: asked
     for all lists at once, PostgreSQL walks every membership in subscriber order instead, so 50
@@ -128,10 +136,17 @@ def subscribers_in_tier(
         )
     page = sorted(ids)[:PAGE]  # the smallest ids of the union lie within each list's smallest
     if not page:
-        return []
-    return list(
-        session.execute(select(*columns).where(id_in(session, Subscriber.id, page)).order_by(Subscriber.id))
+        return [], None
+    rows = session.execute(
+        select(*columns)
+        .where(
+            id_in(session, Subscriber.id, page),
+            may_share(session, Subscriber.components, components),
+            may_share(session, Subscriber.regions, regions),
+        )
+        .order_by(Subscriber.id)
     )
+    return list(rows), page[-1]
 
 
 def plan_pages(
@@ -190,8 +205,8 @@ def plan_pages(
             if max_pages is not None and pages >= max_pages:
                 return after  # the rest in a task of its own
             with database.session() as session:
-                page = subscribers_in_tier(session, tier, after, columns)
-            if not page:
+                page, cursor = subscribers_in_tier(session, tier, after, columns, components, regions)
+            if cursor is None:
                 break
             pages += 1
             rows = []
@@ -216,7 +231,7 @@ def plan_pages(
                             "last_error": f"waiting out quiet hours until {wait.isoformat()}",
                         }
                     rows.append(row)
-            after = page[-1].id
+            after = cursor
             # Rows whose variant is stored go at once; the rest once theirs is rendered (a few ms
             # a key), so a new language never delays the readers of one already rendered.
             new = keys - rendered
