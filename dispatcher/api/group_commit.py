@@ -29,10 +29,12 @@ class GroupCommit(Generic[T]):
 
     async def put(self, items: Sequence[T]) -> None:
         """Raises what the write that carried `items` raised; nothing of theirs is then kept."""
-        done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
         self._waiting.append((items, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_all())
+        # a writer left on another loop (an app served again after its loop closed) never returns
+        if self._writer is None or self._writer.done() or self._writer.get_loop() is not loop:
+            self._writer = loop.create_task(self._write_all())
         await done
 
     async def _write_all(self) -> None:
