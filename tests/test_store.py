@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy
 from sqlalchemy import inspect, select
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
+from sqlalchemy.orm import Session
 
 from dispatcher.auth import Role, bootstrap_keys, create_key, find_key, revoke_key
 from dispatcher.domain.errors import ConfigurationError
-from dispatcher.store.db import Database
+from dispatcher.store.db import BUSY_TIMEOUT_MS, Database, take_write_lock
 from dispatcher.store.migrate import current_revision, upgrade
 from dispatcher.store.models import ApiKey, Base, Broadcast, Delivery
 from tests.conftest import fresh_database_url
@@ -93,3 +98,77 @@ def test_bootstrap_keys_is_idempotent_and_names_the_setting(db: Database) -> Non
         assert find_key(session, C_KEY).role == "commander"
     with pytest.raises(ConfigurationError, match="DISPATCHER_API_KEYS"), db.session() as session:
         bootstrap_keys(session, "root:k")
+
+
+def _holder(path: str) -> sqlite3.Connection:
+    """Another writer holding SQLite's write lock, as a worker's transaction does."""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def _busy_timeout(session: Session) -> int:
+    return int(session.connection().exec_driver_sql("PRAGMA busy_timeout").scalar_one())
+
+
+def test_an_urgent_session_holds_sqlite_write_lock_from_its_start(tmp_path: Path) -> None:
+    """A commander's transaction takes the lock before its first statement (then never waits
+    mid-way), and leaves the connection's usual wait for the lock behind it."""
+    database = Database(f"sqlite:///{tmp_path / 'urgent.db'}")
+    upgrade(database)
+    with database.session(urgent=True) as session:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            _holder(str(tmp_path / "urgent.db"))
+        assert _busy_timeout(session) == BUSY_TIMEOUT_MS
+        create_key(session, Role.COMMANDER, label="urgent")
+    _holder(str(tmp_path / "urgent.db")).rollback()  # released at commit
+    with database.session() as session:
+        assert session.scalar(select(ApiKey.label)) == "urgent"
+    database.dispose()
+
+
+def test_an_urgent_session_waits_for_the_writer_ahead_of_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "urgent.db")
+    database = Database(f"sqlite:///{path}")
+    upgrade(database)
+    other = _holder(path)
+    other.execute(
+        "INSERT INTO subscriber_lists (name, tier, created_at) VALUES ('ahead', 0, '2026-12-07 00:00:00')"
+    )
+    order: list[str] = []
+
+    def finish_the_other() -> None:
+        time.sleep(0.3)
+        order.append("the other commits")
+        other.execute("COMMIT")
+
+    threading.Thread(target=finish_the_other).start()
+    with database.session(urgent=True) as session:
+        order.append("urgent begins")
+        names = session.scalars(sqlalchemy.text("SELECT name FROM subscriber_lists")).all()
+    assert order == ["the other commits", "urgent begins"]
+    assert names == ["ahead"]  # it began after the other's commit, and sees it
+    database.dispose()
+
+
+def test_an_urgent_session_gives_up_with_the_database_error(tmp_path: Path) -> None:
+    path = str(tmp_path / "urgent.db")
+    database = Database(f"sqlite:///{path}")
+    upgrade(database)
+    other = _holder(path)
+    session = Session(database.engine)
+    try:
+        with pytest.raises(OperationalError, match="locked"):
+            take_write_lock(session, timeout_s=0.05)
+        assert _busy_timeout(session) == BUSY_TIMEOUT_MS
+    finally:
+        session.close()
+        other.rollback()
+    database.dispose()
+
+
+def test_an_urgent_session_is_a_session_on_every_database(db: Database) -> None:
+    with db.session(urgent=True) as session:
+        create_key(session, Role.COMMANDER, label="urgent")
+    with db.session() as session:
+        assert session.scalar(select(ApiKey.label).where(ApiKey.label == "urgent")) == "urgent"

@@ -154,7 +154,8 @@ class AuditTrail:
             state = scope.get("state", {})
             caller = state.get("caller")
             template, params = route_of(scope)
-            with get_database(self.settings).session() as session:
+            # urgent: an operator's write goes before a flood's (the answer waits for this entry)
+            with get_database(self.settings).session(urgent=True) as session:
                 if caller is None:  # refused before the key was checked (413, 400): look it up
                     token = _bearer(scope)
                     row = find_key(session, token) if token else None

@@ -67,16 +67,19 @@ def run_once(
     caller: Caller,
     payload: Any,
     create: Callable[[Session], Outcome],
+    *,
+    urgent: bool = False,
 ) -> JSONResponse:
     """Runs `create` in one transaction with its idempotency record (when a key was sent), then
-    its after-commit action (enqueueing), and returns its response; or replays the first one."""
+    its after-commit action (enqueueing), and returns its response; or replays the first one.
+    `urgent`: a commander's broadcast, whose transaction goes before the flood's (Database.session)."""
     key = request.headers.get(HEADER)
     if key is not None and not (0 < len(key) <= 200):
         raise ValidationFailed(f"{HEADER} must be 1 to 200 characters", fields=[HEADER])
     scope = f"{request.method} {request.url.path} key:{caller.key_id}"
     digest = request_hash(payload)
     try:
-        with database.session() as session:
+        with database.session(urgent=urgent) as session:
             if key is not None:
                 record = _stored(session, scope, key)
                 if record is not None:

@@ -71,7 +71,9 @@ def create_incident(
         )
         return _created(incident, update, broadcast)
 
-    return run_once(request, database, caller, body.model_dump(mode="json", exclude_unset=True), create)
+    return run_once(
+        request, database, caller, body.model_dump(mode="json", exclude_unset=True), create, urgent=True
+    )
 
 
 @router.post(
@@ -100,7 +102,9 @@ def create_update(
         )
         return _created(incident, update, broadcast)
 
-    return run_once(request, database, caller, body.model_dump(mode="json", exclude_unset=True), create)
+    return run_once(
+        request, database, caller, body.model_dump(mode="json", exclude_unset=True), create, urgent=True
+    )
 
 
 @router.get("", summary="Incidents, newest first, filterable by status and kind, cursor-paged")
