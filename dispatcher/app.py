@@ -63,7 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.precedence = Precedence()
     app.state.metrics = metrics.app_registry(settings, app.state.progress_hub)
     app.state.status_limit = StatusLimit(settings)
-    app.state.inbox = Applier(get_database(settings), settings) if settings.redis_url else None
+    app.state.inbox = (
+        Applier(get_database(settings), settings, defer=app.state.precedence.wait_quiet)
+        if settings.redis_url
+        else None
+    )
     app.state.inbox_door = webhooks.inbox_door(settings)  # and kept there, callbacks in flight together
     errors.install(app)
     # The busiest routes first, as matching a path walks the routes in order: the provider callbacks

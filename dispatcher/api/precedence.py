@@ -39,6 +39,8 @@ class Precedence:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        self._quiet = threading.Event()  # set while no commander's request is in flight
+        self._quiet.set()
 
     @property
     def busy(self) -> bool:
@@ -48,15 +50,24 @@ class Precedence:
     def first(self) -> Iterator[None]:
         with self._lock:
             self._in_flight += 1
+            self._quiet.clear()
         try:
             yield
         finally:
             with self._lock:
                 self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._quiet.set()
                 woken, self._waiters = (self._waiters, {}) if self._in_flight == 0 else ({}, self._waiters)
             for loop, waiters in woken.items():
                 with suppress(RuntimeError):  # that loop has closed, and its waiters with it
                     loop.call_soon_threadsafe(_release, waiters)
+
+    def wait_quiet(self, hold_s: float | None = None) -> None:
+        """The blocking `wait_turn`, for a thread (the inbox's applier, whose batches take the GIL
+        and the database's write lock): returns once no commander's request is in flight, or after
+        `hold_s` (HOLD_S)."""
+        self._quiet.wait(HOLD_S if hold_s is None else hold_s)
 
     async def wait_turn(self, hold_s: float | None = None) -> None:
         """Returns once no commander's request is in flight, or after `hold_s` (HOLD_S)."""

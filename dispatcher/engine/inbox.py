@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
@@ -92,9 +92,14 @@ def _decode(entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[StatusR
 class Applier:
     """This process's reader of the inbox: a daemon thread, started with the API and stopped with it."""
 
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(
+        self, database: Database, settings: Settings, *, defer: Callable[[], None] | None = None
+    ) -> None:
         self.database = database
         self.settings = settings
+        # blocks while a commander's request is in flight in this process (bounded by its caller):
+        # the batch in hand then waits, in Redis, instead of taking the GIL and the write lock
+        self._defer = defer
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.applied = 0  # reports applied by this applier (for tests and /metrics)
         self._claimed_at = 0.0
@@ -148,6 +153,8 @@ class Applier:
         if not entries:
             return 0
         reports = _decode(entries)
+        if self._defer is not None:
+            self._defer()
         if reports:
             apply_reports(self.database, self.settings, reports)
         ids = [entry_id for entry_id, _ in entries]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -12,8 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from channels.base import StatusReport
 from dispatcher.api import precedence
 from dispatcher.api.precedence import Precedence
+from dispatcher.engine import inbox
 from dispatcher.store.db import Database, get_database
 from tests.api.conftest import MESSAGE, auth
 from tests.api.test_webhooks import add_delivery, open_broadcast, row, twilio_params, twilio_post
@@ -94,3 +97,39 @@ def test_callbacks_wake_when_the_last_commander_leaves_not_the_first() -> None:
 
     asyncio.run(scenario())
     assert not marks.busy
+
+
+def test_the_inbox_applies_no_batch_while_a_commander_is_in_flight(
+    client: TestClient, keys: dict[str, str], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report already acknowledged (in the inbox before the commander came) waits in Redis while
+    the commander's request runs, then is applied."""
+    monkeypatch.setattr(precedence, "HOLD_S", 60.0)
+    broadcast_id = open_broadcast(client, keys)
+    delivery_id = add_delivery(db, broadcast_id, "sms", "+14155550101", provider_message_id="SMq1")
+    state = client.app.state  # type: ignore[attr-defined]
+    with state.precedence.first():
+        inbox.accept(state.settings, [StatusReport("twilio", delivery_id, "SMq1", "delivered")])
+        time.sleep(1.0)  # the applier reads the stream within its 0.1 s round, and holds the batch
+        assert row(db, delivery_id) == ("sent", "SMq1")
+    assert inbox.wait_applied(state.settings)
+    assert row(db, delivery_id) == ("delivered", "SMq1")
+
+
+def test_a_thread_waits_for_the_last_commander_or_the_hold() -> None:
+    marks = Precedence()
+    marks.wait_quiet(hold_s=60)  # none in flight: at once
+    first, second = marks.first(), marks.first()
+    first.__enter__(), second.__enter__()
+    released: list[str] = []
+    waiting = threading.Thread(target=lambda: (marks.wait_quiet(hold_s=60), released.append("out")))
+    waiting.start()
+    first.__exit__(None, None, None)
+    waiting.join(timeout=0.2)
+    assert waiting.is_alive() and not released  # one commander is still in flight
+    second.__exit__(None, None, None)
+    waiting.join(timeout=5)
+    assert released == ["out"]
+    with marks.first():
+        marks.wait_quiet(hold_s=0.01)  # a steady stream of commanders still lets the applier on
+        assert marks.busy
