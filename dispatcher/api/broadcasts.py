@@ -16,6 +16,7 @@ from channels.base import ChannelName
 from config import Settings
 from dispatcher.api.deps import READ, Caller, get_db, get_progress_hub, get_settings
 from dispatcher.api.errors import error_body
+from dispatcher.api.precedence import commander_first
 from dispatcher.api.progress_hub import ProgressHub, read_progress
 from dispatcher.api.progress_stream import SSE_HEADERS, progress_ticks, sse
 from dispatcher.api.schemas import ERRORS, RowId
@@ -48,7 +49,11 @@ def list_all(
         return list_broadcasts(session, incident_id=incident_id, state=state, cursor=cursor, limit=limit)
 
 
-@router.get("/{broadcast_id}", summary="Progress per tier and channel, counts by delivery state")
+@router.get(
+    "/{broadcast_id}",
+    summary="Progress per tier and channel, counts by delivery state",
+    dependencies=[Depends(commander_first)],  # what a commander follows during the flood it causes
+)
 def get_progress(
     broadcast_id: RowId, _: Caller = Depends(READ), database: Database = Depends(get_db)
 ) -> dict[str, Any]:

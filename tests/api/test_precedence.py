@@ -133,3 +133,22 @@ def test_a_thread_waits_for_the_last_commander_or_the_hold() -> None:
     with marks.first():
         marks.wait_quiet(hold_s=0.01)  # a steady stream of commanders still lets the applier on
         assert marks.busy
+
+
+def test_following_a_broadcast_goes_before_callbacks_too(client: TestClient, keys: dict[str, str]) -> None:
+    """`GET /v1/broadcasts/{id}` is what a commander polls during the flood the broadcast causes."""
+    broadcast_id = open_broadcast(client, keys)
+    seen: list[bool] = []
+    state = client.app.state  # type: ignore[attr-defined]
+    engine = get_database(state.settings).engine
+
+    def during(*_: Any) -> None:
+        seen.append(state.precedence.busy)
+
+    event.listen(engine, "before_cursor_execute", during)
+    try:
+        read = client.get(f"/v1/broadcasts/{broadcast_id}", headers=auth(keys["viewer"]))
+    finally:
+        event.remove(engine, "before_cursor_execute", during)
+    assert read.status_code == 200
+    assert seen and all(seen), seen
