@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -111,26 +112,32 @@ def _busy_timeout(session: Session) -> int:
     return int(session.connection().exec_driver_sql("PRAGMA busy_timeout").scalar_one())
 
 
-def test_an_urgent_session_holds_sqlite_write_lock_from_its_start(tmp_path: Path) -> None:
-    """A commander's transaction takes the lock before its first statement (then never waits
-    mid-way), and leaves the connection's usual wait for the lock behind it."""
-    database = Database(f"sqlite:///{tmp_path / 'urgent.db'}")
-    upgrade(database)
-    with database.session(urgent=True) as session:
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            _holder(str(tmp_path / "urgent.db"))
-        assert _busy_timeout(session) == BUSY_TIMEOUT_MS
-        create_key(session, Role.COMMANDER, label="urgent")
-    _holder(str(tmp_path / "urgent.db")).rollback()  # released at commit
-    with database.session() as session:
-        assert session.scalar(select(ApiKey.label)) == "urgent"
-    database.dispose()
-
-
-def test_an_urgent_session_waits_for_the_writer_ahead_of_it(tmp_path: Path) -> None:
+@pytest.fixture
+def sqlite_file(tmp_path: Path) -> Iterator[tuple[Database, str]]:
+    """A migrated SQLite database of its own, and its file's path for other writers."""
     path = str(tmp_path / "urgent.db")
     database = Database(f"sqlite:///{path}")
     upgrade(database)
+    yield database, path
+    database.dispose()
+
+
+def test_an_urgent_session_holds_sqlite_write_lock_from_its_start(sqlite_file: tuple[Database, str]) -> None:
+    """A commander's transaction takes the lock before its first statement (then never waits
+    mid-way), and leaves the connection's usual wait for the lock behind it."""
+    database, path = sqlite_file
+    with database.session(urgent=True) as session:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            _holder(path)
+        assert _busy_timeout(session) == BUSY_TIMEOUT_MS
+        create_key(session, Role.COMMANDER, label="urgent")
+    _holder(path).rollback()  # released at commit
+    with database.session() as session:
+        assert session.scalar(select(ApiKey.label)) == "urgent"
+
+
+def test_an_urgent_session_waits_for_the_writer_ahead_of_it(sqlite_file: tuple[Database, str]) -> None:
+    database, path = sqlite_file
     other = _holder(path)
     other.execute(
         "INSERT INTO subscriber_lists (name, tier, created_at) VALUES ('ahead', 0, '2026-12-07 00:00:00')"
@@ -148,13 +155,10 @@ def test_an_urgent_session_waits_for_the_writer_ahead_of_it(tmp_path: Path) -> N
         names = session.scalars(sqlalchemy.text("SELECT name FROM subscriber_lists")).all()
     assert order == ["the other commits", "urgent begins"]
     assert names == ["ahead"]  # it began after the other's commit, and sees it
-    database.dispose()
 
 
-def test_an_urgent_session_gives_up_with_the_database_error(tmp_path: Path) -> None:
-    path = str(tmp_path / "urgent.db")
-    database = Database(f"sqlite:///{path}")
-    upgrade(database)
+def test_an_urgent_session_gives_up_with_the_database_error(sqlite_file: tuple[Database, str]) -> None:
+    database, path = sqlite_file
     other = _holder(path)
     session = Session(database.engine)
     try:
@@ -164,7 +168,6 @@ def test_an_urgent_session_gives_up_with_the_database_error(tmp_path: Path) -> N
     finally:
         session.close()
         other.rollback()
-    database.dispose()
 
 
 def test_an_urgent_session_is_a_session_on_every_database(db: Database) -> None:
