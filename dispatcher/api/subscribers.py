@@ -238,6 +238,18 @@ def parse_csv(raw: bytes) -> list[dict[str, Any]]:
     except UnicodeDecodeError:
         raise ValidationFailed("the CSV must be UTF-8", fields=["file"]) from None
     reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _csv_rows(reader)
+    except csv.Error as exc:  # a stray carriage return, a cell past the size limit: the file is at fault
+        reason = str(exc).split(" - ")[0]  # not Python's hint about opening files
+        raise ValidationFailed(
+            f"the CSV cannot be read at line {reader.line_num + 1}: {reason} (quote cells that hold "
+            "line breaks, commas or quotes)",
+            fields=["file"],
+        ) from None
+
+
+def _csv_rows(reader: csv.DictReader[str]) -> list[dict[str, Any]]:
     header = [h.strip() for h in reader.fieldnames or []]
     unknown = [h for h in header if h not in CSV_COLUMNS]
     if "external_id" not in header or unknown:

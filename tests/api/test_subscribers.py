@@ -76,6 +76,20 @@ def test_csv_import_reports_bad_rows_and_imports_the_good(
     assert ann["components"] == ["API"] and ann["timezone"] == "Europe/Berlin"
 
 
+def test_a_csv_the_reader_cannot_read_is_refused_naming_the_file_and_the_line(
+    client: TestClient, keys: dict[str, str], db: Database
+) -> None:
+    """Found by the schema fuzz: a CSV the csv module refuses was a 500. The file is at fault, not a row."""
+    broken = CSV.replace("Bob", "B\rb")  # a carriage return inside an unquoted cell
+    response = client.post(
+        "/v1/subscribers/import", content=broken, headers={**auth(keys["admin"]), "Content-Type": "text/csv"}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["fields"] == ["file"] and "line 3" in error["message"], error
+    assert count(db, Subscriber) == 0
+
+
 def test_json_import_is_idempotent(client: TestClient, keys: dict[str, str], db: Database) -> None:
     headers = {**auth(keys["admin"]), "Idempotency-Key": "import-1"}
     body = {"subscribers": [{"external_id": f"j{i}", "email": f"j{i}@example.com"} for i in range(5)]}
