@@ -13,15 +13,16 @@ Field names are Atlassian Statuspage's public v2 ones (README "Status page" has 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select, true
 from sqlalchemy.orm import Session
 
 from config import Settings
@@ -35,7 +36,7 @@ from dispatcher.domain.status import (
     worst,
 )
 from dispatcher.store.db import get_database
-from dispatcher.store.models import Incident, StatusSnapshot
+from dispatcher.store.models import Incident, IncidentUpdate, StatusSnapshot
 
 HISTORY_DAYS = 90
 REFRESH_S = 1.0  # how old one process's copy may get before it is re-read (in the background)
@@ -79,6 +80,7 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
+@functools.lru_cache(maxsize=4096)
 def short_id(*parts: object) -> str:
     """A stable, Statuspage-looking id (12 lowercase characters) for things we do not number."""
     return hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()[:12]
@@ -113,37 +115,230 @@ def _body(message: dict[str, Any]) -> str:
     return "\n\n".join(p for p in parts if p) or str(message.get("title", ""))
 
 
-def _is_public(update: Any) -> bool:
-    return bool(getattr(update, "public", True))
+class ShownIncident(NamedTuple):
+    """The incident columns the snapshot shows: with its public updates' count and last id, the
+    version of what it shows (updates are only ever added, so a new public one changes both)."""
+
+    id: int
+    kind: str
+    title: str
+    status: str
+    impact: str
+    components: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None
+    starts_at: datetime | None
+    ends_at: datetime | None
+    public_updates: int
+    last_update_id: int | None
 
 
-def _affecting(incident: Incident) -> Affecting:
+class ShownUpdate(NamedTuple):
+    id: int
+    status: str
+    body: str
+    posted_at: datetime
+    notify: bool
+
+
+def _affecting(incident: ShownIncident) -> Affecting:
     return Affecting(
-        impact=incident.impact,
-        components=tuple(incident.message.get("components") or ()),
-        maintenance=incident.kind == "maintenance",
+        impact=incident.impact, components=incident.components, maintenance=incident.kind == "maintenance"
     )
 
 
-def _is_open(incident: Incident) -> bool:
+def _is_open(incident: ShownIncident) -> bool:
     if incident.kind == "maintenance":
         return incident.status == "in_progress"
     return incident.status in OPEN_INCIDENT
+
+
+class _Rendered(NamedTuple):
+    """One incident's part of the snapshot, but for its `components` (their statuses follow every
+    incident) and the names in its updates' `affected_components` (they follow the settings)."""
+
+    version: ShownIncident
+    own: dict[str, Any]
+    updates: tuple[
+        tuple[str, str, str, str | None, bool], ...
+    ]  # id, status, body, time, notify; newest first
+
+
+class _Rendering:
+    """This process's rendered incidents per database and page, each kept with the version it shows:
+    a rebuild reads every incident's columns but loads and renders only what changed since, so an
+    opening's transaction costs the same with 400 incidents of history as with 4. Entries made in a
+    transaction are kept only once it commits: a rolled-back one's ids can come back."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: dict[tuple[str, ...], dict[int, _Rendered]] = {}
+
+    def get(self, scope: tuple[str, ...]) -> dict[int, _Rendered]:
+        with self.lock:
+            return self.items.get(scope, {})
+
+    def keep(self, scope: tuple[str, ...], fresh: dict[int, _Rendered], shown: set[int]) -> None:
+        with self.lock:
+            held = self.items.get(scope, {})
+            self.items[scope] = {i: r for i, r in {**held, **fresh}.items() if i in shown}
+
+
+RENDERED = _Rendering()
+
+
+def _shown_incidents(session: Session, since: datetime) -> list[ShownIncident]:
+    """The incidents of the last 90 days and every one still open or to come, newest first, each
+    with its version; two queries, no ORM objects (this runs in every commander's transaction)."""
+    public = (
+        select(
+            IncidentUpdate.incident_id,
+            func.count().label("n"),
+            func.max(IncidentUpdate.id).label("last"),
+        )
+        .where(IncidentUpdate.public == true())
+        .group_by(IncidentUpdate.incident_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            Incident.id,
+            Incident.kind,
+            Incident.title,
+            Incident.status,
+            Incident.impact,
+            Incident.message,
+            Incident.created_at,
+            Incident.updated_at,
+            Incident.resolved_at,
+            Incident.starts_at,
+            Incident.ends_at,
+            func.coalesce(public.c.n, 0),
+            public.c.last,
+        )
+        .outerjoin(public, public.c.incident_id == Incident.id)
+        .where((Incident.updated_at >= since) | Incident.status.in_(("scheduled", *OPEN_INCIDENT)))
+        .order_by(Incident.created_at.desc(), Incident.id.desc())
+    ).all()
+    # columns 0-4 and 6-10 as selected; 5 is the message, of which only the components are shown
+    return [ShownIncident(*r[:5], _components(r[5]), *r[6:11], int(r[11]), r[12]) for r in rows]
+
+
+def _components(message: dict[str, Any] | None) -> tuple[str, ...]:
+    return tuple((message or {}).get("components") or ())
+
+
+def _public_updates(session: Session, ids: list[int]) -> dict[int, list[ShownUpdate]]:
+    """The public updates of these incidents, newest first."""
+    found: dict[int, list[ShownUpdate]] = {i: [] for i in ids}
+    if not ids:
+        return found
+    rows = session.execute(
+        select(
+            IncidentUpdate.incident_id,
+            IncidentUpdate.id,
+            IncidentUpdate.status,
+            IncidentUpdate.message,
+            IncidentUpdate.posted_at,
+            IncidentUpdate.notify,
+        )
+        .where(IncidentUpdate.incident_id.in_(ids), IncidentUpdate.public == true())
+        .order_by(IncidentUpdate.incident_id, IncidentUpdate.seq.desc())
+    )
+    for incident_id, update_id, status, message, posted_at, notify in rows:
+        found[incident_id].append(ShownUpdate(update_id, status, _body(message), posted_at, bool(notify)))
+    return found
+
+
+def _render(incident: ShownIncident, updates: list[ShownUpdate], settings: Settings) -> _Rendered:
+    """An incident's own part of the snapshot (pure)."""
+    maintenance = incident.kind == "maintenance"
+    iid = str(incident.id)
+    monitoring = [u.posted_at for u in updates if u.status == "monitoring"]
+    status = MAINTENANCE_STATUS.get(incident.status, incident.status) if maintenance else incident.status
+    own: dict[str, Any] = {
+        "id": iid,
+        "name": incident.title,
+        "status": status,
+        "created_at": iso(incident.created_at),
+        "updated_at": iso(incident.updated_at),
+        "monitoring_at": iso(min(monitoring)) if monitoring else None,
+        "resolved_at": iso(incident.resolved_at),
+        "impact": "maintenance" if maintenance else incident.impact,
+        "shortlink": f"{page_url(settings)}/incidents/{iid}",
+        "started_at": iso(incident.starts_at or incident.created_at),
+        "page_id": page_id(settings),
+    }
+    if maintenance:
+        own["scheduled_for"] = iso(incident.starts_at)
+        own["scheduled_until"] = iso(incident.ends_at)
+    shown = tuple(
+        (
+            str(u.id),
+            MAINTENANCE_STATUS.get(u.status, u.status) if maintenance else u.status,
+            u.body,
+            iso(u.posted_at),
+            u.notify,
+        )
+        for u in updates
+    )
+    return _Rendered(incident, own, shown)
+
+
+def _incident_json(rendered: _Rendered, affected: list[dict[str, Any]], pid: str) -> dict[str, Any]:
+    """The rendered part with what follows the page: the affected components, as they stand now."""
+    iid = rendered.own["id"]
+    named = [
+        {"code": short_id("component", c["name"]), "name": c["name"], "old_status": None, "new_status": None}
+        for c in affected
+    ]
+    updates = [
+        {
+            "id": update_id,
+            "status": status,
+            "body": body,
+            "incident_id": iid,
+            "created_at": at,
+            "updated_at": at,
+            "display_at": at,
+            "affected_components": [dict(n) for n in named] or None,
+            "deliver_notifications": notify,
+            "custom_tweet": None,
+            "tweet_id": None,
+        }
+        for update_id, status, body, at, notify in rendered.updates
+    ]
+    out = dict(rendered.own)
+    maintenance_fields = {k: out.pop(k) for k in ("scheduled_for", "scheduled_until") if k in out}
+    out["incident_updates"] = updates
+    out["components"] = affected
+    out.update(maintenance_fields)
+    return out
 
 
 def build_snapshot(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
     """The snapshot's body: `generated_at`, `page`, `status`, `components`, `incidents` (the last
     90 days, newest first, each with its public `incident_updates` newest first) and
     `scheduled_maintenances` (the last 90 days and every one still to come)."""
-    since = now - timedelta(days=HISTORY_DAYS)
-    rows = list(
-        session.scalars(
-            select(Incident)
-            .where((Incident.updated_at >= since) | Incident.status.in_(("scheduled", *OPEN_INCIDENT)))
-            .order_by(Incident.created_at.desc(), Incident.id.desc())
-            .execution_options(populate_existing=True)
-        )
-    )
+    body, _ = _build(session, settings, now)
+    return body
+
+
+def _scope(settings: Settings) -> tuple[str, ...]:
+    return (settings.effective_database_url, page_url(settings), page_id(settings))
+
+
+def _build(
+    session: Session, settings: Settings, now: datetime
+) -> tuple[dict[str, Any], dict[int, _Rendered]]:
+    """build_snapshot, and the incidents it rendered anew (to keep once the transaction commits)."""
+    rows = _shown_incidents(session, now - timedelta(days=HISTORY_DAYS))
+    held = RENDERED.get(_scope(settings))
+    stale = [r.id for r in rows if r.id not in held or held[r.id].version != r]
+    loaded = _public_updates(session, stale)
+    fresh = {i: _render(r, loaded[i], settings) for r in rows if (i := r.id) in loaded}
+    rendered = {**held, **fresh}
     pid = page_id(settings)
     specs = component_specs(settings)
     open_items = [_affecting(i) for i in rows if _is_open(i)]
@@ -199,58 +394,12 @@ def build_snapshot(session: Session, settings: Settings, now: datetime) -> dict[
             group["status"] = worst([group["status"], component["status"]])
     plain = [c for c in components if not c["group"]]
 
-    def affected(incident: Incident) -> list[dict[str, Any]]:
-        item = _affecting(incident)
-        names = {n.strip().casefold() for n in item.components}
-        return [c for c in plain if not names or c["name"].casefold() in names]
+    def incident_json(incident: ShownIncident) -> dict[str, Any]:
+        names = {n.strip().casefold() for n in incident.components}
+        affected = [c for c in plain if not names or c["name"].casefold() in names]
+        return _incident_json(rendered[incident.id], affected, pid)
 
-    def incident_json(incident: Incident) -> dict[str, Any]:
-        maintenance = incident.kind == "maintenance"
-        iid = str(incident.id)
-        updates = [u for u in incident.updates if _is_public(u)]
-        monitoring = [u.posted_at for u in updates if u.status == "monitoring"]
-        status = MAINTENANCE_STATUS.get(incident.status, incident.status) if maintenance else incident.status
-        names = [c["name"] for c in affected(incident)]
-        out: dict[str, Any] = {
-            "id": iid,
-            "name": incident.title,
-            "status": status,
-            "created_at": iso(incident.created_at),
-            "updated_at": iso(incident.updated_at),
-            "monitoring_at": iso(min(monitoring)) if monitoring else None,
-            "resolved_at": iso(incident.resolved_at),
-            "impact": "maintenance" if maintenance else incident.impact,
-            "shortlink": f"{page_url(settings)}/incidents/{iid}",
-            "started_at": iso(incident.starts_at or incident.created_at),
-            "page_id": pid,
-            "incident_updates": [
-                {
-                    "id": str(u.id),
-                    "status": MAINTENANCE_STATUS.get(u.status, u.status) if maintenance else u.status,
-                    "body": _body(u.message),
-                    "incident_id": iid,
-                    "created_at": iso(u.posted_at),
-                    "updated_at": iso(u.posted_at),
-                    "display_at": iso(u.posted_at),
-                    "affected_components": [
-                        {"code": short_id("component", n), "name": n, "old_status": None, "new_status": None}
-                        for n in names
-                    ]
-                    or None,
-                    "deliver_notifications": bool(getattr(u, "notify", True)),
-                    "custom_tweet": None,
-                    "tweet_id": None,
-                }
-                for u in sorted(updates, key=lambda u: u.seq, reverse=True)
-            ],
-            "components": affected(incident),
-        }
-        if maintenance:
-            out["scheduled_for"] = iso(incident.starts_at)
-            out["scheduled_until"] = iso(incident.ends_at)
-        return out
-
-    return {
+    body = {
         "generated_at": iso(now),
         "page": {
             "id": pid,
@@ -264,6 +413,7 @@ def build_snapshot(session: Session, settings: Settings, now: datetime) -> dict[
         "incidents": [incident_json(i) for i in rows if i.kind != "maintenance"],
         "scheduled_maintenances": [incident_json(i) for i in rows if i.kind == "maintenance"],
     }
+    return body, fresh
 
 
 def digest(body: dict[str, Any]) -> str:
@@ -305,7 +455,8 @@ def rebuild_snapshot(session: Session, settings: Settings, now: datetime | None 
     row = session.scalars(
         select(StatusSnapshot).where(StatusSnapshot.id == ROW_ID).with_for_update()
     ).one_or_none()
-    body = build_snapshot(session, settings, now)
+    body, fresh = _build(session, settings, now)
+    shown = {int(i["id"]) for i in (*body["incidents"], *body["scheduled_maintenances"])}
     etag = digest(body)
     if row is None:
         row = StatusSnapshot(id=ROW_ID, body=body, etag=etag, generated_at=now)
@@ -314,13 +465,13 @@ def rebuild_snapshot(session: Session, settings: Settings, now: datetime | None 
         row.body, row.etag, row.generated_at = body, etag, now
     session.flush()
     built = Snapshot(body=row.body, etag=row.etag, generated_at=row.generated_at, read_at=time.monotonic())
-    url = settings.effective_database_url
-    event.listen(
-        session,
-        "after_commit",
-        lambda _s: _keep(url, replace(built, read_at=time.monotonic())),
-        once=True,
-    )
+    url, scope = settings.effective_database_url, _scope(settings)
+
+    def committed(_session: Session) -> None:
+        _keep(url, replace(built, read_at=time.monotonic()))
+        RENDERED.keep(scope, fresh, shown)
+
+    event.listen(session, "after_commit", committed, once=True)
     return built
 
 

@@ -10,13 +10,13 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from config import Settings
-from dispatcher.domain.message import OutageMessage
+from dispatcher.domain.message import OutageMessage, Publication
 from dispatcher.domain.status import Affecting, component_statuses, default_components, overall
 from dispatcher.engine import snapshot as snapshots
-from dispatcher.incidents.broadcasts import open_incident, post_update
+from dispatcher.incidents.broadcasts import open_incident, post_update, publish_update
 from dispatcher.incidents.maintenance import schedule
 from dispatcher.reads.status import build_snapshot, current_snapshot
 from dispatcher.store.db import Database
@@ -172,6 +172,78 @@ def test_build_reads_only_the_last_90_days(db: Database, settings: Settings) -> 
     with db.session() as session:
         assert len(build_snapshot(session, settings, datetime.now(UTC))["incidents"]) == 1
         assert build_snapshot(session, settings, datetime.now(UTC) + timedelta(days=91))["incidents"] == []
+
+
+def values(parameters: object) -> list[object]:
+    """A statement's bound values, whichever form the driver takes them in."""
+    return sorted(parameters.values() if isinstance(parameters, dict) else parameters)  # type: ignore[attr-defined]
+
+
+def content(body: dict) -> dict:
+    return {k: v for k, v in body.items() if k != "generated_at"}
+
+
+def test_a_rebuild_renders_again_only_what_changed_and_shows_what_a_full_build_shows(
+    db: Database, settings: Settings
+) -> None:
+    """Each commit's rebuild reuses this process's rendering of the incidents that did not change:
+    it loads the updates of the changed one only, and its body is the one a build from nothing
+    gives (components, whose statuses follow every incident, included)."""
+    loaded: list[object] = []
+
+    def watch(_conn, _cursor, statement: str, parameters: object, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if "incident_updates.seq DESC" in statement:  # the query loading updates to render
+            loaded.append(parameters)
+
+    def full_build() -> dict:
+        """A build from nothing: this process's renderings set aside, and put back after."""
+        with snapshots.RENDERED.lock:
+            held, snapshots.RENDERED.items = snapshots.RENDERED.items, {}
+        try:
+            with db.session() as session:
+                return content(build_snapshot(session, settings, datetime.now(UTC)))
+        finally:
+            with snapshots.RENDERED.lock:
+                snapshots.RENDERED.items = held
+
+    start = datetime.now(UTC) + timedelta(hours=2)
+    with db.session() as session:
+        api, _ = open_incident(
+            session, settings, OutageMessage(title="API errors", impact="minor", components=["API"])
+        )
+        mail, _ = open_incident(
+            session, settings, OutageMessage(title="Mail slow", impact="major", components=["Email"])
+        )
+        window, _, _ = schedule(
+            session,
+            settings,
+            OutageMessage(
+                title="DB upgrade", kind="maintenance", starts_at=start, ends_at=start + timedelta(hours=1)
+            ),
+        )
+    event.listen(db.engine, "before_cursor_execute", watch)
+    try:
+        steps = [
+            (api.id, {"status": "identified", "summary": "Found it"}, None),
+            (mail.id, {"summary": "Only for the on-call team"}, Publication(public=False)),
+            (mail.id, {"impact": "minor", "components": ["Email", "API"]}, None),
+            (window.id, {"status": "in_progress"}, None),
+            (api.id, {"status": "resolved"}, None),
+        ]
+        for incident_id, changes, publication in steps:
+            loaded.clear()
+            with db.session() as session:
+                publish_update(session, settings, incident_id, changes, publication=publication)
+            # an internal update changes nothing shown: nothing is loaded again
+            assert [values(p) for p in loaded] == ([] if publication else [[incident_id]])
+            assert content(stored(db).body) == full_build()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", watch)
+    shown = stored(db).body
+    assert [i["name"] for i in shown["incidents"]] == ["Mail slow", "API errors"]
+    assert [u["body"] for u in shown["incidents"][0]["incident_updates"]] != []
+    assert "Only for the on-call team" not in str(shown)
+    assert by_name(shown)["API"] == "degraded_performance"  # the mail incident now names it too
 
 
 @pytest.fixture
