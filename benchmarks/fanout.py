@@ -33,6 +33,7 @@ Writes benchmarks/results/{fanout,compare,scaling}-<db>-....json (a big broadcas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -203,6 +204,36 @@ class PeakProber(threading.Thread):
         return self.probes, self.at_peak
 
 
+def scheduled_ms(pid: int) -> dict[int, tuple[float, float]]:
+    """Each thread of a process: milliseconds on a core, and milliseconds runnable but waiting for
+    one (Linux /proc/<pid>/task/*/schedstat). The second is what a busy machine adds to a request's
+    own CPU, whatever the request does."""
+    threads: dict[int, tuple[float, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):  # a thread that ended meanwhile
+            on_cpu, runnable, _ = (task / "schedstat").read_text().split()
+            threads[int(task.name)] = (int(on_cpu) / 1e6, int(runnable) / 1e6)
+    return threads
+
+
+def scheduled_during(
+    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
+) -> dict[str, float]:
+    """The API's threads between two readings: all of them, and the one that ran most (the thread
+    serving the commander's request, at quiet and at the flood alike)."""
+    spent = {
+        tid: (ran - before.get(tid, (0.0, 0.0))[0], waited - before.get(tid, (0.0, 0.0))[1])
+        for tid, (ran, waited) in after.items()
+    }
+    top_ran, top_waited = max(spent.values(), default=(0.0, 0.0))
+    return {
+        "api_cpu_ms": round(sum(r for r, _ in spent.values()), 1),
+        "api_runnable_wait_ms": round(sum(w for _, w in spent.values()), 1),
+        "handler_cpu_ms": round(top_ran, 1),
+        "handler_runnable_wait_ms": round(top_waited, 1),
+    }
+
+
 def open_probes(stack: Stack, count: int, label: str) -> list[dict[str, Any]]:
     """`count` small incidents (scoped to a component only the 50 admins hear about), back to back,
     each followed by the commander's other two requests (issue 17): reading its broadcast's
@@ -212,7 +243,10 @@ def open_probes(stack: Stack, count: int, label: str) -> list[dict[str, Any]]:
     for i in range(count):
         title = f"{PROBE_MARK}{label} {i} {stack.run_id} {time.time_ns()}"
         body = {**MESSAGE_BODY, "title": title, "components": PROBE_SCOPE}
+        api = stack.service()["api"].pid
+        threads = scheduled_ms(api)
         latency, answer, answered = stack.open_incident(body)
+        scheduled = scheduled_during(threads, scheduled_ms(api))
         broadcast = answer["broadcast"]["id"]
         started = time.perf_counter()
         stack.progress(broadcast)
@@ -223,6 +257,8 @@ def open_probes(stack: Stack, count: int, label: str) -> list[dict[str, Any]]:
             {
                 "title": title,
                 "api_ms": round(latency, 1),
+                # the API's threads while the opening was in flight (callbacks wait for it)
+                **scheduled,
                 "read_ms": round(read_ms, 1),
                 "update_ms": round(update_ms, 1),
                 "answered": answered,
@@ -254,7 +290,15 @@ def probe_first_admin(stack: Stack, probe: dict[str, Any]) -> float | None:
 def probes_summary(probes: list[dict[str, Any]], first_admin_ms: float | None) -> dict[str, Any]:
     """p50 and p99 of each of the commander's requests (`api`: opening the incident)."""
     out: dict[str, Any] = {"n": len(probes)}
-    for name in ("api", "read", "update"):
+    for name in (
+        "api",
+        "api_cpu",
+        "api_runnable_wait",
+        "handler_cpu",
+        "handler_runnable_wait",
+        "read",
+        "update",
+    ):
         latencies = sorted(p[f"{name}_ms"] for p in probes if f"{name}_ms" in p)
         if not latencies:
             continue
