@@ -44,7 +44,7 @@ WARM_UP = 200  # requests before the clock starts: imports, pools and caches fil
 def twilio_callbacks(stack: Stack, count: int) -> list[tuple[str, str, str]]:
     """`count` status callbacks (path, form body, signature), signed as the sandbox's Twilio signs."""
     validator = RequestValidator(stack.sandbox_secret)
-    base = stack.public_url.rstrip("/")
+    base = stack.callback_url.rstrip("/")
     out = []
     for i in range(count):
         params = {

@@ -7,7 +7,8 @@ its own process. Times run from the moment the API answered to the sandbox's own
 and the service's tier timings (same machine, same clock).
 
 As in production, every SMS brings two signed Twilio callbacks to POST /v1/webhooks/twilio and every
-email SendGrid's events (processed, delivered) in batches to POST /v1/webhooks/sendgrid, and a run
+email SendGrid's events (processed, delivered) in batches to POST /v1/webhooks/sendgrid, served by an
+API process of their own as `up` runs them (`--callbacks api`: by the commanders' one), and a run
 lasts until every email and SMS is *delivered* (`--callbacks sink`: to a receiver in the sandbox
 instead, the service never sees them, and a run ends once all is accepted). Each run reports the
 callbacks ingested per second, the webhooks' p50/p99 as the sandbox measured them (non-2xx answers
@@ -26,8 +27,8 @@ the CPU-seconds of the service's processes per 1,000 deliveries and per 1,000 ca
     # 5. the callback flood (issue 17), profiled with py-spy: worker pool child and API, for the run
     .venv/bin/python -m benchmarks.fanout --subscribers 10000 --runs 1 --py-spy /tmp/profiles
 
-Writes benchmarks/results/{fanout,compare,scaling}-<db>-....json (a big broadcast: ...-<n>-api.json or
--sink.json, -pyspy when profiled) and prints a summary.
+Writes benchmarks/results/{fanout,compare,scaling}-<db>-....json (a big broadcast: ...-<n>-hooks.json,
+-api.json or -sink.json, -pyspy when profiled) and prints a summary.
 """
 
 from __future__ import annotations
@@ -744,7 +745,7 @@ def big(args: argparse.Namespace) -> None:
         suffix = ("-mg" if args.messaging_service else "") + ("-languages" if args.languages else "")
         suffix += "-sms" if args.sms_only else ""
         suffix += f"-twilio{args.twilio_per_s:g}" if args.twilio_per_s else ""
-        suffix += f"-{args.callbacks}"  # callbacks to the API (issue 17) or to the sandbox's sink
+        suffix += f"-{args.callbacks}"  # where the callbacks went (issue 17): hooks, api or sink
         suffix += "-pyspy" if args.py_spy else ""  # a profiled run never overwrites an unprofiled one
         report("fanout", args, extra, f"fanout-{args.db}-{args.subscribers}{suffix}.json")
         return
@@ -842,11 +843,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--callbacks",
-        choices=["api", "hooks", "sink"],
-        default="api",
+        choices=["hooks", "api", "sink"],
+        default="hooks",
         help=(
-            "the sandbox's status webhooks to the API's webhooks (production), to the same webhooks "
-            "served by an API process of their own (hooks), or to its own sink"
+            "the sandbox's status webhooks to an API process of their own, which applies them, as "
+            "`up` runs them (hooks); to the one API process commanders use too (api); or to its sink"
         ),
     )
     parser.add_argument(

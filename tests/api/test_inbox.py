@@ -88,3 +88,52 @@ def test_an_acknowledged_callback_survives_a_kill_of_the_api_right_after_the_2xx
     finally:
         second.terminate()
         second.wait(timeout=20)
+
+
+def test_the_commanders_api_keeps_callbacks_and_leaves_applying_them_to_the_callbacks_api(
+    harness: Harness, db: Database, tmp_path: Path
+) -> None:
+    """As `up` runs them: providers call `DISPATCHER_CALLBACK_URL`, served by an API process that
+    applies what they report; the commanders' API (`DISPATCHER_APPLY_CALLBACKS=false`) still keeps a
+    signed callback that reaches it, but never applies it itself."""
+    commanders_port, callbacks_port = free_port(), free_port()
+    commanders, callbacks = (f"http://127.0.0.1:{p}" for p in (commanders_port, callbacks_port))
+    harness.configure(DISPATCHER_PUBLIC_URL=commanders, DISPATCHER_CALLBACK_URL=callbacks)
+    env = {**os.environ, **FAST, **harness.env, "DATABASE_URL": db.url}
+    settings = harness.settings
+    with db.session() as session:
+        broadcast_id = broadcast_row(session).id
+    delivery_id = add_delivery(db, broadcast_id, "sms", "+14155550101", provider_message_id="SMsplit")
+    path = f"/v1/webhooks/twilio?delivery_id={delivery_id}"
+    params = twilio_params("SMsplit")
+
+    def post(base: str, signed_over: str) -> int:
+        signature = RequestValidator(SECRET).compute_signature(signed_over + path, params)
+        headers = {**FORM, "X-Twilio-Signature": signature}
+        return httpx.post(base + path, content=urlencode(params), headers=headers).status_code
+
+    api = start_api({**env, "DISPATCHER_APPLY_CALLBACKS": "false"}, tmp_path / "api.log", commanders_port)
+    try:
+        assert post(commanders, signed_over=commanders) == 403  # Twilio signs the URL it called
+        assert post(commanders, signed_over=callbacks) == 204
+        assert inbox.waiting(settings) == 1
+        time.sleep(2 * inbox.ROUND_S + 1)  # an applier would have taken it by now
+        assert inbox.waiting(settings) == 1
+        assert row(db, delivery_id) == ("sent", "SMsplit")
+
+        hooks = start_api(env, tmp_path / "callbacks.log", callbacks_port)
+        try:
+            deadline = time.monotonic() + 30
+            while row(db, delivery_id)[0] != "delivered" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert row(db, delivery_id) == ("delivered", "SMsplit")
+            assert inbox.wait_applied(settings, timeout_s=10)
+            params["MessageStatus"] = "undelivered"  # a later report, sent where Twilio sends it
+            assert post(callbacks, signed_over=callbacks) == 204
+            assert inbox.wait_applied(settings, timeout_s=10)
+        finally:
+            hooks.terminate()
+            hooks.wait(timeout=20)
+    finally:
+        api.terminate()
+        api.wait(timeout=20)
