@@ -47,6 +47,14 @@ def row_locked(db: Database, delivery_id: int) -> Iterator[None]:
         transaction.rollback()
 
 
+def applied(db: Database, delivery_id: int, timeout_s: float) -> tuple[str, str | None]:
+    """The row once a report has moved it to `delivered`, or as it stands when time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while row(db, delivery_id)[0] != "delivered" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return row(db, delivery_id)
+
+
 def test_an_acknowledged_callback_survives_a_kill_of_the_api_right_after_the_2xx(
     harness: Harness, db: Database, tmp_path: Path
 ) -> None:
@@ -80,10 +88,7 @@ def test_an_acknowledged_callback_survives_a_kill_of_the_api_right_after_the_2xx
 
     second = start_api(env, tmp_path / "api-2.log", port)
     try:
-        deadline = time.monotonic() + 60
-        while row(db, delivery_id)[0] != "delivered" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert row(db, delivery_id) == ("delivered", "SMkill")
+        assert applied(db, delivery_id, 60) == ("delivered", "SMkill")
         assert inbox.wait_applied(settings, timeout_s=10)
     finally:
         second.terminate()
@@ -123,10 +128,7 @@ def test_the_commanders_api_keeps_callbacks_and_leaves_applying_them_to_the_call
 
         hooks = start_api(env, tmp_path / "callbacks.log", callbacks_port)
         try:
-            deadline = time.monotonic() + 30
-            while row(db, delivery_id)[0] != "delivered" and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert row(db, delivery_id) == ("delivered", "SMsplit")
+            assert applied(db, delivery_id, 30) == ("delivered", "SMsplit")
             assert inbox.wait_applied(settings, timeout_s=10)
             params["MessageStatus"] = "undelivered"  # a later report, sent where Twilio sends it
             assert post(callbacks, signed_over=callbacks) == 204
