@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     callback_url: str | None = None
     # Whether this API process applies the status reports its inbox keeps (dispatcher/engine/inbox.py).
     # Off in the processes that serve commanders while others serve `callback_url`: a flood's
-    # bulk writes then never share a commander's process (issue 17: 1.8x -> 1.2x at the flood).
+    # bulk writes then never share a commander's process (issue 17: 1.8x -> 1.5x at the flood).
     apply_callbacks: bool = True
     max_body_bytes: int = 1_000_000
     api_keys: SecretStr | None = None  # DISPATCHER_API_KEYS="commander:key1,viewer:key2"

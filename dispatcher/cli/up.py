@@ -28,7 +28,8 @@ from dispatcher.domain.errors import DispatcherError
 from dispatcher.engine.broker import LANE_QUEUES, QUEUES
 from dispatcher.supervisor import REDIS_READY, Supervisor, free_port, redis_server_argv
 
-NO_APPLIER = {"DISPATCHER_APPLY_CALLBACKS": "false"}  # the commanders' API (config/settings.py)
+# the commanders' API applies no callbacks; the callbacks' API does (config/settings.py)
+NO_APPLIER, APPLIER = ({"DISPATCHER_APPLY_CALLBACKS": v} for v in ("false", "true"))
 
 
 @dataclass
@@ -108,7 +109,7 @@ class Up:
             self.spawn("sandbox", [py, "-m", "channels.sandbox", *sandbox], env)
         api = [py, "-m", "uvicorn", "dispatcher.app:create_app", "--factory", "--host", self.host]
         self.spawn("api", [*api, "--port", str(self.port), "--no-access-log"], env | NO_APPLIER)
-        self.spawn("callbacks", [*api, "--port", str(self.callback_port), "--no-access-log"], env)
+        self.spawn("callbacks", [*api, "--port", str(self.callback_port), "--no-access-log"], env | APPLIER)
         worker = [
             "-Q",
             ",".join(QUEUES),
