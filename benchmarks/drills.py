@@ -655,7 +655,7 @@ def forged_callbacks(size: str) -> dict[str, Any]:
         )
         before = stack.sql(query, b=broadcast_id)
         progress_before = stack.progress(broadcast_id)
-        public = stack.env["DISPATCHER_PUBLIC_URL"].rstrip("/")
+        called = stack.callback_url.rstrip("/")  # what Twilio signs: the URL it calls
         genuine_token = stack.sandbox_secret
         genuine_signer = EventWebhookSigner(event_webhook_key(stack.sandbox_secret))
         client = httpx.Client(base_url=stack.api_url, timeout=30)
@@ -673,7 +673,7 @@ def forged_callbacks(size: str) -> dict[str, Any]:
             headers = {"Content-Type": "application/x-www-form-urlencoded"}
             if token is not None:
                 headers["X-Twilio-Signature"] = RequestValidator(token).compute_signature(
-                    public + path, params
+                    called + path, params
                 )
             return client.post(path, content=urlencode(params), headers=headers).status_code
 
