@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +39,24 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+_HELD: deque[socket.socket] = deque()
+_HELD_MAX = 256  # the oldest reservation is let go beyond this: its child has long bound it
+
+
 def free_port() -> int:
-    """A port nothing listens on now, for a child to bind."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, for a child to bind, and held until then.
+
+    The socket stays bound (SO_REUSEADDR, never listening): a child that binds with SO_REUSEADDR
+    (uvicorn, the sandbox, redis-server all do) shares it, while no other process asking the kernel
+    for a free port is given it. Released at once, the number was free for anyone: a test stack that
+    chose its ports, then spent seconds migrating, found its sandbox's port taken by another's server."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    while len(_HELD) > _HELD_MAX:
+        _HELD.popleft().close()
+    return int(sock.getsockname()[1])
 
 
 def next_backoff(previous_s: float, ran_for_s: float) -> float:
