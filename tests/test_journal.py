@@ -52,3 +52,20 @@ def test_a_kept_answer_keeps_the_providers_suppression_reason() -> None:
     finally:
         client.delete(journal.answers_key(settings))
         client.close()
+
+
+def test_a_never_sent_note_does_not_replace_an_answer_already_kept() -> None:
+    """A worker that gave up on its claim says "never sent" for every row it asked for; a row that
+    another claim sent meanwhile keeps that claim's answer."""
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis_url or "")
+    client.delete(journal.answers_key(settings))
+    try:
+        assert journal.keep(client, settings, 7, ChannelName.SMS, "later", [Outcome.ok(301, "SM1")])
+        unsent = [Outcome.no_slot(301), Outcome.no_slot(302)]
+        assert journal.keep(client, settings, 7, ChannelName.SMS, "gave-up", unsent, only_new=True)
+        kept = {k.outcome.delivery_id: (k.claim, k.outcome) for k in journal.kept(client, settings)}
+        assert kept == {301: ("later", Outcome.ok(301, "SM1")), 302: ("gave-up", Outcome.no_slot(302))}
+    finally:
+        client.delete(journal.answers_key(settings))
+        client.close()

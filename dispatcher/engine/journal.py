@@ -9,6 +9,10 @@ Redis, not a local spool: the sweeper runs in any worker process on any host, an
 worker's answers, including those of a host that never comes back. An answer is lost only if Redis
 is lost too before it is recorded (two faults at once); that row then falls back to its lease and
 is sent again, counted. One hash, field = delivery id: at most the rows in flight are in it.
+
+"Never sent" is an answer too (`Failure.NO_SLOT`): the rows a batch hands back unsent, and the rows
+of a claim whose worker gave up without hearing whether it committed. The sweeper hands those back
+with their counted send undone, so a database outage never makes the count exceed the copies.
 """
 
 from __future__ import annotations
@@ -79,13 +83,21 @@ def keep(
     channel: ChannelName,
     claim: str,
     outcomes: list[Outcome],
+    only_new: bool = False,
 ) -> bool:
-    """Writes the batch's answers in one round trip; False (never raises) when Redis is down."""
+    """Writes the batch's answers in one round trip; False (never raises) when Redis is down.
+    `only_new` leaves a row's answer that is already kept (a later claim's real answer) alone."""
     if not outcomes:
         return True
     mapping = {str(o.delivery_id): _encode(broadcast_id, channel, claim, o) for o in outcomes}
     try:
-        client.hset(answers_key(settings), mapping=mapping)  # type: ignore[arg-type]
+        if only_new:
+            pipe = client.pipeline(transaction=False)
+            for field, value in mapping.items():
+                pipe.hsetnx(answers_key(settings), field, value)
+            pipe.execute()
+        else:
+            client.hset(answers_key(settings), mapping=mapping)  # type: ignore[arg-type]
     except redis.RedisError:
         return False
     return True

@@ -131,13 +131,21 @@ def send_batch(
         defer_while_open(services, broadcast_id, channel, ids, provider)
         return 0
     token = uuid.uuid4().hex
-    rows, people = claim_rows(services, ids, token)
+    try:
+        rows, people = claim_rows(services, ids, token)
+    except _DB_ERRORS:
+        # The claim may have committed unheard: if so its rows wait in `sending`, counted, never
+        # sent. Saying so lets the sweeper hand them back uncounted, where the lease would send them
+        # again counted twice (one copy against `sends` 2, the drill's "counted, not received").
+        _keep(services, broadcast_id, channel, token, [Outcome.no_slot(i) for i in ids], only_new=True)
+        raise
     if not rows:
         return 0
     hold = AT_ONCE_HOLD_S if at_once else inf
     outcomes, reserved = _call_provider(services, broadcast_id, channel, rows, people, slots or {}, hold)
-    answered = [o for o in outcomes if o.failure is not Failure.NO_SLOT]
-    kept = bool(answered) and _keep(services, broadcast_id, channel, token, answered)
+    kept_ids = [o.delivery_id for o in outcomes]
+    # every answer, "no slot" too: a hand-back the database refuses is then the sweeper's to finish
+    kept = bool(outcomes) and _keep(services, broadcast_id, channel, token, outcomes)
     rows, outcomes = hand_back_unslotted(services, broadcast_id, channel, rows, outcomes, token, reserved)
     retryable = sum(1 for o in outcomes if o.failure is Failure.RETRYABLE and o.code != INTERNAL_ERROR)
     try:  # advisory: losing one sample must never keep the outcomes from being recorded
@@ -152,7 +160,7 @@ def send_batch(
         log.warning("%d answers kept in Redis until the database returns", len(outcomes), exc_info=True)
         return len(rows)
     if kept:
-        journal.forget(get_redis(services.settings), services.settings, [o.delivery_id for o in outcomes])
+        journal.forget(get_redis(services.settings), services.settings, kept_ids)
     # status reports that beat the recording of these rows (engine/status_reports.py)
     reapply_parked(services.database, services.settings, broadcast_id, ids)
     return len(rows)
@@ -249,14 +257,20 @@ def _moved_rows(session: Session, ids: list[int], where: Any, *states: DeliveryS
 
 
 def _keep(
-    services: Services, broadcast_id: int, channel: ChannelName, token: str, outcomes: list[Outcome]
+    services: Services,
+    broadcast_id: int,
+    channel: ChannelName,
+    token: str,
+    outcomes: list[Outcome],
+    only_new: bool = False,
 ) -> bool:
-    """The answers, kept in Redis before recording (see dispatcher/engine/journal.py)."""
+    """The answers, kept in Redis before recording (see dispatcher/engine/journal.py); `only_new`
+    never replaces an answer another claim kept for the same row."""
     try:
         client = get_redis(services.settings)
     except ConfigurationError:  # no Redis configured: nothing to keep them in
         return False
-    if journal.keep(client, services.settings, broadcast_id, channel, token, outcomes):
+    if journal.keep(client, services.settings, broadcast_id, channel, token, outcomes, only_new=only_new):
         return True
     log.warning("could not keep %d answers in Redis; recording them directly", len(outcomes))
     return False
@@ -303,7 +317,10 @@ def _hand_back(
     groups: dict[int, list[int]],
     claim: str,
     slots: dict[int, list[float]],
+    kind: str = "no_slot",
 ) -> None:
+    """Back to pending, the claim's attempt and counted send undone, only for rows `claim` holds;
+    `groups` maps a countdown in tenths of a second to its rows."""
     now = utcnow()
     outbox = Outbox()
     unsent: list[Moved] = []
@@ -323,7 +340,7 @@ def _hand_back(
                     "next_attempt_at": now + timedelta(seconds=countdown) if countdown else None,
                 },
                 where=Delivery.claim == claim,  # only rows this claim still holds
-                kind="no_slot",
+                kind=kind,
             )
             unsent += back
             if back:
@@ -391,8 +408,13 @@ def apply_kept_answers(services: Services) -> int:
                 rows = _moved_rows(
                     session, ids, Delivery.id.isnot(None), DeliveryState.SENDING, DeliveryState.PENDING
                 )
-            found = {r.id for r in rows}
-            mine = [o for o in outcomes if o.delivery_id in found]
+            found = {r.id: r for r in rows}
+            unsent = sorted(
+                o.delivery_id for o in outcomes if o.failure is Failure.NO_SLOT and o.delivery_id in found
+            )
+            if unsent:  # never sent (no slot, or a claim whose worker never heard it commit)
+                _hand_back(services, broadcast_id, channel, found, {0: unsent}, claim, {}, kind="unsent")
+            mine = [o for o in outcomes if o.delivery_id in found and o.failure is not Failure.NO_SLOT]
             record_outcomes(services, broadcast_id, channel, rows, mine, claim)
         except _DB_ERRORS:  # kept for the next sweep; the others need not wait for this one
             log.warning("recording %d kept answers failed", len(ids), exc_info=True)
@@ -485,12 +507,12 @@ def _call_provider(
         by_locale[row.locale].append(row)
     outcomes: list[Outcome] = []
     for locale, group in by_locale.items():
-        variant = load_variant(services, broadcast_id, channel, locale)
         recipients = [
             Recipient(r.id, r.address, *people.get(r.subscriber_id or -1, (None, None))) for r in group
         ]
         started = time.perf_counter()
-        try:
+        try:  # the variant's first read is a query: the database down here sends nothing, refused
+            variant = load_variant(services, broadcast_id, channel, locale)
             got = adapter.send(variant, recipients, throttle)
             _log_calls(channel, broadcast_id, recipients, got, (time.perf_counter() - started) * 1000)
             outcomes.extend(got)

@@ -2,7 +2,8 @@
 
 Cut, it closes every connection it carries and refuses new ones (accepts and closes at once), as
 a dead database host looks to a client; restored, it forwards again. Only what goes through it
-is affected: the test reads the database directly.
+is affected: the test reads the database directly. `cut_after_commit` cuts at the worst moment:
+the server has the COMMIT, the client never hears that it committed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 class TcpCut:
@@ -21,7 +23,23 @@ class TcpCut:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self._trap: bytes | None = None
+        self._trap_commit = True
+        self._armed: set[socket.socket] = set()  # clients that sent the trap's statement
+        self._muted: set[socket.socket] = set()  # clients whose replies are dropped
+        self.sprung = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut_after_commit(self, statement: bytes) -> None:
+        """The first COMMIT a client sends after a statement containing `statement` reaches the
+        server; its reply never comes back, and the connections are cut once the server has had
+        time to commit (then `sprung` is set). New connections are refused until `restore`."""
+        self._trap, self._trap_commit = statement, True
+
+    def cut_on(self, statement: bytes) -> None:
+        """The first statement containing `statement` never reaches the server: every connection
+        is cut as it is sent (then `sprung` is set), and new ones refused until `restore`."""
+        self._trap, self._trap_commit = statement, False
 
     def cut(self) -> None:
         self._cut.set()
@@ -31,6 +49,8 @@ class TcpCut:
             self._sockets.clear()
 
     def restore(self) -> None:
+        self._armed.clear()
+        self._muted.clear()
         self._cut.clear()
 
     def close(self) -> None:
@@ -61,6 +81,23 @@ class TcpCut:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                if sink in self._muted:
+                    continue  # the reply the client must never hear
+                if self._trap is not None and self._trap in data:
+                    if not self._trap_commit:
+                        self._trap = None
+                        self.cut()
+                        self.sprung.set()
+                        return
+                    self._armed.add(source)
+                elif source in self._armed and b"COMMIT" in data:
+                    self._trap = None
+                    self._muted.add(source)
+                    sink.sendall(data)
+                    time.sleep(0.3)  # the server commits; its answer is dropped
+                    self.cut()
+                    self.sprung.set()
+                    return
                 sink.sendall(data)
         except OSError:
             pass

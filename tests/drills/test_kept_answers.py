@@ -144,3 +144,74 @@ def test_a_database_outage_longer_than_the_recording_retries_but_shorter_than_th
         assert worker.proc.poll() is None  # the worker gave up on that batch, not on itself
     finally:
         harness.stop()
+
+
+def test_a_claim_that_committed_unheard_is_handed_back_uncounted_not_sent_twice(
+    pg: Database, sandbox: Any, start_worker: Any, tmp_path: Path, cut: TcpCut
+) -> None:
+    """The database takes the claim's COMMIT and the connection dies before it answers, for longer
+    than the worker's claim retries: its rows wait in `sending`, counted, never sent. The worker
+    says so in Redis, and the sweeper hands them back uncounted; without that the lease sent them
+    once, counted twice (the CI drill's one "counted, not received")."""
+    harness = Harness(pg, sandbox, start_worker, tmp_path)
+    try:
+        harness.configure(DISPATCHER_LEASE_S="10", DISPATCHER_RETRY_BASE_S="0.2")  # claim retried 5 s
+        harness.subscribers(
+            [
+                SubscriberIn(external_id=f"u{i}", lists=["customers"], phone=f"+1415555{i:04d}")
+                for i in range(N)
+            ]
+        )
+        harness.worker(DATABASE_URL=_through(harness.database, cut))
+        cut.cut_after_commit(b"claim=$")  # the claim's UPDATE: pending -> sending, `sends` raised
+        broadcast_id = harness.open(channels=["sms"])
+        _until("the claim's commit to be cut off", cut.sprung.is_set)
+        assert {r[1:3] for r in _rows(pg, broadcast_id)} == {("sending", 1)}  # committed, unheard
+        time.sleep(6.5)  # past the worker's claim retries: it gives up on the batch
+        assert harness.sandbox.messages("sms") == []
+        client = redis.Redis.from_url(harness.settings.redis_url or "")
+        assert client.hlen(journal.answers_key(harness.settings)) == N  # "never sent", per row
+        cut.restore()
+        done = harness.wait(broadcast_id, timeout_s=120, sweep_every_s=1)
+        assert done["totals"]["sent"] == N
+        assert done["sends"] == N and done["extra_sends"] == 0, done
+        _sent_once_with_the_sandbox_ids(harness, broadcast_id)
+        assert client.hlen(journal.answers_key(harness.settings)) == 0
+    finally:
+        harness.stop()
+
+
+def test_rows_the_rate_limit_handed_back_while_the_database_was_away_are_not_counted_twice(
+    pg: Database, sandbox: Any, start_worker: Any, tmp_path: Path, cut: TcpCut
+) -> None:
+    """A paced batch sends the rows its window has slots for and hands the rest back unsent; the
+    database goes away as it hands them back, for longer than the worker retries. The unsent rows'
+    "no slot" is kept in Redis with the sent rows' answers, and the sweeper hands them back
+    uncounted; without it they waited for the lease and went out once, counted twice."""
+    harness = Harness(pg, sandbox, start_worker, tmp_path)
+    try:
+        harness.configure(DISPATCHER_LEASE_S="10", DISPATCHER_RATE_TWILIO_PER_S="4")
+        harness.subscribers(
+            [
+                SubscriberIn(external_id=f"h{i}", lists=["customers"], phone=f"+1415555{i:04d}")
+                for i in range(N)
+            ]
+        )
+        harness.worker(DATABASE_URL=_through(harness.database, cut))
+        cut.cut_on(b"attempts=(deliveries.attempts - ")  # the hand-back: the claim's attempt undone
+        broadcast_id = harness.open(channels=["sms"])
+        _until("the hand-back to be cut off", cut.sprung.is_set)
+        sent_before = len(harness.sandbox.messages("sms"))
+        assert 0 < sent_before < N
+        time.sleep(6.5)  # past the worker's retries (half the lease): it gives up on the batch
+        client = redis.Redis.from_url(harness.settings.redis_url or "")
+        kept = journal.kept(client, harness.settings)
+        assert len(kept) == N and sum(k.outcome.accepted for k in kept) == sent_before
+        cut.restore()
+        done = harness.wait(broadcast_id, timeout_s=120, sweep_every_s=1)
+        assert done["totals"]["sent"] == N
+        assert done["sends"] == N and done["extra_sends"] == 0, done
+        _sent_once_with_the_sandbox_ids(harness, broadcast_id)
+        assert client.hlen(journal.answers_key(harness.settings)) == 0
+    finally:
+        harness.stop()
