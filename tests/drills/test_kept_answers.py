@@ -72,14 +72,29 @@ def _until(what: str, check: Any, timeout_s: float = 60) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _phones(harness: Harness) -> None:
+    harness.subscribers(
+        [SubscriberIn(external_id=f"k{i}", lists=["customers"], phone=f"+1415555{i:04d}") for i in range(N)]
+    )
+
+
+def _restored_each_sent_once_and_counted_once(
+    harness: Harness, cut: TcpCut, broadcast_id: int, client: redis.Redis
+) -> None:
+    cut.restore()
+    done = harness.wait(broadcast_id, timeout_s=120, sweep_every_s=1)
+    assert done["totals"]["sent"] == N
+    assert done["sends"] == N and done["extra_sends"] == 0, done
+    _sent_once_with_the_sandbox_ids(harness, broadcast_id)
+    assert client.hlen(journal.answers_key(harness.settings)) == 0
+
+
 def _start(harness: Harness, cut: TcpCut, lease_s: str) -> tuple[int, Any, redis.Redis]:
     harness.configure(
         DISPATCHER_LEASE_S=lease_s, DISPATCHER_SEND_CONCURRENCY="32", DISPATCHER_RETRY_BASE_S="0.2"
     )
     harness.sandbox.set_faults("twilio", latency_ms=1500)  # answers arrive while the database is away
-    harness.subscribers(
-        [SubscriberIn(external_id=f"k{i}", lists=["customers"], phone=f"+1415555{i:04d}") for i in range(N)]
-    )
+    _phones(harness)
     worker = harness.worker(DATABASE_URL=_through(harness.database, cut))
     broadcast_id = harness.open(channels=["sms"])
 
@@ -156,12 +171,7 @@ def test_a_claim_that_committed_unheard_is_handed_back_uncounted_not_sent_twice(
     harness = Harness(pg, sandbox, start_worker, tmp_path)
     try:
         harness.configure(DISPATCHER_LEASE_S="10", DISPATCHER_RETRY_BASE_S="0.2")  # claim retried 5 s
-        harness.subscribers(
-            [
-                SubscriberIn(external_id=f"u{i}", lists=["customers"], phone=f"+1415555{i:04d}")
-                for i in range(N)
-            ]
-        )
+        _phones(harness)
         harness.worker(DATABASE_URL=_through(harness.database, cut))
         cut.cut_after_commit(b"claim=$")  # the claim's UPDATE: pending -> sending, `sends` raised
         broadcast_id = harness.open(channels=["sms"])
@@ -171,12 +181,7 @@ def test_a_claim_that_committed_unheard_is_handed_back_uncounted_not_sent_twice(
         assert harness.sandbox.messages("sms") == []
         client = redis.Redis.from_url(harness.settings.redis_url or "")
         assert client.hlen(journal.answers_key(harness.settings)) == N  # "never sent", per row
-        cut.restore()
-        done = harness.wait(broadcast_id, timeout_s=120, sweep_every_s=1)
-        assert done["totals"]["sent"] == N
-        assert done["sends"] == N and done["extra_sends"] == 0, done
-        _sent_once_with_the_sandbox_ids(harness, broadcast_id)
-        assert client.hlen(journal.answers_key(harness.settings)) == 0
+        _restored_each_sent_once_and_counted_once(harness, cut, broadcast_id, client)
     finally:
         harness.stop()
 
@@ -191,12 +196,7 @@ def test_rows_the_rate_limit_handed_back_while_the_database_was_away_are_not_cou
     harness = Harness(pg, sandbox, start_worker, tmp_path)
     try:
         harness.configure(DISPATCHER_LEASE_S="10", DISPATCHER_RATE_TWILIO_PER_S="4")
-        harness.subscribers(
-            [
-                SubscriberIn(external_id=f"h{i}", lists=["customers"], phone=f"+1415555{i:04d}")
-                for i in range(N)
-            ]
-        )
+        _phones(harness)
         harness.worker(DATABASE_URL=_through(harness.database, cut))
         cut.cut_on(b"attempts=(deliveries.attempts - ")  # the hand-back: the claim's attempt undone
         broadcast_id = harness.open(channels=["sms"])
@@ -207,11 +207,6 @@ def test_rows_the_rate_limit_handed_back_while_the_database_was_away_are_not_cou
         client = redis.Redis.from_url(harness.settings.redis_url or "")
         kept = journal.kept(client, harness.settings)
         assert len(kept) == N and sum(k.outcome.accepted for k in kept) == sent_before
-        cut.restore()
-        done = harness.wait(broadcast_id, timeout_s=120, sweep_every_s=1)
-        assert done["totals"]["sent"] == N
-        assert done["sends"] == N and done["extra_sends"] == 0, done
-        _sent_once_with_the_sandbox_ids(harness, broadcast_id)
-        assert client.hlen(journal.answers_key(harness.settings)) == 0
+        _restored_each_sent_once_and_counted_once(harness, cut, broadcast_id, client)
     finally:
         harness.stop()
