@@ -43,6 +43,7 @@ from dispatcher.statuspage import feeds as status_feeds
 from dispatcher.statuspage import pages as status_pages
 from dispatcher.statuspage import routes as statuspage
 from dispatcher.store.db import get_database
+from dispatcher.store.redis_client import close_async_redis
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ async def _lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         if app.state.inbox is not None:
             await asyncio.to_thread(app.state.inbox.stop)
         await asyncio.to_thread(app.state.status_limit.close)
+        await close_async_redis()
 
 
 def freeze_startup_heap() -> None:

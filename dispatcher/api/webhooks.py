@@ -103,10 +103,10 @@ async def twilio_status(
 
 def inbox_door(settings: Settings) -> GroupCommit[StatusReport] | None:
     """The app's one writer to the inbox (None without Redis): the callbacks in flight together
-    share an XADD (api/group_commit.py)."""
+    share an XADD (api/group_commit.py), awaited on the event loop."""
     if not settings.redis_url:
         return None
-    return GroupCommit(lambda reports: inbox.accept(settings, reports))
+    return GroupCommit(lambda reports: inbox.accept_async(settings, reports))
 
 
 async def keep(request: Request, database: Database, settings: Settings, reports: list[StatusReport]) -> None:

@@ -34,7 +34,7 @@ from channels.base import StatusReport
 from config import Settings
 from dispatcher.engine.status_reports import apply_reports
 from dispatcher.store.db import Database
-from dispatcher.store.redis_client import get_redis, key
+from dispatcher.store.redis_client import get_async_redis, get_redis, key
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,19 @@ def _alive_key(settings: Settings, consumer: str) -> str:
     return key("inbox", "alive", consumer, settings=settings)
 
 
+def _entry(reports: Sequence[StatusReport]) -> dict[str, str]:
+    return {"r": json.dumps([list(r) for r in reports], separators=(",", ":"))}
+
+
 def accept(settings: Settings, reports: Sequence[StatusReport]) -> None:
     """Keeps `reports` for the appliers; raises redis.RedisError when Redis cannot take them (the
     caller then applies them itself, or refuses the request so the provider retries)."""
-    body = json.dumps([list(r) for r in reports], separators=(",", ":"))
-    get_redis(settings).xadd(stream_key(settings), {"r": body})
+    get_redis(settings).xadd(stream_key(settings), _entry(reports))  # type: ignore[arg-type]
+
+
+async def accept_async(settings: Settings, reports: Sequence[StatusReport]) -> None:
+    """`accept` awaited on the event loop, as the API's webhooks keep their reports."""
+    await get_async_redis(settings).xadd(stream_key(settings), _entry(reports))  # type: ignore[arg-type]
 
 
 def waiting(settings: Settings) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
@@ -12,11 +11,11 @@ from dispatcher.api.group_commit import GroupCommit
 
 def test_what_arrives_during_a_write_shares_the_next_and_each_waits_for_its_own() -> None:
     written: list[list[int]] = []
-    release = threading.Event()
+    release = asyncio.Event()
 
-    def write(items: list[int]) -> None:
+    async def write(items: list[int]) -> None:
         if not written:
-            release.wait(5)  # the first write is slow: three more arrive meanwhile
+            await asyncio.wait_for(release.wait(), 5)  # the first write is slow: three more arrive
         written.append(items)
 
     door: GroupCommit[int] = GroupCommit(write)
@@ -38,7 +37,7 @@ def test_what_arrives_during_a_write_shares_the_next_and_each_waits_for_its_own(
 def test_a_failed_write_fails_only_the_puts_it_carried() -> None:
     calls: list[list[str]] = []
 
-    def write(items: list[str]) -> None:
+    async def write(items: list[str]) -> None:
         calls.append(items)
         if "bad" in items:
             raise ConnectionError("the store is down")
