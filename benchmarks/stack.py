@@ -470,7 +470,8 @@ class Stack:
             self.spawn(
                 "api-hooks",
                 [
-                    *(py, "-m", "uvicorn", "dispatcher.app:create_app", "--factory", "--host", "127.0.0.1"),
+                    *(py, "-m", "uvicorn", "dispatcher.app:create_callbacks_app", "--factory"),
+                    *("--host", "127.0.0.1"),
                     *("--port", port, "--no-access-log", "--log-level", "warning"),
                 ],
             )

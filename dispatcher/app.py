@@ -1,16 +1,21 @@
 """The HTTP composition root: the API (dispatcher/api/), the public pages (dispatcher/public/) and
-the ops dashboard (dispatcher/dashboard/) mounted on one app, here and nowhere else. Above them all,
-so none imports another's floor back."""
+the ops dashboard (dispatcher/dashboard/) mounted on one app, here and nowhere else; and the
+providers' door alone (`create_callbacks_app`), for a process that serves only their callbacks.
+Above them all, so none imports another's floor back."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from config import Settings, get_settings
 from dispatcher import logs
@@ -30,6 +35,7 @@ from dispatcher.api import (
     webhooks,
 )
 from dispatcher.api.auditing import AuditTrail
+from dispatcher.api.deps import database_of, settings_of
 from dispatcher.api.middleware import AccessLog, BodyLimit
 from dispatcher.api.precedence import Precedence
 from dispatcher.api.progress_hub import ProgressHub
@@ -42,7 +48,7 @@ from dispatcher.reads.status import rebuild_snapshot
 from dispatcher.statuspage import feeds as status_feeds
 from dispatcher.statuspage import pages as status_pages
 from dispatcher.statuspage import routes as statuspage
-from dispatcher.store.db import get_database
+from dispatcher.store.db import Database, get_database
 from dispatcher.store.redis_client import close_async_redis
 
 log = logging.getLogger(__name__)
@@ -98,6 +104,65 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # failures are, and the metrics count every request.
     app.add_middleware(AccessLog, quiet_paths=(*SNAPSHOT_PATHS, *webhooks.QUIET_PATHS))
     return app
+
+
+def create_callbacks_app(settings: Settings | None = None) -> Starlette:
+    """The providers' door alone: their webhooks (status callbacks, SendGrid's events, inbound SMS),
+    `/healthz`, `/readyz` and `/metrics`, for the process that serves them apart from the people's
+    (`up`'s `callbacks`, `outage-dispatcher web --callbacks`). The same handlers as the API's, on a
+    bare Starlette app: FastAPI's per-request layers (dependency solving, its middleware) were a
+    sixth of a callback's CPU, and no commander waits in this process. It applies what it keeps
+    unless `DISPATCHER_APPLY_CALLBACKS` says not to."""
+    settings = settings or get_settings()
+    logs.configure(settings.log_level)
+
+    def provider(handler: Callable[[Request, Settings, Database], Awaitable[Response]]) -> Callable[..., Any]:
+        async def endpoint(request: Request) -> Response:
+            return await handler(request, settings_of(request), database_of(request))
+
+        return endpoint
+
+    async def twilio_status(request: Request, settings: Settings, database: Database) -> Response:
+        delivery_id = request.query_params.get("delivery_id")
+        return await webhooks.twilio_status(request, delivery_id, settings, database)
+
+    async def healthz(_request: Request) -> JSONResponse:
+        return JSONResponse(health.healthz())
+
+    app = Starlette(
+        routes=[
+            Route("/v1/webhooks/twilio", provider(twilio_status), methods=["POST"]),
+            Route("/v1/webhooks/sendgrid", provider(webhooks.sendgrid_events), methods=["POST"]),
+            Route("/v1/webhooks/twilio/inbound", provider(public.twilio_inbound), methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", health.readyz),
+            Route("/metrics", metrics.metrics),
+        ],
+        lifespan=_callbacks_lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics.app_registry(settings)
+    app.state.inbox = (
+        Applier(get_database(settings), settings) if settings.redis_url and settings.apply_callbacks else None
+    )
+    app.state.inbox_door = webhooks.inbox_door(settings)
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog, quiet_paths=webhooks.QUIET_PATHS)
+    return app
+
+
+@asynccontextmanager
+async def _callbacks_lifespan(app: Starlette) -> AsyncIterator[None]:
+    freeze_startup_heap()
+    if app.state.inbox is not None:
+        app.state.inbox.start()
+    try:
+        yield
+    finally:
+        if app.state.inbox is not None:
+            await asyncio.to_thread(app.state.inbox.stop)
+        await close_async_redis()
 
 
 @asynccontextmanager

@@ -129,12 +129,15 @@ class Up:
         self.proc.wait(timeout=60)
 
 
-def start_api(env: dict[str, str], log: Path, port: int) -> subprocess.Popen[bytes]:
-    """The API (`dispatcher.app:create_app` under uvicorn) on `port`, once it answers /healthz
-    (the supervisor's readiness check); its output goes to `log`, which a start that fails is
-    reported with. In the test run's own process group, so a Ctrl-C of the run reaches it too."""
+def start_api(
+    env: dict[str, str], log: Path, port: int, factory: str = "dispatcher.app:create_app"
+) -> subprocess.Popen[bytes]:
+    """The API (`factory` under uvicorn; `dispatcher.app:create_callbacks_app` for the providers'
+    door alone) on `port`, once it answers /healthz (the supervisor's readiness check); its output
+    goes to `log`, which a start that fails is reported with. In the test run's own process group,
+    so a Ctrl-C of the run reaches it too."""
     url = f"http://127.0.0.1:{port}"
-    argv = ["dispatcher.app:create_app", "--factory", "--port", str(port), "--no-access-log"]
+    argv = [factory, "--factory", "--port", str(port), "--no-access-log"]
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", *argv], env=env, stdout=out, stderr=subprocess.STDOUT

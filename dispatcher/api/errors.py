@@ -7,11 +7,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from channels.rendering import TemplateError
@@ -51,55 +52,63 @@ def validation_response(errors: Sequence[Any]) -> JSONResponse:
     return JSONResponse(error_body("validation_error", message, fields), status_code=422)
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(DispatcherError)
-    async def _dispatcher(request: Request, exc: DispatcherError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+async def _dispatcher(request: Request, exc: DispatcherError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+    return JSONResponse(
+        error_body(exc.code, exc.message, exc.fields), status_code=exc.http_status, headers=headers
+    )
+
+
+async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+    # The database did not answer, or stayed locked past its busy timeout: the transaction was
+    # rolled back, so nothing was done and the client may send the same request again.
+    log.warning(
+        "database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__
+    )
+    return await _dispatcher(request, Unavailable("the database is not answering now; try again shortly"))
+
+
+async def _template(request: Request, exc: TemplateError) -> JSONResponse:
+    # The service's fault, not the caller's: a 500, as when it was one of our own errors.
+    return JSONResponse(error_body(exc.code, exc.message, exc.fields), status_code=500)
+
+
+async def _request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    bad_json = [e for e in errors if e.get("type") in ("json_invalid", "json_type")]
+    if bad_json:
+        detail = bad_json[0].get("ctx", {}).get("error") or bad_json[0].get("msg")
         return JSONResponse(
-            error_body(exc.code, exc.message, exc.fields), status_code=exc.http_status, headers=headers
+            error_body("malformed_json", f"the body is not valid JSON: {detail}"), status_code=400
         )
+    return validation_response(errors)
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
-        # The database did not answer, or stayed locked past its busy timeout: the transaction was
-        # rolled back, so nothing was done and the client may send the same request again.
-        log.warning(
-            "database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__
-        )
-        return await _dispatcher(request, Unavailable("the database is not answering now; try again shortly"))
 
-    @app.exception_handler(TemplateError)
-    async def _template(request: Request, exc: TemplateError) -> JSONResponse:
-        # The service's fault, not the caller's: a 500, as when it was one of our own errors.
-        return JSONResponse(error_body(exc.code, exc.message, exc.fields), status_code=500)
+async def _model(request: Request, exc: ValidationError) -> JSONResponse:
+    return validation_response(exc.errors())
 
-    @app.exception_handler(RequestValidationError)
-    async def _request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        bad_json = [e for e in errors if e.get("type") in ("json_invalid", "json_type")]
-        if bad_json:
-            detail = bad_json[0].get("ctx", {}).get("error") or bad_json[0].get("msg")
-            return JSONResponse(
-                error_body("malformed_json", f"the body is not valid JSON: {detail}"), status_code=400
-            )
-        return validation_response(errors)
 
-    @app.exception_handler(ValidationError)
-    async def _model(request: Request, exc: ValidationError) -> JSONResponse:
-        return validation_response(exc.errors())
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body("internal_error", "internal error; it has been logged"), status_code=500)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(
-            error_body("internal_error", "internal error; it has been logged"), status_code=500
-        )
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
-        code = codes.get(exc.status_code, "http_error")
-        return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
-        )
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+    code = codes.get(exc.status_code, "http_error")
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+
+def install(app: Starlette) -> None:
+    """The JSON error bodies for any of our apps (the API's FastAPI app, the callbacks' Starlette one)."""
+    for kind, handler in (
+        (DispatcherError, _dispatcher),
+        (OperationalError, _database),
+        (InterfaceError, _database),
+        (TemplateError, _template),
+        (RequestValidationError, _request),
+        (ValidationError, _model),
+        (Exception, _unexpected),
+        (StarletteHTTPException, _http),
+    ):
+        app.add_exception_handler(kind, handler)  # type: ignore[arg-type]

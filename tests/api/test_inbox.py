@@ -98,9 +98,10 @@ def test_an_acknowledged_callback_survives_a_kill_of_the_api_right_after_the_2xx
 def test_the_commanders_api_keeps_callbacks_and_leaves_applying_them_to_the_callbacks_api(
     harness: Harness, db: Database, tmp_path: Path
 ) -> None:
-    """As `up` runs them: providers call `DISPATCHER_CALLBACK_URL`, served by an API process that
-    applies what they report; the commanders' API (`DISPATCHER_APPLY_CALLBACKS=false`) still keeps a
-    signed callback that reaches it, but never applies it itself."""
+    """As `up` runs them: providers call `DISPATCHER_CALLBACK_URL`, served by the providers' door
+    alone (`create_callbacks_app`), which applies what they report and serves nothing else; the
+    commanders' API (`DISPATCHER_APPLY_CALLBACKS=false`) still keeps a signed callback that reaches
+    it, but never applies it itself."""
     commanders_port, callbacks_port = free_port(), free_port()
     commanders, callbacks = (f"http://127.0.0.1:{p}" for p in (commanders_port, callbacks_port))
     harness.configure(DISPATCHER_PUBLIC_URL=commanders, DISPATCHER_CALLBACK_URL=callbacks)
@@ -126,9 +127,12 @@ def test_the_commanders_api_keeps_callbacks_and_leaves_applying_them_to_the_call
         assert inbox.waiting(settings) == 1
         assert row(db, delivery_id) == ("sent", "SMsplit")
 
-        hooks = start_api(env, tmp_path / "callbacks.log", callbacks_port)
+        hooks = start_api(
+            env, tmp_path / "callbacks.log", callbacks_port, "dispatcher.app:create_callbacks_app"
+        )
         try:
             assert applied(db, delivery_id, 30) == ("delivered", "SMsplit")
+            assert httpx.post(f"{callbacks}/v1/incidents", json={}).status_code == 404  # no people's routes
             assert inbox.wait_applied(settings, timeout_s=10)
             params["MessageStatus"] = "undelivered"  # a later report, sent where Twilio sends it
             assert post(callbacks, signed_over=callbacks) == 204

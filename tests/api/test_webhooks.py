@@ -151,7 +151,7 @@ def delta(before: dict[tuple[str, str], float], after: dict[tuple[str, str], flo
 
 
 def test_sendgrid_events(
-    client: TestClient, keys: dict[str, str], db: Database, signer: EventWebhookSigner
+    client: TestClient, door: TestClient, keys: dict[str, str], db: Database, signer: EventWebhookSigner
 ) -> None:
     broadcast_id = open_broadcast(client, keys)
     delivery_id = add_delivery(db, broadcast_id, "email", "a@example.com", provider_message_id="sgX1")
@@ -165,14 +165,14 @@ def test_sendgrid_events(
         }
     ]
 
-    assert sendgrid_post(client, signer, bounce, sign=False).status_code == 403
-    assert sendgrid_post(client, signer, bounce, tamper=True).status_code == 403
-    stale = sendgrid_post(client, signer, bounce, timestamp=int(time.time()) - 11 * 60)
+    assert sendgrid_post(door, signer, bounce, sign=False).status_code == 403
+    assert sendgrid_post(door, signer, bounce, tamper=True).status_code == 403
+    stale = sendgrid_post(door, signer, bounce, timestamp=int(time.time()) - 11 * 60)
     assert stale.status_code == 403 and stale.json()["error"]["code"] == "signature_invalid"
-    assert sendgrid_post(client, EventWebhookSigner(), bounce).status_code == 403  # someone else's key
+    assert sendgrid_post(door, EventWebhookSigner(), bounce).status_code == 403  # someone else's key
     assert row(db, delivery_id) == ("sent", "sgX1")
 
-    assert sendgrid_post(client, signer, bounce).status_code == 204
+    assert sendgrid_post(door, signer, bounce).status_code == 204
     assert row(db, delivery_id) == ("bounced", "sgX1")
     receipts = client.get(
         f"/v1/broadcasts/{broadcast_id}/receipts?state=bounced", headers=auth(keys["viewer"])
@@ -196,31 +196,29 @@ def test_a_callback_redis_cannot_keep_is_applied_in_the_request(
     assert cut_off.app.state.inbox_door.writes == 1  # type: ignore[attr-defined]  # it was tried first
 
 
-def test_twilio_callbacks(client: TestClient, keys: dict[str, str], db: Database) -> None:
+def test_twilio_callbacks(client: TestClient, door: TestClient, keys: dict[str, str], db: Database) -> None:
     broadcast_id = open_broadcast(client, keys)
     delivery_id = add_delivery(db, broadcast_id, "sms", "+14155550101", provider_message_id="SM123")
     path = f"/v1/webhooks/twilio?delivery_id={delivery_id}"
     params = twilio_params("SM123")
     good = RequestValidator(SECRET).compute_signature(PUBLIC_URL + path, params)
 
-    unsigned = client.post(path, content=urlencode(params), headers=FORM)
+    unsigned = door.post(path, content=urlencode(params), headers=FORM)
     assert unsigned.status_code == 403
     tampered = urlencode({**params, "MessageStatus": "failed"})
-    assert (
-        client.post(path, content=tampered, headers={**FORM, "X-Twilio-Signature": good}).status_code == 403
-    )
+    assert door.post(path, content=tampered, headers={**FORM, "X-Twilio-Signature": good}).status_code == 403
     other_url = RequestValidator(SECRET).compute_signature(PUBLIC_URL + "/elsewhere", params)
     headers = {**FORM, "X-Twilio-Signature": other_url}
-    assert client.post(path, content=urlencode(params), headers=headers).status_code == 403
+    assert door.post(path, content=urlencode(params), headers=headers).status_code == 403
     assert row(db, delivery_id) == ("sent", "SM123")
 
-    accepted = client.post(path, content=urlencode(params), headers={**FORM, "X-Twilio-Signature": good})
-    assert applied(client, accepted).status_code == 204
+    accepted = door.post(path, content=urlencode(params), headers={**FORM, "X-Twilio-Signature": good})
+    assert applied(door, accepted).status_code == 204
     assert row(db, delivery_id) == ("delivered", "SM123")
 
 
 def test_forged_and_misdirected_reports_change_nothing_and_are_counted(
-    client: TestClient, keys: dict[str, str], db: Database, signer: EventWebhookSigner
+    client: TestClient, door: TestClient, keys: dict[str, str], db: Database, signer: EventWebhookSigner
 ) -> None:
     broadcast_id = open_broadcast(client, keys)
     email = add_delivery(db, broadcast_id, "email", "e@example.com", provider_message_id="sgSEND1")
@@ -228,34 +226,33 @@ def test_forged_and_misdirected_reports_change_nothing_and_are_counted(
     pending = [
         add_delivery(db, broadcast_id, "email", f"p{i}@example.com", state="pending") for i in range(5)
     ]
-    before, counted = snapshot(db, broadcast_id), ignored(client)
+    before, counted = snapshot(db, broadcast_id), ignored(door)
 
     # forged: signed with the old public constant, with some other secret, or not at all -> 403
     for token in (OLD_PUBLIC_TOKEN, secrets.token_urlsafe(32)):
         assert (
-            twilio_post(client, sms, twilio_params("SMgenuine", "undelivered"), token=token).status_code
-            == 403
+            twilio_post(door, sms, twilio_params("SMgenuine", "undelivered"), token=token).status_code == 403
         )
-        assert twilio_post(client, email, twilio_params("SMx", "undelivered"), token=token).status_code == 403
-    assert sendgrid_post(client, EventWebhookSigner(), [{"event": "delivered"}]).status_code == 403
+        assert twilio_post(door, email, twilio_params("SMx", "undelivered"), token=token).status_code == 403
+    assert sendgrid_post(door, EventWebhookSigner(), [{"event": "delivered"}]).status_code == 403
 
     # validly signed, but about the wrong row -> 204 (the provider must not retry), ignored, counted
     assert (
-        twilio_post(client, email, twilio_params("SMforged", "undelivered", ErrorCode="30003")).status_code
+        twilio_post(door, email, twilio_params("SMforged", "undelivered", ErrorCode="30003")).status_code
         == 204
     )
-    assert twilio_post(client, sms, twilio_params("SMother", "undelivered")).status_code == 204
-    assert twilio_post(client, 2**62, twilio_params("SMgenuine")).status_code == 204
+    assert twilio_post(door, sms, twilio_params("SMother", "undelivered")).status_code == 204
+    assert twilio_post(door, 2**62, twilio_params("SMgenuine")).status_code == 204
     events = [
         {"event": "bounce", "delivery_id": str(sms), "sg_message_id": "SMgenuine.x", "reason": "no"},
         {"event": "delivered", "delivery_id": str(email), "sg_message_id": "sgOTHER.filter-1"},
         {"event": "delivered", "delivery_id": str(email)},  # no message id at all
         *({"event": "delivered", "delivery_id": str(p), "sg_message_id": "sgSEND1.f-2"} for p in pending),
     ]
-    assert sendgrid_post(client, signer, events).status_code == 204
+    assert sendgrid_post(door, signer, events).status_code == 204
 
     assert snapshot(db, broadcast_id) == before
-    assert delta(counted, ignored(client)) == {
+    assert delta(counted, ignored(door)) == {
         "twilio:wrong_channel": 1,
         "twilio:id_mismatch": 1,
         "twilio:unknown_delivery": 1,
@@ -265,9 +262,9 @@ def test_forged_and_misdirected_reports_change_nothing_and_are_counted(
     }
 
     # and the genuine reports still move their rows
-    assert twilio_post(client, sms, twilio_params("SMgenuine")).status_code == 204
+    assert twilio_post(door, sms, twilio_params("SMgenuine")).status_code == 204
     genuine = [{"event": "delivered", "delivery_id": str(email), "sg_message_id": "sgSEND1.filter-9"}]
-    assert sendgrid_post(client, signer, genuine).status_code == 204
+    assert sendgrid_post(door, signer, genuine).status_code == 204
     assert row(db, sms) == ("delivered", "SMgenuine") and row(db, email) == ("delivered", "sgSEND1")
 
 
