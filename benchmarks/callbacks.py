@@ -17,6 +17,11 @@ process, do to a commander: the flood benchmark adds the sends and the sandbox o
 
     .venv/bin/python -m benchmarks.callbacks                      # SQLite (the embedded default)
     .venv/bin/python -m benchmarks.callbacks --db postgresql --posts 10000
+    .venv/bin/python -m benchmarks.callbacks --callbacks hooks    # to the providers' door, as `up`
+
+With `--callbacks hooks` the callbacks (and the floor's `/healthz`) go to the process `up` gives the
+providers (`create_callbacks_app`, which applies them) and its CPU is read; the commander's probes
+still go to the people's API, which then applies none.
 
 Writes benchmarks/results/callbacks-<db>.json and prints it.
 """
@@ -90,13 +95,13 @@ def hammer(
 def measured(
     stack: Stack, count: int, clients: int, call: Callable[[httpx.Client, int], int]
 ) -> dict[str, Any]:
-    """Posts/s, the API's CPU-ms per request (its applier included, once the inbox is empty) and
-    the latency as the clients saw it."""
+    """Posts/s, the CPU-ms per request of the process the callbacks go to (its applier included,
+    once the inbox is empty) and the latency as the clients saw it."""
     from dispatcher.engine import inbox
 
-    pid = stack.processes.children["api"].pid
+    pid = stack.processes.children["api-hooks" if stack.callbacks == "hooks" else "api"].pid
     before = cpu_seconds(pid)
-    wall, latencies = hammer(stack.api_url, count, clients, call)
+    wall, latencies = hammer(stack.hooks_url, count, clients, call)
     inbox.wait_applied(stack.settings(), timeout_s=60)
     used = cpu_seconds(pid) - before
     n = len(latencies)
@@ -146,8 +151,8 @@ def beside_the_flood(
     }
 
 
-def run(db: str, posts: int, clients: int, probes: int) -> dict[str, Any]:
-    with Stack(db=db, workers=0, lane=False, name="callbacks", callbacks="api") as stack:
+def run(db: str, posts: int, clients: int, probes: int, callbacks: str = "api") -> dict[str, Any]:
+    with Stack(db=db, workers=0, lane=False, name="callbacks", callbacks=callbacks) as stack:
         stack.prepare().start(beat=False)
         bodies = twilio_callbacks(stack, WARM_UP + 2 * posts)
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -169,7 +174,7 @@ def run(db: str, posts: int, clients: int, probes: int) -> dict[str, Any]:
             beside_the_flood(
                 stack,
                 probes,
-                lambda: hammer(stack.api_url, posts, clients, lambda h, i: callback(h, again + i)),
+                lambda: hammer(stack.hooks_url, posts, clients, lambda h, i: callback(h, again + i)),
                 flood_s,
             )
             if probes
@@ -194,8 +199,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--probes", type=int, default=10, help="commander incidents, quiet and in a flood")
+    parser.add_argument(
+        "--callbacks", choices=["api", "hooks"], default="api", help="people's API or providers' door"
+    )
     args = parser.parse_args()
-    runs = [run(args.db, args.posts, args.clients, args.probes) for _ in range(args.runs)]
+    runs = [run(args.db, args.posts, args.clients, args.probes, args.callbacks) for _ in range(args.runs)]
     result = {
         "benchmark": "callbacks",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -204,9 +212,11 @@ def main() -> None:
         "db": args.db,
         "posts": args.posts,
         "clients": args.clients,
+        "callbacks_to": args.callbacks,
         "runs": runs,
     }
-    path = RESULTS / f"callbacks-{args.db}.json"
+    suffix = "-hooks" if args.callbacks == "hooks" else ""
+    path = RESULTS / f"callbacks-{args.db}{suffix}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written to {path}")
