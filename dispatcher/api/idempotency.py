@@ -2,7 +2,8 @@
 
 The record is written in the same transaction as what the request creates, so a crash can never
 leave one without the other; two concurrent first attempts race on the unique (scope, key) and the
-loser's whole transaction rolls back, after which it returns the winner's stored response.
+loser's whole transaction rolls back, after which it returns the winner's stored response (also when
+the loser's own work was refused because the winner had just done it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dispatcher.api.deps import Caller
-from dispatcher.domain.errors import IdempotencyMismatch, ValidationFailed
+from dispatcher.domain.errors import DispatcherError, IdempotencyMismatch, ValidationFailed
 from dispatcher.store.db import Database
 from dispatcher.store.models import IdempotencyRecord, utcnow
 
@@ -99,14 +100,17 @@ def run_once(
                     )
                 )
                 session.flush()
-    except IntegrityError:
+    except (IntegrityError, DispatcherError):
+        # A concurrent first attempt won the race: its record collided with ours, or it committed
+        # between our read of the records and `create`, which then refused (a resend finding the
+        # row it had just moved: 409). Either way the winner's answer is this key's answer.
         if key is None:
             raise
-        with database.session() as session:  # a concurrent first attempt won the race
+        with database.session() as session:
             record = _stored(session, scope, key)
-            if record is None:
-                raise
-            return _replay(record, digest, key)
+        if record is None:
+            raise
+        return _replay(record, digest, key)
     if after is not None:
         after()
     return JSONResponse(body, status_code=status)
