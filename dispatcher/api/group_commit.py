@@ -6,7 +6,8 @@ XADD of its own, on a thread of the pool: the hop to the thread and back, and th
 callback, on the API's one GIL beside the commanders. Here the callbacks that arrive while a write
 is on its way wait for the next one and share it; each is answered once the write that carried its
 items returns, and sees its error if that write failed. One write at a time, awaited on the event
-loop (an asyncio client): handing each write to a thread and back was a tenth of a callback's CPU.
+loop (an asyncio client): handing each write to a thread and back cost 0.63 against 0.59 CPU-ms a
+callback (benchmarks/callbacks.py).
 """
 
 from __future__ import annotations

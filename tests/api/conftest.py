@@ -50,15 +50,19 @@ def client(settings: Settings, keys: dict[str, str]) -> Iterator[TestClient]:
     purge_queues(settings)
 
 
-@pytest.fixture(params=["api", "callbacks"])
-def door(request: pytest.FixtureRequest, client: TestClient, settings: Settings) -> Iterator[TestClient]:
-    """Where the providers post: the API itself, or the providers' door alone, as `up` serves them
-    (`create_callbacks_app`, its own applier beside the API's)."""
-    if request.param == "api":
-        yield client
+def doors(which: str, api: TestClient) -> Iterator[TestClient]:
+    """Where the providers post: the API itself (`which` "api"), or the providers' door alone on
+    the same settings, as `up` serves them (`create_callbacks_app`, its own applier beside the API's)."""
+    if which == "api":
+        yield api
         return
-    with TestClient(create_callbacks_app(settings)) as hooks:
+    with TestClient(create_callbacks_app(api.app.state.settings)) as hooks:  # type: ignore[attr-defined]
         yield hooks
+
+
+@pytest.fixture(params=["api", "callbacks"])
+def door(request: pytest.FixtureRequest, client: TestClient) -> Iterator[TestClient]:
+    yield from doors(request.param, client)
 
 
 def purge_queues(settings: Settings) -> None:

@@ -18,12 +18,12 @@ from sqlalchemy import select
 from channels.sandbox.inbound import inbound_params
 from channels.sandbox.signing import twilio_signature
 from config import Settings
-from dispatcher.app import create_app, create_callbacks_app
+from dispatcher.app import create_app
 from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.store.db import Database
 from dispatcher.store.models import BroadcastVariant, Delivery, Signup, Subscriber, Suppression
 from dispatcher.store.subscribers import upsert
-from tests.api.conftest import PUBLIC_URL, auth, count, purge_queues
+from tests.api.conftest import PUBLIC_URL, auth, count, doors, purge_queues
 
 
 @pytest.fixture
@@ -193,11 +193,7 @@ def _inbound(client: TestClient, sender: str, body: str, *, sign: bool = True) -
 @pytest.fixture(params=["api", "callbacks"])
 def inbound_door(request: pytest.FixtureRequest, front: TestClient) -> Iterator[TestClient]:
     """Where Twilio posts inbound SMS: the API, or the providers' door alone (as `up` serves them)."""
-    if request.param == "api":
-        yield front
-        return
-    with TestClient(create_callbacks_app(front.app.state.settings)) as hooks:  # type: ignore[attr-defined]
-        yield hooks
+    yield from doors(request.param, front)
 
 
 def test_sms_keywords_through_signed_inbound_webhooks(
