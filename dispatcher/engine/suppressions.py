@@ -28,7 +28,7 @@ from dispatcher.engine.clock import utcnow
 from dispatcher.engine.deliveries import delivery_row, insert_one
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.tier_gates import check_gates
-from dispatcher.engine.transitions import Moved, Note, count_moves, set_details, transition
+from dispatcher.engine.transitions import Moved, Note, count_moves, lock_tiers, set_details, transition
 from dispatcher.store.bulk import id_in
 from dispatcher.store.models import BroadcastTier, Delivery, Subscriber, Suppression
 from dispatcher.store.redis_client import get_redis, key
@@ -242,6 +242,7 @@ def insert_failover(
     new_id = insert_one(session, row | {"failover_of": moved.id})
     if new_id is None:
         return None
+    lock_tiers(session, moved.broadcast_id)
     counts = {"outstanding": BroadcastTier.outstanding + 1}
     if planned:
         counts["planned"] = BroadcastTier.planned + 1

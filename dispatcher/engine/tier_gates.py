@@ -25,6 +25,7 @@ from dispatcher.engine.clock import utcnow
 from dispatcher.engine.deliveries import QUIET_HOURS_CODE
 from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.ratelimit import batch_size
+from dispatcher.engine.transitions import lock_tiers
 from dispatcher.store.models import Broadcast, BroadcastCount, BroadcastGate, BroadcastTier, Delivery
 
 
@@ -34,6 +35,7 @@ def start_due_channels(
     """While a tier is planned page by page: starts it on each channel whose turn has come and
     enqueues the page's rows there. Touches only this tier's gates (never an earlier tier's rows,
     which a recording transaction may hold)."""
+    lock_tiers(session, broadcast_id)
     now = utcnow()
     snapshot = gate_snapshot(session, broadcast_id, now)
     tiers = sorted({g.tier for g in snapshot})
@@ -94,15 +96,10 @@ def try_dispatch(session: Session, settings: Settings, broadcast_id: int, tier: 
     turn has come (rows a page wrote while a gate opened elsewhere included). Whether any channel
     of the tier is sending.
 
-    The tier's row is locked first: every transaction that settles one of the tier's deliveries
-    holds it (its `outstanding`), so the gates are read after those commit. Without it, a recording
-    that still saw the tier as being planned and this check that did not yet see the recording
-    would both leave the gate shut, until its timeout."""
-    session.execute(
-        select(BroadcastTier.tier)
-        .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
-        .with_for_update()
-    )
+    `check_gates` locks the tier rows first (`lock_tiers`): every transaction that settles one of
+    the tier's deliveries holds them (its `outstanding`), so the gates are read after those commit.
+    Without it, a recording that still saw the tier as being planned and this check that did not
+    yet see the recording would both leave the gate shut, until its timeout."""
     check_gates(session, settings, broadcast_id, outbox)
     return dispatch_started(session, settings, broadcast_id, tier, outbox) > 0
 
@@ -250,6 +247,7 @@ def check_gates(
     is outstanding. Every step is a conditional UPDATE, so one caller wins it whoever gets there
     first. `timeout_tier` is accepted for callers of old; timeouts are read from the clock."""
     del timeout_tier
+    lock_tiers(session, broadcast_id)
     now = utcnow()
     snapshot = gate_snapshot(session, broadcast_id, now)
     if not snapshot:

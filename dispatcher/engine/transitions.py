@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, update
+from sqlalchemy import ColumnElement, Row, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -172,6 +172,8 @@ def count_moves(
         elif old is not None and old not in UNACCEPTED and new in UNACCEPTED:
             left_unaccepted[(broadcast_id, tier)] -= 1  # a commander's retry or resend: outstanding again
     bump_counts(session, deltas)
+    for broadcast_id in sorted({b for (b, _), n in left_unaccepted.items() if n}):
+        lock_tiers(session, broadcast_id)
     for (broadcast_id, tier), n in sorted(left_unaccepted.items()):
         if n:
             session.execute(
@@ -179,6 +181,22 @@ def count_moves(
                 .where(BroadcastTier.broadcast_id == broadcast_id, BroadcastTier.tier == tier)
                 .values(outstanding=BroadcastTier.outstanding - n)
             )
+
+
+def lock_tiers(session: Session, broadcast_id: int) -> None:
+    """Locks every tier row of the broadcast, in tier order: the first thing any transaction does
+    to a broadcast's tiers or gates (a recording's `outstanding`, a gate check, a tier's dispatch).
+    Each once took only the rows it wrote, in its own order (a recording its tier, then gates, then
+    a later tier; the planner's dispatch that later tier, then its gates), and PostgreSQL broke
+    the cycle after its one-second deadlock timeout: 17 times in 17 minutes of the PostgreSQL
+    flood, each a recording or a dispatch rolled back and retried. No-op on SQLite, whose single
+    writer cannot deadlock."""
+    session.execute(
+        select(BroadcastTier.tier)
+        .where(BroadcastTier.broadcast_id == broadcast_id)
+        .order_by(BroadcastTier.tier)
+        .with_for_update()
+    )
 
 
 def bump_counts(session: Session, deltas: Counter[tuple[int, int, str, str]]) -> None:
