@@ -22,6 +22,8 @@ from dispatcher.domain.states import UNACCEPTED, DeliveryState
 from dispatcher.store.bulk import id_in, insert_rows, update_rows
 from dispatcher.store.models import BroadcastCount, BroadcastTier, Delivery, DeliveryEvent
 
+_TIERS_HELD = "tiers_locked"  # session.info: (the transaction, broadcast ids whose tiers it holds)
+
 _TIMESTAMP = {
     DeliveryState.SENDING: "sending_at",
     DeliveryState.SENT: "sent_at",
@@ -171,9 +173,7 @@ def count_moves(
             left_unaccepted[(broadcast_id, tier)] += 1
         elif old is not None and old not in UNACCEPTED and new in UNACCEPTED:
             left_unaccepted[(broadcast_id, tier)] -= 1  # a commander's retry or resend: outstanding again
-    bump_counts(session, deltas)
-    for broadcast_id in sorted({b for (b, _), n in left_unaccepted.items() if n}):
-        lock_tiers(session, broadcast_id)
+    bump_counts(session, deltas)  # which locks the broadcasts' tiers first
     for (broadcast_id, tier), n in sorted(left_unaccepted.items()):
         if n:
             session.execute(
@@ -184,23 +184,33 @@ def count_moves(
 
 
 def lock_tiers(session: Session, broadcast_id: int) -> None:
-    """Locks every tier row of the broadcast, in tier order: the first thing any transaction does
-    to a broadcast's tiers or gates (a recording's `outstanding`, a gate check, a tier's dispatch).
-    Each once took only the rows it wrote, in its own order (a recording its tier, then gates, then
-    a later tier; the planner's dispatch that later tier, then its gates), and PostgreSQL broke
-    the cycle after its one-second deadlock timeout: 17 times in 17 minutes of the PostgreSQL
-    flood, each a recording or a dispatch rolled back and retried. No-op on SQLite, whose single
+    """Locks every tier row of the broadcast, in tier order, once per transaction: the first thing
+    any transaction does to a broadcast's counters, tiers or gates (a claim, a recording, a report
+    applied, a gate check, a tier's dispatch). Each once took only the rows it wrote, in its own
+    order: a recording held its tier and the gates it opened, then wanted the next tier's row, which
+    the planner's dispatch of that tier held while it wanted those gates; two recordings of mixed
+    outcomes moved their counters in several sorted steps, and each held one the other wanted.
+    PostgreSQL broke every cycle after its one-second deadlock timeout (3-4 times in each run of the
+    issue's flood, in the urgent lane too) and one side was retried. No-op on SQLite, whose single
     writer cannot deadlock."""
+    transaction = session.get_transaction()
+    held = session.info.get(_TIERS_HELD)
+    if held is None or held[0] is not transaction:
+        held = session.info[_TIERS_HELD] = (transaction, set())
+    if broadcast_id in held[1]:
+        return
     session.execute(
         select(BroadcastTier.tier)
         .where(BroadcastTier.broadcast_id == broadcast_id)
         .order_by(BroadcastTier.tier)
         .with_for_update()
     )
+    held[1].add(broadcast_id)
 
 
 def bump_counts(session: Session, deltas: Counter[tuple[int, int, str, str]]) -> None:
-    """Upserts counter deltas in a fixed order, so concurrent transactions never deadlock."""
+    """Upserts counter deltas in a fixed order, after the broadcasts' tier rows (`lock_tiers`): a
+    transaction may bump counters several times, and sorting each call alone orders none across them."""
     rows = [
         {"broadcast_id": b, "tier": t, "channel": c, "state": s, "n": n}
         for (b, t, c, s), n in sorted(deltas.items())
@@ -208,6 +218,8 @@ def bump_counts(session: Session, deltas: Counter[tuple[int, int, str, str]]) ->
     ]
     if not rows:
         return
+    for broadcast_id in sorted({row["broadcast_id"] for row in rows}):
+        lock_tiers(session, broadcast_id)
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     for row in rows:

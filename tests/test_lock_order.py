@@ -1,8 +1,12 @@
-"""Two transactions on one broadcast's tiers and gates never deadlock (PostgreSQL; SQLite has one
-writer). The interleaving the PostgreSQL flood hit, made deterministic: the planner's dispatch of
-tier 1 holds its lock and is paused just before it locks tier 1's gates, while the recording of
-tier 0's last admin opens tier 0's gate, starts tier 1 on SMS, and then needs tier 1's row. Before
-`lock_tiers`, each then waited for the other until PostgreSQL's deadlock timeout rolled one back."""
+"""Two transactions on one broadcast's rows never deadlock (PostgreSQL; SQLite has one writer).
+
+Each test makes an interleaving that deadlocked deterministic. First, the one the PostgreSQL flood
+hit: the planner's dispatch of tier 1 holds its lock and is paused just before it locks tier 1's
+gates, while the recording of tier 0's last admin opens tier 0's gate, starts tier 1 on SMS, and
+then needs tier 1's row. Second, two recordings whose batches mix outcomes, each moving its
+counters in several steps. Before `lock_tiers` (taken first, in tier order, by every transaction
+that moves a broadcast's counters, tiers or gates), each waited for the other until PostgreSQL's
+one-second deadlock timeout rolled one back."""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ PAUSED = "dispatch-tier-1"
 
 @pytest.fixture
 def pg() -> Iterator[Database]:
-    database = Database(fresh_database_url("postgresql", "gate_locks"))
+    database = Database(fresh_database_url("postgresql", "lock_order"))
     upgrade(database)
     yield database
     database.dispose()
@@ -156,3 +160,75 @@ def test_a_recording_and_the_next_tiers_dispatch_wait_for_each_other_without_dea
     assert gates[0].opened_by == "accepted" and gates[1].started_at is not None
     assert tiers[0].state == TierState.DONE and tiers[0].outstanding == 0
     assert tiers[1].state == TierState.SENDING and gates[1].dispatched_through is not None
+
+
+def _three_sending(db: Database) -> list[int]:
+    """Three admins' SMS of one broadcast, all `sending`, as two workers' batches hold them."""
+    with db.session() as session:
+        broadcast = broadcast_row(session)
+        add_gates(session, broadcast.id, [0])
+        session.add(
+            BroadcastTier(
+                broadcast_id=broadcast.id, tier=0, state=TierState.SENDING, planned=3, outstanding=3
+            )
+        )
+        session.add(BroadcastCount(broadcast_id=broadcast.id, tier=0, channel="sms", state="sending", n=3))
+        rows = [
+            Delivery(
+                broadcast_id=broadcast.id, tier=0, channel="sms", address=f"+1415555020{i}", state="sending"
+            )
+            for i in range(3)
+        ]
+        session.add_all(rows)
+        session.flush()
+        return [r.id for r in rows]
+
+
+def test_two_recordings_of_mixed_outcomes_wait_for_each_other_without_deadlock(pg: Database) -> None:
+    """A records one row accepted (counters `sending`, then `sent`) and, after B has begun, one to be
+    retried (`pending`); B records one to be retried (`pending`, then `sending`). Locked counter by
+    counter, A held `sending` and wanted `pending` while B held `pending` and wanted `sending`."""
+    a_accepted, a_retried, b_retried = _three_sending(pg)
+    a_paused, a_go = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+    b_pid: list[int] = []
+
+    def move(session: Any, row: int, to: DeliveryState) -> None:
+        transition(session, [row], expect=DeliveryState.SENDING, to=to, now=datetime.now(UTC))
+
+    def worker_a() -> None:
+        try:
+            with pg.session() as session:
+                move(session, a_accepted, DeliveryState.SENT)
+                a_paused.set()
+                a_go.wait(10)
+                move(session, a_retried, DeliveryState.PENDING)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    def worker_b() -> None:
+        try:
+            with pg.session() as session:
+                b_pid.append(session.connection().connection.dbapi_connection.info.backend_pid)
+                move(session, b_retried, DeliveryState.PENDING)
+        except BaseException as exc:
+            errors.append(exc)
+
+    a, b = threading.Thread(target=worker_a), threading.Thread(target=worker_b)
+    try:
+        a.start()
+        assert a_paused.wait(5), "A never recorded its first outcome"
+        b.start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (b_pid and _waits_on_a_lock(pg, b_pid[0])):
+            time.sleep(0.02)
+        assert _waits_on_a_lock(pg, b_pid[0]), "B never waited for A"
+    finally:
+        a_go.set()
+        a.join(15)
+        b.join(15)
+    assert not errors, errors
+    with pg.session() as session:
+        counts = {c.state: c.n for c in session.scalars(select(BroadcastCount)) if c.n}
+        states = sorted(d.state for d in session.scalars(select(Delivery)))
+    assert counts == {"sent": 1, "pending": 2} and states == ["pending", "pending", "sent"]
