@@ -40,7 +40,7 @@ from dispatcher.domain.reports import IGNORED, Claim, Move, Row, Verdict, plan
 from dispatcher.domain.states import DeliveryState
 from dispatcher.engine import suppressions
 from dispatcher.engine.clock import utcnow
-from dispatcher.engine.transitions import Note, set_details, transition
+from dispatcher.engine.transitions import Note, lock_tiers, set_details, transition
 from dispatcher.store.bulk import id_and_text_in, id_in
 from dispatcher.store.db import Database
 from dispatcher.store.models import Delivery
@@ -104,6 +104,8 @@ def apply_batch(
     for _ in range(5):  # compare-and-set: what a concurrent move raced is read again
         ids = sorted({c.delivery_id for i in todo if (c := claims[i]).delivery_id and c.channel})
         rows = _rows(session, ids)
+        for broadcast_id in sorted({r.broadcast_id for r in rows.values()}):  # in order, before any move
+            lock_tiers(session, broadcast_id)
         verdicts, rounds = plan(rows, [claims[i] for i in todo], _same_message)
         for i, verdict in zip(todo, verdicts, strict=True):
             row = rows.get(claims[i].delivery_id or 0)
