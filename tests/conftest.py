@@ -12,6 +12,7 @@ Environment (all optional):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -22,6 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,6 +162,21 @@ def fresh_database_url(backend: str, name: str) -> str:
     _pg_exec(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     _pg_exec(f"CREATE SCHEMA {schema}")
     return pg_url(schema)
+
+
+@contextlib.contextmanager
+def migrated_database(backend: str, name: str) -> Iterator[Any]:
+    """A migrated database of its own, for a test that must not share the session's (drills that cut
+    its connections, tests that pause its transactions); disposed afterwards."""
+    from dispatcher.store.db import Database
+    from dispatcher.store.migrate import upgrade
+
+    database = Database(fresh_database_url(backend, name))
+    upgrade(database)
+    try:
+        yield database
+    finally:
+        database.dispose()
 
 
 BACKENDS = ["sqlite", "postgresql"]

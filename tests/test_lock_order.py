@@ -26,9 +26,8 @@ from dispatcher.engine.outbox import Outbox
 from dispatcher.engine.tier_gates import add_gates, check_gates, try_dispatch
 from dispatcher.engine.transitions import transition
 from dispatcher.store.db import Database
-from dispatcher.store.migrate import upgrade
 from dispatcher.store.models import BroadcastCount, BroadcastGate, BroadcastTier, Delivery
-from tests.conftest import PG_UNAVAILABLE, fresh_database_url
+from tests.conftest import PG_UNAVAILABLE, migrated_database
 from tests.harness import broadcast_row
 
 pytestmark = [pytest.mark.skipif(PG_UNAVAILABLE is not None, reason=str(PG_UNAVAILABLE))]
@@ -38,10 +37,8 @@ PAUSED = "dispatch-tier-1"
 
 @pytest.fixture
 def pg() -> Iterator[Database]:
-    database = Database(fresh_database_url("postgresql", "lock_order"))
-    upgrade(database)
-    yield database
-    database.dispose()
+    with migrated_database("postgresql", "lock_order") as database:
+        yield database
 
 
 def _broadcast(db: Database) -> tuple[int, int]:

@@ -20,9 +20,8 @@ from sqlalchemy.engine import make_url
 from dispatcher.domain.subscribers import SubscriberIn
 from dispatcher.engine import journal
 from dispatcher.store.db import Database
-from dispatcher.store.migrate import upgrade
 from dispatcher.store.models import Delivery
-from tests.conftest import PG_UNAVAILABLE, PG_URL, fresh_database_url
+from tests.conftest import PG_UNAVAILABLE, PG_URL, migrated_database
 from tests.drills.tcp_cut import TcpCut
 from tests.harness import Harness
 
@@ -33,10 +32,8 @@ N = 24
 
 @pytest.fixture
 def pg(request: pytest.FixtureRequest) -> Iterator[Database]:
-    database = Database(fresh_database_url("postgresql", f"kept_{request.node.name[-12:]}"))
-    upgrade(database)
-    yield database
-    database.dispose()
+    with migrated_database("postgresql", f"kept_{request.node.name[-12:]}") as database:
+        yield database
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ from config import Settings
 from dispatcher.domain.message import OutageMessage
 from dispatcher.incidents.broadcasts import open_incident
 from dispatcher.store.db import Database
-from dispatcher.store.migrate import upgrade
 from dispatcher.store.models import SubscriberList
 from dispatcher.supervisor import free_port
-from tests.conftest import PG_UNAVAILABLE, PG_URL, REDIS_URL, fresh_database_url
+from tests.conftest import PG_UNAVAILABLE, PG_URL, REDIS_URL, migrated_database
 from tests.drills.tcp_cut import TcpCut
 from tests.processes import start_api
 
@@ -31,10 +30,8 @@ PATHS = ["/api/v2/summary.json", "/api/v2/status.json", "/api/v2/components.json
 
 @pytest.fixture
 def pg() -> Iterator[Database]:
-    database = Database(fresh_database_url("postgresql", "status_outage"))
-    upgrade(database)
-    yield database
-    database.dispose()
+    with migrated_database("postgresql", "status_outage") as database:
+        yield database
 
 
 @pytest.fixture
