@@ -190,7 +190,7 @@ def lock_tiers(session: Session, broadcast_id: int) -> None:
     order: a recording held its tier and the gates it opened, then wanted the next tier's row, which
     the planner's dispatch of that tier held while it wanted those gates; two recordings of mixed
     outcomes moved their counters in several sorted steps, and each held one the other wanted.
-    PostgreSQL broke every cycle after its one-second deadlock timeout (3-4 times in each run of the
+    PostgreSQL broke every cycle after its one-second deadlock timeout (1-4 times in each run of the
     issue's flood, in the urgent lane too) and one side was retried. No-op on SQLite, whose single
     writer cannot deadlock."""
     transaction = session.get_transaction()
