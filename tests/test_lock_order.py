@@ -51,7 +51,12 @@ def _broadcast(db: Database) -> tuple[int, int]:
         session.add_all(
             [
                 BroadcastTier(
-                    broadcast_id=broadcast.id, tier=0, state=TierState.SENDING, planned=1, outstanding=1
+                    broadcast_id=broadcast.id,
+                    tier=0,
+                    state=TierState.SENDING,
+                    planned=1,
+                    outstanding=1,
+                    started_at=now,
                 ),
                 BroadcastTier(
                     broadcast_id=broadcast.id, tier=1, state=TierState.PLANNED, planned=1, outstanding=1
@@ -71,10 +76,6 @@ def _broadcast(db: Database) -> tuple[int, int]:
                 gate.started_at, gate.opened_by, gate.opened_at = now, "accepted", now
             elif gate.tier == 0:
                 gate.started_at = now
-        session.execute(
-            text("UPDATE broadcast_tiers SET started_at = :now WHERE broadcast_id = :b AND tier = 0"),
-            {"now": now, "b": broadcast.id},
-        )
         return broadcast.id, admin.id
 
 
