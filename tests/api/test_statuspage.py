@@ -306,7 +306,11 @@ def test_caching_headers_and_304s(status_client: TestClient, keys: dict[str, str
 
 def test_the_limit_is_per_client_and_generous_by_default(db: Database) -> None:
     snapshots.COPIES.items.clear()
-    settings = Settings(database_url=db.url, status_requests_per_hour=3, redis_prefix=f"limit{id(db)}:")
+    settings = Settings(
+        database_url=db.url,
+        status_requests_per_hour=3,
+        redis_prefix=f"{Settings().redis_prefix}limit{id(db)}:",
+    )
     with TestClient(create_app(settings)) as client:
         assert [client.get("/api/v2/status.json").status_code for _ in range(4)] == [200, 200, 200, 429]
         limited = client.get("/api/v2/status.json")

@@ -20,7 +20,7 @@ from dispatcher.incidents.broadcasts import open_incident
 from dispatcher.store.db import Database
 from dispatcher.store.models import SubscriberList
 from dispatcher.supervisor import free_port
-from tests.conftest import PG_UNAVAILABLE, PG_URL, REDIS_URL, migrated_database
+from tests.conftest import PG_UNAVAILABLE, PG_URL, PREFIX, REDIS_URL, migrated_database
 from tests.drills.tcp_cut import TcpCut
 from tests.processes import start_api
 
@@ -72,7 +72,7 @@ def test_status_json_answers_from_the_process_copy_with_the_database_and_redis_c
         .set(host="127.0.0.1", port=db_proxy.port)
         .render_as_string(hide_password=False),
         "REDIS_URL": str(redis_url),
-        "DISPATCHER_REDIS_PREFIX": f"statusdrill{os.getpid()}:",
+        "DISPATCHER_REDIS_PREFIX": f"{PREFIX}statusdrill{os.getpid()}:",
         "DISPATCHER_SERVICE_NAME": "Acme",
         "DISPATCHER_PUBLIC_COMPONENTS": '["API", "Web"]',
     }
