@@ -191,8 +191,8 @@ def lock_tiers(session: Session, broadcast_id: int) -> None:
     the planner's dispatch of that tier held while it wanted those gates; two recordings of mixed
     outcomes moved their counters in several sorted steps, and each held one the other wanted.
     PostgreSQL broke every cycle after its one-second deadlock timeout (1-4 times in each run of the
-    issue's flood, in the urgent lane too) and one side was retried. No-op on SQLite, whose single
-    writer cannot deadlock."""
+    issue's flood, in the urgent lane too) and one side was retried. On SQLite, which drops
+    FOR UPDATE, it is one plain read: its single writer cannot deadlock."""
     transaction = session.get_transaction()
     held = session.info.get(_TIERS_HELD)
     if held is None or held[0] is not transaction:
