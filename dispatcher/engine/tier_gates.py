@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from channels.base import ChannelName
@@ -147,15 +147,8 @@ def _dispatch(
         highest[name.value] = max(highest[name.value], ids[-1])
     for channel, through in sorted(highest.items()):
         if through != marks[channel]:
-            session.execute(
-                update(BroadcastGate)
-                .where(
-                    BroadcastGate.broadcast_id == broadcast_id,
-                    BroadcastGate.tier == tier,
-                    BroadcastGate.channel == channel,
-                )
-                .values(dispatched_through=through)
-            )
+            moved = update(BroadcastGate).where(*_gates(broadcast_id, tier, [channel]))
+            session.execute(moved.values(dispatched_through=through))
 
 
 def _start(
@@ -168,16 +161,20 @@ def _start(
         return {}
     won = session.execute(
         update(BroadcastGate)
-        .where(
-            BroadcastGate.broadcast_id == broadcast_id,
-            BroadcastGate.tier == tier,
-            BroadcastGate.channel.in_(sorted(channels)),
-            BroadcastGate.started_at.is_(None),
-        )
+        .where(*_gates(broadcast_id, tier, channels), BroadcastGate.started_at.is_(None))
         .values(started_at=now)
         .returning(BroadcastGate.channel, BroadcastGate.started_at, BroadcastGate.dispatched_through)
     )
     return {channel: (started_at, through) for channel, started_at, through in won}
+
+
+def _gates(broadcast_id: int, tier: int, channels: Sequence[str]) -> tuple[ColumnElement[bool], ...]:
+    """Which gate rows: these channels of one tier."""
+    return (
+        BroadcastGate.broadcast_id == broadcast_id,
+        BroadcastGate.tier == tier,
+        BroadcastGate.channel.in_(sorted(channels)),
+    )
 
 
 def pending_batches(
@@ -303,12 +300,7 @@ def check_gates(
     for (tier, reason_value), channels in sorted(opening.items()):
         session.execute(
             update(BroadcastGate)
-            .where(
-                BroadcastGate.broadcast_id == broadcast_id,
-                BroadcastGate.tier == tier,
-                BroadcastGate.channel.in_(sorted(channels)),
-                BroadcastGate.opened_by.is_(None),
-            )
+            .where(*_gates(broadcast_id, tier, channels), BroadcastGate.opened_by.is_(None))
             .values(opened_by=reason_value, opened_at=now)
         )
     for tier in sorted(started_tiers):  # a gate that is not accepted opens by timeout, checked then
