@@ -111,7 +111,7 @@ def test_a_tier_starts_on_all_its_channels_in_one_statement_set(db: Database, st
             transition(session, ids, expect=expect, to=to, now=utcnow())
     statements.clear()
     planner.finish_tier(db, settings, broadcast_id, 0)
-    tiers = [t.tier for t in _tiers(db, broadcast_id)]
+    tiers = tier_numbers(db, broadcast_id)
     for tier in tiers[1:3]:
         planner.plan_tier(db, settings, broadcast_id, tier)
     customers = last_ids(db, broadcast_id, 2)
@@ -143,6 +143,6 @@ def admins_rows(session: Session, broadcast_id: int) -> list[int]:
     )
 
 
-def _tiers(db: Database, broadcast_id: int) -> list[object]:
+def tier_numbers(db: Database, broadcast_id: int) -> list[int]:
     with db.session() as session:
-        return list(tiers_of(session, broadcast_id))
+        return [t.tier for t in tiers_of(session, broadcast_id)]
