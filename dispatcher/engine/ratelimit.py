@@ -18,6 +18,14 @@ two workers share the bucket, so a batch uses about half a window's slots, and b
 window let the line run at half the rate, both workers idle between comebacks (issue 17: 4–11 s of
 the 3,000-SMS run at 100/s with no slot taken).
 
+Refusing later tiers is not enough at a fast limit: their send threads (16 a batch) have already
+reserved the next slots, about 120 ms of them at 300/s with two workers, and a second incident's
+first admin queued behind those (issue 17: 122-344 ms at the flood's peak against 60-95 quiet). So
+an urgent request that finds the next slots taken may take one now, ahead of them (`overdraft`: a
+few a second, a quarter of the headroom's slack), and pays it back by moving the bucket's next free
+slot one interval on: any second holds at most that many slots more than the paced rate, still under
+the limit, and the rate over time is unchanged.
+
 A batch taken from the urgent lane's queue never sleeps long for its slot (`hold`): one due more
 than `AT_ONCE_HOLD_S` off is kept (reserved in Redis, as any slot) and its row handed back with a
 countdown to it, carrying the slot; the batch's other rows come after it. The comeback goes to the
@@ -53,7 +61,11 @@ from channels.registry import CHANNEL_CLASSES
 from config import Settings
 from dispatcher.store.redis_client import key
 
-# KEYS: the pool's buckets. ARGV: slot interval per bucket, the longest acceptable delay.
+# KEYS: the pool's buckets, then (when ARGV[3] > 0) each bucket's set of urgent overdraft slots and
+# each bucket's last urgent slot. ARGV: slot interval per bucket, the longest acceptable delay, the
+# overdraft: how many slots in any second an urgent request may take ahead of a queue that later
+# tiers hold (0 = none, and a request that is not urgent). A queue whose last slot is urgent is the
+# first tier's own: it is waited for, so admins alone stay evenly spaced.
 # Returns {index of the bucket (1-based; 0 = refused), delay until the slot (or the earliest free one),
 # the slot's time on Redis's clock}.
 _RESERVE = """
@@ -61,16 +73,37 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local max_delay = tonumber(ARGV[2])
+local overdraft = tonumber(ARGV[3])
+local n = #KEYS
+if overdraft > 0 then n = n / 3 end
 local best, best_tat = 0, nil
-for i, k in ipairs(KEYS) do
-  local tat = tonumber(redis.call('GET', k) or '0')
+for i = 1, n do
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then tat = now end
   if best_tat == nil or tat < best_tat then best, best_tat = i, tat end
 end
 local delay = best_tat - now
+local last_urgent = overdraft > 0 and tonumber(redis.call('GET', KEYS[2 * n + best]) or '0') or 0
+if overdraft > 0 and delay > interval and last_urgent < best_tat - interval * 1.5 then
+  local od = KEYS[n + best]
+  redis.call('ZREMRANGEBYSCORE', od, '-inf', now - 1)
+  if redis.call('ZCARD', od) < overdraft then
+    local at = now
+    local last = redis.call('ZRANGE', od, -1, -1, 'WITHSCORES')
+    if last[2] then at = math.max(now, tonumber(last[2]) + interval) end
+    if at + interval < best_tat then
+      local paid = best_tat + interval
+      redis.call('ZADD', od, at, string.format('%.6f', at))
+      redis.call('PEXPIRE', od, math.ceil((at + 1 - now) * 1000) + 1000)
+      redis.call('SET', KEYS[best], string.format('%.6f', paid), 'PX', math.ceil((paid - now) * 1000) + 1000)
+      return {best, string.format('%.6f', at - now), string.format('%.6f', at)}
+    end
+  end
+end
 if delay > max_delay then return {0, string.format('%.6f', delay), string.format('%.6f', best_tat)} end
 local ttl = math.ceil((best_tat + interval - now) * 1000) + 1000
 redis.call('SET', KEYS[best], string.format('%.6f', best_tat + interval), 'PX', ttl)
+if overdraft > 0 then redis.call('SET', KEYS[2 * n + best], string.format('%.6f', best_tat), 'PX', ttl) end
 return {best, string.format('%.6f', delay), string.format('%.6f', best_tat)}
 """
 
@@ -198,13 +231,26 @@ class RateLimiter:
         became 11.111 ms and 91 slots fitted in one second."""
         return math.ceil(limit.interval / self.headroom * 1e6 - 1e-6) / 1e6
 
-    def claim(self, buckets: Sequence[str], limit: Limit, max_delay: float) -> Slot:
+    def overdraft(self, limit: Limit) -> int:
+        """Slots in any second an urgent request may take ahead of the queue: a quarter of the
+        headroom's slack (at 0.9: 2 at 100/s, 7 at 300/s; none at 1/s or with no headroom). The
+        slack is there for arrivals that bunch (up to ~45 ms measured at 100/s), so most of it stays."""
+        return math.floor(limit.per_second * (1 - self.headroom) / 4 + 1e-9)
+
+    def claim(self, buckets: Sequence[str], limit: Limit, max_delay: float, urgent: bool = False) -> Slot:
         """Reserves the earliest slot among `buckets` if it starts within `max_delay` seconds; a
-        refusal (index None) reserves nothing and says when the earliest slot is."""
+        refusal (index None) reserves nothing and says when the earliest slot is. An `urgent` request
+        (the first tier's) that finds the next slots held by later tiers may take one now, ahead of
+        them, up to `overdraft` such slots in any second; it pays the slot back by moving the
+        bucket's next free slot one interval on, so the rate over time is unchanged. Behind the
+        first tier's own slots it queues as any request."""
         interval = self.paced_interval(limit)
-        args = [f"{interval:.6f}", f"{max(0.0, max_delay):.6f}"]
+        overdraft = self.overdraft(limit) if urgent else 0
+        marks = [f"{b}:overdraft" for b in buckets] + [f"{b}:urgent" for b in buckets]
+        keys = list(buckets) + (marks if overdraft else [])
+        args = [f"{interval:.6f}", f"{max(0.0, max_delay):.6f}", str(overdraft)]
         sent = time.monotonic()
-        index, delay, at = self._reserve(keys=list(buckets), args=args)
+        index, delay, at = self._reserve(keys=keys, args=args)
         received = time.monotonic()
         self.clock.observe(sent, received, float(at) - float(delay))
         due = self.clock.local(float(at))
@@ -306,7 +352,7 @@ class Pacer:
             max_delay = self._max_delay()
             if max_delay is None:
                 raise self._refuse(pool)
-            slot = self.limiter.claim(pool.buckets, pool.limit, max_delay)
+            slot = self.limiter.claim(pool.buckets, pool.limit, max_delay, self.urgent)
             if slot.index is None:
                 raise self._refuse(pool)
             if slot.due - time.monotonic() > self.hold:
