@@ -26,6 +26,9 @@ the CPU-seconds of the service's processes per 1,000 deliveries and per 1,000 ca
     .venv/bin/python -m benchmarks.fanout --scaling 1000,10000,100000 --worker-counts 1,2 --runs 1
     # 5. the callback flood (issue 17), profiled with py-spy: worker pool child and API, for the run
     .venv/bin/python -m benchmarks.fanout --subscribers 10000 --runs 1 --py-spy /tmp/profiles
+    # 6. the issue's SMS flood, a second incident opened every second through it (first admin at the peak)
+    .venv/bin/python -m benchmarks.fanout --subscribers 3000 --sms-only --twilio-per-s 300 \
+        --probes 8 --probe-gap 1
 
 Writes benchmarks/results/{fanout,compare,scaling}-<db>-....json (a big broadcast: ...-<n>-hooks.json,
 -api.json or -sink.json, -pyspy when profiled) and prints a summary.
@@ -163,9 +166,9 @@ class PeakProber(threading.Thread):
     whole run, not only while the broadcast is sending. A run whose callbacks never flow that fast
     is probed after they stop (`trigger`: "after the run")."""
 
-    def __init__(self, stack: Stack, count: int) -> None:
+    def __init__(self, stack: Stack, count: int, gap_s: float = 0.0) -> None:
         super().__init__(name="peak-prober", daemon=True)
-        self.stack, self.count = stack, count
+        self.stack, self.count, self.gap_s = stack, count, gap_s
         self.probes: list[dict[str, Any]] = []
         self.at_peak: dict[str, Any] = {}
         self._halt = threading.Event()
@@ -185,10 +188,11 @@ class PeakProber(threading.Thread):
 
     def _probe(self, trigger: str, rate: float) -> None:
         before, started = callback_posts(self.stack), time.monotonic()
-        self.probes = open_probes(self.stack, self.count, "peak")
+        self.probes = open_probes(self.stack, self.count, "peak", self.gap_s)
         after = callback_posts(self.stack)
         self.at_peak = {
             "trigger": trigger,
+            "gap_s": self.gap_s,
             "callbacks_per_s_before": round(rate, 1),
             "callbacks_per_s_while_opening": round(
                 (after - before) / max(0.001, time.monotonic() - started), 1
@@ -235,13 +239,17 @@ def scheduled_during(
     }
 
 
-def open_probes(stack: Stack, count: int, label: str) -> list[dict[str, Any]]:
-    """`count` small incidents (scoped to a component only the 50 admins hear about), back to back,
-    each followed by the commander's other two requests (issue 17): reading its broadcast's
-    progress (GET /v1/broadcasts/{id}) and posting an update to it. The latency of each, and each
-    opening's answer time and title."""
+def open_probes(stack: Stack, count: int, label: str, gap_s: float = 0.0) -> list[dict[str, Any]]:
+    """`count` small incidents (scoped to a component only the 50 admins hear about), back to back
+    or `gap_s` apart (from one opening to the next), each followed by the commander's other two
+    requests (issue 17): reading its broadcast's progress (GET /v1/broadcasts/{id}) and posting an
+    update to it. The latency of each, and each opening's answer time and title. Back to back, only
+    the first is "a second incident at the peak": the rest queue behind the ones before them."""
     out = []
     for i in range(count):
+        if i and gap_s:
+            time.sleep(max(0.0, out[-1]["opened"] + gap_s - time.monotonic()))
+        opened = time.monotonic()
         title = f"{PROBE_MARK}{label} {i} {stack.run_id} {time.time_ns()}"
         body = {**MESSAGE_BODY, "title": title, "components": PROBE_SCOPE}
         api = stack.service()["api"].pid
@@ -257,6 +265,7 @@ def open_probes(stack: Stack, count: int, label: str) -> list[dict[str, Any]]:
         out.append(
             {
                 "title": title,
+                "opened": opened,
                 "api_ms": round(latency, 1),
                 # the API's threads while the opening was in flight (callbacks wait for it)
                 **scheduled,
@@ -277,7 +286,9 @@ def probe_broadcasts(probes: list[dict[str, Any]]) -> list[int]:
 
 def note_first_admins(stack: Stack, probes: list[dict[str, Any]]) -> None:
     """Each probe's `admin_ms`: from its answer to its first admin's receipt at the sandbox, in one
-    pass over the sandbox's messages (left out for a probe no admin heard)."""
+    pass over the sandbox's messages (left out for a probe no admin heard); and its `tier_start_ms`,
+    from its answer to its admins' tier starting (the rest of `admin_ms` is the batch, its slot and
+    the request)."""
     admins = admin_addresses()
     first: dict[int, float] = {}
     for m in stack.sandbox.iter_messages():
@@ -289,6 +300,10 @@ def note_first_admins(stack: Stack, probes: list[dict[str, Any]]) -> None:
                 first[i] = min(first.get(i, m["received_at"]), m["received_at"])
     for i, received in first.items():
         probes[i]["admin_ms"] = round((received - probes[i]["answered"]) * 1000, 1)
+    for probe in probes:  # where the time went: up to the admins' tier starting, and after it
+        started = ts(stack.progress(probe["broadcast"])["tiers"][0]["started_at"])
+        if started is not None:
+            probe["tier_start_ms"] = round((started - probe["answered"]) * 1000, 1)
 
 
 def probes_summary(probes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -305,6 +320,7 @@ def probes_summary(probes: list[dict[str, Any]]) -> dict[str, Any]:
         "read",
         "update",
         "admin",
+        "tier_start",
     ):
         latencies = sorted(p[f"{name}_ms"] for p in probes if f"{name}_ms" in p)
         if not latencies:
@@ -380,7 +396,7 @@ def accepted_in(stack: Stack, broadcast_ids: list[int]) -> int:
         )
 
 
-def dispatcher_run(stack: Stack, n: int, probes: int = 0) -> dict[str, Any]:
+def dispatcher_run(stack: Stack, n: int, probes: int = 0, probe_gap_s: float = 0.0) -> dict[str, Any]:
     stack.sandbox.clear()
     quiet = quiet_probes(stack, probes) if probes else None
     stack.sandbox.clear()
@@ -388,7 +404,7 @@ def dispatcher_run(stack: Stack, n: int, probes: int = 0) -> dict[str, Any]:
     def run() -> dict[str, Any]:
         latency, body, answered = stack.open_incident()
         broadcast_id = body["broadcast"]["id"]
-        prober = PeakProber(stack, probes)
+        prober = PeakProber(stack, probes, probe_gap_s)
         if probes:
             prober.start()
         deadline = time.monotonic() + 1800
@@ -441,6 +457,9 @@ def dispatcher_run(stack: Stack, n: int, probes: int = 0) -> dict[str, Any]:
             },
             "callbacks": callbacks,
             "sms_per_s": sms_per_second(stack, answered),
+            # the limit kept, probes included: the sandbox's busiest 1-second window and its 429s
+            "sms_busiest_1s": stats["twilio"]["max_per_1s"],
+            "sms_429s": stats["twilio"]["faults"],
         }
         if delivered is not None:
             last = delivered["last_delivered_at"]
@@ -721,7 +740,7 @@ def big(args: argparse.Namespace) -> None:
         for i in range(args.runs):
             label = f"fanout-{args.subscribers}-run{i + 1}"
             profiler = Profiler(stack, Path(args.py_spy), label) if args.py_spy else None
-            result = dispatcher_run(stack, args.subscribers, 0 if args.naive else args.probes)
+            result = dispatcher_run(stack, args.subscribers, 0 if args.naive else args.probes, args.probe_gap)
             if profiler is not None:
                 result["profile"] = profiler.stop()
             runs.append(result)
@@ -864,6 +883,13 @@ def main() -> None:
         type=int,
         default=5,
         help="small incidents (admins only) opened on the quiet service, then at the flood's peak",
+    )
+    parser.add_argument(
+        "--probe-gap",
+        type=float,
+        default=0.0,
+        help="seconds from one peak probe's opening to the next (0: back to back); each spaced probe "
+        "is a second incident at the flood, not one queued behind the others",
     )
     parser.add_argument("--py-spy", help="folder: py-spy records worker0 and the API during each run")
     parser.add_argument("--scaling", help="comma-separated subscriber counts: the scaling benchmark")
