@@ -286,11 +286,13 @@ def probe_broadcasts(probes: list[dict[str, Any]]) -> list[int]:
 
 def note_first_admins(stack: Stack, probes: list[dict[str, Any]]) -> None:
     """Each probe's `admin_ms`: from its answer to its first admin's receipt at the sandbox, in one
-    pass over the sandbox's messages (left out for a probe no admin heard); and its `tier_start_ms`,
+    pass over the sandbox's messages (left out for a probe no admin heard), `all_admins_ms` to the
+    last of its admins' messages (its opening's and its update's); and its `tier_start_ms`,
     from its answer to its admins' tier starting (the rest of `admin_ms` is the batch, its slot and
     the request)."""
     admins = admin_addresses()
     first: dict[int, float] = {}
+    last: dict[int, float] = {}
     for m in stack.sandbox.iter_messages():
         if m["recipient"] not in admins:
             continue
@@ -298,8 +300,11 @@ def note_first_admins(stack: Stack, probes: list[dict[str, Any]]) -> None:
         for i, probe in enumerate(probes):
             if m["received_at"] >= probe["answered"] - 5 and probe["title"] in text:
                 first[i] = min(first.get(i, m["received_at"]), m["received_at"])
+                last[i] = max(last.get(i, m["received_at"]), m["received_at"])
     for i, received in first.items():
         probes[i]["admin_ms"] = round((received - probes[i]["answered"]) * 1000, 1)
+        # every message the probe sent its admins (its opening's and its update's)
+        probes[i]["all_admins_ms"] = round((last[i] - probes[i]["answered"]) * 1000, 1)
     for probe in probes:  # where the time went: up to the admins' tier starting, and after it
         started = ts(stack.progress(probe["broadcast"])["tiers"][0]["started_at"])
         if started is not None:
@@ -320,6 +325,7 @@ def probes_summary(probes: list[dict[str, Any]]) -> dict[str, Any]:
         "read",
         "update",
         "admin",
+        "all_admins",
         "tier_start",
     ):
         latencies = sorted(p[f"{name}_ms"] for p in probes if f"{name}_ms" in p)
