@@ -1,7 +1,8 @@
 """The pacer against the real Redis: a batch takes only slots inside its window, refusals reserve
 nothing, the first tier takes the next free slots before later tiers, sender pools spread requests,
-handed-back batches come back in turn, one window's worth at a time, and a batch on the urgent lane
-keeps a slot it would have slept for, which its comeback then sends on."""
+handed-back batches come back in turn, one window's worth at a time, a batch on the urgent lane
+keeps a slot it would have slept for, which its comeback then sends on, and a later tier's batch
+reserves a few slots a call without leaving any unused."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dispatcher.engine.ratelimit import (
     Limit,
     Pacer,
     RateLimiter,
+    Slot,
     pool_for,
     provider_limits,
 )
@@ -198,3 +200,46 @@ def test_each_adapter_declares_its_providers_rate_and_the_limiter_uses_it() -> N
         ChannelName.WEBHOOK: Limit(40),
     }
     assert all(provider_limits(config)[n] == Limit(c.rate_per_s(config)) for n, c in CHANNEL_CLASSES.items())
+
+
+class CountingLimiter(RateLimiter):
+    """The real limiter; counts its round trips to Redis."""
+
+    calls = 0
+
+    def claim_many(self, *args: object, **kwargs: object) -> list[Slot]:
+        self.calls += 1
+        return super().claim_many(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_later_batch_reserves_its_slots_a_few_at_a_time_and_wastes_none() -> None:
+    limiter = CountingLimiter(redis.Redis.from_url(REDIS_URL), headroom=1.0)
+    config = settings(rate_twilio_per_s=100)
+    pacer = Pacer(ChannelName.SMS, limiter, config, urgent=False, sleep=no_sleep, requests=10)
+    granted, refused = take(pacer, 10)
+    assert (len(granted), refused) == (10, 0)
+    assert limiter.calls == 3  # 4 + 4 + 2 slots, never more than the requests still to come
+    assert sum(pacer.granted.values()) == 10 and not any(pacer._spares.values())
+    # the ten took the first ten slots, 10 ms apart, and none is left reserved: the next is the 11th
+    bucket = pool_for(ChannelName.SMS, ADMIN, config).buckets[0]
+    assert 0.09 <= limiter.reserve(bucket, Limit(100)) <= 0.101
+
+
+def test_the_first_tier_reserves_one_slot_a_call() -> None:
+    limiter = CountingLimiter(redis.Redis.from_url(REDIS_URL), headroom=1.0)
+    urgent = Pacer(
+        ChannelName.SMS, limiter, settings(rate_twilio_per_s=10), urgent=True, sleep=no_sleep, requests=3
+    )
+    assert len(take(urgent, 3)[0]) == 3 and limiter.calls == 3  # its overdraft goes one request at a time
+
+
+def test_a_group_stops_at_the_window_and_a_refusal_reserves_nothing() -> None:
+    limiter = CountingLimiter(redis.Redis.from_url(REDIS_URL), headroom=1.0)
+    config = settings(rate_twilio_per_s=10)
+    later = Pacer(ChannelName.SMS, limiter, config, urgent=False, sleep=no_sleep, requests=30)
+    granted, refused = take(later, 30)
+    # a quarter window holds 0.0, 0.1 and 0.2 s: the first call reserved those three of the four it
+    # asked for, the second was refused, and the batch asked no more
+    assert (len(granted), refused, limiter.calls) == (3, 27, 2)
+    bucket = pool_for(ChannelName.SMS, ADMIN, config).buckets[0]
+    assert 0.25 <= limiter.reserve(bucket, Limit(10)) <= 0.31  # the next free slot is the fourth

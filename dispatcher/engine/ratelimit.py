@@ -34,6 +34,11 @@ any first-tier batch. So the lane only makes calls that go out at once, and a se
 admin email never waits in it behind a first-tier SMS asleep for its slot (issue 11: up to a second
 at 1 SMS/s).
 
+A later tier's batch reserves its slots a few at a time (`CLAIM_GROUP`, never more than its requests
+still to come) and its send threads take them in turn: a round trip per message cost a sender a
+quarter of what its HTTP request did (`benchmarks/sms_path.py`). The first tier reserves one at a
+time, so its overdraft is judged request by request.
+
 A sender pool (several Twilio numbers) is a list of buckets: each request takes the earliest free
 slot among them, and the adapter sends it from that bucket's sender.
 
@@ -64,24 +69,30 @@ from dispatcher.store.redis_client import key
 # KEYS: the pool's buckets, then (when ARGV[3] > 0) each bucket's set of urgent overdraft slots and
 # each bucket's last urgent slot. ARGV: slot interval per bucket, the longest acceptable delay, the
 # overdraft: how many slots in any second an urgent request may take ahead of a queue that later
-# tiers hold (0 = none, and a request that is not urgent). A queue whose last slot is urgent is the
-# first tier's own: it is waited for, so admins alone stay evenly spaced.
+# tiers hold (0 = none, and a request that is not urgent), and how many slots to reserve (up to; an
+# overdraft slot comes alone). A queue whose last slot is urgent is the first tier's own: it is
+# waited for, so admins alone stay evenly spaced.
 # Returns {index of the bucket (1-based; 0 = refused), delay until the slot (or the earliest free one),
-# the slot's time on Redis's clock}.
+# the slot's time on Redis's clock}, three values for each slot reserved.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local max_delay = tonumber(ARGV[2])
 local overdraft = tonumber(ARGV[3])
+local count = tonumber(ARGV[4] or '1')
 local n = #KEYS
 if overdraft > 0 then n = n / 3 end
-local best, best_tat = 0, nil
-for i = 1, n do
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then tat = now end
-  if best_tat == nil or tat < best_tat then best, best_tat = i, tat end
+local function earliest()
+  local best, best_tat = 0, nil
+  for i = 1, n do
+    local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if tat < now then tat = now end
+    if best_tat == nil or tat < best_tat then best, best_tat = i, tat end
+  end
+  return best, best_tat
 end
+local best, best_tat = earliest()
 local delay = best_tat - now
 local last_urgent = overdraft > 0 and tonumber(redis.call('GET', KEYS[2 * n + best]) or '0') or 0
 if overdraft > 0 and delay > interval and last_urgent < best_tat - interval * 1.5 then
@@ -101,10 +112,21 @@ if overdraft > 0 and delay > interval and last_urgent < best_tat - interval * 1.
   end
 end
 if delay > max_delay then return {0, string.format('%.6f', delay), string.format('%.6f', best_tat)} end
-local ttl = math.ceil((best_tat + interval - now) * 1000) + 1000
-redis.call('SET', KEYS[best], string.format('%.6f', best_tat + interval), 'PX', ttl)
-if overdraft > 0 then redis.call('SET', KEYS[2 * n + best], string.format('%.6f', best_tat), 'PX', ttl) end
-return {best, string.format('%.6f', delay), string.format('%.6f', best_tat)}
+local out = {}
+for j = 1, count do
+  if j > 1 then
+    best, best_tat = earliest()
+    delay = best_tat - now
+    if delay > max_delay then break end
+  end
+  local ttl = math.ceil((best_tat + interval - now) * 1000) + 1000
+  redis.call('SET', KEYS[best], string.format('%.6f', best_tat + interval), 'PX', ttl)
+  if overdraft > 0 then redis.call('SET', KEYS[2 * n + best], string.format('%.6f', best_tat), 'PX', ttl) end
+  out[#out + 1] = best
+  out[#out + 1] = string.format('%.6f', delay)
+  out[#out + 1] = string.format('%.6f', best_tat)
+end
+return out
 """
 
 # KEYS: the urgent line, the later line, then the pool's buckets. ARGV: urgent (1/0), how much bucket
@@ -143,6 +165,9 @@ COMEBACK_LEAD_S = 0.1
 # handing it back would only re-claim the same rows. It keeps slots within 20 ms, up to 3 windows.
 GRACE_DELAY_S = 0.02
 GRACE_WINDOWS = 3
+# A later tier's batch reserves up to this many slots in one call; its send threads take them in turn.
+# More would hold more slots ahead of a second incident's admins (the overdraft's business).
+CLAIM_GROUP = 4
 # On the urgent lane a request sleeps at most this long for its slot; a later one is kept for a
 # comeback. More than COMEBACK_LEAD_S, so a comeback that arrives on time finds its slot within it.
 AT_ONCE_HOLD_S = 0.15
@@ -244,17 +269,29 @@ class RateLimiter:
         them, up to `overdraft` such slots in any second; it pays the slot back by moving the
         bucket's next free slot one interval on, so the rate over time is unchanged. Behind the
         first tier's own slots it queues as any request."""
+        return self.claim_many(buckets, limit, max_delay, urgent)[0]
+
+    def claim_many(
+        self, buckets: Sequence[str], limit: Limit, max_delay: float, urgent: bool = False, count: int = 1
+    ) -> list[Slot]:
+        """`claim` for up to `count` slots in one call, each the earliest left, all within
+        `max_delay` (fewer if fewer are); a refusal is one Slot with index None. One round trip
+        cost a sender about as much CPU as a quarter of its HTTP request (benchmarks/sms_path.py)."""
         interval = self.paced_interval(limit)
         overdraft = self.overdraft(limit) if urgent else 0
-        marks = [f"{b}:overdraft" for b in buckets] + [f"{b}:urgent" for b in buckets]
-        keys = list(buckets) + (marks if overdraft else [])
-        args = [f"{interval:.6f}", f"{max(0.0, max_delay):.6f}", str(overdraft)]
+        keys = list(buckets)
+        if overdraft:
+            keys += [f"{b}:overdraft" for b in buckets] + [f"{b}:urgent" for b in buckets]
+        args = [f"{interval:.6f}", f"{max(0.0, max_delay):.6f}", str(overdraft), str(max(1, count))]
         sent = time.monotonic()
-        index, delay, at = self._reserve(keys=keys, args=args)
+        reply = self._reserve(keys=keys, args=args)
         received = time.monotonic()
-        self.clock.observe(sent, received, float(at) - float(delay))
-        due = self.clock.local(float(at))
-        return Slot(int(index) - 1 if int(index) else None, max(0.0, float(delay)), float(at), due)
+        self.clock.observe(sent, received, float(reply[2]) - float(reply[1]))
+        slots = []
+        for i in range(0, len(reply), 3):
+            index, delay, at = int(reply[i]), float(reply[i + 1]), float(reply[i + 2])
+            slots.append(Slot(index - 1 if index else None, max(0.0, delay), at, self.clock.local(at)))
+        return slots
 
     def try_reserve(self, buckets: Sequence[str], limit: Limit, max_delay: float) -> tuple[int | None, float]:
         """`claim` as (index of the bucket or None, seconds to wait for the slot)."""
@@ -281,8 +318,9 @@ def provider_limits(settings: Settings) -> dict[ChannelName, Limit]:
 
 def pool_for(channel: ChannelName, recipient: Recipient, settings: Settings) -> Pool:
     """Which account the limit is counted against: Twilio per sender (or per messaging service),
-    Slack per channel, the rest per provider account."""
-    limit = provider_limits(settings)[channel]
+    Slack per channel, the rest per provider account. Called for every message: it builds only
+    this channel's limit."""
+    limit = Limit(CHANNEL_CLASSES[channel].rate_per_s(settings))
     if channel is ChannelName.SMS:
         service = settings.twilio_messaging_service_sid
         if service:
@@ -318,7 +356,13 @@ class Pacer:
     kept: dict[int, tuple[int, float]] = field(default_factory=dict)
     # slots this run keeps for a comeback: delivery id -> (bucket index, slot time, local due time)
     reserved: dict[int, tuple[int, float, float]] = field(default_factory=dict)
+    # how many requests the batch will make (0: unknown): a later tier's batch then reserves up to
+    # CLAIM_GROUP slots in one call and its threads take them in turn (`_spares`)
+    requests: int = 0
+    _asked: int = 0
+    _spares: dict[Pool, deque[Slot]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _claiming: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def window(self) -> float:
@@ -341,20 +385,16 @@ class Pacer:
         the slot's own time (`Slot.due`), not against when the reservation's answer was read."""
         pool = pool_for(self.channel, recipient, self.settings)
         interval = self.limiter.paced_interval(pool.limit)
+        with self._lock:
+            self._asked += 1
         kept = self.kept.pop(recipient.delivery_id, None)
         if kept is not None and kept[0] < len(pool.buckets):
             index, at = kept
             if self._use(pool, index, at, self.limiter.clock.local(at), interval):
                 return pool.senders[index]
-        if pool in self.refused:
-            raise self._refuse(pool)
         while True:
-            max_delay = self._max_delay()
-            if max_delay is None:
-                raise self._refuse(pool)
-            slot = self.limiter.claim(pool.buckets, pool.limit, max_delay, self.urgent)
-            if slot.index is None:
-                raise self._refuse(pool)
+            slot = self._next_slot(pool)
+            assert slot.index is not None
             if slot.due - time.monotonic() > self.hold:
                 with self._lock:  # kept for this row's comeback; the batch's other rows come after it
                     self.reserved[recipient.delivery_id] = (slot.index, slot.at, slot.due)
@@ -362,6 +402,26 @@ class Pacer:
                 raise NoSlot(pool.buckets[0])
             if self._use(pool, slot.index, slot.at, slot.due, interval):
                 return pool.senders[slot.index]
+
+    def _next_slot(self, pool: Pool) -> Slot:
+        """A slot this batch reserved and no thread has taken yet, else a new reservation: one slot
+        for the first tier (its overdraft goes one request at a time), up to CLAIM_GROUP for a later
+        tier's batch, never more than its requests still to come. Raises NoSlot when refused."""
+        with self._claiming:
+            spares = self._spares.get(pool)
+            if spares:
+                return spares.popleft()
+            if pool in self.refused:
+                raise self._refuse(pool)
+            max_delay = self._max_delay()
+            if max_delay is None:
+                raise self._refuse(pool)
+            group = 1 if self.urgent else max(1, min(CLAIM_GROUP, self.requests - self._asked + 1))
+            slots = self.limiter.claim_many(pool.buckets, pool.limit, max_delay, self.urgent, group)
+            if slots[0].index is None:
+                raise self._refuse(pool)
+            self._spares[pool] = deque(slots[1:])
+            return slots[0]
 
     def _use(self, pool: Pool, index: int, at: float, due: float, interval: float) -> bool:
         """Sleeps until the slot; whether it is still this request's (woken within an interval)."""

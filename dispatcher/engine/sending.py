@@ -491,7 +491,9 @@ def _call_provider(
     """The provider's answers, and the rate-limit slots kept for rows handed back (by delivery id)."""
     adapter = services.adapters[channel]
     urgent = min(r.tier for r in rows) == URGENT_TIER
-    pacer = Pacer(channel, services.limiter, services.settings, urgent, hold=hold, kept=dict(slots))
+    pacer = Pacer(
+        channel, services.limiter, services.settings, urgent, hold=hold, kept=dict(slots), requests=len(rows)
+    )
     waited: list[float] = []
 
     def throttle(recipient: Recipient) -> str | None:
