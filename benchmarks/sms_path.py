@@ -118,7 +118,7 @@ def run_steps(n: int) -> dict[str, dict[str, float]]:
     from channels.base import ChannelName, Failure, Recipient
     from channels.sms.adapter import SmsChannel
     from config import Settings
-    from dispatcher.engine.ratelimit import Pacer, RateLimiter
+    from dispatcher.engine.ratelimit import Limit, Pacer, RateLimiter
     from dispatcher.store.redis_client import get_redis, key
 
     settings = Settings()
@@ -143,8 +143,6 @@ def run_steps(n: int) -> dict[str, dict[str, float]]:
         return sum(accepted(sms.send(variant, recipients[i : i + BATCH])) for i in range(0, n, BATCH))
 
     def claims() -> int:
-        from dispatcher.engine.ratelimit import Limit
-
         bucket = [key("rate", "sms-path", "claim", settings=settings)]
         for _ in range(n):
             limiter.claim(bucket, Limit(1e6), 1.0)

@@ -21,8 +21,8 @@ from dispatcher.engine.ratelimit import (
     Pacer,
     RateLimiter,
     Slot,
+    limit_for,
     pool_for,
-    provider_limits,
 )
 from tests.conftest import PREFIX, REDIS_URL
 
@@ -192,14 +192,14 @@ def test_each_adapter_declares_its_providers_rate_and_the_limiter_uses_it() -> N
         rate_x_window_s=900,
         rate_webhook_per_s=40,
     )
-    assert provider_limits(config) == {
+    assert {n: limit_for(n, config) for n in CHANNEL_CLASSES} == {
         ChannelName.EMAIL: Limit(12),
         ChannelName.SMS: Limit(2),
         ChannelName.CHAT: Limit(3),
         ChannelName.SOCIAL: Limit(0.1),
         ChannelName.WEBHOOK: Limit(40),
     }
-    assert all(provider_limits(config)[n] == Limit(c.rate_per_s(config)) for n, c in CHANNEL_CLASSES.items())
+    assert all(limit_for(n, config) == Limit(c.rate_per_s(config)) for n, c in CHANNEL_CLASSES.items())
 
 
 class CountingLimiter(RateLimiter):

@@ -311,16 +311,16 @@ class RateLimiter:
         return max(0.0, float(at))
 
 
-def provider_limits(settings: Settings) -> dict[ChannelName, Limit]:
-    """Each channel's limit, as its adapter declares it (`rate_per_s`): the provider's fact."""
-    return {name: Limit(adapter.rate_per_s(settings)) for name, adapter in CHANNEL_CLASSES.items()}
+def limit_for(channel: ChannelName, settings: Settings) -> Limit:
+    """A channel's limit, as its adapter declares it (`rate_per_s`): the provider's fact. Asked for
+    every message (`pool_for`), so it builds this channel's alone."""
+    return Limit(CHANNEL_CLASSES[channel].rate_per_s(settings))
 
 
 def pool_for(channel: ChannelName, recipient: Recipient, settings: Settings) -> Pool:
     """Which account the limit is counted against: Twilio per sender (or per messaging service),
-    Slack per channel, the rest per provider account. Called for every message: it builds only
-    this channel's limit."""
-    limit = Limit(CHANNEL_CLASSES[channel].rate_per_s(settings))
+    Slack per channel, the rest per provider account."""
+    limit = limit_for(channel, settings)
     if channel is ChannelName.SMS:
         service = settings.twilio_messaging_service_sid
         if service:

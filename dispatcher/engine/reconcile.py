@@ -31,7 +31,7 @@ from dispatcher.domain.reports import Verdict
 from dispatcher.domain.states import DeliveryState
 from dispatcher.engine.clock import utcnow
 from dispatcher.engine.outbox import Outbox
-from dispatcher.engine.ratelimit import Limit, RateLimiter, provider_limits
+from dispatcher.engine.ratelimit import Limit, RateLimiter, limit_for
 from dispatcher.engine.status_reports import apply_reports, count_asked
 from dispatcher.store.bulk import id_in
 from dispatcher.store.db import Database
@@ -107,7 +107,7 @@ def status_slots(
     """Status queries at the provider's rate, in their own bucket (they never take a send's slot),
     and like sends never sleeping through the limit: only the slots that start within one pacing
     window are reserved. Returns a throttle that waits for each in turn, and how many there are."""
-    limit: Limit = provider_limits(settings)[channel]
+    limit: Limit = limit_for(channel, settings)
     bucket = key("rate", provider, "status", settings=settings)
     window = min(settings.rate_pace_window_s, settings.lease_s / 4)
     due: list[float] = []
